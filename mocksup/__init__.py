@@ -1,0 +1,79 @@
+"""mocksup: mock servers in child processes for end-to-end telemetry tests of LLM apps.
+
+Each mock server (a :class:`MockServerBase` subclass) runs in its own child process; the
+harness starts them concurrently, waits until each serves and stops and reaps them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mocksup._child import ServeContext
+from mocksup.base import MockServerBase
+from mocksup.errors import (
+    ChildCrashedError,
+    ControlAPIError,
+    MockServerError,
+    PortInUseError,
+    StartupTimeoutError,
+    StopError,
+)
+from mocksup.harness import (
+    MockServerConfig,
+    MockServers,
+    start_all,
+    start_mock_servers_async,
+    stop_all,
+    stop_mock_servers,
+)
+
+if TYPE_CHECKING:
+    from mocksup.otlp import MockOTLPCollector
+    from mocksup.redis import MockRedisServer
+    from mocksup.vllm import MockVLLMServer
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "ChildCrashedError",
+    "ControlAPIError",
+    "MockOTLPCollector",
+    "MockRedisServer",
+    "MockServerBase",
+    "MockServerConfig",
+    "MockServerError",
+    "MockServers",
+    "MockVLLMServer",
+    "PortInUseError",
+    "ServeContext",
+    "StartupTimeoutError",
+    "StopError",
+    "__version__",
+    "start_all",
+    "start_mock_servers_async",
+    "stop_all",
+    "stop_mock_servers",
+)
+
+# The mocks are imported on first use: every child process imports this package, and a
+# child serving one mock should not pay for importing the others.
+_LAZY = {
+    "MockOTLPCollector": "mocksup.otlp",
+    "MockRedisServer": "mocksup.redis",
+    "MockVLLMServer": "mocksup.vllm",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mocksup' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

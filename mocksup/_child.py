@@ -1,0 +1,214 @@
+"""The child's entry: read the server model, watch the lifeline, serve, report ready.
+
+The parent runs ``python -m mocksup._child LIFELINE_FD STATUS_FD`` (an exec, never a fork, so a
+parent that has loaded gRPC is safe). Over the lifeline pipe it sends one length-prefixed
+pickle: the parent's ``sys.path``, the path of its ``__main__`` script when the server class
+lives there, and the validated server model. The parent then keeps the pipe's write end open
+for the child's whole life: EOF on it means the parent is gone (even SIGKILLed), and the child
+stops at once. On the status pipe the child writes exactly one JSON line: ``ready`` with the
+ports it really serves on, or ``error`` with a pickled :class:`~mocksup.MockServerError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import traceback
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mocksup.base import MockServerBase
+
+__all__ = ["ServeContext"]
+
+#: After a stop request (SIGTERM or lifeline EOF) the child gets this long to return from
+#: ``serve()`` before it ends itself, so a wedged server can never outlive its budget.
+HARD_EXIT_AFTER = 1.5
+
+_HEADER = struct.Struct("!Q")
+_log = logging.getLogger("mocksup.child")
+
+
+class ServeContext:
+    """What a running child hands to :meth:`MockServerBase.serve`.
+
+    ``serve()`` binds its sockets, calls :meth:`ready` once it really serves, then blocks
+    in :meth:`wait` until a stop is requested, shuts down cleanly and returns.
+    """
+
+    def __init__(self, status_fd: int | None = None) -> None:
+        self._status_fd = status_fd
+        self._stop = threading.Event()
+        self._ready_sent = False
+        self.stop_reason: str | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether :meth:`ready` was called."""
+        return self._ready_sent
+
+    def ready(self, **ports: int) -> None:
+        """Report that the server serves, with the ports it really bound.
+
+        Each keyword names a field of the server model (``port=8000, grpc_port=4317``); the
+        parent sets those fields to these values. Call it after the server accepts and
+        handles requests (for gRPC, after ``server.start()``), exactly once.
+        """
+        if self._ready_sent:
+            raise RuntimeError("ready() was already called")
+        self._ready_sent = True
+        _write_status(self._status_fd, {"event": "ready", "pid": os.getpid(), "ports": ports})
+
+    def request_stop(self, reason: str) -> None:
+        """Ask ``serve()`` to return; called on SIGTERM, SIGINT and lifeline EOF."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested (or ``timeout`` passes); return whether it was."""
+        return self._stop.wait(timeout)
+
+
+def _write_status(fd: int | None, message: dict[str, Any]) -> None:
+    if fd is None:
+        return
+    data = (json.dumps(message) + "\n").encode()
+    # The parent may have stopped listening (it gave up or died); the lifeline handles that.
+    with contextlib.suppress(OSError):
+        os.write(fd, data)
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            raise EOFError("the parent closed the lifeline before sending the server")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def encode_payload(server: MockServerBase, main_path: str | None) -> bytes:
+    """Serialise what the child needs, for the parent side (see the module docstring)."""
+    header = pickle.dumps({"sys_path": list(sys.path), "main_path": main_path, "cwd": os.getcwd()})
+    body = pickle.dumps(server)
+    return _HEADER.pack(len(header)) + header + _HEADER.pack(len(body)) + body
+
+
+def _load_payload(fd: int) -> MockServerBase:
+    header = pickle.loads(_read_exact(fd, _HEADER.unpack(_read_exact(fd, _HEADER.size))[0]))
+    sys.path[:] = header["sys_path"]
+    main_path = header["main_path"]
+    if main_path:
+        _import_main(main_path)
+    body = _read_exact(fd, _HEADER.unpack(_read_exact(fd, _HEADER.size))[0])
+    server: MockServerBase = pickle.loads(body)
+    return server
+
+
+def _import_main(path: str) -> None:
+    # A server class defined in the parent's script pickles as ``__main__.X``: run that script
+    # under another name, as multiprocessing's spawn does, so its guarded main block stays idle.
+    import runpy
+
+    namespace = runpy.run_path(path, run_name="__mp_main__")
+    module = type(sys)("__mp_main__")
+    module.__dict__.update(namespace)
+    sys.modules["__mp_main__"] = sys.modules["__main__"] = module
+
+
+def _watch_lifeline(fd: int, ctx: ServeContext) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+    ctx.request_stop("lifeline closed: the parent is gone")
+    _hard_exit_later()
+
+
+_hard_exit_armed = threading.Lock()
+
+
+def _hard_exit_later() -> None:
+    if not _hard_exit_armed.acquire(blocking=False):
+        return
+
+    def _exit() -> None:
+        _log.error("serve() did not return %.1f s after the stop request; exiting", HARD_EXIT_AFTER)
+        sys.stderr.flush()
+        os._exit(70)
+
+    timer = threading.Timer(HARD_EXIT_AFTER, _exit)
+    timer.daemon = True
+    timer.start()
+
+
+def main(argv: list[str]) -> int:
+    """Run one mock server in this process; the parent's ``_process`` module calls it."""
+    lifeline_fd, status_fd = int(argv[0]), int(argv[1])
+    for fd in (lifeline_fd, status_fd):
+        # Grandchildren a mock may start must not keep our pipes alive.
+        os.set_inheritable(fd, False)
+    logging.basicConfig(
+        level=os.environ.get("MOCKSUP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    ctx = ServeContext(status_fd)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        ctx.request_stop(signal.Signals(signum).name)
+        _hard_exit_later()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = _load_payload(lifeline_fd)
+    threading.Thread(
+        target=_watch_lifeline, args=(lifeline_fd, ctx), name="mocksup-lifeline", daemon=True
+    ).start()
+    try:
+        server.serve(ctx)
+    except BaseException as error:
+        from mocksup.errors import MockServerError
+
+        if ctx.is_ready:
+            _log.exception("%s failed while serving", server.name)
+            return 1
+        if isinstance(error, MockServerError):
+            blob = base64.b64encode(pickle.dumps(error)).decode()
+            _write_status(status_fd, {"event": "error", "error": blob})
+            _log.error("%s could not start: %s", server.name, error)
+            return 3
+        # Anything else (werkzeug's SystemExit on a busy port included) is printed, and the
+        # parent reports the exit with this output as a ChildCrashedError.
+        traceback.print_exc()
+        return 1
+    if not ctx.is_ready:
+        _log.error("%s: serve() returned without calling ready()", server.name)
+        return 2
+    _log.info("%s stopped (%s)", server.name, ctx.stop_reason or "serve() returned")
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: non-daemon threads of a server library must not delay exit.
+    os._exit(code)

@@ -1,0 +1,243 @@
+"""The exceptions mocksup raises.
+
+Every failure of the supervisor is a :class:`MockServerError`; each subclass carries the
+context a person needs to act (server name, pid, port, exit code, output tail, log path)
+as attributes, and says in its message what to do next::
+
+    MockServerError
+    ├── ChildCrashedError       the child exited before it was ready
+    ├── StartupTimeoutError     the child was not ready in time (its process tree was killed)
+    ├── PortInUseError          a port the child was told to bind is taken
+    ├── StopError               the child could not be stopped and reaped
+    └── ControlAPIError         a mock's HTTP control API answered with an error
+
+The exceptions cross the pipe from child to parent, so each one pickles with all of its
+fields (``__reduce__``).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+__all__ = [
+    "ChildCrashedError",
+    "ControlAPIError",
+    "MockServerError",
+    "PortInUseError",
+    "StartupTimeoutError",
+    "StopError",
+]
+
+
+class MockServerError(Exception):
+    """Base class of every error mocksup raises.
+
+    :param message: what happened and what to do next.
+    :param server: the name of the server concerned, if any.
+    """
+
+    def __init__(self, message: str, *, server: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.server = server
+
+    def _fields(self) -> dict[str, Any]:
+        return {"server": self.server}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._fields()))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[MockServerError], message: str, fields: dict[str, Any]) -> MockServerError:
+    error = cls.__new__(cls)
+    MockServerError.__init__(error, message, server=fields.get("server"))
+    for key, value in fields.items():
+        setattr(error, key, value)
+    return error
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Say how a process ended, naming the signal for a negative return code."""
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def _context(output_tail: str, log_path: str | None) -> str:
+    parts = []
+    if output_tail.strip():
+        parts.append("last output:\n" + _indent(output_tail.rstrip()))
+    if log_path:
+        parts.append(f"full log: {log_path}")
+    return ("\n" + "\n".join(parts)) if parts else ""
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+class _ProcessError(MockServerError):
+    """A failure of one child process, with its output and log."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str | None = None,
+        pid: int | None = None,
+        returncode: int | None = None,
+        output_tail: str = "",
+        log_path: str | None = None,
+    ) -> None:
+        super().__init__(message + _context(output_tail, log_path), server=server)
+        self.pid = pid
+        self.returncode = returncode
+        self.output_tail = output_tail
+        self.log_path = log_path
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "pid": self.pid,
+            "returncode": self.returncode,
+            "output_tail": self.output_tail,
+            "log_path": self.log_path,
+        }
+
+
+class ChildCrashedError(_ProcessError):
+    """The child process exited (or was killed) before it reported ready.
+
+    ``returncode`` is the exit code, negative for a signal; ``output_tail`` holds the last
+    lines the child wrote to stdout and stderr; ``log_path`` the file with all of them.
+    """
+
+    @classmethod
+    def from_exit(
+        cls,
+        *,
+        server: str,
+        pid: int | None,
+        returncode: int | None,
+        output_tail: str,
+        log_path: str | None,
+    ) -> ChildCrashedError:
+        """Build the error for a child that ended with ``returncode`` before it was ready."""
+        message = (
+            f"mock server {server!r} (pid {pid}) {describe_exit(returncode)} before it was "
+            "ready; its output below says why"
+        )
+        return cls(
+            message,
+            server=server,
+            pid=pid,
+            returncode=returncode,
+            output_tail=output_tail,
+            log_path=log_path,
+        )
+
+
+class StartupTimeoutError(_ProcessError):
+    """The child did not report ready within its start timeout; its process tree was killed.
+
+    ``timeout`` is the deadline in seconds that passed.
+    """
+
+    def __init__(self, message: str, *, timeout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.timeout = timeout
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "timeout": self.timeout}
+
+
+class StopError(_ProcessError):
+    """A child could not be stopped and reaped, even with SIGKILL (it is stuck in the kernel)."""
+
+
+class PortInUseError(MockServerError):
+    """A port the server was asked to bind is already taken.
+
+    ``port`` and ``host`` say which; ``holder_pid`` and ``holder_name`` name the process
+    listening there when the operating system lets psutil tell (else ``None``).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        port: int,
+        host: str = "127.0.0.1",
+        server: str | None = None,
+        holder_pid: int | None = None,
+        holder_name: str | None = None,
+    ) -> None:
+        self.port = port
+        self.host = host
+        self.holder_pid = holder_pid
+        self.holder_name = holder_name
+        super().__init__(message or self._compose(server), server=server)
+
+    def _compose(self, server: str | None) -> str:
+        who = f"mock server {server!r}: " if server else ""
+        if self.holder_pid is not None:
+            holder = f" by {self.holder_name or 'a process'} (pid {self.holder_pid})"
+        else:
+            holder = ""
+        return (
+            f"{who}port {self.port} on {self.host} is in use{holder}; stop that process, "
+            "or pass port=0 to let the system choose a free port"
+        )
+
+    def with_context(
+        self, server: str, holder_pid: int | None, holder_name: str | None
+    ) -> PortInUseError:
+        """Return a copy naming the server and, where known, the process holding the port."""
+        return PortInUseError(
+            port=self.port,
+            host=self.host,
+            server=server,
+            holder_pid=holder_pid,
+            holder_name=holder_name,
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "port": self.port,
+            "host": self.host,
+            "holder_pid": self.holder_pid,
+            "holder_name": self.holder_name,
+        }
+
+
+class ControlAPIError(MockServerError):
+    """A mock's HTTP control API could not be reached or answered with an error.
+
+    ``status`` is the HTTP status (``None`` when no answer came) and ``url`` the address asked.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str | None = None,
+        status: int | None = None,
+        url: str = "",
+    ) -> None:
+        super().__init__(message, server=server)
+        self.status = status
+        self.url = url
+
+    def _fields(self) -> dict[str, Any]:
+        return {"server": self.server, "status": self.status, "url": self.url}
