@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mocksup._child import ServeContext
+from mocksup._context import ServeContext
 from mocksup.base import MockServerBase
 from mocksup.errors import (
     ChildCrashedError,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import os
 import pickle
@@ -23,73 +22,22 @@ import sys
 import threading
 import traceback
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mocksup._context import ServeContext, write_status
 
 if TYPE_CHECKING:
     from mocksup.base import MockServerBase
 
-__all__ = ["ServeContext"]
+__all__ = ["encode_payload", "main"]
 
-#: After a stop request (SIGTERM or lifeline EOF) the child gets this long to return from
-#: ``serve()`` before it ends itself, so a wedged server can never outlive its budget.
-HARD_EXIT_AFTER = 1.5
+#: When the parent is gone (lifeline EOF), nobody will escalate: ``serve()`` gets this long
+#: to return before the child ends itself, so no orphan outlives its parent by a second.
+#: A stop the parent asks for (SIGTERM) is escalated by the parent within its own budget.
+HARD_EXIT_AFTER = 0.5
 
 _HEADER = struct.Struct("!Q")
 _log = logging.getLogger("mocksup.child")
-
-
-class ServeContext:
-    """What a running child hands to :meth:`MockServerBase.serve`.
-
-    ``serve()`` binds its sockets, calls :meth:`ready` once it really serves, then blocks
-    in :meth:`wait` until a stop is requested, shuts down cleanly and returns.
-    """
-
-    def __init__(self, status_fd: int | None = None) -> None:
-        self._status_fd = status_fd
-        self._stop = threading.Event()
-        self._ready_sent = False
-        self.stop_reason: str | None = None
-
-    @property
-    def is_ready(self) -> bool:
-        """Whether :meth:`ready` was called."""
-        return self._ready_sent
-
-    def ready(self, **ports: int) -> None:
-        """Report that the server serves, with the ports it really bound.
-
-        Each keyword names a field of the server model (``port=8000, grpc_port=4317``); the
-        parent sets those fields to these values. Call it after the server accepts and
-        handles requests (for gRPC, after ``server.start()``), exactly once.
-        """
-        if self._ready_sent:
-            raise RuntimeError("ready() was already called")
-        self._ready_sent = True
-        _write_status(self._status_fd, {"event": "ready", "pid": os.getpid(), "ports": ports})
-
-    def request_stop(self, reason: str) -> None:
-        """Ask ``serve()`` to return; called on SIGTERM, SIGINT and lifeline EOF."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        self._stop.set()
-
-    def should_stop(self) -> bool:
-        """Whether a stop was requested."""
-        return self._stop.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until a stop is requested (or ``timeout`` passes); return whether it was."""
-        return self._stop.wait(timeout)
-
-
-def _write_status(fd: int | None, message: dict[str, Any]) -> None:
-    if fd is None:
-        return
-    data = (json.dumps(message) + "\n").encode()
-    # The parent may have stopped listening (it gave up or died); the lifeline handles that.
-    with contextlib.suppress(OSError):
-        os.write(fd, data)
 
 
 def _read_exact(fd: int, size: int) -> bytes:
@@ -140,6 +88,7 @@ def _watch_lifeline(fd: int, ctx: ServeContext) -> None:
         pass
     ctx.request_stop("lifeline closed: the parent is gone")
     _hard_exit_later()
+    _end_group()
 
 
 _hard_exit_armed = threading.Lock()
@@ -152,6 +101,7 @@ def _hard_exit_later() -> None:
     def _exit() -> None:
         _log.error("serve() did not return %.1f s after the stop request; exiting", HARD_EXIT_AFTER)
         sys.stderr.flush()
+        _end_group()
         os._exit(70)
 
     timer = threading.Timer(HARD_EXIT_AFTER, _exit)
@@ -174,7 +124,6 @@ def main(argv: list[str]) -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         ctx.request_stop(signal.Signals(signum).name)
-        _hard_exit_later()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -192,18 +141,29 @@ def main(argv: list[str]) -> int:
             return 1
         if isinstance(error, MockServerError):
             blob = base64.b64encode(pickle.dumps(error)).decode()
-            _write_status(status_fd, {"event": "error", "error": blob})
+            write_status(status_fd, {"event": "error", "error": blob})
             _log.error("%s could not start: %s", server.name, error)
             return 3
         # Anything else (werkzeug's SystemExit on a busy port included) is printed, and the
         # parent reports the exit with this output as a ChildCrashedError.
         traceback.print_exc()
         return 1
+    finally:
+        _end_group()
     if not ctx.is_ready:
         _log.error("%s: serve() returned without calling ready()", server.name)
         return 2
     _log.info("%s stopped (%s)", server.name, ctx.stop_reason or "serve() returned")
     return 0
+
+
+def _end_group() -> None:
+    # We lead our own session and group: whatever the server started (a subprocess of its
+    # own) ends with us, even when the parent is gone and cannot kill the tree. Our own
+    # handler takes this SIGTERM harmlessly.
+    if os.getpgid(0) == os.getpid():
+        with contextlib.suppress(OSError):
+            os.killpg(0, signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from mocksup._child import ServeContext
+    from mocksup._context import ServeContext
     from mocksup._process import ChildProcess
 
 __all__ = ["MockServerBase"]

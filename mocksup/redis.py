@@ -15,7 +15,7 @@ from typing import BinaryIO, ClassVar
 
 from pydantic import Field
 
-from mocksup._child import ServeContext
+from mocksup._context import ServeContext
 from mocksup.base import MockServerBase
 from mocksup.serving import bind_tcp
 
