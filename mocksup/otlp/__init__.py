@@ -1,0 +1,39 @@
+"""MockOTLPCollector: an OTLP/HTTP and OTLP/gRPC receiver in a child process, for tests.
+
+The collector accepts what real OpenTelemetry exporters send (traces, metrics and logs;
+protobuf and OTLP/JSON; gzip and deflate), keeps it compactly, and answers queries, waits and
+fault scripts through a control API on its HTTP port that the Python methods call.
+"""
+
+from __future__ import annotations
+
+from mocksup.otlp.collector import MockOTLPCollector, TelemetryTimeoutError
+from mocksup.otlp.faults import Fault
+from mocksup.otlp.items import (
+    DataPoint,
+    LogRecord,
+    Metric,
+    RequestRecord,
+    Resource,
+    Scope,
+    Span,
+    SpanEvent,
+    SpanLink,
+    Trace,
+)
+
+__all__ = (
+    "DataPoint",
+    "Fault",
+    "LogRecord",
+    "Metric",
+    "MockOTLPCollector",
+    "RequestRecord",
+    "Resource",
+    "Scope",
+    "Span",
+    "SpanEvent",
+    "SpanLink",
+    "TelemetryTimeoutError",
+    "Trace",
+)

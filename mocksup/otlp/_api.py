@@ -1,0 +1,200 @@
+"""The collector's control API: JSON routes under ``/mocksup`` on its HTTP port.
+
+Every query of the Python client is a call to one of these routes, so a harness in any
+language has the same powers. Waits are long polls: the request is held on the store's
+condition variable until enough matching items arrived or its deadline passed.
+Routes are documented in ``docs/otlp.rst``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+from werkzeug.wrappers import Request
+
+from mocksup._control import PREFIX
+from mocksup.otlp._query import Query, Result, summarise
+from mocksup.otlp._store import Store
+from mocksup.otlp.faults import Fault, FaultBook
+from mocksup.otlp.items import exporter_env, trace_tree
+
+__all__ = ["ControlAPI"]
+
+#: The longest a wait may hold a request, whatever its ``timeout`` says.
+MAX_WAIT = 600.0
+_ROUTE_SIGNALS = {"spans": "traces", "metrics": "metrics", "logs": "logs"}
+
+
+class _Error(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ControlAPI:
+    """The WSGI app behind ``/mocksup``.
+
+    :param ports: filled by the collector once bound: ``host``, ``port``, ``grpc_port``.
+    """
+
+    def __init__(self, store: Store, faults: FaultBook, ports: dict[str, Any]) -> None:
+        self.store = store
+        self.faults = faults
+        self.ports = ports
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        request = Request(environ)
+        path = request.path[len(PREFIX) :].strip("/")
+        status = 200
+        try:
+            answer = self._route(request.method, path.split("/") if path else [], request)
+        except _Error as error:
+            status, answer = error.status, {"error": str(error)}
+        except (ValueError, ValidationError) as error:
+            status, answer = 400, {"error": str(error)}
+        body = json.dumps(answer).encode()
+        start_response(
+            f"{status} {'OK' if status == 200 else 'Error'}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def _route(self, method: str, parts: list[str], request: Request) -> Any:
+        head = parts[0] if parts else ""
+        if head == "health" and method == "GET":
+            return {"status": "ok", **self.ports}
+        if head in _ROUTE_SIGNALS and len(parts) == 1 and method == "GET":
+            return self.items(_ROUTE_SIGNALS[head], request.args)
+        if head in _ROUTE_SIGNALS and parts[1:] == ["wait"] and method == "GET":
+            return self.wait(_ROUTE_SIGNALS[head], request.args)
+        if head == "traces" and len(parts) == 2 and method == "GET":
+            return self.trace(parts[1])
+        if head == "requests" and len(parts) == 1 and method == "GET":
+            return self.requests(request.args)
+        if head == "stats" and method == "GET":
+            return self.store.stats()
+        if head == "clear" and method == "POST":
+            self.faults.clear()
+            return {"generation": self.store.clear()}
+        if head == "faults" and len(parts) == 1:
+            return self.fault_route(method, request)
+        if head == "env" and method == "GET":
+            protocol = request.args.get("protocol", "http/protobuf")
+            return exporter_env(self._endpoint(protocol), protocol)
+        raise _Error(404, f"no control route {method} {request.path}; see the otlp docs")
+
+    def _endpoint(self, protocol: str) -> str:
+        host = self.ports["host"]
+        host = f"[{host}]" if ":" in host else host
+        if protocol == "grpc":
+            if self.ports.get("grpc_port") is None:
+                raise _Error(400, "gRPC is switched off on this collector")
+            return f"http://{host}:{self.ports['grpc_port']}"
+        return f"http://{host}:{self.ports['port']}"
+
+    def items(self, signal: str, args: Any) -> dict[str, Any]:
+        """``GET /mocksup/{spans,metrics,logs}``: the stored items matching the filters."""
+        query = Query(signal, _params(args))
+        with self.store.cond:
+            batches = list(self.store.batches[signal])
+            generation = self.store.generation
+        result = Result(signal)
+        result.add(query, batches)
+        return {**result.document(), "generation": generation}
+
+    def wait(self, signal: str, args: Any) -> dict[str, Any]:
+        """``GET /mocksup/{spans,metrics,logs}/wait``: hold until ``count`` items match."""
+        query = Query(signal, _params(args))
+        count = int(args.get("count", 1))
+        timeout = min(float(args.get("timeout", 10.0)), MAX_WAIT)
+        deadline = time.monotonic() + timeout
+        store = self.store
+        result = Result(signal)
+        seen = 0
+        generation = -1
+        while True:
+            with store.cond:
+                if store.generation != generation:
+                    # A clear() started a new test: forget what matched before it.
+                    generation, seen, result = store.generation, 0, Result(signal)
+                batches = store.batches[signal][seen:]
+                seen += len(batches)
+            # Materialise outside the lock: receivers keep storing meanwhile.
+            result.add(query, batches)
+            if len(result.items) >= count:
+                return {**result.document(), "matched": True, "generation": generation}
+            with store.cond:
+                while (
+                    store.generation == generation
+                    and len(store.batches[signal]) == seen
+                    and not store.closed
+                ):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    store.cond.wait(remaining)
+                expired = time.monotonic() >= deadline or store.closed
+                arrived = list(store.batches[signal]) if expired else []
+            if expired and store.generation == generation and len(arrived) == seen:
+                return {
+                    **result.document(),
+                    "matched": False,
+                    "generation": generation,
+                    "total": sum(batch.count for batch in arrived),
+                    "arrived": summarise(signal, arrived),
+                }
+
+    def trace(self, trace_id: str) -> dict[str, Any]:
+        """``GET /mocksup/traces/<trace_id>``: its spans and their tree."""
+        try:
+            raw = bytes.fromhex(trace_id)
+        except ValueError:
+            raise _Error(400, f"trace id {trace_id!r} is not hex") from None
+        if len(raw) != 16:
+            raise _Error(400, f"trace id {trace_id!r} is not 32 hex digits")
+        document = self.items("traces", {"trace_id": trace_id})
+        return {**document, **trace_tree(document["spans"])}
+
+    def requests(self, args: Any) -> dict[str, Any]:
+        """``GET /mocksup/requests``: the request records, oldest first."""
+        signal = args.get("signal")
+        transport = args.get("transport")
+        with self.store.cond:
+            records = [
+                r
+                for r in self.store.requests
+                if (signal is None or r.get("signal") == signal)
+                and (transport is None or r["transport"] == transport)
+            ]
+            forgotten = self.store.requests_forgotten
+        limit = args.get("limit")
+        if limit is not None:
+            records = records[-int(limit) :] if int(limit) else []
+        return {"requests": records, "forgotten": forgotten}
+
+    def fault_route(self, method: str, request: Request) -> Any:
+        """``GET``/``POST``/``DELETE /mocksup/faults``: list, append, clear."""
+        if method == "POST":
+            document = json.loads(request.get_data() or b"null")
+            documents = document if isinstance(document, list) else [document]
+            self.faults.add([Fault.model_validate(d) for d in documents])
+        elif method == "DELETE":
+            self.faults.clear()
+        elif method != "GET":
+            raise _Error(405, f"method {method} not allowed on /faults")
+        return {"faults": self.faults.pending()}
+
+
+def _params(args: Any) -> dict[str, Any]:
+    if isinstance(args, dict):
+        return args
+    params: dict[str, Any] = {key: args.get(key) for key in args}
+    params["attr"] = args.getlist("attr")
+    params["resource"] = args.getlist("resource")
+    return params
