@@ -1,0 +1,574 @@
+"""The WSGI application: vLLM's routes, its auth and error rules, and the request journal.
+
+Plain WSGI on ``environ`` (no request/response objects) keeps the per-request cost low.
+Generation requests go through :mod:`~mocksup.vllm.engine`; the control API under
+``/mocksup`` is in :mod:`~mocksup.vllm.control`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from mocksup._control import PREFIX
+from mocksup.vllm.engine import Cut, Engine, Job
+from mocksup.vllm.generate import last_user_text, plan_request, render_chat
+from mocksup.vllm.metrics import Metrics
+from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
+from mocksup.vllm.settings import FaultKind
+from mocksup.vllm.state import RuntimeState
+from mocksup.vllm.tokenizer import TOKENIZER
+from mocksup.vllm.tracing import SpanExporter, parse_traceparent
+from mocksup.vllm.wire import ChunkWriter, chat_body, completion_body, dumps, usage
+
+__all__ = ["AppConfig", "VLLMApp"]
+
+_log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+Headers = list[tuple[str, str]]
+
+_JSON = [("Content-Type", "application/json")]
+_SSE = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache")]
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: vLLM's auth middleware leaves these open (and OPTIONS everywhere).
+_OPEN_PATHS = frozenset({"/health", "/ping", "/load", "/version", "/metrics"})
+_FAULT_KINDS = frozenset(
+    {"rate_limit", "unavailable", "server_error", "stream_error", "stream_cut", "reset"}
+)
+
+
+class AppConfig:
+    """The fixed settings the app needs (copied from the server model in the child)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.models: list[str] = values["models"]
+        self.max_model_len: int = values["max_model_len"]
+        self.api_keys: list[str] = values["api_keys"]
+        self.seed: int = values["seed"]
+        self.output_tokens: tuple[int, int] = values["output_tokens"]
+        self.version: str = values["version"]
+        self.request_id_headers: bool = values["request_id_headers"]
+        self.role: str = values["role"]
+        self.max_request_bytes: int = values["max_request_bytes"]
+        self.embedding_dim: int = values["embedding_dim"]
+        self.tracing: bool = values["tracing"]
+
+
+class VLLMApp:
+    """The WSGI callable of the mock."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        state: RuntimeState,
+        metrics: Metrics,
+        exporter: SpanExporter | None,
+        control: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.metrics = metrics
+        self.engine = Engine(state.slots, metrics, exporter)
+        self._control = control
+        self._key_digests = [hashlib.sha256(k.encode()).digest() for k in config.api_keys]
+        self._load = 0
+        self._load_lock = threading.Lock()
+        self._warned_trace = False
+        created = int(time.time())
+        self._models_body = dumps(
+            {"object": "list", "data": [self._model_card(m, created) for m in config.models]}
+        )
+        self._routes: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
+            "/v1/chat/completions": (("POST",), self._chat),
+            "/v1/completions": (("POST",), self._completions),
+            "/v1/models": (("GET",), self._models),
+            "/v1/embeddings": (("POST",), self._embeddings),
+            "/health": (("GET",), self._health),
+            "/ping": (("GET", "POST"), self._health),
+            "/load": (("GET",), self._server_load),
+            "/version": (("GET",), self._version),
+            "/metrics": (("GET",), self._metrics),
+            "/tokenize": (("POST",), self._tokenize),
+            "/detokenize": (("POST",), self._detokenize),
+        }
+
+    # -- entry -----------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO") or "/"
+        if path.startswith(PREFIX):
+            return self._control(environ, start_response)
+        started = time.monotonic()
+        wall = time.time()
+        method: str = environ["REQUEST_METHOD"]
+        box: dict[str, Any] = {"status": 500, "body": b""}
+
+        def journal(first_byte: float | None) -> None:
+            end = time.monotonic()
+            self.state.journal.add(
+                {
+                    "method": method,
+                    "path": path,
+                    "query": environ.get("QUERY_STRING", ""),
+                    "headers": _headers(environ),
+                    "body": _journal_body(box["body"]),
+                    "status": box["status"],
+                    "start": wall,
+                    "first_byte": (first_byte or end) - started,
+                    "duration": end - started,
+                }
+            )
+
+        def respond(status: int, headers: Headers) -> None:
+            box["status"] = status
+            start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+
+        try:
+            result = self._dispatch(environ, method, path, box, respond)
+        except APIError as error:
+            respond(error.status, [*_JSON, *error.headers])
+            result = [dumps(error.body())]
+        except Cut:
+            box["status"] = None
+            journal(None)
+            raise
+        if isinstance(result, list):
+            journal(None)
+            return result
+        return _Journaled(result, journal)
+
+    def _dispatch(
+        self,
+        environ: dict[str, Any],
+        method: str,
+        path: str,
+        box: dict[str, Any],
+        respond: Callable[[int, Headers], None],
+    ) -> Iterable[bytes]:
+        guarded = self._key_digests and path not in _OPEN_PATHS and method != "OPTIONS"
+        if guarded and not self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
+            respond(401, _JSON)
+            return [b'{"error":"Unauthorized"}']
+        route = self._routes.get(path)
+        if route is None:
+            respond(404, _JSON)
+            return [b'{"detail":"Not Found"}']
+        methods, handler = route
+        if method not in methods:
+            respond(405, [*_JSON, ("Allow", ", ".join(methods))])
+            return [b'{"detail":"Method Not Allowed"}']
+        if method == "POST":
+            box["body"] = self._read_body(environ)
+        result: Iterable[bytes] = handler(environ, box["body"], respond)
+        return result
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        # Constant-time and over every key, as vLLM's middleware compares them.
+        return any([hmac.compare_digest(digest, d) for d in self._key_digests])
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise APIError(400, "Invalid Content-Length header.") from None
+        if length > self.config.max_request_bytes:
+            raise APIError(
+                413,
+                f"Request body of {length} bytes exceeds the limit of "
+                f"{self.config.max_request_bytes} bytes.",
+            )
+        stream = environ["wsgi.input"]
+        if length:
+            data: bytes = stream.read(length)
+            return data
+        if environ.get("wsgi.input_terminated"):
+            data = stream.read(self.config.max_request_bytes + 1)
+            if len(data) > self.config.max_request_bytes:
+                raise APIError(413, "Request body exceeds the size limit.")
+            return data
+        return b""
+
+    # -- utility routes ----------------------------------------------------------------------
+
+    def _health(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        respond(200, [("Content-Length", "0")])
+        return [b""]
+
+    def _server_load(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        respond(200, _JSON)
+        return [dumps({"server_load": self._load})]
+
+    def _version(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        respond(200, _JSON)
+        return [dumps({"version": self.config.version})]
+
+    def _metrics(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        respond(200, [("Content-Type", _METRICS_TYPE)])
+        return [self.metrics.render()]
+
+    def _models(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        respond(200, _JSON)
+        return [self._models_body]
+
+    def _model_card(self, name: str, created: int) -> dict[str, Any]:
+        return {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "vllm",
+            "root": self.config.models[0],
+            "parent": None,
+            "max_model_len": self.config.max_model_len,
+            "permission": [
+                {
+                    "id": f"modelperm-{hashlib.sha256(name.encode()).hexdigest()[:32]}",
+                    "object": "model_permission",
+                    "created": created,
+                    "allow_create_engine": False,
+                    "allow_sampling": True,
+                    "allow_logprobs": True,
+                    "allow_search_indices": False,
+                    "allow_view": True,
+                    "allow_fine_tuning": False,
+                    "organization": "*",
+                    "group": None,
+                    "is_blocking": False,
+                }
+            ],
+        }
+
+    def _check_model(self, model: Any) -> str:
+        if model is None:
+            return self.config.models[0]
+        if model not in self.config.models:
+            raise APIError(404, f"The model `{model}` does not exist.", param="model")
+        return str(model)
+
+    def _json_object(self, environ: dict[str, Any], body: bytes) -> dict[str, Any]:
+        content_type = environ.get("CONTENT_TYPE", "")
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            raise APIError(
+                400,
+                f"Unsupported Media Type: Only 'application/json' is allowed, got {content_type!r}",
+            )
+        try:
+            data = json.loads(body)
+        except ValueError as error:
+            raise APIError(400, f"JSON decode error: {error}") from None
+        if not isinstance(data, dict):
+            raise APIError(400, "The request body must be a JSON object.")
+        return data
+
+    def _tokenize(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        data = self._json_object(environ, body)
+        self._check_model(data.get("model"))
+        if isinstance(data.get("messages"), list):
+            text = render_chat(data["messages"], bool(data.get("add_generation_prompt", True)))
+        elif isinstance(data.get("prompt"), str):
+            text = data["prompt"]
+        else:
+            raise APIError(400, "Either `prompt` (a string) or `messages` must be given.")
+        tokens = TOKENIZER.encode(text)
+        strs = [TOKENIZER.token_str(t) for t in tokens] if data.get("return_token_strs") else None
+        respond(200, _JSON)
+        return [
+            dumps(
+                {
+                    "count": len(tokens),
+                    "max_model_len": self.config.max_model_len,
+                    "tokens": tokens,
+                    "token_strs": strs,
+                }
+            )
+        ]
+
+    def _detokenize(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        data = self._json_object(environ, body)
+        self._check_model(data.get("model"))
+        tokens = data.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise APIError(400, "tokens: Input should be a valid list of integers")
+        respond(200, _JSON)
+        return [dumps({"prompt": TOKENIZER.decode(tokens)})]
+
+    def _embeddings(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
+        data = self._json_object(environ, body)
+        model = self._check_model(data.get("model"))
+        raw = data.get("input")
+        if isinstance(raw, str) or (raw and all(isinstance(x, int) for x in raw)):
+            raw = [raw]
+        if not raw or not isinstance(raw, list):
+            raise APIError(400, "input: Input should be a non-empty string or list")
+        dim = int(data.get("dimensions") or self.config.embedding_dim)
+        items, prompt_tokens = [], 0
+        for index, item in enumerate(raw):
+            text = item if isinstance(item, str) else TOKENIZER.decode(list(item))
+            prompt_tokens += TOKENIZER.count(text) if isinstance(item, str) else len(item)
+            vector = _embedding(text, dim)
+            value: Any = vector
+            if data.get("encoding_format") == "base64":
+                value = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
+            items.append({"index": index, "object": "embedding", "embedding": value})
+        respond(200, _JSON)
+        return [
+            dumps(
+                {
+                    "id": f"embd-{uuid.uuid4().hex}",
+                    "object": "list",
+                    "created": int(time.time()),
+                    "model": model,
+                    "data": items,
+                    "usage": {**usage(prompt_tokens, 0), "completion_tokens": 0},
+                }
+            )
+        ]
+
+    # -- generation --------------------------------------------------------------------------
+
+    def _chat(self, environ: dict[str, Any], body: bytes, respond: Any) -> Iterable[bytes]:
+        request = parse_request(ChatRequest, body, environ.get("CONTENT_TYPE", ""))
+        return self._generate(
+            environ, request, "chatcmpl-", last_user_text(request.messages), respond
+        )
+
+    def _completions(self, environ: dict[str, Any], body: bytes, respond: Any) -> Iterable[bytes]:
+        request = parse_request(CompletionRequest, body, environ.get("CONTENT_TYPE", ""))
+        prompt = request.prompt
+        text = (
+            prompt
+            if isinstance(prompt, str)
+            else " ".join(p for p in prompt or [] if isinstance(p, str))
+        )
+        return self._generate(environ, request, "cmpl-", text, respond)
+
+    def _generate(
+        self,
+        environ: dict[str, Any],
+        request: ChatRequest | CompletionRequest,
+        prefix: str,
+        text: str,
+        respond: Callable[[int, Headers], None],
+    ) -> Iterable[bytes]:
+        arrival = time.monotonic()
+        arrival_ns = time.time_ns()
+        model = self._check_model(request.model)
+        header_id = environ.get("HTTP_X_REQUEST_ID")
+        request_id = prefix + (header_id or uuid.uuid4().hex)
+        headers = _headers(environ)
+        forced = headers.get("x-mocksup-fault")
+        if forced is not None and forced not in _FAULT_KINDS:
+            raise APIError(400, f"X-Mocksup-Fault must be one of {sorted(_FAULT_KINDS)}")
+        call, reply, fault, faults, latency = self.state.admit(model, text, headers, forced)
+        if reply is not None and reply.error_status is not None:
+            raise APIError(reply.error_status, reply.error_message)
+        if fault in ("rate_limit", "unavailable", "server_error", "reset"):
+            self._fail_early(environ, fault, faults.retry_after)
+        plan = plan_request(
+            request,
+            request_id=request_id,
+            served_model=model,
+            max_model_len=self.config.max_model_len,
+            seed=self.config.seed,
+            length_range=self.config.output_tokens,
+            reply=reply,
+        )
+        parent = None
+        if self.config.tracing:
+            parent = parse_traceparent(
+                environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE")
+            )
+        elif "HTTP_TRACEPARENT" in environ and not self._warned_trace:
+            self._warned_trace = True
+            _log.warning("Received a request with trace context but tracing is disabled")
+        created = int(time.time())
+        is_chat = isinstance(request, ChatRequest)
+        writer = None
+        options = request.stream_options
+        if request.stream:
+            writer = ChunkWriter(
+                plan,
+                request_id,
+                created,
+                model,
+                chat=is_chat,
+                continuous_usage=bool(
+                    options and options.include_usage and options.continuous_usage_stats
+                ),
+                role=self.config.role,
+            )
+        job = Job(
+            plan=plan,
+            writer=writer,
+            body=b"",
+            arrival=arrival,
+            arrival_ns=arrival_ns,
+            ttft=_seconds(headers.get("x-mocksup-ttft"), latency.ttft),
+            itl=_seconds(headers.get("x-mocksup-itl"), latency.itl),
+            jitter=latency.jitter,
+            rng=self.state.jitter_rng(f"{call}"),
+            fault=fault,
+            faults=faults,
+            parent=parent,
+            sampling={"temperature": request.temperature, "top_p": request.top_p, "n": request.n},
+            include_usage=bool(options and options.include_usage),
+        )
+        extra: Headers = (
+            [("X-Request-Id", header_id)] if header_id and self.config.request_id_headers else []
+        )
+        if writer is not None:
+            respond(200, [*_SSE, *extra])
+            return self._counted(self.engine.stream(job))
+        with self._in_flight():
+            self.engine.run_blocking(job)
+        if is_chat:
+            payload = dumps(chat_body(plan, request_id, created, model, self.config.role))
+        else:
+            payload = dumps(completion_body(plan, request_id, created, model))
+        if fault == "stream_cut":
+            respond(200, [*_JSON, ("Content-Length", str(len(payload))), *extra])
+            return _cut_body(payload)
+        respond(200, [*_JSON, ("Content-Length", str(len(payload))), *extra])
+        return [payload]
+
+    def _fail_early(self, environ: dict[str, Any], fault: FaultKind, retry_after: int) -> None:
+        if fault == "reset":
+            sock = environ.get("werkzeug.socket")
+            if isinstance(sock, socket.socket):
+                # SO_LINGER 0: closing sends RST instead of FIN.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raise Cut("connection reset (injected fault)")
+        if fault == "server_error":
+            raise APIError(500, "Internal server error (injected fault).")
+        status = 429 if fault == "rate_limit" else 503
+        message = (
+            "Too many requests (injected fault)." if status == 429
+            else "The server is temporarily unavailable (injected fault)."
+        )  # fmt: skip
+        raise APIError(status, message, headers=[("Retry-After", str(retry_after))])
+
+    def _in_flight(self) -> _LoadCounter:
+        return _LoadCounter(self)
+
+    def _counted(self, inner: Iterator[bytes]) -> Iterator[bytes]:
+        with self._in_flight():
+            yield from inner
+
+
+class _LoadCounter:
+    __slots__ = ("app",)
+
+    def __init__(self, app: VLLMApp) -> None:
+        self.app = app
+
+    def __enter__(self) -> None:
+        with self.app._load_lock:
+            self.app._load += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.app._load_lock:
+            self.app._load -= 1
+
+
+class _Journaled:
+    """Wraps a streamed body so the journal entry is written when it ends."""
+
+    def __init__(self, inner: Iterable[bytes], journal: Callable[[float | None], None]) -> None:
+        self._inner = iter(inner)
+        self._journal = journal
+        self._first: float | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        data = next(self._inner)
+        if self._first is None:
+            self._first = time.monotonic()
+        return data
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._journal(self._first)
+
+
+def _cut_body(payload: bytes) -> Iterator[bytes]:
+    yield payload[: len(payload) // 2]
+    raise Cut("body cut (injected fault)")
+
+
+def _seconds(header: str | None, default: float) -> float:
+    if header is None:
+        return default
+    try:
+        value = float(header)
+    except ValueError:
+        raise APIError(400, f"Latency override {header!r} is not a number of seconds.") from None
+    if value < 0:
+        raise APIError(400, "Latency overrides must not be negative.")
+    return value
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    out = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            out[key.replace("_", "-").lower()] = environ[key]
+    return out
+
+
+def _journal_body(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+def _embedding(text: str, dim: int) -> list[float]:
+    # Deterministic and unit length: SHA-256 in counter mode, mapped to [-1, 1].
+    raw = b""
+    counter = 0
+    while len(raw) < dim * 2:
+        raw += hashlib.sha256(f"{counter}\x00{text}".encode()).digest()
+        counter += 1
+    values = [(int.from_bytes(raw[2 * i : 2 * i + 2], "big") / 32767.5) - 1.0 for i in range(dim)]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [v / norm for v in values]
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}

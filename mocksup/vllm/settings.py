@@ -1,0 +1,109 @@
+"""Run-time adjustable settings of the vLLM mock: latency, faults and scripted replies.
+
+They are pydantic models so one definition validates the constructor arguments of
+:class:`~mocksup.vllm.MockVLLMServer` in the parent, the JSON bodies of the control API in the
+child, and documents both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["FaultKind", "Faults", "Latency", "ScriptReply", "ScriptRule", "ToolCall"]
+
+#: What an injected fault does.
+#:
+#: ``rate_limit``: 429 with ``Retry-After`` (real vLLM never rate-limits; a gateway in front
+#: does, so clients must cope). ``unavailable``: 503 with ``Retry-After``. ``server_error``: 500.
+#: ``stream_error``: a streamed reply sends ``after_tokens`` tokens, then an error frame, then
+#: ``[DONE]`` with HTTP 200 as vLLM does (a non-streamed reply answers 500).
+#: ``stream_cut``: the stream (or body) stops after ``after_tokens`` tokens without ``[DONE]``.
+#: ``reset``: the connection is reset (TCP RST) before any byte of the answer.
+FaultKind = Literal[
+    "rate_limit", "unavailable", "server_error", "stream_error", "stream_cut", "reset"
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Latency(_Model):
+    """Simulated engine timing of each request.
+
+    A request first waits for one of ``max_num_seqs`` slots (the queue time), then its first
+    token comes ``ttft`` seconds later and every further token ``itl`` seconds after the one
+    before. Deadlines are absolute from the start of decoding, so sleeps never drift.
+    Headers ``X-Mocksup-TTFT`` and ``X-Mocksup-ITL`` (seconds) override them per request.
+    """
+
+    ttft: float = Field(default=0.0, ge=0, description="Seconds from admission to the first token.")
+    itl: float = Field(default=0.0, ge=0, description="Seconds between two tokens.")
+    jitter: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Relative spread: each delay is scaled by 1 +/- U(0, jitter).",
+    )
+    max_num_seqs: int = Field(
+        default=256, ge=1, description="Sequences served at once; more queue."
+    )
+
+
+class Faults(_Model):
+    """Injected failures of generation requests (``/v1/chat/completions``, ``/v1/completions``).
+
+    The first ``first`` requests fail; after them each fails with probability ``rate``, drawn
+    from a generator seeded with the server's ``seed`` so a run repeats. The header
+    ``X-Mocksup-Fault: <kind>`` fails one request regardless.
+    """
+
+    kind: FaultKind = Field(default="unavailable", description="What a fault does.")
+    first: int = Field(default=0, ge=0, description="Fail this many requests from now on.")
+    rate: float = Field(default=0.0, ge=0, le=1, description="Probability that a request fails.")
+    retry_after: int = Field(default=1, ge=0, description="Seconds in Retry-After (429 and 503).")
+    after_tokens: int = Field(
+        default=1, ge=0, description="Tokens streamed before a mid-stream fault."
+    )
+
+
+class ToolCall(_Model):
+    """A tool call a scripted reply makes; ``arguments`` is sent JSON-encoded."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScriptReply(_Model):
+    """What a matching rule answers. Fields left unset fall back to generated content."""
+
+    content: str | None = Field(default=None, description="The text of every choice.")
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: Literal["stop", "length"] | None = Field(
+        default=None, description="Overrides the computed finish reason."
+    )
+    error_status: int | None = Field(
+        default=None, ge=400, le=599, description="Answer this HTTP error instead."
+    )
+    error_message: str = Field(default="Scripted error.", description="Message of the error body.")
+
+
+class ScriptRule(_Model):
+    """One ordered rule: the first rule whose every set condition holds answers.
+
+    Conditions: ``model`` (equal), ``contains`` (substring of the last user message or the
+    prompt), ``regex`` (searched in the same text), ``header`` (``"name: value"``, value
+    compared exactly, name case-insensitively), ``call`` (the 1-based index of the
+    generation request since start or :meth:`~mocksup.vllm.MockVLLMServer.clear`).
+    ``times`` limits how often the rule may answer (``None``: always).
+    """
+
+    model: str | None = None
+    contains: str | None = None
+    regex: str | None = None
+    header: str | None = None
+    call: int | None = Field(default=None, ge=1)
+    times: int | None = Field(default=None, ge=1)
+    reply: ScriptReply = Field(default=ScriptReply())

@@ -1,0 +1,277 @@
+"""The ``llm_request`` span vLLM emits, built from OTLP protobufs and exported in batches.
+
+vLLM (``OutputProcessor.do_tracing``) emits one span per finished request: name
+``llm_request``, kind SERVER, start at arrival, parent taken from the incoming W3C
+``traceparent`` (``tracestate`` kept), and its own ``gen_ai.*`` attributes. This module builds
+exactly that span with ``opentelemetry-proto`` messages and sends it from one background
+thread, over gRPC (``TraceService/Export``, vLLM's default) or HTTP/protobuf, without the
+OpenTelemetry SDK. :meth:`SpanExporter.close` drains the queue, so a graceful stop loses no
+span.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+__all__ = ["SpanExporter", "SpanInput", "TraceContext", "build_span", "parse_traceparent"]
+
+_log = logging.getLogger(__name__)
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+#: Spans per export request; vLLM's BatchSpanProcessor default.
+_BATCH = 512
+#: Seconds one export may take; stop() must finish within the child's hard-exit budget.
+_EXPORT_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """The parent a W3C ``traceparent`` names, plus the ``tracestate`` to keep."""
+
+    trace_id: bytes
+    span_id: bytes
+    sampled: bool
+    state: str = ""
+
+
+def parse_traceparent(
+    traceparent: str | None, tracestate: str | None = None
+) -> TraceContext | None:
+    """Parse a W3C ``traceparent`` header; ``None`` when absent or invalid (a new root).
+
+    Follows the W3C rules the OpenTelemetry propagator applies: version ``ff`` and all-zero ids
+    are invalid; version 00 takes no trailing fields.
+    """
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.match(traceparent.strip().lower())
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    if trace_hex == "0" * 32 or span_hex == "0" * 16:
+        return None
+    return TraceContext(
+        bytes.fromhex(trace_hex),
+        bytes.fromhex(span_hex),
+        bool(int(flags, 16) & 1),
+        (tracestate or "").strip(),
+    )
+
+
+@dataclass
+class SpanInput:
+    """What one finished engine request contributes to its span (times in ns / s)."""
+
+    request_id: str
+    parent: TraceContext | None
+    start_ns: int
+    end_ns: int
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reasons: list[str]
+    queue: float
+    ttft: float
+    prefill: float
+    decode: float
+    inference: float
+    e2e: float
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    n: int
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, bool):
+        any_value = AnyValue(bool_value=value)
+    elif isinstance(value, int):
+        any_value = AnyValue(int_value=value)
+    elif isinstance(value, float):
+        any_value = AnyValue(double_value=value)
+    else:
+        any_value = AnyValue(string_value=str(value))
+    return KeyValue(key=key, value=any_value)
+
+
+def build_span(data: SpanInput) -> Span:
+    """The ``llm_request`` span of one request, with vLLM's attributes and their types."""
+    attributes = [
+        _kv("gen_ai.usage.prompt_tokens", data.prompt_tokens),
+        _kv("gen_ai.usage.completion_tokens", data.completion_tokens),
+        _kv("gen_ai.request.id", data.request_id),
+    ]
+    # vLLM sets the sampling parameters only when truthy (temperature 0.0 is left out).
+    if data.top_p:
+        attributes.append(_kv("gen_ai.request.top_p", float(data.top_p)))
+    if data.max_tokens:
+        attributes.append(_kv("gen_ai.request.max_tokens", int(data.max_tokens)))
+    if data.temperature:
+        attributes.append(_kv("gen_ai.request.temperature", float(data.temperature)))
+    if data.n:
+        attributes.append(_kv("gen_ai.request.n", int(data.n)))
+    attributes += [
+        _kv("gen_ai.latency.time_in_queue", float(data.queue)),
+        _kv("gen_ai.latency.time_to_first_token", float(data.ttft)),
+        _kv("gen_ai.latency.e2e", float(data.e2e)),
+        _kv("gen_ai.latency.time_in_model_prefill", float(data.prefill)),
+        _kv("gen_ai.latency.time_in_model_decode", float(data.decode)),
+        _kv("gen_ai.latency.time_in_model_inference", float(data.inference)),
+        _kv("gen_ai.response.finish_reasons", json.dumps(data.finish_reasons)),
+    ]
+    parent = data.parent
+    span = Span(
+        trace_id=parent.trace_id if parent else os.urandom(16),
+        span_id=os.urandom(8),
+        parent_span_id=parent.span_id if parent else b"",
+        trace_state=parent.state if parent else "",
+        # W3C flags: sampled; bit 8 says whether the parent is remote (it is, when present).
+        flags=0x1 | (0x300 if parent else 0x100),
+        name="llm_request",
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=data.start_ns,
+        end_time_unix_nano=data.end_ns,
+        attributes=attributes,
+    )
+    return span
+
+
+class SpanExporter:
+    """Exports spans from a background thread, batching what queued up meanwhile.
+
+    :param endpoint: the OTLP endpoint: ``host:port`` or ``http://host:port`` for gRPC; for
+        ``http/protobuf`` a URL whose path defaults to ``/v1/traces``.
+    :param protocol: ``grpc`` or ``http/protobuf``, as ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``.
+    :param service_name: the resource's ``service.name``.
+    """
+
+    def __init__(self, endpoint: str, protocol: str, service_name: str) -> None:
+        if protocol not in ("grpc", "http/protobuf"):
+            raise ValueError(f"Unsupported OTLP traces protocol {protocol!r}")
+        self._queue: queue.SimpleQueue[Span | None] = queue.SimpleQueue()
+        self._resource = Resource(
+            attributes=[
+                _kv("service.name", service_name),
+                _kv("vllm.instrumenting_module_name", "vllm.llm_engine"),
+                _kv("vllm.process_id", os.getpid()),
+            ]
+        )
+        self._scope = InstrumentationScope(name="vllm.llm_engine")
+        self._send = (
+            self._grpc_sender(endpoint) if protocol == "grpc" else self._http_sender(endpoint)
+        )
+        self.exported = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="vllm-span-exporter", daemon=True)
+        self._thread.start()
+
+    def submit(self, span: Span) -> None:
+        """Queue one span for export (never blocks)."""
+        self._queue.put(span)
+
+    def close(self, timeout: float = 1.2) -> None:
+        """Export everything queued, then stop the thread (waits at most ``timeout``)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            _log.warning("span exporter did not drain in %.1f s; spans may be lost", timeout)
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self._queue.get()
+            batch: list[Span] = []
+            if first is None:
+                closing = True
+            else:
+                batch.append(first)
+            while len(batch) < _BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                else:
+                    batch.append(item)
+            if batch:
+                self._export(batch)
+
+    def _export(self, batch: list[Span]) -> None:
+        request = ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(
+                    resource=self._resource,
+                    scope_spans=[ScopeSpans(scope=self._scope, spans=batch)],
+                )
+            ]
+        )
+        try:
+            self._send(request.SerializeToString())
+        except Exception as error:
+            self.failed += len(batch)
+            _log.warning("could not export %d span(s): %s", len(batch), error)
+        else:
+            self.exported += len(batch)
+
+    @staticmethod
+    def _grpc_sender(endpoint: str) -> Callable[[bytes], None]:
+        import grpc
+
+        parts = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
+        target = parts.netloc or endpoint
+        channel = grpc.insecure_channel(target)
+        export = channel.unary_unary(
+            _EXPORT_METHOD,
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+
+        def send(payload: bytes) -> None:
+            export(payload, timeout=_EXPORT_TIMEOUT, wait_for_ready=True)
+
+        return send
+
+    @staticmethod
+    def _http_sender(endpoint: str) -> Callable[[bytes], None]:
+        parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 4318
+        path = parts.path if parts.path not in ("", "/") else "/v1/traces"
+        connection_class = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+
+        def send(payload: bytes) -> None:
+            conn = connection_class(host, port, timeout=_EXPORT_TIMEOUT)
+            try:
+                conn.request(
+                    "POST", path, body=payload, headers={"Content-Type": "application/x-protobuf"}
+                )
+                response = conn.getresponse()
+                response.read()
+                if response.status >= 300:
+                    raise OSError(f"HTTP {response.status} from {endpoint}")
+            finally:
+                conn.close()
+
+        return send
