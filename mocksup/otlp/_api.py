@@ -192,8 +192,8 @@ class ControlAPI:
 
 
 def _params(args: Any) -> dict[str, Any]:
-    if isinstance(args, dict):
-        return args
+    if not hasattr(args, "getlist"):  # a plain dict from inside this module
+        return dict(args)
     params: dict[str, Any] = {key: args.get(key) for key in args}
     params["attr"] = args.getlist("attr")
     params["resource"] = args.getlist("resource")

@@ -168,10 +168,10 @@ def _table(descriptor: Descriptor) -> _Table:
 def _field_converter(field: FieldDescriptor) -> _Converter | None:
     conv: _Converter | None
     message_type = field.message_type
-    if message_type is not None and message_type.name == "KeyValue":
+    if message_type is not None and message_type.name == "KeyValue" and field.is_repeated:
         return _attributes
     if message_type is not None and message_type.name == "AnyValue":
-        return _any_value
+        return _repeated(_any_value) if field.is_repeated else _any_value
     if message_type is not None:
         conv = _lazy_message(message_type)
     elif field.type == FieldDescriptor.TYPE_BYTES:

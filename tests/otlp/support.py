@@ -1,0 +1,141 @@
+"""Helpers for the collector tests: SDK pipelines wired to a collector, raw HTTP posts."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import unittest
+from typing import Any
+
+import grpc
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GRPCLogs
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+    OTLPMetricExporter as GRPCMetrics,
+)
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCSpans
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HTTPLogs
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    OTLPMetricExporter as HTTPMetrics,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpans
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from mocksup.otlp import MockOTLPCollector
+from tests.support import ProcessTestCase
+
+__all__ = ["CollectorTestCase", "Pipelines", "post"]
+
+
+def post(
+    collector: MockOTLPCollector,
+    path: str,
+    body: bytes,
+    *,
+    content_type: str = "application/x-protobuf",
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Send one raw HTTP request to the collector; return status, headers, body."""
+    conn = http.client.HTTPConnection(collector.host, collector.port, timeout=10)
+    try:
+        conn.request(
+            method, path, body=body, headers={"Content-Type": content_type, **(headers or {})}
+        )
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def post_json(collector: MockOTLPCollector, path: str, doc: Any, **kwargs: Any) -> Any:
+    """Post an OTLP/JSON document; return (status, decoded JSON answer)."""
+    status, headers, body = post(
+        collector, path, json.dumps(doc).encode(), content_type="application/json", **kwargs
+    )
+    return status, headers, json.loads(body) if body else None
+
+
+def gzipped(data: bytes) -> bytes:
+    """``data`` gzip-compressed (deterministic, for tests)."""
+    return gzip.compress(data, mtime=0)
+
+
+class Pipelines:
+    """SDK providers for traces, metrics and logs exporting to one collector.
+
+    :param transport: ``"http"`` or ``"grpc"``.
+    :param gzip: compress the exports.
+    """
+
+    def __init__(
+        self,
+        case: unittest.TestCase,
+        collector: MockOTLPCollector,
+        transport: str,
+        *,
+        gzip: bool = False,
+        service: str = "svc",
+        timeout: float = 10.0,
+    ) -> None:
+        resource = Resource.create({"service.name": service})
+        if transport == "http":
+            base = collector.http_endpoint
+            compression = Compression.Gzip if gzip else Compression.NoCompression
+            spans: Any = HTTPSpans(base + "/v1/traces", compression=compression, timeout=timeout)
+            metrics: Any = HTTPMetrics(
+                base + "/v1/metrics", compression=compression, timeout=timeout
+            )
+            logs: Any = HTTPLogs(base + "/v1/logs", compression=compression, timeout=timeout)
+        else:
+            endpoint = collector.grpc_endpoint
+            codec = grpc.Compression.Gzip if gzip else None
+            spans = GRPCSpans(endpoint, insecure=True, compression=codec, timeout=timeout)
+            metrics = GRPCMetrics(endpoint, insecure=True, compression=codec, timeout=timeout)
+            logs = GRPCLogs(endpoint, insecure=True, compression=codec, timeout=timeout)
+        self.tracer_provider = TracerProvider(resource=resource)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+        # A reader that never fires on its own: force_flush() exports, no timer races.
+        self.reader = PeriodicExportingMetricReader(metrics, export_interval_millis=3_600_000)
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self.reader])
+        self.logger_provider = LoggerProvider(resource=resource)
+        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+        self.tracer = self.tracer_provider.get_tracer("tests.otlp", "1.0")
+        self.meter = self.meter_provider.get_meter("tests.otlp.meter")
+        self.logger = self.logger_provider.get_logger("tests.otlp.logger")
+        case.addCleanup(self.shutdown)
+
+    def flush_metrics(self) -> None:
+        """Export the metrics collected so far, now."""
+        self.meter_provider.force_flush()
+
+    def shutdown(self) -> None:
+        """Shut every provider down (idempotent)."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+        self.logger_provider.shutdown()
+
+
+class CollectorTestCase(ProcessTestCase):
+    """One collector per class on free ports, cleared before each test."""
+
+    collector: MockOTLPCollector
+    collector_settings: dict[str, Any] = {}
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.collector = MockOTLPCollector(port=0, grpc_port=0, **cls.collector_settings)
+        cls.addClassCleanup(cls.collector.stop)
+        cls.collector.start()
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.collector.clear()

@@ -1,0 +1,114 @@
+"""The package surface, the error type, faults as data, the control API's edges."""
+
+from __future__ import annotations
+
+import pickle
+import unittest
+
+import pydantic
+
+import mocksup.otlp
+from mocksup import ControlAPIError, MockServerError
+from mocksup.otlp import Fault, MockOTLPCollector, TelemetryTimeoutError
+from tests.otlp.support import CollectorTestCase, post
+from tests.otlp.test_http_input import request_bytes
+
+
+class SurfaceTest(unittest.TestCase):
+    def test_all_is_honest(self) -> None:
+        for name in mocksup.otlp.__all__:
+            self.assertTrue(hasattr(mocksup.otlp, name), name)
+        public = {
+            name
+            for name, value in vars(mocksup.otlp).items()
+            if not name.startswith("_") and isinstance(value, type)
+        }
+        self.assertEqual(public - set(mocksup.otlp.__all__), set())
+
+    def test_timeout_error_pickles_with_its_fields(self) -> None:
+        error = TelemetryTimeoutError(
+            "waited", server="otlp", signal="traces", expected=2, matched=1, arrived=["'a' x2"]
+        )
+        copy = pickle.loads(pickle.dumps(error))
+        self.assertIsInstance(copy, MockServerError)
+        self.assertIsInstance(copy, AssertionError)
+        self.assertEqual((copy.signal, copy.expected, copy.matched), ("traces", 2, 1))
+        self.assertEqual((copy.arrived, copy.server, str(copy)), (["'a' x2"], "otlp", "waited"))
+
+    def test_fault_validation_and_mapping(self) -> None:
+        with self.assertRaises(pydantic.ValidationError):
+            Fault(status=200)
+        with self.assertRaises(pydantic.ValidationError):
+            Fault(grpc_code="OK")
+        with self.assertRaises(pydantic.ValidationError):
+            Fault(count=0)
+        self.assertEqual(Fault(status=429).grpc_status(), "RESOURCE_EXHAUSTED")
+        self.assertEqual(Fault(status=504).grpc_status(), "UNAVAILABLE")
+        self.assertEqual(Fault(grpc_code="UNAVAILABLE").http_status(), 503)
+        self.assertEqual(Fault(grpc_code="INTERNAL").http_status(), 500)
+
+    def test_settings(self) -> None:
+        collector = MockOTLPCollector()
+        self.assertEqual((collector.port, collector.grpc_port), (4318, 4317))
+        self.assertEqual(collector.max_body_size, 64 << 20)
+        self.assertEqual(collector.http_endpoint, "http://127.0.0.1:4318")
+        self.assertIsNone(MockOTLPCollector(grpc_port=None).grpc_endpoint)
+        with self.assertRaises(ValueError):
+            MockOTLPCollector(grpc_port=None).exporter_env("grpc")
+        with self.assertRaises(ValueError):
+            collector.exporter_env("thrift")
+        self.assertEqual(MockOTLPCollector(host="::1").http_endpoint, "http://[::1]:4318")
+        pickle.loads(pickle.dumps(collector))
+
+
+class ControlAPITest(CollectorTestCase):
+    def test_health(self) -> None:
+        health = self.collector.control.call("GET", "/health")
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(health["port"], self.collector.port)
+        self.assertEqual(health["grpc_port"], self.collector.grpc_port)
+
+    def test_unknown_route_and_bad_filter(self) -> None:
+        with self.assertRaises(ControlAPIError) as caught:
+            self.collector.control.call("GET", "/nope")
+        self.assertEqual(caught.exception.status, 404)
+        with self.assertRaises(ControlAPIError) as caught:
+            self.collector.spans(kind="SIDEWAYS")
+        self.assertEqual(caught.exception.status, 400)
+        with self.assertRaises(ControlAPIError):
+            self.collector.trace("1234")
+
+    def test_requests_limit_and_filters(self) -> None:
+        for _ in range(3):
+            post(self.collector, "/v1/traces", request_bytes())
+        post(self.collector, "/v1/logs", b"")
+        self.assertEqual(len(self.collector.requests()), 4)
+        self.assertEqual(len(self.collector.requests(limit=2)), 2)
+        self.assertEqual(len(self.collector.requests("logs")), 1)
+        self.assertEqual(self.collector.requests(transport="grpc"), [])
+        (last,) = self.collector.requests(limit=1)
+        self.assertEqual(last.signal, "logs")
+
+    def test_bytes_and_nested_values_come_back_as_python(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+        from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+        from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+        attrs = [
+            KeyValue(key="raw", value=AnyValue(bytes_value=b"\x00\x01")),
+            KeyValue(
+                key="list",
+                value=AnyValue(array_value=ArrayValue(values=[AnyValue(bytes_value=b"x")])),
+            ),
+            KeyValue(key="none"),
+        ]
+        request = ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(scope_spans=[ScopeSpans(spans=[Span(name="b", attributes=attrs)])])
+            ]
+        )
+        post(self.collector, "/v1/traces", request.SerializeToString())
+        (span,) = self.collector.spans("b")
+        self.assertEqual(span.attributes, {"raw": b"\x00\x01", "list": [b"x"], "none": None})

@@ -1,0 +1,217 @@
+"""Bad and unusual OTLP/HTTP input gets the specification's answer, and nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from tests.otlp.support import CollectorTestCase, gzipped, post, post_json
+
+TRACE_ID = "5B8EFFF798038103D269B633813FC60C"
+SPAN_ID = "EEE19B7EC3C1B174"
+
+
+def request_bytes(name: str = "kept", count: int = 1) -> bytes:
+    spans = [
+        Span(trace_id=bytes(range(16)), span_id=bytes([i + 1] * 8), name=name) for i in range(count)
+    ]
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    )
+    return request.SerializeToString()
+
+
+def json_span(**overrides: object) -> dict[str, object]:
+    span: dict[str, object] = {
+        "traceId": TRACE_ID,
+        "spanId": SPAN_ID,
+        "name": "json-span",
+        "kind": 2,
+        "startTimeUnixNano": "1544712660000000000",
+        "endTimeUnixNano": 1544712661000000000,
+    }
+    span.update(overrides)
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+
+
+class HTTPInputTest(CollectorTestCase):
+    collector_settings = {"max_body_size": 1 << 20}
+
+    def setUp(self) -> None:
+        super().setUp()
+        # Data accepted before every bad request must survive it.
+        status, _, _ = post(self.collector, "/v1/traces", request_bytes("kept"))
+        self.assertEqual(status, 200)
+
+    def tearDown(self) -> None:
+        # ...and the collector keeps serving after it.
+        status, _, _ = post(self.collector, "/v1/traces", request_bytes("after"))
+        self.assertEqual(status, 200)
+        self.assertEqual([s.name for s in self.collector.spans()], ["kept", "after"])
+        super().tearDown()
+
+    def assert_status_body(
+        self, body: bytes, code: int, *, json_body: bool = False
+    ) -> status_pb2.Status:
+        status = status_pb2.Status()
+        if json_body:
+            doc = json.loads(body)
+            status.code, status.message = doc["code"], doc["message"]
+        else:
+            status.ParseFromString(body)
+        self.assertEqual(status.code, code)
+        self.assertTrue(status.message)
+        return status
+
+    def test_success_mirrors_content_type(self) -> None:
+        status, headers, body = post(self.collector, "/v1/traces", request_bytes("pb"))
+        self.assertEqual((status, headers["content-type"]), (200, "application/x-protobuf"))
+        self.assertEqual(
+            ExportTraceServiceResponse.FromString(body).HasField("partial_success"), False
+        )
+        status, headers, doc = post_json(self.collector, "/v1/traces", json_span())
+        self.assertEqual((status, headers["content-type"], doc), (200, "application/json", {}))
+        self.assertEqual(len(self.collector.spans("json-span")), 1)
+        self.collector.clear()
+        post(self.collector, "/v1/traces", request_bytes("kept"))
+
+    def test_empty_request_is_ok(self) -> None:
+        for content_type in ("application/x-protobuf", "application/json"):
+            status, _, _ = post(self.collector, "/v1/traces", b"", content_type=content_type)
+            self.assertEqual(status, 200)
+        status, _, _ = post_json(self.collector, "/v1/logs", {})
+        self.assertEqual(status, 200)
+
+    def test_method_not_allowed(self) -> None:
+        status, headers, body = post(self.collector, "/v1/traces", b"", method="GET")
+        self.assertEqual((status, headers["allow"]), (405, "POST"))
+        self.assert_status_body(body, 2)  # UNKNOWN: no gRPC code maps to 405
+
+    def test_unsupported_media_type(self) -> None:
+        status, _, body = post(self.collector, "/v1/traces", b"x", content_type="text/plain")
+        self.assertEqual(status, 415)
+        self.assert_status_body(body, 2, json_body=True)
+
+    def test_charset_parameter_is_fine(self) -> None:
+        status, _, _ = post(
+            self.collector,
+            "/v1/traces",
+            json.dumps(json_span()).encode(),
+            content_type="application/json; charset=utf-8",
+        )
+        self.assertEqual(status, 200)
+        self.collector.clear()
+        post(self.collector, "/v1/traces", request_bytes("kept"))
+
+    def test_unknown_path(self) -> None:
+        status, _, body = post(self.collector, "/v1/profiles", request_bytes())
+        self.assertEqual(status, 404)
+        self.assert_status_body(body, 12)
+
+    def test_undecodable_protobuf(self) -> None:
+        status, headers, body = post(self.collector, "/v1/traces", b"\xff\xff\xff garbage")
+        self.assertEqual((status, headers["content-type"]), (400, "application/x-protobuf"))
+        status_message = self.assert_status_body(body, 3)
+        bad_request = error_details_pb2.BadRequest()
+        self.assertTrue(status_message.details[0].Unpack(bad_request))
+
+    def test_undecodable_json(self) -> None:
+        status, headers, body = post(
+            self.collector, "/v1/traces", b"{not json", content_type="application/json"
+        )
+        self.assertEqual((status, headers["content-type"]), (400, "application/json"))
+        self.assert_status_body(body, 3, json_body=True)
+
+    def test_wrong_id_length(self) -> None:
+        status, _, doc = post_json(self.collector, "/v1/traces", json_span(spanId="abcd"))
+        self.assertEqual(status, 400)
+        self.assertEqual(doc["code"], 3)
+        self.assertIn("length mismatch", doc["message"])
+        self.assertEqual(doc["details"][0]["fieldViolations"][0]["field"], "span_id")
+
+    def test_broken_gzip(self) -> None:
+        status, _, body = post(
+            self.collector,
+            "/v1/traces",
+            gzipped(request_bytes())[:-12],
+            headers={"Content-Encoding": "gzip"},
+        )
+        self.assertEqual(status, 400)
+        self.assert_status_body(body, 3)
+        status, _, _ = post(
+            self.collector, "/v1/traces", b"not gzip at all", headers={"Content-Encoding": "gzip"}
+        )
+        self.assertEqual(status, 400)
+
+    def test_unknown_encoding(self) -> None:
+        status, _, _ = post(
+            self.collector, "/v1/traces", request_bytes(), headers={"Content-Encoding": "br"}
+        )
+        self.assertEqual(status, 400)
+
+    def test_gzip_and_deflate(self) -> None:
+        for encoding, data in (
+            ("gzip", gzipped(request_bytes("zipped"))),
+            ("deflate", zlib.compress(request_bytes("zipped"))),
+            ("deflate", zlib.compress(request_bytes("zipped"))[2:-4]),  # raw deflate
+        ):
+            status, _, _ = post(
+                self.collector, "/v1/traces", data, headers={"Content-Encoding": encoding}
+            )
+            self.assertEqual(status, 200, encoding)
+        self.assertEqual(len(self.collector.spans("zipped")), 3)
+        records = self.collector.requests(limit=3)
+        self.assertEqual([r.content_encoding for r in records], ["gzip", "deflate", "deflate"])
+        self.assertEqual(records[0].decoded_size, len(request_bytes("zipped")))
+        self.collector.clear()
+        post(self.collector, "/v1/traces", request_bytes("kept"))
+
+    def test_body_over_limit(self) -> None:
+        status, headers, body = post(self.collector, "/v1/traces", b"\0" * ((1 << 20) + 1))
+        self.assertEqual((status, headers.get("connection")), (413, "close"))
+        self.assert_status_body(body, 8)
+
+    def test_gzip_bomb_refused_after_the_limit(self) -> None:
+        bomb = gzipped(b"\0" * (64 << 20))  # 64 MiB inflated, 64 KiB on the wire
+        self.assertLess(len(bomb), 1 << 20)
+        status, _, body = post(
+            self.collector, "/v1/traces", bomb, headers={"Content-Encoding": "gzip"}
+        )
+        self.assertEqual(status, 413)
+        self.assert_status_body(body, 8)
+        (record,) = self.collector.requests(limit=1)
+        self.assertEqual((record.status, record.size), (413, len(bomb)))
+
+    def test_chunked_body(self) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.collector.host, self.collector.port, timeout=10)
+        self.addCleanup(conn.close)
+        data = request_bytes("chunked")
+        conn.request(
+            "POST",
+            "/v1/traces",
+            body=iter([data[:5], data[5:]]),
+            headers={"Content-Type": "application/x-protobuf"},
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        response.read()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(len(self.collector.spans("chunked")), 1)
+        self.collector.clear()
+        post(self.collector, "/v1/traces", request_bytes("kept"))
+
+    def test_errors_are_counted_and_recorded(self) -> None:
+        post(self.collector, "/v1/traces", b"\xff\xff", content_type="application/x-protobuf")
+        (record,) = self.collector.requests(limit=1)
+        self.assertEqual(record.status, 400)
+        self.assertIn("undecodable", record.error or "")
+        self.assertEqual(self.collector.stats()["rejected_requests"], 1)
