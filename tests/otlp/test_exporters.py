@@ -14,9 +14,12 @@ class ExportersTest(CollectorTestCase):
     def check_all_signals(self, transport: str, gzip: bool) -> None:
         service = f"svc-{transport}-{'gzip' if gzip else 'plain'}"
         sdk = Pipelines(self, self.collector, transport, gzip=gzip, service=service)
-        with sdk.tracer.start_as_current_span(
-            "parent", kind=SpanKind.SERVER, attributes={"http.route": "/x", "n": 3}
-        ) as parent, sdk.tracer.start_as_current_span("child", attributes={"ok": True}) as child:
+        with (
+            sdk.tracer.start_as_current_span(
+                "parent", kind=SpanKind.SERVER, attributes={"http.route": "/x", "n": 3}
+            ) as parent,
+            sdk.tracer.start_as_current_span("child", attributes={"ok": True}) as child,
+        ):
             child.set_status(Status(StatusCode.ERROR, "boom"))
             child.add_event("retry", {"attempt": 2})
         counter = sdk.meter.create_counter("requests", unit="1", description="reqs")
