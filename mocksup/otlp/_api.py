@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from werkzeug.wrappers import Request
 
 from mocksup._control import PREFIX
-from mocksup.otlp._query import Query, Result, summarise
+from mocksup.otlp._query import Query, Result, json_document, summarise
 from mocksup.otlp._store import Store
 from mocksup.otlp.faults import Fault, FaultBook
-from mocksup.otlp.items import exporter_env, trace_tree
+from mocksup.otlp.items import Trace, exporter_env, trace_tree
 
 __all__ = ["ControlAPI"]
 
@@ -58,6 +58,15 @@ class ControlAPI:
             status, answer = error.status, {"error": str(error)}
         except (ValueError, ValidationError) as error:
             status, answer = 400, {"error": str(error)}
+        if isinstance(answer, _Protobuf):
+            headers = [
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Length", str(len(answer.data))),
+                ("X-Mocksup-Count", str(answer.count)),
+                ("X-Mocksup-Generation", str(answer.generation)),
+            ]
+            start_response("200 OK", headers)
+            return [answer.data]
         body = json.dumps(answer).encode()
         start_response(
             f"{status} {'OK' if status == 200 else 'Error'}",
@@ -98,7 +107,7 @@ class ControlAPI:
             return f"http://{host}:{self.ports['grpc_port']}"
         return f"http://{host}:{self.ports['port']}"
 
-    def items(self, signal: str, args: Any) -> dict[str, Any]:
+    def items(self, signal: str, args: Any) -> dict[str, Any] | _Protobuf:
         """``GET /mocksup/{spans,metrics,logs}``: the stored items matching the filters."""
         query = Query(signal, _params(args))
         with self.store.cond:
@@ -106,9 +115,9 @@ class ControlAPI:
             generation = self.store.generation
         result = Result(signal)
         result.add(query, batches)
-        return {**result.document(), "generation": generation}
+        return _answer(result, args, {"generation": generation})
 
-    def wait(self, signal: str, args: Any) -> dict[str, Any]:
+    def wait(self, signal: str, args: Any) -> dict[str, Any] | _Protobuf:
         """``GET /mocksup/{spans,metrics,logs}/wait``: hold until ``count`` items match."""
         query = Query(signal, _params(args))
         count = int(args.get("count", 1))
@@ -127,8 +136,8 @@ class ControlAPI:
                 seen += len(batches)
             # Materialise outside the lock: receivers keep storing meanwhile.
             result.add(query, batches)
-            if len(result.items) >= count:
-                return {**result.document(), "matched": True, "generation": generation}
+            if result.count >= count:
+                return _answer(result, args, {"matched": True, "generation": generation})
             with store.cond:
                 while (
                     store.generation == generation
@@ -142,13 +151,18 @@ class ControlAPI:
                 expired = time.monotonic() >= deadline or store.closed
                 arrived = list(store.batches[signal]) if expired else []
             if expired and store.generation == generation and len(arrived) == seen:
-                return {
-                    **result.document(),
+                # Always JSON, whatever the encoding asked: the caller needs the listing of
+                # what arrived for its error message, not the few items that matched.
+                timed_out = {
                     "matched": False,
                     "generation": generation,
+                    "count": result.count,
                     "total": sum(batch.count for batch in arrived),
                     "arrived": summarise(signal, arrived),
                 }
+                if args.get("encoding", "json") == "json":
+                    timed_out.update(result.document())
+                return timed_out
 
     def trace(self, trace_id: str) -> dict[str, Any]:
         """``GET /mocksup/traces/<trace_id>``: its spans and their tree."""
@@ -158,8 +172,12 @@ class ControlAPI:
             raise _Error(400, f"trace id {trace_id!r} is not hex") from None
         if len(raw) != 16:
             raise _Error(400, f"trace id {trace_id!r} is not 32 hex digits")
-        document = self.items("traces", {"trace_id": trace_id})
-        return {**document, **trace_tree(document["spans"])}
+        result = Result("traces")
+        with self.store.cond:
+            batches = list(self.store.batches["traces"])
+        result.add(Query("traces", {"trace_id": trace_id}), batches)
+        spans = Trace.from_spans(trace_id, result.items()).spans
+        return {**json_document("traces", list(spans)), **trace_tree(spans)}
 
     def requests(self, args: Any) -> dict[str, Any]:
         """``GET /mocksup/requests``: the request records, oldest first."""
@@ -189,6 +207,30 @@ class ControlAPI:
         elif method != "GET":
             raise _Error(405, f"method {method} not allowed on /faults")
         return {"faults": self.faults.pending()}
+
+
+class _Protobuf:
+    """An answer sent as a bare protobuf body; the counts travel in headers."""
+
+    def __init__(self, data: bytes, count: int, generation: int) -> None:
+        self.data = data
+        self.count = count
+        self.generation = generation
+
+
+def _answer(result: Result, args: Any, meta: dict[str, Any]) -> dict[str, Any] | _Protobuf:
+    """The selection in the encoding asked for: ``json`` (default) or ``protobuf``.
+
+    ``protobuf`` answers a ``TracesData``/``MetricsData``/``LogsData`` body: for 100k spans
+    that is 36 MB parsed in milliseconds, where the JSON form takes seconds to encode and
+    decode.
+    """
+    encoding = args.get("encoding", "json")
+    if encoding == "protobuf":
+        return _Protobuf(result.protobuf(), result.count, meta["generation"])
+    if encoding != "json":
+        raise ValueError(f"unknown encoding {encoding!r}; use json or protobuf")
+    return {"count": result.count, **meta, **result.document()}
 
 
 def _params(args: Any) -> dict[str, Any]:

@@ -231,20 +231,25 @@ def _any_value(value: Any) -> dict[str, Any]:
 def _attributes(values: Any) -> list[dict[str, Any]]:
     if not isinstance(values, list):
         raise ValueError(f"{values!r} is not a list")
-    out: list[dict[str, Any]] = []
-    append = out.append
-    for kv in values:
-        value = kv.get("value")
-        if value is None:
-            append({"key": kv["key"]})
-            continue
-        # Most attribute values are strings: one lookup instead of a converter call.
-        text = value.get("stringValue")
-        if text is not None and len(value) == 1:
-            append({"key": kv["key"], "value": {"string_value": text}})
-        else:
-            append({"key": kv["key"], "value": _any_value(value)})
-    return out
+    # Most attribute values are strings: the comprehension handles them inline, one lookup
+    # each, and sends anything else through the general converter.
+    return [
+        {"key": kv.get("key", ""), "value": {"string_value": text}}
+        if len(value := kv.get("value") or _EMPTY) == 1
+        and (text := value.get("stringValue")) is not None
+        else _key_value(kv)
+        for kv in values
+    ]
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _key_value(kv: Any) -> dict[str, Any]:
+    value = kv.get("value")
+    if value is None:
+        return {"key": kv.get("key", "")}
+    return {"key": kv.get("key", ""), "value": _any_value(value)}
 
 
 _ROOTS: dict[str, type[Message]] = {

@@ -1,19 +1,23 @@
-"""Queries over stored batches: filter cheaply on the protobuf, materialise what matches.
+"""Queries over stored batches: filter on the protobuf, answer as protobuf or JSON.
 
-The answer of a query is a JSON-able document (what the control API sends)::
+A query selects, batch by batch, the items that match its filters, looking at protobuf fields
+only. The selection then becomes either
+
+- a ``TracesData``/``MetricsData``/``LogsData`` message (what the Python client asks for: an
+  unfiltered query is the stored bytes concatenated, since an ``Export*ServiceRequest`` and
+  its ``*Data`` message share the layout), or
+- a JSON document, resources and scopes listed once and referred to by index::
 
     {"resources": [{"attributes": {...}, "schema_url": ""}, ...],
      "scopes": [{"name": ..., "version": ..., "attributes": {...}, "schema_url": ""}, ...],
      "spans": [{..., "resource": 0, "scope": 0}, ...]}
 
-Resources and scopes are listed once and referred to by index: a batch of 512 spans shares
-one of each, so this keeps the document, its encoding and the parent's decoding small.
-Filters look at the protobuf fields before anything is materialised.
+Both are built from the same selection, and the JSON items by the same classes the Python
+client uses (:mod:`mocksup.otlp.items`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,44 +27,26 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from mocksup.otlp._store import Batch
+from mocksup.otlp.items import KINDS, STATUS_CODES, items_from_protobuf, no_gc, to_python
 
-__all__ = ["ITEM_KEYS", "KINDS", "STATUS_CODES", "Query", "Result", "parse_attr_filters"]
+__all__ = ["ITEM_KEYS", "Query", "Result", "json_document", "parse_attr_filters", "summarise"]
 
-#: Span kinds and status codes by number, as the control API spells them.
-KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
-STATUS_CODES = ("UNSET", "OK", "ERROR")
 _METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _PARSERS: dict[str, Any] = {
     "traces": ExportTraceServiceRequest.FromString,
     "metrics": ExportMetricsServiceRequest.FromString,
     "logs": ExportLogsServiceRequest.FromString,
 }
+_DATA_TYPES: dict[str, Any] = {"traces": TracesData, "metrics": MetricsData, "logs": LogsData}
 #: The key of the item list in a query document, per signal.
 ITEM_KEYS = {"traces": "spans", "metrics": "metrics", "logs": "logs"}
 
 _MISSING = object()
-
-
-def _value(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [_value(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
-    if kind == "bytes_value":
-        # JSON has no bytes: a one-key marker object that the parent turns back into bytes.
-        return {"$bytes": base64.b64encode(value.bytes_value).decode()}
-    return getattr(value, kind)
-
-
-def _attrs(kvs: Iterable[Any]) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
 
 
 def parse_attr_filters(specs: Iterable[str]) -> dict[str, Any]:
@@ -93,11 +79,20 @@ def _attrs_match(kvs: Iterable[Any], wanted: Mapping[str, Any]) -> bool:
             return False
         if expected is _MISSING:
             continue
-        actual = _value(value)
+        actual = to_python(value)
         parsed, text = expected
         if actual not in (parsed, text):
             return False
     return True
+
+
+def _id_filter(text: str | None, size: int, what: str) -> bytes | None:
+    if not text:
+        return None
+    raw = bytes.fromhex(text)
+    if len(raw) != size:
+        raise ValueError(f"{what} {text!r} is not {2 * size} hex digits")
+    return raw
 
 
 def _enum_filter(value: str | None, names: tuple[str, ...], what: str) -> int | None:
@@ -132,10 +127,8 @@ class Query:
         if service:
             self.resource["service.name"] = (service, service)
         self.scope: str | None = params.get("scope") or None
-        trace_id = (params.get("trace_id") or "").lower()
-        self.trace_id = bytes.fromhex(trace_id) if trace_id else None
-        span_id = (params.get("span_id") or "").lower()
-        self.span_id = bytes.fromhex(span_id) if span_id else None
+        self.trace_id = _id_filter(params.get("trace_id"), 16, "trace_id")
+        self.span_id = _id_filter(params.get("span_id"), 8, "span_id")
         self.kind = _enum_filter(params.get("kind"), KINDS, "span kind")
         self.status = _enum_filter(params.get("status"), STATUS_CODES, "status code")
         self.severity_text: str | None = params.get("severity_text") or None
@@ -144,72 +137,107 @@ class Query:
         self.metric_type: str | None = params.get("type") or None
         if self.metric_type is not None and self.metric_type not in _METRIC_TYPES:
             raise ValueError(f"unknown metric type {self.metric_type!r}")
+        self.is_empty = not (
+            self.name
+            or self.attrs
+            or self.resource
+            or self.scope
+            or self.trace_id
+            or self.span_id
+            or self.kind is not None
+            or self.status is not None
+            or self.severity_text
+            or self.min_severity
+            or self.body is not None
+            or self.metric_type
+        )
 
 
 class Result:
-    """The growing answer of a query: resources and scopes by index, and the items."""
+    """The growing selection of a query, kept serialised."""
 
     def __init__(self, signal: str) -> None:
         self.signal = signal
-        self.resources: list[dict[str, Any]] = []
-        self.scopes: list[dict[str, Any]] = []
-        self.items: list[dict[str, Any]] = []
-        self._resource_index: dict[bytes, int] = {}
-        self._scope_index: dict[bytes, int] = {}
-
-    def document(self, items: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The JSON-able answer (``items`` replaces the item list when given)."""
-        return {
-            "resources": self.resources,
-            "scopes": self.scopes,
-            ITEM_KEYS[self.signal]: self.items if items is None else items,
-        }
-
-    def _resource(self, resource: Any) -> int:
-        key = resource.SerializeToString()
-        index = self._resource_index.get(key)
-        if index is None:
-            index = self._resource_index[key] = len(self.resources)
-            self.resources.append({"attributes": _attrs(resource.attributes), "schema_url": ""})
-        return index
-
-    def _scope(self, scope: Any, schema_url: str) -> int:
-        key = scope.SerializeToString() + schema_url.encode()
-        index = self._scope_index.get(key)
-        if index is None:
-            index = self._scope_index[key] = len(self.scopes)
-            self.scopes.append(
-                {
-                    "name": scope.name,
-                    "version": scope.version,
-                    "attributes": _attrs(scope.attributes),
-                    "schema_url": schema_url,
-                }
-            )
-        return index
+        self.count = 0
+        # In arrival order: serialised *Data messages (whole batches or selections).
+        self.parts: list[bytes] = []
 
     def add(self, query: Query, batches: Iterable[Batch]) -> None:
         """Append the items of ``batches`` that ``query`` matches."""
+        with no_gc():
+            self._add(query, batches)
+
+    def _add(self, query: Query, batches: Iterable[Batch]) -> None:
+        if query.is_empty:
+            for batch in batches:
+                self.parts.append(batch.raw)
+                self.count += batch.count
+            return
         parse = _PARSERS[self.signal]
         for batch in batches:
             message = parse(batch.raw)
             for top in _tops(self.signal, message):
                 if not _attrs_match(top.resource.attributes, query.resource):
                     continue
-                resource = -1
-                for scope_group in _scope_groups(self.signal, top):
-                    if query.scope is not None and scope_group.scope.name != query.scope:
+                for group in _scope_groups(self.signal, top):
+                    if query.scope is not None and group.scope.name != query.scope:
                         continue
-                    items = _select(self.signal, query, scope_group)
-                    if not items:
-                        continue
-                    if resource < 0:
-                        resource = self._resource(top.resource)
-                        self.resources[resource]["schema_url"] = top.schema_url
-                    scope = self._scope(scope_group.scope, scope_group.schema_url)
-                    self.items.extend(
-                        _MATERIALISE[self.signal](item, resource, scope, query) for item in items
-                    )
+                    items = _select(self.signal, query, group)
+                    if items:
+                        # Serialise now: holding an item would keep its whole request's
+                        # parsed message (about 1.5 KiB a span) alive until the answer.
+                        self.parts.append(self._group_bytes(top, group, items))
+                        self.count += len(items)
+
+    def protobuf(self) -> bytes:
+        """The selection as a serialised ``TracesData``/``MetricsData``/``LogsData``."""
+        return b"".join(self.parts)
+
+    def _group_bytes(self, top: Any, group: Any, items: list[Any]) -> bytes:
+        data = _DATA_TYPES[self.signal]()
+        out_top = _tops(self.signal, data).add()
+        out_top.resource.CopyFrom(top.resource)
+        out_top.schema_url = top.schema_url
+        out_group = _scope_groups(self.signal, out_top).add()
+        out_group.scope.CopyFrom(group.scope)
+        out_group.schema_url = group.schema_url
+        _group_items(self.signal, out_group).extend(items)
+        serialised: bytes = data.SerializeToString()
+        return serialised
+
+    def items(self) -> list[Any]:
+        """The selected items as :mod:`~mocksup.otlp.items` objects."""
+        return items_from_protobuf(self.signal, self.protobuf())
+
+    def document(self) -> dict[str, Any]:
+        """The selection as the control API's JSON document."""
+        return json_document(self.signal, self.items())
+
+
+def json_document(signal: str, items: list[Any]) -> dict[str, Any]:
+    """Items as a JSON document with resources and scopes listed once."""
+    with no_gc():
+        return _json_document(signal, items)
+
+
+def _json_document(signal: str, items: list[Any]) -> dict[str, Any]:
+    resources: dict[int, int] = {}
+    scopes: dict[int, int] = {}
+    resource_docs: list[dict[str, Any]] = []
+    scope_docs: list[dict[str, Any]] = []
+    docs = []
+    for item in items:
+        # Items of one group share their Resource and Scope objects: index by identity.
+        r = resources.get(id(item.resource))
+        if r is None:
+            r = resources[id(item.resource)] = len(resource_docs)
+            resource_docs.append(item.resource.to_json())
+        s = scopes.get(id(item.scope))
+        if s is None:
+            s = scopes[id(item.scope)] = len(scope_docs)
+            scope_docs.append(item.scope.to_json())
+        docs.append({**item.to_json(), "resource": r, "scope": s})
+    return {"resources": resource_docs, "scopes": scope_docs, ITEM_KEYS[signal]: docs}
 
 
 def _tops(signal: str, message: Any) -> Any:
@@ -230,24 +258,28 @@ def _scope_groups(signal: str, top: Any) -> Any:
 
 def _select(signal: str, q: Query, group: Any) -> list[Any]:
     if signal == "traces":
-        spans = group.spans
-        return [
-            s
-            for s in spans
-            if (q.name is None or s.name == q.name)
-            and (q.kind is None or s.kind == q.kind)
-            and (q.status is None or s.status.code == q.status)
-            and (q.trace_id is None or s.trace_id == q.trace_id)
-            and _attrs_match(s.attributes, q.attrs)
-        ]
+        # One pass per filter given, cheapest first, each over the survivors of the last.
+        spans: Any = group.spans
+        if q.name is not None:
+            spans = [s for s in spans if s.name == q.name]
+        if q.trace_id is not None:
+            spans = [s for s in spans if s.trace_id == q.trace_id]
+        if q.kind is not None:
+            spans = [s for s in spans if s.kind == q.kind]
+        if q.status is not None:
+            spans = [s for s in spans if s.status.code == q.status]
+        if q.attrs:
+            spans = [s for s in spans if _attrs_match(s.attributes, q.attrs)]
+        return list(spans)
     if signal == "metrics":
-        return [
+        metrics = [
             m
             for m in group.metrics
             if (q.name is None or m.name == q.name)
             and (q.metric_type is None or m.WhichOneof("data") == q.metric_type)
             and (not q.attrs or any(_attrs_match(p.attributes, q.attrs) for p in _points(m)))
         ]
+        return [_matching_points(m, q) for m in metrics] if q.attrs else metrics
     return [
         r
         for r in group.log_records
@@ -262,7 +294,7 @@ def _select(signal: str, q: Query, group: Any) -> list[Any]:
 
 
 def _body_text(record: Any) -> str:
-    body = _value(record.body)
+    body = to_python(record.body)
     return body if isinstance(body, str) else json.dumps(body)
 
 
@@ -271,119 +303,23 @@ def _points(metric: Any) -> Any:
     return getattr(metric, kind).data_points if kind else ()
 
 
-def _span(s: Any, resource: int, scope: int, query: Query) -> dict[str, Any]:
-    return {
-        "trace_id": s.trace_id.hex(),
-        "span_id": s.span_id.hex(),
-        "parent_span_id": s.parent_span_id.hex(),
-        "trace_state": s.trace_state,
-        "flags": s.flags,
-        "name": s.name,
-        "kind": KINDS[s.kind] if s.kind < len(KINDS) else str(s.kind),
-        "start_time_unix_nano": s.start_time_unix_nano,
-        "end_time_unix_nano": s.end_time_unix_nano,
-        "attributes": _attrs(s.attributes),
-        "events": [
-            {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": _attrs(e.attributes)}
-            for e in s.events
-        ],
-        "links": [
-            {
-                "trace_id": link.trace_id.hex(),
-                "span_id": link.span_id.hex(),
-                "trace_state": link.trace_state,
-                "attributes": _attrs(link.attributes),
-            }
-            for link in s.links
-        ],
-        "status": {
-            "code": STATUS_CODES[s.status.code] if s.status.code < 3 else str(s.status.code),
-            "message": s.status.message,
-        },
-        "dropped_attributes_count": s.dropped_attributes_count,
-        "resource": resource,
-        "scope": scope,
-    }
+def _matching_points(metric: Any, q: Query) -> Any:
+    # Attribute filters on metrics select data points: answer a copy with the matching ones.
+    copy = type(metric)()
+    copy.CopyFrom(metric)
+    points = _points(copy)
+    for index in reversed(range(len(points))):
+        if not _attrs_match(points[index].attributes, q.attrs):
+            del points[index]
+    return copy
 
 
-def _log(r: Any, resource: int, scope: int, query: Query) -> dict[str, Any]:
-    return {
-        "time_unix_nano": r.time_unix_nano,
-        "observed_time_unix_nano": r.observed_time_unix_nano,
-        "severity_number": r.severity_number,
-        "severity_text": r.severity_text,
-        "body": _value(r.body),
-        "attributes": _attrs(r.attributes),
-        "trace_id": r.trace_id.hex(),
-        "span_id": r.span_id.hex(),
-        "flags": r.flags,
-        "event_name": r.event_name,
-        "resource": resource,
-        "scope": scope,
-    }
-
-
-def _metric(m: Any, resource: int, scope: int, query: Query) -> dict[str, Any]:
-    kind = m.WhichOneof("data")
-    data = getattr(m, kind) if kind else None
-    points = [
-        _point(kind or "", p)
-        for p in (data.data_points if data is not None else ())
-        if _attrs_match(p.attributes, query.attrs)
-    ]
-    return {
-        "name": m.name,
-        "description": m.description,
-        "unit": m.unit,
-        "type": kind,
-        "aggregation_temporality": getattr(data, "aggregation_temporality", 0),
-        "is_monotonic": getattr(data, "is_monotonic", False),
-        "data_points": points,
-        "metadata": _attrs(m.metadata),
-        "resource": resource,
-        "scope": scope,
-    }
-
-
-def _point(kind: str, p: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "attributes": _attrs(p.attributes),
-        "start_time_unix_nano": p.start_time_unix_nano,
-        "time_unix_nano": p.time_unix_nano,
-    }
-    if kind in ("gauge", "sum"):
-        value = p.WhichOneof("value")
-        out["value"] = getattr(p, value) if value else None
-    elif kind == "histogram":
-        out.update(
-            count=p.count,
-            sum=p.sum if p.HasField("sum") else None,
-            bucket_counts=list(p.bucket_counts),
-            explicit_bounds=list(p.explicit_bounds),
-            min=p.min if p.HasField("min") else None,
-            max=p.max if p.HasField("max") else None,
-        )
-    elif kind == "exponential_histogram":
-        out.update(
-            count=p.count,
-            sum=p.sum if p.HasField("sum") else None,
-            scale=p.scale,
-            zero_count=p.zero_count,
-            positive={"offset": p.positive.offset, "bucket_counts": list(p.positive.bucket_counts)},
-            negative={"offset": p.negative.offset, "bucket_counts": list(p.negative.bucket_counts)},
-            min=p.min if p.HasField("min") else None,
-            max=p.max if p.HasField("max") else None,
-        )
-    elif kind == "summary":
-        out.update(
-            count=p.count,
-            sum=p.sum,
-            quantile_values=[{"quantile": q.quantile, "value": q.value} for q in p.quantile_values],
-        )
-    return out
-
-
-_MATERIALISE = {"traces": _span, "metrics": _metric, "logs": _log}
+def _group_items(signal: str, group: Any) -> Any:
+    if signal == "traces":
+        return group.spans
+    if signal == "metrics":
+        return group.metrics
+    return group.log_records
 
 
 def summarise(signal: str, batches: Iterable[Batch], limit: int = 20) -> list[str]:
@@ -391,9 +327,9 @@ def summarise(signal: str, batches: Iterable[Batch], limit: int = 20) -> list[st
     result = Result(signal)
     result.add(Query(signal, {}), batches)
     counts: dict[str, int] = {}
-    for item in result.items:
-        service = result.resources[item["resource"]]["attributes"].get("service.name")
-        name = item.get("name") or item.get("event_name") or str(item.get("body"))[:60]
+    for item in result.items():
+        service = item.service_name
+        name = (item.event_name or str(item.body)[:60]) if signal == "logs" else item.name
         label = f"{name!r}" + (f" (service {service})" if service else "")
         counts[label] = counts.get(label, 0) + 1
     lines = [f"{label} x{n}" if n > 1 else label for label, n in counts.items()]

@@ -7,17 +7,19 @@ Python test can ask, a harness in any other language can ask over HTTP too.
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from pydantic import Field
 
 from mocksup._context import ServeContext
-from mocksup._control import ControlClient
+from mocksup._control import PREFIX, ControlClient
 from mocksup.base import MockServerBase
-from mocksup.errors import MockServerError
+from mocksup.errors import ControlAPIError, MockServerError
 from mocksup.otlp.faults import Fault, Signal, Transport
 from mocksup.otlp.items import (
     LogRecord,
@@ -26,10 +28,7 @@ from mocksup.otlp.items import (
     Span,
     Trace,
     exporter_env,
-    logs_from_json,
-    metrics_from_json,
-    spans_from_json,
-    trace_from_json,
+    items_from_protobuf,
 )
 from mocksup.serving import GRPC_MAX_MESSAGE
 
@@ -204,8 +203,8 @@ class MockOTLPCollector(MockServerBase):
         :param trace_id: hex, any case.
         :raises ControlAPIError: the collector is unreachable or refused a filter.
         """
-        params = _filters(locals())
-        return spans_from_json(self.control.call("GET", "/spans", params=params))
+        items: list[Span] = self._query("traces", "/spans", _filters(locals()))
+        return items
 
     def metrics(
         self,
@@ -224,8 +223,8 @@ class MockOTLPCollector(MockServerBase):
         ``"histogram"``, ``"exponential_histogram"`` or ``"summary"``. Other filters as in
         :meth:`spans`.
         """
-        params = _filters(locals())
-        return metrics_from_json(self.control.call("GET", "/metrics", params=params))
+        items: list[Metric] = self._query("metrics", "/metrics", _filters(locals()))
+        return items
 
     def logs(
         self,
@@ -248,8 +247,8 @@ class MockOTLPCollector(MockServerBase):
         :param min_severity: the lowest ``severity_number`` wanted.
         Other filters as in :meth:`spans`.
         """
-        params = _filters(locals())
-        return logs_from_json(self.control.call("GET", "/logs", params=params))
+        items: list[LogRecord] = self._query("logs", "/logs", _filters(locals()))
+        return items
 
     def wait_for_spans(
         self, name: str | None = None, *, count: int = 1, timeout: float = 10.0, **filters: Any
@@ -261,15 +260,19 @@ class MockOTLPCollector(MockServerBase):
         :raises TelemetryTimeoutError: fewer matched within ``timeout`` seconds; the
             message lists what did arrive.
         """
-        doc = self._wait("traces", "/spans/wait", count, timeout, {"name": name, **filters})
-        return spans_from_json(doc)
+        items: list[Span] = self._wait(
+            "traces", "/spans/wait", count, timeout, {"name": name, **filters}
+        )
+        return items
 
     def wait_for_metrics(
         self, name: str | None = None, *, count: int = 1, timeout: float = 10.0, **filters: Any
     ) -> list[Metric]:
         """Like :meth:`wait_for_spans`, with the filters of :meth:`metrics`."""
-        doc = self._wait("metrics", "/metrics/wait", count, timeout, {"name": name, **filters})
-        return metrics_from_json(doc)
+        items: list[Metric] = self._wait(
+            "metrics", "/metrics/wait", count, timeout, {"name": name, **filters}
+        )
+        return items
 
     def wait_for_logs(
         self,
@@ -280,22 +283,69 @@ class MockOTLPCollector(MockServerBase):
         **filters: Any,
     ) -> list[LogRecord]:
         """Like :meth:`wait_for_spans`, with the filters of :meth:`logs`."""
-        doc = self._wait(
+        items: list[LogRecord] = self._wait(
             "logs", "/logs/wait", count, timeout, {"event_name": event_name, **filters}
         )
-        return logs_from_json(doc)
+        return items
+
+    def _query(self, signal: str, path: str, params: dict[str, Any]) -> Any:
+        data, _ = self._fetch_protobuf(path, params)
+        return items_from_protobuf(signal, data or b"")
+
+    def _fetch_protobuf(
+        self, path: str, params: dict[str, Any], wait: float = 0.0
+    ) -> tuple[bytes | None, Any]:
+        """GET a control route in its protobuf encoding: ``(body, None)`` or ``(None, JSON)``.
+
+        The control API's JSON form of 100k spans takes seconds to encode and decode; its
+        protobuf form (a bare ``TracesData`` body) is parsed in milliseconds. ``ControlClient``
+        speaks JSON only, so this one request is made here, with the same errors.
+        """
+        client = self.control
+        query = urlencode(
+            [("encoding", "protobuf")]
+            + [(k, v) for k, v in params.items() if v is not None and not isinstance(v, list)]
+            + [(k, x) for k, v in params.items() if isinstance(v, list) for x in v]
+        )
+        target = f"{PREFIX}{path}?{query}"
+        conn = http.client.HTTPConnection(client.host, client.port, timeout=client.timeout + wait)
+        try:
+            conn.request("GET", target)
+            response = conn.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            raise ControlAPIError(
+                f"mock server {self.name!r} did not answer GET {client.base_url}{target} "
+                f"({error}); is it still running? Its log_tail() may say why",
+                server=self.name,
+                url=client.base_url + target,
+            ) from error
+        finally:
+            conn.close()
+        if response.status >= 400:
+            detail = json.loads(payload).get("error") if payload.startswith(b"{") else payload
+            raise ControlAPIError(
+                f"mock server {self.name!r} answered {response.status} to GET "
+                f"{client.base_url}{target}: {detail!r}",
+                server=self.name,
+                status=response.status,
+                url=client.base_url + target,
+            )
+        if response.getheader("Content-Type") == "application/x-protobuf":
+            return payload, None
+        return None, json.loads(payload)
 
     def _wait(
         self, signal: str, path: str, count: int, timeout: float, filters: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> Any:
         params = _filters(filters)
         params.update(count=count, timeout=timeout)
-        doc: dict[str, Any] = self.control.call("GET", path, params=params, wait=timeout)
-        if doc["matched"]:
-            return doc
+        data, doc = self._fetch_protobuf(path, params, wait=timeout)
+        if data is not None:
+            return items_from_protobuf(signal, data)
         wanted = {k: v for k, v in filters.items() if v is not None}
         what = ", ".join(f"{k}={v!r}" for k, v in wanted.items()) or "no filter"
-        matched = len(doc[{"traces": "spans"}.get(signal, signal)])
+        matched = doc["count"]
         arrived = doc["arrived"]
         listing = "\n".join("    " + line for line in arrived) or "    (nothing)"
         raise TelemetryTimeoutError(
@@ -310,7 +360,7 @@ class MockOTLPCollector(MockServerBase):
 
     def trace(self, trace_id: str) -> Trace:
         """The spans of one trace, with roots, orphans and children (see :class:`Trace`)."""
-        return trace_from_json(trace_id, self.control.call("GET", f"/traces/{trace_id}"))
+        return Trace.from_spans(trace_id, self.spans(trace_id=trace_id))
 
     def clear(self) -> int:
         """Forget every item, request record, counter and pending fault.

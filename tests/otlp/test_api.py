@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import unittest
 
@@ -112,3 +113,64 @@ class ControlAPITest(CollectorTestCase):
         post(self.collector, "/v1/traces", request.SerializeToString())
         (span,) = self.collector.spans("b")
         self.assertEqual(span.attributes, {"raw": b"\x00\x01", "list": [b"x"], "none": None})
+
+
+class JSONDoorTest(CollectorTestCase):
+    """The control API's JSON answers: what a harness in another language reads."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from tests.otlp.test_json import LOGS, METRICS, TRACES
+
+        for path, message in (("/v1/traces", TRACES), ("/v1/metrics", METRICS), ("/v1/logs", LOGS)):
+            self.assertEqual(post(self.collector, path, message.SerializeToString())[0], 200)
+
+    def test_items_match_the_python_items(self) -> None:
+        call = self.collector.control.call
+        for route, items in (
+            ("/spans", self.collector.spans()),
+            ("/metrics", self.collector.metrics()),
+            ("/logs", self.collector.logs()),
+        ):
+            with self.subTest(route):
+                doc = call("GET", route)
+                key = route.strip("/")
+                self.assertEqual(doc["count"], len(items))
+                self.assertEqual(len(doc[key]), len(items))
+                for item_doc, item in zip(doc[key], items, strict=True):
+                    expected = {
+                        **item.to_json(),
+                        "resource": item_doc["resource"],
+                        "scope": item_doc["scope"],
+                    }
+                    self.assertEqual(json.loads(json.dumps(expected)), item_doc)
+                    resource = doc["resources"][item_doc["resource"]]
+                    self.assertEqual(resource["attributes"]["s"], "x")
+                    self.assertEqual(resource["attributes"]["bytes"], {"$bytes": "AP8="})
+                    self.assertEqual(doc["scopes"][item_doc["scope"]]["name"], "lib")
+
+    def test_span_document(self) -> None:
+        doc = self.collector.control.call("GET", "/spans", params={"name": "op"})
+        (span,) = doc["spans"]
+        self.assertEqual(span["trace_id"], bytes(range(1, 17)).hex())
+        self.assertEqual(span["kind"], "CLIENT")
+        self.assertEqual(span["status"], {"code": "ERROR", "message": "m"})
+        self.assertEqual(span["attributes"]["arr"], [1, "y"])
+        self.assertEqual(span["attributes"]["map"], {"inner": 2.0})
+        self.assertIsNone(span["attributes"]["empty"])
+
+    def test_wait_and_trace_routes(self) -> None:
+        call = self.collector.control.call
+        doc = call("GET", "/spans/wait", params={"count": 2, "timeout": 1})
+        self.assertTrue(doc["matched"])
+        self.assertEqual(len(doc["spans"]), 2)
+        doc = call("GET", "/logs/wait", params={"count": 5, "timeout": 0.2}, wait=0.2)
+        self.assertFalse(doc["matched"])
+        self.assertEqual((doc["count"], doc["total"]), (1, 1))
+        self.assertEqual(doc["arrived"], ["'ev'"])
+        trace = call("GET", f"/traces/{bytes(range(1, 17)).hex()}")
+        self.assertEqual([s["name"] for s in trace["spans"]], ["op"])
+        # The test span names itself as its parent: neither a root nor an orphan.
+        span_id = trace["spans"][0]["span_id"]
+        self.assertEqual((trace["roots"], trace["orphans"]), ([], []))
+        self.assertEqual(trace["children"], {span_id: [span_id]})

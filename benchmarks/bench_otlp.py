@@ -1,0 +1,269 @@
+"""Benchmark MockOTLPCollector: intake rates, query time and memory, against the real child.
+
+Run from the repository root::
+
+    python benchmarks/bench_otlp.py            # every scenario (about a minute)
+    python benchmarks/bench_otlp.py --quick    # fewer requests per scenario
+
+Intake: OTLP/HTTP protobuf, OTLP/HTTP JSON and OTLP/gRPC; 512-span batches and 1-span
+requests; 1 and 4 concurrent clients (threads keeping one connection or channel each, sending
+pre-encoded bodies so the client costs little). Every run checks that the collector stored
+exactly the spans sent. Then the time ``spans()`` takes over 100k stored spans (end to end:
+control API query, JSON transfer, Python objects), and the child's memory per 100k spans.
+Spans carry 10 string attributes (about 360 bytes each in protobuf).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import grpc
+import psutil
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    InstrumentationScope,
+    KeyValue,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from mocksup.otlp import MockOTLPCollector
+
+TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def make_request(spans: int, seed: int) -> ExportTraceServiceRequest:
+    """One export of ``spans`` spans with 10 string attributes each."""
+    items = []
+    for i in range(spans):
+        n = seed * 100_000 + i
+        items.append(
+            Span(
+                trace_id=n.to_bytes(16, "big"),
+                span_id=(n + 1).to_bytes(8, "big"),
+                parent_span_id=(n + 2).to_bytes(8, "big") if i % 4 else b"",
+                name=f"operation-{i % 16}",
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=1_700_000_000_000_000_000 + n,
+                end_time_unix_nano=1_700_000_000_001_000_000 + n,
+                attributes=[
+                    KeyValue(key=f"attribute.{k}", value=AnyValue(string_value=f"value-{k}-{i}"))
+                    for k in range(10)
+                ],
+            )
+        )
+    resource = Resource(
+        attributes=[KeyValue(key="service.name", value=AnyValue(string_value="bench"))]
+    )
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=resource,
+                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="bench"), spans=items)],
+            )
+        ]
+    )
+
+
+def otlp_json(request: ExportTraceServiceRequest) -> bytes:
+    """OTLP/JSON of a request (proto3 JSON with hex ids), built off the clock."""
+    doc = json_format.MessageToDict(request)
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(doc).encode()
+
+
+def http_client(
+    collector: MockOTLPCollector, body: bytes, content_type: str, count: int, errors: list[str]
+) -> None:
+    conn = http.client.HTTPConnection(collector.host, collector.port, timeout=60)
+    headers = {"Content-Type": content_type}
+    try:
+        for _ in range(count):
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                errors.append(f"HTTP {response.status}")
+    finally:
+        conn.close()
+
+
+def grpc_client(
+    collector: MockOTLPCollector, body: bytes, content_type: str, count: int, errors: list[str]
+) -> None:
+    target = f"{collector.host}:{collector.grpc_port}"
+    with grpc.insecure_channel(
+        target, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        call = channel.unary_unary(TRACE_EXPORT)
+        for _ in range(count):
+            try:
+                call(body, timeout=60)
+            except grpc.RpcError as error:
+                errors.append(str(error.code()))
+
+
+def run_intake(
+    collector: MockOTLPCollector,
+    transport: str,
+    body: bytes,
+    *,
+    spans_per_request: int,
+    clients: int,
+    requests_total: int,
+) -> dict[str, Any]:
+    collector.clear()
+    per_client = max(1, requests_total // clients)
+    errors: list[str] = []
+    target = grpc_client if transport == "grpc" else http_client
+    content_type = "application/json" if transport == "http/json" else "application/x-protobuf"
+    threads = [
+        threading.Thread(target=target, args=(collector, body, content_type, per_client, errors))
+        for _ in range(clients)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    sent = per_client * clients * spans_per_request
+    received = collector.stats()["items"]["traces"]
+    return {
+        "requests": per_client * clients,
+        "elapsed": elapsed,
+        "spans_per_s": sent / elapsed,
+        "requests_per_s": per_client * clients / elapsed,
+        "check": "ok"
+        if received == sent and not errors
+        else f"FAIL {received}/{sent} {errors[:3]}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests per scenario")
+    args = parser.parse_args()
+    scale = 0.25 if args.quick else 1.0
+
+    batch = make_request(512, 1)
+    single = make_request(1, 2)
+    bodies = {
+        ("http/protobuf", 512): batch.SerializeToString(),
+        ("http/json", 512): otlp_json(batch),
+        ("grpc", 512): batch.SerializeToString(),
+        ("http/protobuf", 1): single.SerializeToString(),
+        ("http/json", 1): otlp_json(single),
+        ("grpc", 1): single.SerializeToString(),
+    }
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"batch: 512 spans, {len(bodies['http/protobuf', 512]):,} B protobuf, "
+        f"{len(bodies['http/json', 512]):,} B JSON"
+    )
+    collector = MockOTLPCollector(port=0, grpc_port=0, max_items=None, max_requests=1000)
+    with collector:  # intake
+        print()
+        print(
+            f"{'transport':<14} {'spans/req':>9} {'clients':>7} {'requests':>8} "
+            f"{'req/s':>8} {'spans/s':>10}  check"
+        )
+        for (transport, size), body in bodies.items():
+            for clients in (1, 4):
+                if size == 512:
+                    total = int((40 if transport == "http/json" else 400) * scale)
+                else:
+                    total = int(3000 * scale)
+                result = run_intake(
+                    collector,
+                    transport,
+                    body,
+                    spans_per_request=size,
+                    clients=clients,
+                    requests_total=max(total, 4),
+                )
+                print(
+                    f"{transport:<14} {size:>9} {clients:>7} {result['requests']:>8} "
+                    f"{result['requests_per_s']:>8,.0f} {result['spans_per_s']:>10,.0f}  "
+                    f"{result['check']}"
+                )
+
+    # Memory and query time over 100k stored spans, on a fresh collector so the intake runs
+    # freed memory does not hide the store's.
+    collector = MockOTLPCollector(port=0, grpc_port=0, max_items=None)
+    with collector:
+        child = psutil.Process(collector.pid)
+        before = child.memory_info().rss
+        stored = run_intake(
+            collector,
+            "grpc",
+            bodies["grpc", 512],
+            spans_per_request=512,
+            clients=2,
+            requests_total=196,
+        )
+        count = collector.stats()["items"]["traces"]
+        after = child.memory_info().rss
+        print()
+        print(
+            f"stored {count:,} spans ({stored['check']}); child RSS {before / 2**20:.1f} MiB "
+            f"-> {after / 2**20:.1f} MiB: {(after - before) / 2**20 / count * 1e5:.1f} MiB "
+            "per 100k spans"
+        )
+        for attempt in range(3):
+            started = time.perf_counter()
+            spans = collector.spans()
+            elapsed = time.perf_counter() - started
+            print(f"spans() over {len(spans):,} stored spans: {elapsed:.2f} s (run {attempt + 1})")
+            del spans
+        started = time.perf_counter()
+        spans = collector.spans()
+        attributes = [span.attributes for span in spans]
+        print(
+            f"spans() and every span's attributes ({len(attributes):,} dicts): "
+            f"{time.perf_counter() - started:.2f} s"
+        )
+        del spans, attributes
+        started = time.perf_counter()
+        filtered = collector.spans("operation-3")
+        print(
+            f"spans('operation-3') over {count:,}: {len(filtered):,} spans in "
+            f"{time.perf_counter() - started:.2f} s"
+        )
+        started = time.perf_counter()
+        waited = collector.wait_for_spans(count=count, timeout=30)
+        print(
+            f"wait_for_spans(count={len(waited):,}), already satisfied: "
+            f"{time.perf_counter() - started:.2f} s"
+        )
+        del waited
+        started = time.perf_counter()
+        document = collector.control.call("GET", "/spans")
+        print(
+            f"control API JSON GET /mocksup/spans ({len(document['spans']):,} spans): "
+            f"{time.perf_counter() - started:.2f} s"
+        )
+        print(f"child RSS after the queries: {child.memory_info().rss / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
