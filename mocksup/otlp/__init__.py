@@ -10,17 +10,15 @@ from __future__ import annotations
 from mocksup.otlp.collector import MockOTLPCollector, TelemetryTimeoutError
 from mocksup.otlp.faults import Fault
 from mocksup.otlp.items import (
-    DataPoint,
     LogRecord,
-    Metric,
-    RequestRecord,
     Resource,
     Scope,
     Span,
     SpanEvent,
     SpanLink,
-    Trace,
 )
+from mocksup.otlp.metrics import DataPoint, Metric
+from mocksup.otlp.records import RequestRecord, Trace
 
 __all__ = (
     "DataPoint",

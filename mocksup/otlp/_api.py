@@ -20,7 +20,7 @@ from mocksup._control import PREFIX
 from mocksup.otlp._query import Query, Result, json_document, summarise
 from mocksup.otlp._store import Store
 from mocksup.otlp.faults import Fault, FaultBook
-from mocksup.otlp.items import Trace, exporter_env, trace_tree
+from mocksup.otlp.records import Trace, exporter_env, trace_tree
 
 __all__ = ["ControlAPI"]
 

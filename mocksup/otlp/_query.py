@@ -32,9 +32,19 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from mocksup.otlp._store import Batch
-from mocksup.otlp.items import KINDS, STATUS_CODES, items_from_protobuf, no_gc, to_python
+from mocksup.otlp._values import KINDS, STATUS_CODES, no_gc, to_python
+from mocksup.otlp.items import LogRecord, Resource, Scope, Span
+from mocksup.otlp.metrics import Metric
 
-__all__ = ["ITEM_KEYS", "Query", "Result", "json_document", "parse_attr_filters", "summarise"]
+__all__ = [
+    "ITEM_KEYS",
+    "Query",
+    "Result",
+    "items_from_protobuf",
+    "json_document",
+    "parse_attr_filters",
+    "summarise",
+]
 
 _METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _PARSERS: dict[str, Any] = {
@@ -336,3 +346,32 @@ def summarise(signal: str, batches: Iterable[Batch], limit: int = 20) -> list[st
     if len(lines) > limit:
         lines = [*lines[:limit], f"... and {len(lines) - limit} more kinds"]
     return lines
+
+
+def items_from_protobuf(signal: str, data: bytes) -> list[Any]:
+    """The items of a ``TracesData``/``MetricsData``/``LogsData`` message, in order."""
+    with no_gc():
+        return _items_from_protobuf(signal, data)
+
+
+def _items_from_protobuf(signal: str, data: bytes) -> list[Any]:
+    out: list[Any] = []
+    if signal == "traces":
+        for rs in TracesData.FromString(data).resource_spans:
+            resource = Resource.from_protobuf(rs.resource, rs.schema_url)
+            for ss in rs.scope_spans:
+                scope = Scope.from_protobuf(ss.scope, ss.schema_url)
+                out.extend([Span(s, resource, scope) for s in ss.spans])
+    elif signal == "metrics":
+        for rm in MetricsData.FromString(data).resource_metrics:
+            resource = Resource.from_protobuf(rm.resource, rm.schema_url)
+            for sm in rm.scope_metrics:
+                scope = Scope.from_protobuf(sm.scope, sm.schema_url)
+                out.extend([Metric(m, resource, scope) for m in sm.metrics])
+    else:
+        for rl in LogsData.FromString(data).resource_logs:
+            resource = Resource.from_protobuf(rl.resource, rl.schema_url)
+            for sl in rl.scope_logs:
+                scope = Scope.from_protobuf(sl.scope, sl.schema_url)
+                out.extend([LogRecord(r, resource, scope) for r in sl.log_records])
+    return out

@@ -20,16 +20,11 @@ from mocksup._context import ServeContext
 from mocksup._control import PREFIX, ControlClient
 from mocksup.base import MockServerBase
 from mocksup.errors import ControlAPIError, MockServerError
+from mocksup.otlp._query import items_from_protobuf
 from mocksup.otlp.faults import Fault, Signal, Transport
-from mocksup.otlp.items import (
-    LogRecord,
-    Metric,
-    RequestRecord,
-    Span,
-    Trace,
-    exporter_env,
-    items_from_protobuf,
-)
+from mocksup.otlp.items import LogRecord, Span
+from mocksup.otlp.metrics import Metric
+from mocksup.otlp.records import RequestRecord, Trace, exporter_env
 from mocksup.serving import GRPC_MAX_MESSAGE
 
 __all__ = ["MockOTLPCollector", "TelemetryTimeoutError"]

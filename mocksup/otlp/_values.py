@@ -1,0 +1,86 @@
+"""Decoding OTLP values: ``AnyValue`` to Python, Python to the control API's JSON.
+
+Shared by the item views (parent and child) and the query code (child).
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = [
+    "KINDS",
+    "STATUS_CODES",
+    "attributes_of",
+    "jsonable",
+    "jsonable_attrs",
+    "no_gc",
+    "to_python",
+]
+
+#: Span kinds and status codes by number, as items and the control API spell them.
+KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+STATUS_CODES = ("UNSET", "OK", "ERROR")
+
+
+def to_python(value: Any) -> Any:
+    """An OTLP ``AnyValue`` as a Python value (``None`` when empty)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [to_python(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: to_python(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind)
+
+
+def attributes_of(kvs: Iterable[Any]) -> dict[str, Any]:
+    """OTLP ``KeyValue`` lists as a dict of Python values."""
+    out = {}
+    for kv in kvs:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # Strings are most attribute values: skip the general converter's call for them.
+        out[kv.key] = value.string_value if kind == "string_value" else to_python(value)
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """A Python attribute value as JSON: bytes become ``{"$bytes": "<base64>"}``."""
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def jsonable_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    for value in attrs.values():
+        if isinstance(value, (bytes, list, dict)):
+            return {k: jsonable(v) for k, v in attrs.items()}
+    return dict(attrs)
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic objects.
+
+    Creating 100k items triggers collections that walk the whole (growing) heap again and
+    again, which doubles the cost of a large query; these objects hold no cycles, so reference
+    counting frees them all the same.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
