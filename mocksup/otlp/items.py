@@ -1,10 +1,10 @@
 """The items a test gets back from the collector: spans and log records, with their context.
 
 :class:`Span`, :class:`LogRecord` and :class:`~mocksup.otlp.metrics.Metric` are read-only
-views over the received protobuf message: ids come out as lowercase hex strings (``""`` when absent), attribute
-values as plain Python values (``str``, ``int``, ``float``, ``bool``, ``bytes``, ``list``,
-``dict``, ``None`` for an empty value), and every item holds the :class:`Resource` and
-:class:`Scope` it arrived with (shared by the items of one request).
+views over the received protobuf message: ids come out as lowercase hex strings (``""`` when
+absent), attribute values as plain Python values (``str``, ``int``, ``float``, ``bool``,
+``bytes``, ``list``, ``dict``, ``None`` for an empty value), and every item holds the
+:class:`Resource` and :class:`Scope` it arrived with (shared by the items of one request).
 
 Why views and not eagerly built dataclasses: a query over 100k spans must take well under a
 second, and building 100k attribute dictionaries (or encoding and decoding them as JSON) alone
