@@ -132,7 +132,8 @@ class CollectorTestCase(ProcessTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.collector = MockOTLPCollector(port=0, grpc_port=0, **cls.collector_settings)
+        settings = {"port": 0, "grpc_port": 0, **cls.collector_settings}
+        cls.collector = MockOTLPCollector(**settings)
         cls.addClassCleanup(cls.collector.stop)
         cls.collector.start()
 

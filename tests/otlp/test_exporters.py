@@ -217,3 +217,34 @@ class QueryTest(CollectorTestCase):
             self.collector.exporter_env()["OTEL_EXPORTER_OTLP_ENDPOINT"],
             self.collector.http_endpoint,
         )
+
+
+class HTTPOnlyTest(CollectorTestCase):
+    """gRPC switched off; the Python exporter's deflate (zlib) compression."""
+
+    collector_settings = {"grpc_port": None}
+
+    def test_grpc_is_off(self) -> None:
+        self.assertIsNone(self.collector.grpc_endpoint)
+        self.assertNotIn("grpc_port", self.collector.control.call("GET", "/health"))
+        with self.assertRaises(ValueError):
+            self.collector.exporter_env("grpc")
+
+    def test_http_deflate(self) -> None:
+        from opentelemetry.exporter.otlp.proto.http import Compression
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        provider = TracerProvider()
+        self.addCleanup(provider.shutdown)
+        exporter = OTLPSpanExporter(
+            self.collector.http_endpoint + "/v1/traces", compression=Compression.Deflate
+        )
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("t").start_as_current_span("deflated"):
+            pass
+        self.assertEqual(len(self.collector.wait_for_spans("deflated")), 1)
+        (record,) = self.collector.requests()
+        self.assertEqual(record.content_encoding, "deflate")
+        self.assertLess(record.size, record.decoded_size)
