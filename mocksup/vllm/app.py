@@ -449,8 +449,10 @@ class VLLMApp:
         if fault == "reset":
             sock = environ.get("werkzeug.socket")
             if isinstance(sock, socket.socket):
-                # SO_LINGER 0: closing sends RST instead of FIN.
+                # SO_LINGER 0: closing sends RST instead of FIN. Shutting the read side makes
+                # the server's keep-alive loop see EOF and close the socket now.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RD)
             raise Cut("connection reset (injected fault)")
         if fault == "server_error":
             raise APIError(500, "Internal server error (injected fault).")

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from mocksup._context import ServeContext
+    from mocksup.vllm.app import VLLMApp
+    from mocksup.vllm.tracing import SpanExporter
 
 __all__ = ["MockVLLMServer"]
 
@@ -110,6 +112,24 @@ class MockVLLMServer(MockServerBase):
     def serve(self, ctx: ServeContext) -> None:
         """Serve until stopped; on stop, export every pending span before returning."""
         from mocksup.serving import bind_tcp, serve_wsgi
+
+        app, exporter = self.make_app()
+        sock = bind_tcp(self.host, self.port)
+        port = sock.getsockname()[1]  # serve_wsgi closes our copy of the socket
+        try:
+            with serve_wsgi(app, sock, request_log=self.request_log):
+                ctx.ready(port=port)
+                ctx.wait()
+        finally:
+            if exporter is not None:
+                exporter.close()
+
+    def make_app(self) -> tuple[VLLMApp, SpanExporter | None]:
+        """Build the WSGI app (and its span exporter, when tracing is on) from the settings.
+
+        ``serve()`` runs it in the child; tests may drive it in-process. Close the exporter
+        when done with it.
+        """
         from mocksup.vllm.app import AppConfig, VLLMApp
         from mocksup.vllm.control import ControlAPI
         from mocksup.vllm.metrics import Metrics
@@ -148,15 +168,7 @@ class MockVLLMServer(MockServerBase):
         }
         control = ControlAPI(state, public, metrics.reset)
         app = VLLMApp(config, state, metrics, exporter, control)
-        sock = bind_tcp(self.host, self.port)
-        port = sock.getsockname()[1]  # serve_wsgi closes our copy of the socket
-        try:
-            with serve_wsgi(app, sock, request_log=self.request_log):
-                ctx.ready(port=port)
-                ctx.wait()
-        finally:
-            if exporter is not None:
-                exporter.close()
+        return app, exporter
 
     # -- the parent side -----------------------------------------------------------------
 

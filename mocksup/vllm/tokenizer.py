@@ -7,7 +7,8 @@ process and run:
 * a GPT-2-like pre-tokenizer regex splits text into words with their leading space, runs of
   punctuation and runs of whitespace;
 * a piece found in the built-in vocabulary (:data:`WORDS` in four spellings: ``word``,
-  `` word``, ``Word``, `` Word``; chat-template markers such as ``<|user|>``; punctuation) is one token with id ``256 + index``;
+  `` word``, ``Word``, `` Word``; chat-template markers such as ``<|user|>``;
+  punctuation) is one token with id ``256 + index``;
 * any other piece falls back to one token per UTF-8 byte (ids 0-255), as byte-level BPE does.
 
 So every text round-trips through :meth:`MockTokenizer.decode`, and generated text (made of
