@@ -33,6 +33,8 @@ _PATHS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
 _READ_CHUNK = 1 << 20
+#: Substrings of OTLP/JSON keys that introduce nested values (array and kvlist, both spellings).
+_NESTED_MARKERS = (b"rrayValue", b"vlistValue", b"rray_value", b"vlist_value")
 _StartResponse = Callable[..., Any]
 
 
@@ -160,6 +162,11 @@ class OTLPHTTPApp:
             if json_encoding:
                 message = parse_request(signal, json.loads(data) if data.strip() else {})
                 raw = None
+                if any(marker in data for marker in _NESTED_MARKERS):
+                    # Nested values may be deeper than the protobuf parser's recursion limit,
+                    # which queries use: refuse now what could not be read back later.
+                    raw = message.SerializeToString()
+                    _PARSERS[signal](raw)
             else:
                 message = _PARSERS[signal](data)
                 raw = data

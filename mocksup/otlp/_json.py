@@ -275,5 +275,7 @@ def parse_request(signal: str, document: Any) -> Message:
         return _ROOTS[signal](**_root_converters[signal](document))
     except OTLPJSONError:
         raise
-    except (TypeError, ValueError, AttributeError, binascii.Error) as error:
+    except (TypeError, ValueError, AttributeError, KeyError, binascii.Error) as error:
         raise OTLPJSONError(f"invalid OTLP/JSON: {error}") from None
+    except RecursionError:
+        raise OTLPJSONError("invalid OTLP/JSON: values nested too deeply") from None

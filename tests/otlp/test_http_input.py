@@ -136,6 +136,27 @@ class HTTPInputTest(CollectorTestCase):
         self.assertIn("length mismatch", doc["message"])
         self.assertEqual(doc["details"][0]["fieldViolations"][0]["field"], "span_id")
 
+    def test_values_nested_too_deeply(self) -> None:
+        for depth in (60, 5000):
+            # Written as text: json.dumps itself cannot nest 5000 levels.
+            value = '{"arrayValue":{"values":[' * depth + '{"stringValue":"x"}' + "]}}" * depth
+            text = json.dumps(json_span(attributes=[{"key": "deep", "value": "@"}]))
+            body = text.replace('"@"', value).encode()
+            status, _, answer = post(
+                self.collector, "/v1/traces", body, content_type="application/json"
+            )
+            self.assertEqual(status, 400, depth)
+            self.assertEqual(json.loads(answer)["code"], 3)
+        shallow = {"arrayValue": {"values": [{"kvlistValue": {"values": []}}]}}
+        status, _, _ = post_json(
+            self.collector, "/v1/traces", json_span(attributes=[{"key": "a", "value": shallow}])
+        )
+        self.assertEqual(status, 200)
+        (span,) = self.collector.spans("json-span")
+        self.assertEqual(span.attributes, {"a": [{}]})
+        self.collector.clear()
+        post(self.collector, "/v1/traces", request_bytes("kept"))
+
     def test_broken_gzip(self) -> None:
         status, _, body = post(
             self.collector,
