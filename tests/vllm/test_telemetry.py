@@ -1,0 +1,136 @@
+"""``/metrics`` under traffic (parsed with prometheus_client) and the timing the mock simulates."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mocksup.vllm import MockVLLMServer
+from tests.vllm.support import ServerTestCase, raw_post
+
+
+def scrape(server: MockVLLMServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = tuple(
+                sorted((k, v) for k, v in s.labels.items() if k not in ("model_name", "engine"))
+            )
+            samples[(s.name, labels)] = float(s.value)
+    return samples
+
+
+class MetricsTest(ServerTestCase):
+    @classmethod
+    def make_server(cls) -> MockVLLMServer:
+        return MockVLLMServer(port=0, served_model_names=["base", "alias"])
+
+    def test_vllm_metrics_counts_after_traffic(self) -> None:
+        # vLLM's tests/entrypoints/openai/test_metrics.py, replayed over HTTP.
+        self.server.clear(metrics=True)
+        prompt = "The capital of the world is"
+        p = json.loads(raw_post(self.server, "/tokenize", {"prompt": prompt})[2])["count"]
+        n, m = 10, 10
+        for _ in range(n):
+            response = self.client.completions.create(
+                model="alias", prompt=prompt, max_tokens=m, extra_body={"ignore_eos": True}
+            )
+            self.assertEqual(response.choices[0].finish_reason, "length")
+        got = scrape(self.server)
+        expected = {
+            "vllm:time_to_first_token_seconds_count": n,
+            "vllm:inter_token_latency_seconds_count": n * (m - 1),
+            "vllm:e2e_request_latency_seconds_count": n,
+            "vllm:request_queue_time_seconds_count": n,
+            "vllm:request_inference_time_seconds_count": n,
+            "vllm:request_prefill_time_seconds_count": n,
+            "vllm:request_decode_time_seconds_count": n,
+            "vllm:request_prompt_tokens_sum": n * p,
+            "vllm:request_prompt_tokens_count": n,
+            "vllm:request_generation_tokens_sum": n * m,
+            "vllm:request_params_n_count": n,
+            "vllm:request_params_max_tokens_sum": n * m,
+            "vllm:iteration_tokens_total_sum": n * (p + m),
+            "vllm:iteration_tokens_total_count": n * m,
+            "vllm:prompt_tokens_total": n * p,
+            "vllm:generation_tokens_total": n * m,
+        }
+        for name, value in expected.items():
+            self.assertEqual(got[(name, ())], value, name)
+        for reason in ("stop", "length", "abort", "error", "repetition"):
+            key = ("vllm:request_success_total", (("finished_reason", reason),))
+            self.assertEqual(got[key], n if reason == "length" else 0, reason)
+
+    def test_live_gauges_follow_a_slow_stream_and_its_disconnect(self) -> None:
+        self.server.clear()
+        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
+        body = {"prompt": "x", "max_tokens": 400, "ignore_eos": True, "stream": True}
+        conn.request(
+            "POST",
+            "/v1/completions",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json", "X-Mocksup-ITL": "0.02"},
+        )
+        response = conn.getresponse()
+        self.assertTrue(response.readline().startswith(b"data: "))  # the chunk-size line
+        during = scrape(self.server)
+        self.assertGreaterEqual(during[("vllm:num_requests_running", ())], 1)
+        self.assertGreater(during[("vllm:kv_cache_usage_perc", ())], 0)
+        load = json.loads(urllib.request.urlopen(self.server.url + "/load", timeout=5).read())
+        self.assertGreaterEqual(load["server_load"], 1)
+        response.close()
+        conn.close()
+        # The journal entry of a stream is written after its engine request was released.
+        self.server.wait_for_requests(1, path="/v1/completions", timeout=10)
+        after = scrape(self.server)
+        self.assertEqual(after[("vllm:num_requests_running", ())], 0)
+        self.assertEqual(after[("vllm:num_requests_waiting", ())], 0)
+        self.assertEqual(after[("vllm:kv_cache_usage_perc", ())], 0)
+        self.assertGreaterEqual(
+            after[("vllm:request_success_total", (("finished_reason", "abort"),))], 1
+        )
+
+
+class LatencyTest(ServerTestCase):
+    @classmethod
+    def make_server(cls) -> MockVLLMServer:
+        return MockVLLMServer(port=0, latency={"ttft": 0.05, "itl": 0.01})
+
+    def test_ttft_and_itl_within_ten_percent(self) -> None:
+        tokens = 40
+        start = time.monotonic()
+        # Headers go out with the first token, so create() returns at the first token.
+        stream = self.client.completions.create(
+            model="mock-model",
+            prompt="x",
+            max_tokens=tokens,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        arrivals = []
+        with stream:
+            for _ in stream:
+                arrivals.append(time.monotonic())
+        self.assertEqual(len(arrivals), tokens)
+        ttft = arrivals[0] - start
+        itl = (arrivals[-1] - arrivals[0]) / (tokens - 1)
+        self.assertAlmostEqual(ttft, 0.05, delta=0.005)
+        self.assertAlmostEqual(itl, 0.01, delta=0.001)
+
+    def test_non_streamed_request_takes_ttft_plus_decode(self) -> None:
+        start = time.monotonic()
+        self.client.completions.create(
+            model="mock-model",
+            prompt="x",
+            max_tokens=11,
+            extra_body={"ignore_eos": True},
+            extra_headers={"X-Mocksup-TTFT": "0.02", "X-Mocksup-ITL": "0.005"},
+        )
+        self.assertAlmostEqual(time.monotonic() - start, 0.02 + 10 * 0.005, delta=0.01)

@@ -1,0 +1,103 @@
+"""The ``llm_request`` span, received by MockOTLPCollector over gRPC and HTTP/protobuf."""
+
+from __future__ import annotations
+
+import json
+import os
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+
+from mocksup.otlp import MockOTLPCollector
+from mocksup.vllm import MockVLLMServer
+from tests.vllm.support import raw_post
+
+
+class TracingTest(unittest.TestCase):
+    collector: MockOTLPCollector
+    server: MockVLLMServer
+    client: openai.OpenAI
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.collector = MockOTLPCollector(port=0, grpc_port=0)
+        cls.addClassCleanup(cls.collector.stop)
+        cls.collector.start()
+        cls.server = MockVLLMServer(port=0, otlp_traces_endpoint=cls.collector.grpc_endpoint)
+        cls.addClassCleanup(cls.server.stop)
+        cls.server.start()
+        cls.client = openai.OpenAI(base_url=cls.server.base_url, api_key="x", max_retries=0)
+        cls.addClassCleanup(cls.client.close)
+
+    def test_span_parent_and_attributes(self) -> None:
+        trace_id, parent = os.urandom(16).hex(), os.urandom(8).hex()
+        response = self.client.completions.create(
+            model="mock-model",
+            prompt="Hello world",
+            max_tokens=7,
+            temperature=0.01,
+            top_p=0.1,
+            extra_headers={"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "k=v"},
+        )
+        (span,) = self.collector.wait_for_spans("llm_request", trace_id=trace_id)
+        self.assertEqual(
+            (span.kind, span.parent_span_id, span.trace_state), ("SERVER", parent, "k=v")
+        )
+        a = span.attributes
+        assert response.usage is not None
+        self.assertEqual(a["gen_ai.request.id"], response.id + "-0")
+        self.assertEqual(a["gen_ai.usage.prompt_tokens"], response.usage.prompt_tokens)
+        self.assertEqual(a["gen_ai.usage.completion_tokens"], response.usage.completion_tokens)
+        self.assertEqual(
+            json.loads(a["gen_ai.response.finish_reasons"]), [response.choices[0].finish_reason]
+        )
+        self.assertEqual((a["gen_ai.request.temperature"], a["gen_ai.request.top_p"]), (0.01, 0.1))
+        self.assertEqual((a["gen_ai.request.max_tokens"], a["gen_ai.request.n"]), (7, 1))
+        for key in ("time_in_queue", "time_to_first_token", "e2e"):
+            self.assertGreater(a[f"gen_ai.latency.{key}"], 0, key)
+        self.assertNotIn("gen_ai.request.model", a)
+        self.assertEqual(span.resource.attributes["service.name"], "vllm")
+
+    def test_no_traceparent_starts_a_root(self) -> None:
+        response = self.client.chat.completions.create(
+            model="mock-model", messages=[{"role": "user", "content": "hi"}], temperature=0
+        )
+        spans = self.collector.wait_for_spans(
+            "llm_request", attributes={"gen_ai.request.id": response.id}
+        )
+        self.assertEqual(spans[0].parent_span_id, "")
+        self.assertNotIn("gen_ai.request.temperature", spans[0].attributes)
+
+    def test_fifty_concurrent_requests_keep_their_traces(self) -> None:
+        contexts = {f"conc-{i}": (os.urandom(16).hex(), os.urandom(8).hex()) for i in range(50)}
+
+        def send(request_id: str) -> None:
+            trace_id, parent = contexts[request_id]
+            headers = {"X-Request-Id": request_id, "traceparent": f"00-{trace_id}-{parent}-01"}
+            body = {"messages": [{"role": "user", "content": request_id}]}
+            status = raw_post(self.server, "/v1/chat/completions", body, headers)[0]
+            self.assertEqual(status, 200)
+
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(send, contexts))
+        for request_id, (trace_id, parent) in contexts.items():
+            spans = self.collector.wait_for_spans("llm_request", trace_id=trace_id)
+            self.assertEqual(len(spans), 1)
+            self.assertEqual(spans[0].parent_span_id, parent)
+            self.assertEqual(spans[0].attributes["gen_ai.request.id"], f"chatcmpl-{request_id}")
+
+    def test_http_protobuf_and_flush_on_stop(self) -> None:
+        server = MockVLLMServer(
+            port=0,
+            otlp_traces_endpoint=self.collector.http_endpoint,
+            otlp_traces_protocol="http/protobuf",
+            otel_service_name="vllm-http",
+        )
+        self.addCleanup(server.stop)
+        server.start()
+        for i in range(20):
+            raw_post(server, "/v1/completions", {"prompt": f"flush {i}", "max_tokens": 2})
+        server.stop()
+        # stop() returned: every span must already be in, without waiting.
+        self.assertEqual(len(self.collector.spans("llm_request", service_name="vllm-http")), 20)
