@@ -150,6 +150,8 @@ class ControlAPI:
                     store.cond.wait(remaining)
                 expired = time.monotonic() >= deadline or store.closed
                 arrived = list(store.batches[signal]) if expired else []
+            if store.closed:
+                raise _Error(503, "the collector is stopping")
             if expired and store.generation == generation and len(arrived) == seen:
                 # Always JSON, whatever the encoding asked: the caller needs the listing of
                 # what arrived for its error message, not the few items that matched.

@@ -127,15 +127,19 @@ class MockOTLPCollector(MockServerBase):
             raise
         ports["port"] = sock.getsockname()[1]
         with serve_wsgi(app, sock):
-            if grpc is not None:
-                grpc.start()
-            ctx.ready(**{k: ports[k] for k in ("port", "grpc_port") if k in ports})
-            ctx.wait()
-            # Wake long polls and end injected delays so in-flight requests finish now.
-            stopping.set()
-            store.close()
-            if grpc is not None:
-                grpc.stop(0.5).wait()
+            try:
+                if grpc is not None:
+                    grpc.start()
+                # Both ports serve now: only then may the parent send.
+                ctx.ready(**{k: ports[k] for k in ("port", "grpc_port") if k in ports})
+                ctx.wait()
+            finally:
+                # Wake long polls and end injected delays, so in-flight requests finish
+                # within the stop budget instead of running out their timeouts.
+                stopping.set()
+                store.close()
+                if grpc is not None:
+                    grpc.stop(0.5).wait()
 
     # -- the parent side: endpoints --------------------------------------------------------
 

@@ -13,6 +13,7 @@ from mocksup import ControlAPIError, MockServerError
 from mocksup.otlp import Fault, MockOTLPCollector, TelemetryTimeoutError
 from tests.otlp.support import CollectorTestCase, post
 from tests.otlp.test_http_input import request_bytes
+from tests.support import ProcessTestCase
 
 
 class SurfaceTest(unittest.TestCase):
@@ -174,3 +175,34 @@ class JSONDoorTest(CollectorTestCase):
         span_id = trace["spans"][0]["span_id"]
         self.assertEqual((trace["roots"], trace["orphans"]), ([], []))
         self.assertEqual(trace["children"], {span_id: [span_id]})
+
+
+class StopTest(ProcessTestCase):
+    def test_stop_ends_a_pending_wait(self) -> None:
+        import threading
+        import time
+
+        collector = self.start_server(MockOTLPCollector(port=0, grpc_port=0))
+        errors: list[BaseException] = []
+        waiting = threading.Event()
+
+        def wait() -> None:
+            waiting.set()
+            try:
+                collector.wait_for_spans("never", timeout=60)
+            except BaseException as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        self.addCleanup(thread.join, 5)
+        waiting.wait(5)
+        # Whether the collector already holds the wait (then it answers 503 "stopping") or
+        # refuses the connection after the stop, the waiter must end at once with an error.
+        started = time.monotonic()
+        collector.stop()
+        thread.join(10)
+        self.assertFalse(thread.is_alive())
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(len(errors), 1)
+        self.assertIsInstance(errors[0], MockServerError)
