@@ -52,7 +52,9 @@ class SurfaceTest(unittest.TestCase):
     def test_settings(self) -> None:
         collector = MockOTLPCollector()
         self.assertEqual((collector.port, collector.grpc_port), (4318, 4317))
-        self.assertEqual(collector.max_body_size, 64 << 20)
+        self.assertEqual(
+            (collector.max_body_size, collector.grpc_max_message), (64 << 20, 64 << 20)
+        )
         self.assertEqual(collector.http_endpoint, "http://127.0.0.1:4318")
         self.assertIsNone(MockOTLPCollector(grpc_port=None).grpc_endpoint)
         with self.assertRaises(ValueError):
