@@ -26,6 +26,7 @@ from mocksup.otlp._ingest import Ingest
 from mocksup.otlp._json import OTLPJSONError, parse_request
 from mocksup.otlp._query import _PARSERS
 from mocksup.otlp._status import GRPC_CODES, encode_response, grpc_code_for_http, status_body
+from mocksup.otlp._values import no_gc
 
 __all__ = ["OTLPHTTPApp"]
 
@@ -33,8 +34,6 @@ _PATHS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
 _READ_CHUNK = 1 << 20
-#: Substrings of OTLP/JSON keys that introduce nested values (array and kvlist, both spellings).
-_NESTED_MARKERS = (b"rrayValue", b"vlistValue", b"rray_value", b"vlist_value")
 _StartResponse = Callable[..., Any]
 
 
@@ -160,13 +159,10 @@ class OTLPHTTPApp:
         raw: bytes | None
         try:
             if json_encoding:
-                message = parse_request(signal, json.loads(data) if data.strip() else {})
+                with no_gc():
+                    document = json.loads(data) if data and not data.isspace() else {}
+                    message = parse_request(signal, document)
                 raw = None
-                if any(marker in data for marker in _NESTED_MARKERS):
-                    # Nested values may be deeper than the protobuf parser's recursion limit,
-                    # which queries use: refuse now what could not be read back later.
-                    raw = message.SerializeToString()
-                    _PARSERS[signal](raw)
             else:
                 message = _PARSERS[signal](data)
                 raw = data

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -134,6 +135,8 @@ def _repeated(convert: _Converter) -> _Converter:
 
 
 _tables: dict[str, _Table] = {}
+#: Per thread: whether the request being converted holds array or map values.
+_local = threading.local()
 
 
 def _message(descriptor: Descriptor) -> _Converter:
@@ -224,6 +227,8 @@ def _any_value(value: Any) -> dict[str, Any]:
             return {name: item} if name != "double_value" else {name: _to_float(item)}
         if key in _INT_VALUES:
             return {"int_value": _to_int(item)}
+    # Arrays and maps can nest: parse_request checks that such a request reads back.
+    _local.nested = True
     generic: dict[str, Any] = _generic_any(value)
     return generic
 
@@ -267,15 +272,25 @@ _root_converters = {
 def parse_request(signal: str, document: Any) -> Message:
     """Build the ``Export*ServiceRequest`` of ``signal`` from a decoded OTLP/JSON document.
 
-    :raises OTLPJSONError: the document is not a valid OTLP request of that signal.
+    :raises OTLPJSONError: the document is not a valid OTLP request of that signal, or nests
+        values deeper than the protobuf parser would read back (queries parse what is
+        stored, so that must be refused now).
     """
     if not isinstance(document, dict):
         raise OTLPJSONError("the request body is not a JSON object")
+    root = _ROOTS[signal]
+    _local.nested = False
     try:
-        return _ROOTS[signal](**_root_converters[signal](document))
+        message = root(**_root_converters[signal](document))
     except OTLPJSONError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, binascii.Error) as error:
         raise OTLPJSONError(f"invalid OTLP/JSON: {error}") from None
     except RecursionError:
         raise OTLPJSONError("invalid OTLP/JSON: values nested too deeply") from None
+    if _local.nested:
+        try:
+            root.FromString(message.SerializeToString())
+        except DecodeError:
+            raise OTLPJSONError("invalid OTLP/JSON: values nested too deeply") from None
+    return message

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -69,18 +70,32 @@ def jsonable_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return dict(attrs)
 
 
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
 @contextmanager
 def no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while building many acyclic objects.
 
-    Creating 100k items triggers collections that walk the whole (growing) heap again and
-    again, which doubles the cost of a large query; these objects hold no cycles, so reference
-    counting frees them all the same.
+    Decoding a 512-span OTLP/JSON request or building 100k items creates objects by the
+    hundred thousand, which triggers collections that walk the whole heap again and again:
+    measured, they make ``json.loads`` and the conversion 40 % slower. These objects hold no
+    cycles, so reference counting frees them all the same. Threads may overlap: the first
+    to enter pauses the collector, the last to leave restores what it found (a collector
+    the application switched off stays off).
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()

@@ -208,3 +208,31 @@ class StopTest(ProcessTestCase):
         self.assertLess(time.monotonic() - started, 5)
         self.assertEqual(len(errors), 1)
         self.assertIsInstance(errors[0], MockServerError)
+
+
+class NoGCTest(unittest.TestCase):
+    def test_pauses_and_restores_across_overlapping_users(self) -> None:
+        import gc
+
+        from mocksup.otlp._values import no_gc
+
+        self.assertTrue(gc.isenabled())
+        first, second = no_gc(), no_gc()
+        first.__enter__()
+        second.__enter__()
+        self.assertFalse(gc.isenabled())
+        first.__exit__(None, None, None)
+        self.assertFalse(gc.isenabled())  # the second is still building
+        second.__exit__(None, None, None)
+        self.assertTrue(gc.isenabled())
+
+    def test_leaves_a_disabled_collector_disabled(self) -> None:
+        import gc
+
+        from mocksup.otlp._values import no_gc
+
+        gc.disable()
+        self.addCleanup(gc.enable)
+        with no_gc():
+            pass
+        self.assertFalse(gc.isenabled())
