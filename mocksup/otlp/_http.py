@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import socket
 import time
 import zlib
@@ -110,7 +111,8 @@ class OTLPHTTPApp:
             status, media_out = reject.status, (_PROTOBUF if not json_encoding else _JSON)
             record["error"] = reject.message
             if reject.status == 413 or (reject.status in (404, 405, 415) and _has_body(environ)):
-                # An unread body would poison the kept-alive connection: close it instead.
+                # An unread body would poison a kept-alive connection: close it (Werkzeug
+                # closes every connection today; this stays right if that changes).
                 extra.append(("Connection", "close"))
             body = status_body(
                 _grpc_number(status),
@@ -177,7 +179,8 @@ class OTLPHTTPApp:
         if fault is not None and answer.error:
             status = fault.http_status()
             if fault.retry_after is not None:
-                extra.append(("Retry-After", f"{fault.retry_after:g}"))
+                # HTTP's delay-seconds is a whole number: round up, never ask for less.
+                extra.append(("Retry-After", str(math.ceil(fault.retry_after))))
             message_text = fault.message or f"injected fault: {fault.describe()}"
             record["error"] = message_text
             body = status_body(

@@ -38,7 +38,8 @@ class Fault(BaseModel):
         429 becomes RESOURCE_EXHAUSTED, 502/503/504 UNAVAILABLE, 400 INVALID_ARGUMENT...).
     :param grpc_code: the gRPC code name to answer (HTTP gets the mapped status unless
         ``status`` is set).
-    :param retry_after: seconds the client should wait: the ``Retry-After`` header over HTTP,
+    :param retry_after: seconds the client should wait: the ``Retry-After`` header over HTTP
+        (whole seconds, rounded up; the ``Status`` body's ``RetryInfo`` has the exact value),
         ``RetryInfo`` over gRPC (in ``grpc-status-details-bin`` and in
         ``google.rpc.retryinfo-bin``, since the Python exporter reads only the latter).
     :param rejected: partial success: how many items to report as rejected.

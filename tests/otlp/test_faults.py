@@ -53,7 +53,7 @@ class RetryTest(CollectorTestCase):
     def test_http_retry_after_header_and_status_body(self) -> None:
         self.collector.fail_next(1, status=503, retry_after=1.5)
         status, headers, body = post(self.collector, "/v1/traces", request_bytes())
-        self.assertEqual((status, headers["retry-after"]), (503, "1.5"))
+        self.assertEqual((status, headers["retry-after"]), (503, "2"))  # whole seconds
         parsed = status_pb2.Status.FromString(body)
         info = error_details_pb2.RetryInfo()
         self.assertTrue(parsed.details[0].Unpack(info))
