@@ -190,7 +190,7 @@ def main() -> None:
         for (transport, size), body in bodies.items():
             for clients in (1, 4):
                 if size == 512:
-                    total = int((40 if transport == "http/json" else 400) * scale)
+                    total = int((120 if transport == "http/json" else 400) * scale)
                 else:
                     total = int(3000 * scale)
                 result = run_intake(
