@@ -7,29 +7,28 @@ Generation requests go through :mod:`~mocksup.vllm.engine`; the control API unde
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import logging
+import random
 import socket
 import struct
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mocksup._control import PREFIX
+from mocksup.vllm import utility
 from mocksup.vllm.engine import Cut, Engine, Job
-from mocksup.vllm.generate import last_user_text, plan_request, render_chat
+from mocksup.vllm.generate import last_user_text, plan_request
 from mocksup.vllm.metrics import Metrics
 from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
 from mocksup.vllm.settings import FaultKind
 from mocksup.vllm.state import RuntimeState
-from mocksup.vllm.tokenizer import TOKENIZER
 from mocksup.vllm.tracing import SpanExporter, parse_traceparent
-from mocksup.vllm.wire import ChunkWriter, chat_body, completion_body, dumps, usage
+from mocksup.vllm.wire import ChunkWriter, chat_body, completion_body, dumps
 
 __all__ = ["AppConfig", "VLLMApp"]
 
@@ -43,6 +42,8 @@ _SSE = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", 
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: vLLM's auth middleware leaves these open (and OPTIONS everywhere).
 _OPEN_PATHS = frozenset({"/health", "/ping", "/load", "/version", "/metrics"})
+#: Stands in for a jitter generator when there is no jitter (seeding one costs a few µs).
+_NO_JITTER = random.Random(0)
 _FAULT_KINDS = frozenset(
     {"rate_limit", "unavailable", "server_error", "stream_error", "stream_cut", "reset"}
 )
@@ -87,7 +88,13 @@ class VLLMApp:
         self._warned_trace = False
         created = int(time.time())
         self._models_body = dumps(
-            {"object": "list", "data": [self._model_card(m, created) for m in config.models]}
+            {
+                "object": "list",
+                "data": [
+                    utility.model_card(m, config.models[0], config.max_model_len, created)
+                    for m in config.models
+                ],
+            }
         )
         self._routes: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
             "/v1/chat/completions": (("POST",), self._chat),
@@ -225,33 +232,6 @@ class VLLMApp:
         respond(200, _JSON)
         return [self._models_body]
 
-    def _model_card(self, name: str, created: int) -> dict[str, Any]:
-        return {
-            "id": name,
-            "object": "model",
-            "created": created,
-            "owned_by": "vllm",
-            "root": self.config.models[0],
-            "parent": None,
-            "max_model_len": self.config.max_model_len,
-            "permission": [
-                {
-                    "id": f"modelperm-{hashlib.sha256(name.encode()).hexdigest()[:32]}",
-                    "object": "model_permission",
-                    "created": created,
-                    "allow_create_engine": False,
-                    "allow_sampling": True,
-                    "allow_logprobs": True,
-                    "allow_search_indices": False,
-                    "allow_view": True,
-                    "allow_fine_tuning": False,
-                    "organization": "*",
-                    "group": None,
-                    "is_blocking": False,
-                }
-            ],
-        }
-
     def _check_model(self, model: Any) -> str:
         if model is None:
             return self.config.models[0]
@@ -259,84 +239,29 @@ class VLLMApp:
             raise APIError(404, f"The model `{model}` does not exist.", param="model")
         return str(model)
 
-    def _json_object(self, environ: dict[str, Any], body: bytes) -> dict[str, Any]:
-        content_type = environ.get("CONTENT_TYPE", "")
-        if content_type.split(";", 1)[0].strip().lower() != "application/json":
-            raise APIError(
-                400,
-                f"Unsupported Media Type: Only 'application/json' is allowed, got {content_type!r}",
-            )
-        try:
-            data = json.loads(body)
-        except ValueError as error:
-            raise APIError(400, f"JSON decode error: {error}") from None
-        if not isinstance(data, dict):
-            raise APIError(400, "The request body must be a JSON object.")
-        return data
+    def _json(self, environ: dict[str, Any], body: bytes) -> dict[str, Any]:
+        return utility.json_object(environ.get("CONTENT_TYPE", ""), body)
 
     def _tokenize(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
-        data = self._json_object(environ, body)
+        data = self._json(environ, body)
         self._check_model(data.get("model"))
-        if isinstance(data.get("messages"), list):
-            text = render_chat(data["messages"], bool(data.get("add_generation_prompt", True)))
-        elif isinstance(data.get("prompt"), str):
-            text = data["prompt"]
-        else:
-            raise APIError(400, "Either `prompt` (a string) or `messages` must be given.")
-        tokens = TOKENIZER.encode(text)
-        strs = [TOKENIZER.token_str(t) for t in tokens] if data.get("return_token_strs") else None
+        result = utility.tokenize(data, self.config.max_model_len)
         respond(200, _JSON)
-        return [
-            dumps(
-                {
-                    "count": len(tokens),
-                    "max_model_len": self.config.max_model_len,
-                    "tokens": tokens,
-                    "token_strs": strs,
-                }
-            )
-        ]
+        return [dumps(result)]
 
     def _detokenize(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
-        data = self._json_object(environ, body)
+        data = self._json(environ, body)
         self._check_model(data.get("model"))
-        tokens = data.get("tokens")
-        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-            raise APIError(400, "tokens: Input should be a valid list of integers")
+        result = utility.detokenize(data)
         respond(200, _JSON)
-        return [dumps({"prompt": TOKENIZER.decode(tokens)})]
+        return [dumps(result)]
 
     def _embeddings(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
-        data = self._json_object(environ, body)
+        data = self._json(environ, body)
         model = self._check_model(data.get("model"))
-        raw = data.get("input")
-        if isinstance(raw, str) or (raw and all(isinstance(x, int) for x in raw)):
-            raw = [raw]
-        if not raw or not isinstance(raw, list):
-            raise APIError(400, "input: Input should be a non-empty string or list")
-        dim = int(data.get("dimensions") or self.config.embedding_dim)
-        items, prompt_tokens = [], 0
-        for index, item in enumerate(raw):
-            text = item if isinstance(item, str) else TOKENIZER.decode(list(item))
-            prompt_tokens += TOKENIZER.count(text) if isinstance(item, str) else len(item)
-            vector = _embedding(text, dim)
-            value: Any = vector
-            if data.get("encoding_format") == "base64":
-                value = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
-            items.append({"index": index, "object": "embedding", "embedding": value})
+        result = utility.embeddings(data, model, self.config.embedding_dim)
         respond(200, _JSON)
-        return [
-            dumps(
-                {
-                    "id": f"embd-{uuid.uuid4().hex}",
-                    "object": "list",
-                    "created": int(time.time()),
-                    "model": model,
-                    "data": items,
-                    "usage": {**usage(prompt_tokens, 0), "completion_tokens": 0},
-                }
-            )
-        ]
+        return [dumps(result)]
 
     # -- generation --------------------------------------------------------------------------
 
@@ -368,7 +293,7 @@ class VLLMApp:
         arrival_ns = time.time_ns()
         model = self._check_model(request.model)
         header_id = environ.get("HTTP_X_REQUEST_ID")
-        request_id = prefix + (header_id or uuid.uuid4().hex)
+        request_id = prefix + (header_id or utility.random_hex())
         headers = _headers(environ)
         forced = headers.get("x-mocksup-fault")
         if forced is not None and forced not in _FAULT_KINDS:
@@ -420,7 +345,7 @@ class VLLMApp:
             ttft=_seconds(headers.get("x-mocksup-ttft"), latency.ttft),
             itl=_seconds(headers.get("x-mocksup-itl"), latency.itl),
             jitter=latency.jitter,
-            rng=self.state.jitter_rng(f"{call}"),
+            rng=self.state.jitter_rng(f"{call}") if latency.jitter else _NO_JITTER,
             fault=fault,
             faults=faults,
             parent=parent,
@@ -548,18 +473,6 @@ def _journal_body(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return body.decode("utf-8", "replace")
-
-
-def _embedding(text: str, dim: int) -> list[float]:
-    # Deterministic and unit length: SHA-256 in counter mode, mapped to [-1, 1].
-    raw = b""
-    counter = 0
-    while len(raw) < dim * 2:
-        raw += hashlib.sha256(f"{counter}\x00{text}".encode()).digest()
-        counter += 1
-    values = [(int.from_bytes(raw[2 * i : 2 * i + 2], "big") / 32767.5) - 1.0 for i in range(dim)]
-    norm = sum(v * v for v in values) ** 0.5 or 1.0
-    return [v / norm for v in values]
 
 
 _REASONS = {
