@@ -26,6 +26,7 @@ _TYPES = {
     401: "UnauthorizedError",
     403: "PermissionDeniedError",
     404: "NotFoundError",
+    413: "BadRequestError",
     429: "RateLimitError",
     500: "InternalServerError",
     503: "ServiceUnavailableError",

@@ -97,6 +97,27 @@ class MetricsTest(ServerTestCase):
             after[("vllm:request_success_total", (("finished_reason", "abort"),))], 1
         )
 
+    def test_requests_beyond_max_num_seqs_queue(self) -> None:
+        self.server.set_latency(max_num_seqs=1)
+        self.addCleanup(self.server.set_latency, max_num_seqs=256)
+        self.server.clear()
+        slow = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
+        self.addCleanup(slow.close)
+        body = {"prompt": "x", "max_tokens": 30, "ignore_eos": True, "stream": True}
+        headers = {"Content-Type": "application/json", "X-Mocksup-ITL": "0.02"}
+        slow.request("POST", "/v1/completions", body=json.dumps(body), headers=headers)
+        response = slow.getresponse()
+        response.readline()  # the slot is taken: the stream has started
+        queued = raw_post(self.server, "/v1/completions", {"prompt": "y", "max_tokens": 1})
+        self.assertEqual(queued[0], 200)
+        response.read()
+        entries = self.server.requests(path="/v1/completions", count=2, timeout=5)
+        (entry,) = [e for e in entries if e["body"]["prompt"] == "y"]
+        # It waited for the stream's remaining ~0.58 s of decoding before it could run.
+        self.assertGreater(entry["duration"], 0.3)
+        waited = scrape(self.server)[("vllm:request_queue_time_seconds_sum", ())]
+        self.assertGreater(waited, 0.3)
+
 
 class LatencyTest(ServerTestCase):
     @classmethod
