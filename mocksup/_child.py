@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -80,12 +81,26 @@ def _import_main(path: str) -> None:
     sys.modules["__mp_main__"] = sys.modules["__main__"] = module
 
 
-def _watch_lifeline(fd: int, ctx: ServeContext) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except OSError:
-        pass
+def _watch(lifeline: int, wakeup: int, ctx: ServeContext) -> None:
+    """Turn lifeline EOF and SIGTERM/SIGINT into a stop request, from a thread of our own.
+
+    A signal may be delivered to any thread (gRPC's own threads included), and Python runs
+    its handler only when the main thread next executes bytecode: a main thread blocked in
+    ``ctx.wait()`` would never see it. The wakeup fd is written by the C-level handler
+    whichever thread took the signal, so this thread always sees it at once.
+    """
+    while True:
+        readable, _, _ = select.select([lifeline, wakeup], [], [])
+        if wakeup in readable:
+            for signum in os.read(wakeup, 64):
+                ctx.request_stop(signal.Signals(signum).name)
+        if lifeline in readable:
+            try:
+                data = os.read(lifeline, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
     ctx.request_stop("lifeline closed: the parent is gone")
     _hard_exit_later()
     _end_group()
@@ -125,11 +140,14 @@ def main(argv: list[str]) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         ctx.request_stop(signal.Signals(signum).name)
 
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server = _load_payload(lifeline_fd)
     threading.Thread(
-        target=_watch_lifeline, args=(lifeline_fd, ctx), name="mocksup-lifeline", daemon=True
+        target=_watch, args=(lifeline_fd, wakeup_r, ctx), name="mocksup-watch", daemon=True
     ).start()
     try:
         server.serve(ctx)

@@ -98,7 +98,7 @@ async def start_mock_servers_async(configs: Iterable[ConfigLike]) -> dict[str, M
     await asyncio.get_running_loop().run_in_executor(None, stop_mock_servers, started)
     first = failures[0][1]
     for name, other in failures[1:]:
-        _add_note(first, f"mock server {name!r} failed too: {other!r}")
+        _add_note(first, f"{name!r} failed too: {str(other).splitlines()[0]}")
     raise first
 
 

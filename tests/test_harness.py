@@ -1,0 +1,181 @@
+"""The harness: MockServerConfig, concurrent start, stop in parallel, start_all/stop_all."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import unittest
+
+import psutil
+from pydantic import PrivateAttr, ValidationError
+
+import mocksup
+from mocksup import (
+    ChildCrashedError,
+    MockRedisServer,
+    MockServerBase,
+    MockServerConfig,
+    PortInUseError,
+    start_all,
+    start_mock_servers_async,
+    stop_all,
+    stop_mock_servers,
+)
+from tests.support import ProcessTestCase
+from tests.targets import CrashBeforeReady, IgnoresSigterm, Sleeper
+
+MOCK_SERVERS = [
+    MockServerConfig(name="cache", server_class=MockRedisServer, init_kwargs={"port": 0}),
+    MockServerConfig(name="idle", server_class=Sleeper),
+]
+
+
+def ping(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64)
+
+
+class HarnessTest(ProcessTestCase):
+    def test_seed_pattern_asyncio_run_then_stop_later(self) -> None:
+        # The servers outlive the event loop that started them.
+        servers = asyncio.run(start_mock_servers_async(MOCK_SERVERS))
+        self.addCleanup(stop_mock_servers, servers)
+        self.assertEqual(list(servers), ["cache", "idle"])
+        self.assertEqual(servers["cache"].name, "cache")
+        self.assertEqual(ping(servers["cache"].port), b"+PONG\r\n")
+        pids = [s.pid for s in servers.values()]
+        stop_mock_servers(servers)
+        self.assertFalse(any(s.is_running() for s in servers.values()))
+        self.assertFalse(any(psutil.pid_exists(pid or 0) for pid in pids))
+
+    def test_servers_start_concurrently(self) -> None:
+        configs = [MockServerConfig(name=f"s{i}", server_class=Sleeper) for i in range(3)]
+        servers = asyncio.run(start_mock_servers_async(configs))
+        self.addCleanup(stop_mock_servers, servers)
+        created = [psutil.Process(s.pid).create_time() for s in servers.values()]
+        # All three were spawned before the first one was ready (~0.1 s each).
+        self.assertLess(max(created) - min(created), 0.1)
+
+    def test_one_failure_stops_the_others_and_names_the_server(self) -> None:
+        before = psutil.Process().children()
+        configs = [*MOCK_SERVERS, MockServerConfig(name="broken", server_class=CrashBeforeReady)]
+        with self.assertRaises(ChildCrashedError) as caught:
+            asyncio.run(start_mock_servers_async(configs))
+        self.assertEqual(caught.exception.server, "broken")
+        self.assertIn("'broken'", str(caught.exception))
+        self.assertEqual(psutil.Process().children(), before)
+
+    def test_invalid_config_fails_before_any_process_starts(self) -> None:
+        before = psutil.Process().children()
+        configs = [
+            *MOCK_SERVERS,
+            MockServerConfig(name="bad", server_class=Sleeper, init_kwargs={"port": -1}),
+        ]
+        with self.assertRaises(ValidationError):
+            asyncio.run(start_mock_servers_async(configs))
+        self.assertEqual(psutil.Process().children(), before)
+        with self.assertRaises(ValidationError):
+            MockServerConfig(name="", server_class=Sleeper)
+
+    def test_duplicate_names_are_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            start_all([Sleeper(name="a"), MockRedisServer(name="a")])
+
+    def test_start_all_context_manager_and_stop_all(self) -> None:
+        with start_all(MOCK_SERVERS) as servers:
+            self.assertEqual(ping(servers["cache"].port), b"+PONG\r\n")
+        self.assertFalse(servers["cache"].is_running())
+        again = start_all([Sleeper(name="x")])
+        other = start_all([Sleeper(name="y")])
+        stop_all()
+        self.assertFalse(again["x"].is_running())
+        self.assertFalse(other["y"].is_running())
+
+    def test_stop_in_parallel_within_one_budget(self) -> None:
+        servers = start_all([IgnoresSigterm(name=f"s{i}", stop_timeout=0.5) for i in range(3)])
+        self.addCleanup(servers.stop)
+        started = time.monotonic()
+        servers.stop()
+        # Three children that each need the whole budget: parallel, not 3 x 0.5 s.
+        self.assertLess(time.monotonic() - started, 1.2)
+
+    def test_port_in_use_from_the_harness_names_the_server(self) -> None:
+        holder = self.listening_socket()
+        configs = [
+            MockServerConfig(
+                name="cache",
+                server_class=MockRedisServer,
+                init_kwargs={"port": holder.getsockname()[1]},
+            )
+        ]
+        with self.assertRaises(PortInUseError) as caught:
+            start_all(configs)
+        self.assertEqual(caught.exception.server, "cache")
+
+
+class InProcessFake(MockServerBase):
+    """The seed's style: a mock that overrides await_start/stop itself (no child process)."""
+
+    _server: socket.socket | None = PrivateAttr(None)
+
+    async def await_start(self, timeout: float | None = None) -> None:
+        self._server = socket.socket()
+        self._server.bind((self.host, self.port))
+        self._server.listen()
+        self.port = self._server.getsockname()[1]
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+class SeedStyleTest(ProcessTestCase):
+    def test_subclass_overriding_await_start_and_stop_works_with_the_harness(self) -> None:
+        configs = [
+            MockServerConfig(name="fake", server_class=InProcessFake),
+            MockServerConfig(name="idle", server_class=Sleeper),
+        ]
+        servers = asyncio.run(start_mock_servers_async(configs))
+        self.addCleanup(stop_mock_servers, servers)
+        with socket.create_connection(("127.0.0.1", servers["fake"].port), timeout=5):
+            pass
+        self.assertTrue(servers["idle"].is_running())
+
+
+class RunningLoopTest(unittest.IsolatedAsyncioTestCase):
+    async def test_start_all_inside_a_running_loop(self) -> None:
+        servers = start_all([MockRedisServer()])
+        self.addCleanup(servers.stop)
+        self.assertEqual(ping(servers["redis"].port), b"+PONG\r\n")
+
+    async def test_async_context_manager(self) -> None:
+        async with Sleeper() as server:
+            self.assertTrue(server.is_running())
+        self.assertFalse(server.is_running())
+
+    async def test_sync_start_inside_a_running_loop(self) -> None:
+        server = Sleeper().start()
+        self.addCleanup(server.stop)
+        self.assertTrue(server.is_running())
+
+
+class FacadeTest(unittest.TestCase):
+    def test_all_names_exist_and_public_names_are_listed(self) -> None:
+        for name in mocksup.__all__:
+            self.assertTrue(hasattr(mocksup, name), name)
+        public = {
+            name
+            for name, value in vars(mocksup).items()
+            if not name.startswith("_") and not isinstance(value, type(mocksup))
+        }
+        self.assertLessEqual(
+            public, set(mocksup.__all__) | {"annotations", "logging", "TYPE_CHECKING", "Any"}
+        )
+        self.assertEqual(sorted(mocksup.__all__), list(mocksup.__all__))
+
+
+if __name__ == "__main__":
+    unittest.main()
