@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import logging
 import socket
 import threading
@@ -61,25 +62,19 @@ def bind_tcp(host: str, port: int, *, backlog: int = 128) -> socket.socket:
 
 
 @contextmanager
-def serve_wsgi(
-    app: Any,
-    sock: socket.socket,
-    *,
-    request_log: bool = False,
-    handler: Any = None,
-) -> Iterator[Any]:
+def serve_wsgi(app: Any, sock: socket.socket, *, request_log: bool = False) -> Iterator[Any]:
     """Serve ``app`` with a threaded werkzeug server on the bound ``sock`` while in the block.
 
-    HTTP/1.1 with keep-alive; one thread per connection; no access log unless
-    ``request_log``. Leaving the block stops accepting within about 20 ms.
-    Yields the werkzeug server.
+    HTTP/1.1 with keep-alive (see :func:`_handler`); one thread per connection; no access
+    log unless ``request_log``. Leaving the block stops accepting within about 20 ms.
+    ``sock`` is handed over (closed here); the werkzeug server is yielded (``.port``).
     """
-    from werkzeug.serving import WSGIRequestHandler, make_server
+    from werkzeug.serving import make_server
 
-    if handler is None:
-        handler = WSGIRequestHandler if request_log else _quiet_handler()
     host, port = sock.getsockname()[:2]
-    server = make_server(host, port, app, threaded=True, request_handler=handler, fd=sock.fileno())
+    server = make_server(
+        host, port, app, threaded=True, request_handler=_handler(request_log), fd=sock.fileno()
+    )
     sock.close()  # werkzeug holds its own duplicate of the descriptor
     thread = threading.Thread(
         target=server.serve_forever,
@@ -95,15 +90,115 @@ def serve_wsgi(
         thread.join()
 
 
+#: The most of an unread request body drained to keep a connection open; past it, close.
+_DRAIN_LIMIT = 1024 * 1024
+#: Seconds an idle keep-alive connection may hold its thread.
+_IDLE_TIMEOUT = 120
+
+
+class _Body(io.RawIOBase):
+    """The request body as a stream that never reads past Content-Length.
+
+    werkzeug's handler hands the raw connection to the app and, having no keep-alive, reads
+    whatever follows as leftovers; bounded like this, the next request stays on the wire.
+    """
+
+    def __init__(self, stream: Any, length: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self.remaining = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.remaining <= 0:
+            return 0
+        view = memoryview(buffer)[: self.remaining]
+        count: int = self._stream.readinto(view) or 0
+        self.remaining -= count
+        return count
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        line: bytes = self._stream.readline(limit) if limit > 0 else b""
+        self.remaining -= len(line)
+        return line
+
+    def drain(self) -> bool:
+        """Read and drop what the app left unread; ``False`` if too much is left."""
+        if self.remaining > _DRAIN_LIMIT:
+            return False
+        while self.remaining > 0:
+            if not self.read(min(self.remaining, 65536)):
+                return False
+        return True
+
+
 @functools.cache
-def _quiet_handler() -> type:
+def _handler(request_log: bool) -> type:
+    """werkzeug's request handler with HTTP/1.1 keep-alive, which werkzeug leaves off.
+
+    Clients that reuse connections (``requests`` sessions in the OTLP exporter, ``httpx`` in
+    the openai client) would otherwise pay a TCP handshake per request. A body sent with
+    Content-Length is bounded and drained after the response; a chunked request body, or a
+    large unread one, closes the connection as werkzeug would.
+    """
     from werkzeug.serving import WSGIRequestHandler
 
-    class QuietHandler(WSGIRequestHandler):
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            pass
+    class Handler(WSGIRequestHandler):
+        timeout = _IDLE_TIMEOUT
+        _keep_alive = False
 
-    return QuietHandler
+        def run_wsgi(self) -> None:
+            raw = self.rfile
+            body = None
+            if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length >= 0:
+                    body = _Body(raw, length)
+                    self.rfile = body  # type: ignore[assignment]
+            self._keep_alive = body is not None and not self.close_connection
+            self._connection: list[str] = []
+            try:
+                super().run_wsgi()
+            finally:
+                self.rfile = raw
+            if body is None or not body.drain():
+                self.close_connection = True
+
+        def send_header(self, keyword: str, value: str) -> None:
+            # werkzeug adds "Connection: close" to every response, after the app's headers;
+            # hold Connection headers back and decide in end_headers().
+            if keyword.lower() == "connection":
+                self._connection.append(value)
+                return
+            super().send_header(keyword, value)
+
+        def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
+            # The response was cut short (a client gone, or a mock's injected fault): the
+            # connection cannot carry another request.
+            self.close_connection = True
+            super().connection_dropped(error, environ)
+
+        def end_headers(self) -> None:
+            # More than one: the app set its own. One: werkzeug's "close", kept only when
+            # this connection must close anyway.
+            app_set = len(self._connection) > 1
+            if app_set or (self._connection and not self._keep_alive):
+                super().send_header("Connection", self._connection[0])
+            self._connection = []
+            super().end_headers()
+
+        if not request_log:
+
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                pass
+
+    return Handler
 
 
 def grpc_target(host: str, port: int) -> str:
