@@ -1,9 +1,11 @@
 """Start-until-ready and stop times: mocksup vs the seed's approach vs mirakuru.
 
 Run from the repository root: ``python benchmarks/bench_supervisor.py [--n 1 2 4] [--repeat 7]``.
-Every variant starts the same child (``bench_targets.py``: imports mocksup's dependencies,
-serves HTTP and gRPC). Prints medians in milliseconds; the floor is a bare interpreter that
-only imports the dependencies. Needs mirakuru (``pip install mirakuru``).
+mocksup is measured with its warm pool (children that imported their modules before the
+start, as in a suite that starts mocks per test) and cold (nothing prepared, as the very
+first start). Every variant starts the same child (``bench_targets.py``: imports mocksup's
+dependencies, serves HTTP and gRPC). Prints medians in milliseconds; the floor is a bare
+interpreter that only imports the dependencies. Needs mirakuru (``pip install mirakuru``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ sys.path.insert(0, HERE)
 
 from bench_targets import DEPS, BenchServer  # noqa: E402
 
-from mocksup import start_mock_servers_async, stop_mock_servers  # noqa: E402
+from mocksup import _launch, start_mock_servers_async, stop_mock_servers  # noqa: E402
 
 CHILD = [sys.executable, os.path.join(HERE, "bench_targets.py")]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -43,7 +45,11 @@ def floor() -> tuple[float, float]:
     return time.perf_counter() - started, 0.0
 
 
-def mocksup_run(n: int) -> tuple[float, float]:
+def mocksup_run(n: int, warm: int) -> tuple[float, float]:
+    """Concurrent start; ``warm`` idle warm children ready beforehand (0: all cold)."""
+    _launch.pool.size = warm
+    _launch.pool.refill()
+    _launch.pool.settle()
     started = time.perf_counter()
     servers = asyncio.run(start_mock_servers_async([BenchServer(name=f"b{i}") for i in range(n)]))
     ready = time.perf_counter() - started
@@ -114,16 +120,19 @@ def main() -> None:
     for n in args.n:
         results = {}
         for label, run in (
-            ("mocksup (concurrent)", mocksup_run),
+            ("mocksup, warm pool", lambda n: mocksup_run(n, warm=n)),
+            ("mocksup, cold", lambda n: mocksup_run(n, warm=0)),
             ("seed (sequential, 100 ms)", seed_run),
             ("mirakuru TCPExecutor", mirakuru_run),
         ):
             results[label] = measure(lambda run=run, n=n: run(n), args.repeat)
             ready, stop = results[label]
             print(f"{n:>2}  {label:<26}{ready:>10.0f}{ready / base:>9.2f}{stop:>9.1f}")
-        ours = results["mocksup (concurrent)"][0]
-        speedup = results["mirakuru TCPExecutor"][0] / ours
-        print(f"    mocksup is {speedup:.1f}x faster to ready than mirakuru\n")
+        mirakuru = results["mirakuru TCPExecutor"][0]
+        warm, cold = results["mocksup, warm pool"][0], results["mocksup, cold"][0]
+        print(f"    to ready vs mirakuru: {mirakuru / warm:.1f}x faster warm, ", end="")
+        print(f"{mirakuru / cold:.1f}x faster cold\n")
+    _launch.pool.close()
 
 
 if __name__ == "__main__":

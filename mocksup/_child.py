@@ -52,15 +52,42 @@ def _read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def encode_payload(server: MockServerBase, main_path: str | None) -> bytes:
-    """Serialise what the child needs, for the parent side (see the module docstring)."""
-    header = pickle.dumps({"sys_path": list(sys.path), "main_path": main_path, "cwd": os.getcwd()})
+def encode_payload(
+    server: MockServerBase,
+    main_path: str | None,
+    *,
+    env: dict[str, str] | None = None,
+    log_path: str | None = None,
+) -> bytes:
+    """Serialise what the child needs, for the parent side (see the module docstring).
+
+    ``env`` and ``log_path`` are for a warm child, started before its server was known: it
+    takes on the environment of the moment and sends its output to the server's log file.
+    """
+    header = pickle.dumps(
+        {
+            "sys_path": list(sys.path),
+            "main_path": main_path,
+            "cwd": os.getcwd(),
+            "env": env,
+            "log_path": log_path,
+        }
+    )
     body = pickle.dumps(server)
     return _HEADER.pack(len(header)) + header + _HEADER.pack(len(body)) + body
 
 
 def _load_payload(fd: int) -> MockServerBase:
     header = pickle.loads(_read_exact(fd, _HEADER.unpack(_read_exact(fd, _HEADER.size))[0]))
+    if header["log_path"]:
+        log = os.open(header["log_path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+    if header["env"] is not None:
+        os.environ.clear()
+        os.environ.update(header["env"])
+    os.chdir(header["cwd"])
     sys.path[:] = header["sys_path"]
     main_path = header["main_path"]
     if main_path:
@@ -68,6 +95,29 @@ def _load_payload(fd: int) -> MockServerBase:
     body = _read_exact(fd, _HEADER.unpack(_read_exact(fd, _HEADER.size))[0])
     server: MockServerBase = pickle.loads(body)
     return server
+
+
+#: What a warm child imports while it waits for its server: mocksup's dependencies and its
+#: own mocks, so that a start from the warm pool pays for none of them.
+PRELOAD = (
+    "grpc",
+    "werkzeug.serving",
+    "mocksup.serving",
+    "mocksup.otlp",
+    "mocksup.vllm",
+)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            # Preloading is an optimisation: a module that cannot load here will fail with
+            # its real error when a server that needs it is unpickled.
+            continue
 
 
 def _import_main(path: str) -> None:
@@ -127,6 +177,9 @@ def _hard_exit_later() -> None:
 def main(argv: list[str]) -> int:
     """Run one mock server in this process; the parent's ``_process`` module calls it."""
     lifeline_fd, status_fd = int(argv[0]), int(argv[1])
+    if argv[2:] == ["--warm"]:
+        _preload()
+        write_status(status_fd, {"event": "warm"})
     for fd in (lifeline_fd, status_fd):
         # Grandchildren a mock may start must not keep our pipes alive.
         os.set_inheritable(fd, False)

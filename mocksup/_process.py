@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mocksup import _reap
+from mocksup import _launch, _reap
 from mocksup._child import encode_payload
 from mocksup.errors import (
     ChildCrashedError,
@@ -52,7 +52,6 @@ TAIL_LINES = 50
 _live: set[ChildProcess] = set()
 _live_lock = threading.Lock()
 _session_dir: Path | None = None
-_owner: str | None = None
 
 
 def _log_dir(server: MockServerBase) -> Path:
@@ -112,57 +111,38 @@ class ChildProcess:
     # -- start ---------------------------------------------------------------------------
 
     def _spawn(self) -> int:
-        """Start the process; return the read end of its status pipe."""
-        global _owner
+        """Start the child, warm when one is idle; return the read end of its status pipe."""
         server = self.server
-        payload = encode_payload(server, _main_path(server))
+        main_path = _main_path(server)
         directory = _log_dir(server)
         if server.log_dir is not None:
             self.log_path = directory / f"{server.name}.log"
-            log = open(self.log_path, "wb")  # noqa: SIM115 (handed to the child, closed below)
+            log = open(self.log_path, "wb")  # noqa: SIM115 (closed below, after the spawn)
         else:
             fd, path = tempfile.mkstemp(prefix=f"{server.name}-", suffix=".log", dir=directory)
             self.log_path = Path(path)
             log = os.fdopen(fd, "wb")
-        if _owner is None:
-            _owner = _reap.owner_marker()
-            # Once per process, off the ready path: kill what crashed runs left behind.
-            threading.Thread(
-                target=_reap.sweep_leftovers, name="mocksup-sweep", daemon=True
-            ).start()
-        env = {
-            **os.environ,
-            **server.env,
-            _reap.OWNER_ENV: _owner,
-            "PYTHONUNBUFFERED": "1",
-        }
-        lifeline_r, lifeline_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            with log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "mocksup._child", str(lifeline_r), str(status_w)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    pass_fds=(lifeline_r, status_w),
-                    start_new_session=True,
-                    env=env,
-                )
-        except BaseException:
-            for fd in (lifeline_r, lifeline_w, status_r, status_w):
-                os.close(fd)
-            raise
-        os.close(lifeline_r)
-        os.close(status_w)
-        self._lifeline = lifeline_w
+        env = _launch.child_env(server.env)
+        with log:
+            # A warm child imported its modules under the environment of its own start: one
+            # for a server with environment settings of its own is started afresh.
+            launched = None if server.env else _launch.pool.take()
+            if launched is not None:
+                try:
+                    launched.send(
+                        encode_payload(server, main_path, env=env, log_path=str(self.log_path))
+                    )
+                except BrokenPipeError:
+                    launched.discard()
+                    launched = None
+            if launched is None:
+                launched = _launch.launch(env, log)
+                launched.send(encode_payload(server, main_path))
+        self.proc = launched.proc
+        self._lifeline = launched.lifeline
         with _live_lock:
             _live.add(self)
-        # The payload is a few KiB, well inside the pipe buffer: this write does not block.
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(lifeline_w, view) :]
-        return status_r
+        return launched.status
 
     async def start(self, timeout: float) -> dict[str, int]:
         """Spawn the child and wait until it serves; return the ports it reported."""
@@ -176,6 +156,9 @@ class ChildProcess:
             raise
         finally:
             os.close(status_r)
+            # Replace the warm child this start took (or make the first ones), now that
+            # the start itself no longer competes for the CPU.
+            _launch.pool.refill()
         if message is None:
             raise await self._crashed()
         if message.get("event") == "error":

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from mocksup import MockServerBase
+from mocksup import MockServerBase, _launch
 
 S = TypeVar("S", bound=MockServerBase)
 
@@ -28,16 +28,9 @@ class ProcessTestCase(unittest.TestCase):
         self.addCleanup(self._check_no_children_left)
 
     def _check_no_children_left(self) -> None:
-        left = [
-            p
-            for p in psutil.Process().children(recursive=True)
-            if p.pid not in self._before and p.status() != psutil.STATUS_ZOMBIE
-        ]
-        zombies = [
-            p
-            for p in psutil.Process().children(recursive=True)
-            if p.pid not in self._before and p.status() == psutil.STATUS_ZOMBIE
-        ]
+        new = [p for p in children() if p.pid not in self._before]
+        left = [p for p in new if p.status() != psutil.STATUS_ZOMBIE]
+        zombies = [p for p in new if p.status() == psutil.STATUS_ZOMBIE]
         for p in left:
             p.kill()
         self.assertEqual(left, [], "the test left child processes running")
@@ -76,6 +69,13 @@ def _kill_and_wait(proc: subprocess.Popen[bytes]) -> None:
     for stream in (proc.stdout, proc.stderr, proc.stdin):
         if stream is not None:
             stream.close()
+
+
+def children() -> list[psutil.Process]:
+    """Our child processes (recursively), less the idle warm children mocksup keeps."""
+    _launch.pool.settle()
+    warm = _launch.pool.pids()
+    return [p for p in psutil.Process().children(recursive=True) if p.pid not in warm]
 
 
 def open_fds() -> int:

@@ -110,3 +110,28 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class Rendezvous(MockServerBase):
+    """Reports ready only after the test's barrier at ``barrier_port`` lets it go."""
+
+    default_name: ClassVar[str] = "rendezvous"
+    barrier_port: int
+
+    def serve(self, ctx: ServeContext) -> None:
+        sock = bind_tcp(self.host, self.port)
+        with socket.create_connection(("127.0.0.1", self.barrier_port)) as barrier:
+            barrier.recv(1)
+        ctx.ready(port=sock.getsockname()[1])
+        ctx.wait()
+        sock.close()
+
+
+class EnvEcho(Sleeper):
+    """Prints ``MOCKSUP_TEST_VALUE`` from its environment and its working folder."""
+
+    default_name: ClassVar[str] = "echo"
+
+    def serve(self, ctx: ServeContext) -> None:
+        print("value:", os.environ.get("MOCKSUP_TEST_VALUE"), "cwd:", os.getcwd(), flush=True)
+        super().serve(ctx)

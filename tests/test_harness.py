@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 import unittest
 
@@ -22,8 +23,8 @@ from mocksup import (
     stop_all,
     stop_mock_servers,
 )
-from tests.support import ProcessTestCase
-from tests.targets import CrashBeforeReady, IgnoresSigterm, Sleeper
+from tests.support import ProcessTestCase, children
+from tests.targets import CrashBeforeReady, IgnoresSigterm, Rendezvous, Sleeper
 
 MOCK_SERVERS = [
     MockServerConfig(name="cache", server_class=MockRedisServer, init_kwargs={"port": 0}),
@@ -51,31 +52,49 @@ class HarnessTest(ProcessTestCase):
         self.assertFalse(any(psutil.pid_exists(pid or 0) for pid in pids))
 
     def test_servers_start_concurrently(self) -> None:
-        configs = [MockServerConfig(name=f"s{i}", server_class=Sleeper) for i in range(3)]
+        # Each server reports ready only once all three are waiting at the barrier: a
+        # harness that started them one after the other would never get past the first.
+        barrier = self.listening_socket()
+        configs = [
+            MockServerConfig(
+                name=f"s{i}",
+                server_class=Rendezvous,
+                init_kwargs={"barrier_port": barrier.getsockname()[1], "start_timeout": 20},
+            )
+            for i in range(3)
+        ]
+
+        def release() -> None:
+            waiting = [barrier.accept()[0] for _ in configs]
+            for conn in waiting:
+                conn.sendall(b"x")
+                conn.close()
+
+        thread = threading.Thread(target=release)
+        thread.start()
         servers = asyncio.run(start_mock_servers_async(configs))
         self.addCleanup(stop_mock_servers, servers)
-        created = [psutil.Process(s.pid).create_time() for s in servers.values()]
-        # All three were spawned before the first one was ready (~0.1 s each).
-        self.assertLess(max(created) - min(created), 0.1)
+        thread.join()
+        self.assertTrue(all(s.is_running() for s in servers.values()))
 
     def test_one_failure_stops_the_others_and_names_the_server(self) -> None:
-        before = psutil.Process().children()
+        before = children()
         configs = [*MOCK_SERVERS, MockServerConfig(name="broken", server_class=CrashBeforeReady)]
         with self.assertRaises(ChildCrashedError) as caught:
             asyncio.run(start_mock_servers_async(configs))
         self.assertEqual(caught.exception.server, "broken")
         self.assertIn("'broken'", str(caught.exception))
-        self.assertEqual(psutil.Process().children(), before)
+        self.assertEqual(children(), before)
 
     def test_invalid_config_fails_before_any_process_starts(self) -> None:
-        before = psutil.Process().children()
+        before = children()
         configs = [
             *MOCK_SERVERS,
             MockServerConfig(name="bad", server_class=Sleeper, init_kwargs={"port": -1}),
         ]
         with self.assertRaises(ValidationError):
             asyncio.run(start_mock_servers_async(configs))
-        self.assertEqual(psutil.Process().children(), before)
+        self.assertEqual(children(), before)
         with self.assertRaises(ValidationError):
             MockServerConfig(name="", server_class=Sleeper)
 

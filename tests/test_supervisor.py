@@ -21,11 +21,12 @@ from mocksup import (
     PortInUseError,
     StartupTimeoutError,
     StopError,
+    _launch,
     _reap,
 )
 from mocksup.errors import ControlAPIError
 from tests.crash_on_import import BrokenImport
-from tests.support import ProcessTestCase, open_fds
+from tests.support import ProcessTestCase, children, open_fds
 from tests.targets import (
     CrashBeforeReady,
     GrpcMock,
@@ -60,14 +61,14 @@ class StartTest(ProcessTestCase):
         self.assertEqual([(a.ip, a.port) for a in listening], [("127.0.0.1", server.port)])
 
     def test_invalid_settings_fail_in_the_parent_before_any_process(self) -> None:
-        before = psutil.Process().children()
+        before = children()
         with self.assertRaises(ValidationError):
             Sleeper(port=70000)
         with self.assertRaises(ValidationError):
             Sleeper(start_timeout=-1)
         with self.assertRaises(ValidationError):
             Sleeper(no_such_setting=1)  # type: ignore[call-arg]
-        self.assertEqual(psutil.Process().children(), before)
+        self.assertEqual(children(), before)
 
     def test_context_managers_and_log(self) -> None:
         with Sleeper() as server:
@@ -229,13 +230,15 @@ class StopTest(ProcessTestCase):
     def test_fifty_cycles_leak_no_process_or_descriptor(self) -> None:
         # Warm up once: the first start opens the log folder and loads modules.
         self.start_server(Sleeper()).stop()
+        _launch.pool.settle()
         fds = open_fds()
         for _ in range(50):
             server = Sleeper()
             server.start()
             server.stop()
+        _launch.pool.settle()
         self.assertEqual(open_fds(), fds)
-        self.assertEqual(psutil.Process().children(), [])
+        self.assertEqual(children(), [])
 
 
 HARNESS = """
