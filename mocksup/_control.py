@@ -54,6 +54,22 @@ class ControlClient:
             socket timeout.
         :raises ControlAPIError: the mock could not be reached or answered an error.
         """
+        _, payload = self.fetch(method, path, params=params, body=body, wait=wait)
+        return json.loads(payload) if payload else None
+
+    def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        wait: float = 0.0,
+    ) -> tuple[str, bytes]:
+        """Like :meth:`call`, but return the answer undecoded: ``(content type, body)``.
+
+        For answers that are not JSON (the collector's protobuf query results).
+        """
         target = PREFIX + path
         if params:
             query = urlencode(
@@ -80,14 +96,20 @@ class ControlClient:
             ) from error
         finally:
             conn.close()
-        decoded = json.loads(payload) if payload else None
         if response.status >= 400:
-            detail = decoded.get("error") if isinstance(decoded, dict) else None
             raise ControlAPIError(
                 f"mock server {self.server!r} answered {response.status} to {method} {url}: "
-                f"{detail or payload[:200]!r}",
+                f"{_error_detail(payload)!r}",
                 server=self.server,
                 status=response.status,
                 url=url,
             )
-        return decoded
+        return response.getheader("Content-Type") or "", payload
+
+
+def _error_detail(payload: bytes) -> Any:
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        return payload[:200]
+    return decoded.get("error", decoded) if isinstance(decoded, dict) else decoded

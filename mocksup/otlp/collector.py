@@ -7,19 +7,17 @@ Python test can ask, a harness in any other language can ask over HTTP too.
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 from pydantic import Field
 
 from mocksup._context import ServeContext
-from mocksup._control import PREFIX, ControlClient
+from mocksup._control import ControlClient
 from mocksup.base import MockServerBase
-from mocksup.errors import ControlAPIError, MockServerError
+from mocksup.errors import MockServerError
 from mocksup.otlp._query import items_from_protobuf
 from mocksup.otlp.faults import Fault, Signal, Transport
 from mocksup.otlp.items import LogRecord, Span
@@ -297,40 +295,12 @@ class MockOTLPCollector(MockServerBase):
         """GET a control route in its protobuf encoding: ``(body, None)`` or ``(None, JSON)``.
 
         The control API's JSON form of 100k spans takes seconds to encode and decode; its
-        protobuf form (a bare ``TracesData`` body) is parsed in milliseconds. ``ControlClient``
-        speaks JSON only, so this one request is made here, with the same errors.
+        protobuf form (a bare ``TracesData`` body) is parsed in milliseconds.
         """
-        client = self.control
-        query = urlencode(
-            [("encoding", "protobuf")]
-            + [(k, v) for k, v in params.items() if v is not None and not isinstance(v, list)]
-            + [(k, x) for k, v in params.items() if isinstance(v, list) for x in v]
+        content_type, payload = self.control.fetch(
+            "GET", path, params={"encoding": "protobuf", **params}, wait=wait
         )
-        target = f"{PREFIX}{path}?{query}"
-        conn = http.client.HTTPConnection(client.host, client.port, timeout=client.timeout + wait)
-        try:
-            conn.request("GET", target)
-            response = conn.getresponse()
-            payload = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            raise ControlAPIError(
-                f"mock server {self.name!r} did not answer GET {client.base_url}{target} "
-                f"({error}); is it still running? Its log_tail() may say why",
-                server=self.name,
-                url=client.base_url + target,
-            ) from error
-        finally:
-            conn.close()
-        if response.status >= 400:
-            detail = json.loads(payload).get("error") if payload.startswith(b"{") else payload
-            raise ControlAPIError(
-                f"mock server {self.name!r} answered {response.status} to GET "
-                f"{client.base_url}{target}: {detail!r}",
-                server=self.name,
-                status=response.status,
-                url=client.base_url + target,
-            )
-        if response.getheader("Content-Type") == "application/x-protobuf":
+        if content_type == "application/x-protobuf":
             return payload, None
         return None, json.loads(payload)
 
