@@ -125,6 +125,17 @@ class MockServerBase(BaseModel):
         if self._child is not None:
             self._child.stop(self.stop_timeout if timeout is None else timeout)
 
+    def endpoints(self) -> dict[str, str]:
+        """Where clients reach this server, by role (``{"url": "http://..."}``).
+
+        Shown by ``mocksup up`` and written to its ready file; a subclass names its own.
+        """
+        return {}
+
+    def client_env(self) -> dict[str, str]:
+        """Environment variables that point a system under test at this server."""
+        return {}
+
     def is_running(self) -> bool:
         """Whether the child process was started and has not exited."""
         return self._child is not None and self._child.is_running()

@@ -38,6 +38,12 @@ class MockRedisServer(MockServerBase):
         """``redis://host:port``, as redis clients take it."""
         return f"redis://{self.host}:{self.port}"
 
+    def endpoints(self) -> dict[str, str]:
+        return {"url": self.url}
+
+    def client_env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url}
+
     def serve(self, ctx: ServeContext) -> None:
         store: dict[bytes, bytes] = {}
         lock = threading.Lock()

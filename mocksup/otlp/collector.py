@@ -168,6 +168,24 @@ class MockOTLPCollector(MockServerBase):
             return exporter_env(self.grpc_endpoint, protocol)
         return exporter_env(self.http_endpoint, protocol)
 
+    def endpoints(self) -> dict[str, str]:
+        urls = {"otlp_http": self.http_endpoint}
+        if self.grpc_endpoint is not None:
+            urls["otlp_grpc"] = self.grpc_endpoint
+        return urls
+
+    def client_env(self) -> dict[str, str]:
+        return self.exporter_env()
+
+    def summary(self) -> str:
+        """One line on what arrived, for ``mocksup up``'s live display."""
+        stats = self.stats()
+        items = stats["items"]
+        return (
+            f"{items['traces']} spans, {items['metrics']} metric points, {items['logs']} logs "
+            f"in {stats['requests']} requests ({stats['rejected_requests']} rejected)"
+        )
+
     @property
     def control(self) -> ControlClient:
         """The client of this collector's control API."""

@@ -1,0 +1,390 @@
+"""``mocksup up`` and friends: the mocks from the command line, for people and other languages.
+
+``mocksup up`` starts the OTLP collector and the vLLM mock (or the servers a TOML file lists),
+prints their endpoints and the environment a system under test needs, then a live summary
+of what arrived, until Ctrl-C or SIGTERM stops everything (exit 0). ``--ready-file`` and
+``--json`` give harnesses in any language the ports really bound. ``mocksup spans``,
+``metrics``, ``logs`` and ``stats`` look at what a running collector holds.
+
+Exit codes: 0 on a clean stop, 1 when a server fails to start, 2 for bad options or a bad
+configuration file (with a one-line message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from mocksup import __version__
+from mocksup.base import MockServerBase, run_sync
+from mocksup.errors import MockServerError
+from mocksup.harness import MockServerConfig, start_mock_servers_async, stop_mock_servers
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["main"]
+
+DEFAULT_SERVERS = ("otlp", "vllm")
+
+
+class UsageError(Exception):
+    """Bad options or a bad configuration file: one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: harnesses parse stderr too.
+        self.exit(2, f"mocksup: error: {message} (see mocksup {self._sub()}--help)\n")
+
+    def _sub(self) -> str:
+        name = self.prog.split()[-1]
+        return "" if name == "mocksup" else f"{name} "
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mocksup", description="Mock servers for end-to-end telemetry tests.")
+    parser.add_argument("--version", action="version", version=f"mocksup {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    up = commands.add_parser("up", help="start mock servers and keep them running")
+    up.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help="which default servers to start: otlp, vllm or both (default otlp,vllm)",
+    )
+    up.add_argument("--otlp-port", type=_port, default=4318, help="OTLP/HTTP port (4318)")
+    up.add_argument("--otlp-grpc-port", type=_port, default=4317, help="OTLP/gRPC port (4317)")
+    up.add_argument("--vllm-port", type=_port, default=8000, help="vLLM mock port (8000)")
+    up.add_argument(
+        "--config", type=Path, help="a TOML file listing the servers (instead of the defaults)"
+    )
+    up.add_argument("--ready-file", type=Path, help="write the endpoints here as JSON once ready")
+    up.add_argument("--json", action="store_true", help="print one JSON line once ready")
+    up.add_argument("--log-dir", type=Path, help="folder for the servers' log files")
+    up.add_argument("--quiet", action="store_true", help="no live summary")
+    up.set_defaults(func=_up)
+
+    for name in ("spans", "metrics", "logs"):
+        query = commands.add_parser(name, help=f"list the {name} a running collector holds")
+        _collector_options(query)
+        query.add_argument("--name", help="only items with this name")
+        query.add_argument("--service", help="only items of this service.name")
+        query.add_argument("--limit", type=int, default=50, help="the last N only (50; 0: all)")
+        query.add_argument("--json", action="store_true", help="one OTLP/JSON object a line")
+        query.set_defaults(func=_query, signal=name)
+    stats = commands.add_parser("stats", help="a running collector's counters, as JSON")
+    _collector_options(stats)
+    stats.set_defaults(func=_stats)
+    return parser
+
+
+def _collector_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("MOCKSUP_COLLECTOR_URL", "http://127.0.0.1:4318"),
+        help="the collector's OTLP/HTTP URL (default $MOCKSUP_COLLECTOR_URL or :4318)",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def _default_configs(args: argparse.Namespace) -> list[list[MockServerConfig]]:
+    """The default servers, in start phases (see below)."""
+    from mocksup.otlp import MockOTLPCollector
+    from mocksup.vllm import MockVLLMServer
+
+    chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
+    if unknown or not chosen:
+        raise UsageError(f"--servers takes otlp and/or vllm, not {','.join(unknown) or 'nothing'}")
+    common: dict[str, Any] = {"host": args.host, "log_dir": args.log_dir}
+    phases: list[list[MockServerConfig]] = [[]]
+    if "otlp" in chosen:
+        settings = {**common, "port": args.otlp_port, "grpc_port": args.otlp_grpc_port}
+        phases[0].append(MockServerConfig(name="otlp", server_class=MockOTLPCollector,
+                                          init_kwargs=settings))  # fmt: skip
+    if "vllm" in chosen:
+        settings = {**common, "port": args.vllm_port}
+        vllm = MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=settings)
+        # With the collector, vLLM exports its llm_request spans to it: it starts second,
+        # once the collector's (possibly chosen at bind time) gRPC port is known.
+        phases.append([vllm]) if "otlp" in chosen else phases[0].append(vllm)
+    return phases
+
+
+def _with_tracing(config: MockServerConfig, endpoint: str) -> MockServerConfig:
+    kwargs = {"otlp_traces_endpoint": endpoint, **config.init_kwargs}
+    return config.model_copy(update={"init_kwargs": kwargs})
+
+
+def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfig]:
+    """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
+    (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
+
+    :raises UsageError: the file cannot be read, parsed or validated.
+    """
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: cannot read it: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    entries = document.get("servers")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{path}: expected one or more [[servers]] tables")
+    configs = []
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}: server {entry.get('name', number)!r}"
+        unknown = sorted(set(entry) - {"name", "server_class", "init_kwargs"})
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        kwargs = dict(entry.get("init_kwargs", {}))
+        if log_dir is not None:
+            kwargs.setdefault("log_dir", str(log_dir))
+        try:
+            config = MockServerConfig(
+                name=entry.get("name", ""),
+                server_class=_import_class(str(entry.get("server_class", "")), where),
+                init_kwargs=kwargs,
+            )
+            config.create()  # validate the settings now, before anything starts
+        except ValidationError as error:
+            raise UsageError(f"{where}: {_one_line(error)}") from None
+        configs.append(config)
+    return configs
+
+
+def _import_class(spec: str, where: str) -> type[MockServerBase]:
+    module_name, _, class_name = spec.partition(":")
+    if not class_name:
+        module_name, _, class_name = spec.rpartition(".")
+    try:
+        value = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise UsageError(f"{where}: cannot import server_class {spec!r}: {error}") from None
+    if not (isinstance(value, type) and issubclass(value, MockServerBase)):
+        raise UsageError(f"{where}: {spec!r} is not a MockServerBase subclass")
+    return value
+
+
+def _one_line(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
+        for e in error.errors()
+    )
+
+
+# -- up ---------------------------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        phases = [load_config(args.config, args.log_dir)]
+    else:
+        phases = _default_configs(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    servers: dict[str, MockServerBase] = {}
+    try:
+        for phase in phases:
+            servers.update(_start_phase(phase, servers, wire=args.config is None))
+    except MockServerError as error:
+        stop_mock_servers(servers)
+        print(f"mocksup: {error}", file=sys.stderr)
+        return 1
+    try:
+        ready = _ready_document(servers)
+        if args.ready_file is not None:
+            _write_atomically(args.ready_file, json.dumps(ready, indent=2) + "\n")
+        if args.json:
+            print(json.dumps(ready), flush=True)
+        else:
+            _print_banner(servers, ready, time.monotonic() - started)
+        _summarise_until(stop, servers, quiet=args.quiet or args.json)
+    finally:
+        stop_mock_servers(servers)
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
+    if not args.json:
+        print("mocksup: stopped", flush=True)
+    return 0
+
+
+def _start_phase(
+    phase: list[MockServerConfig], running: dict[str, MockServerBase], *, wire: bool
+) -> dict[str, MockServerBase]:
+    grpc = running["otlp"].endpoints().get("otlp_grpc") if "otlp" in running else None
+    if wire and grpc is not None:
+        phase = [_with_tracing(c, grpc) if c.name == "vllm" else c for c in phase]
+
+    async def start() -> dict[str, MockServerBase]:
+        return await start_mock_servers_async(phase)
+
+    return run_sync(start)
+
+
+def _ready_document(servers: dict[str, MockServerBase]) -> dict[str, Any]:
+    env: dict[str, str] = {}
+    listing = {}
+    for name, server in servers.items():
+        ports = {
+            field: value
+            for field, value in server.model_dump().items()
+            if (field == "port" or field.endswith("_port")) and value is not None
+        }
+        listing[name] = {
+            "class": f"{type(server).__module__}:{type(server).__name__}",
+            "pid": server.pid,
+            "host": server.host,
+            "ports": ports,
+            "endpoints": server.endpoints(),
+            "log": str(server.log_path),
+        }
+        env.update(server.client_env())
+    return {"mocksup": __version__, "pid": os.getpid(), "servers": listing, "env": env}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A harness polling for the file must never read half of it.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _print_banner(servers: dict[str, MockServerBase], ready: dict[str, Any], took: float) -> None:
+    print(f"mocksup {__version__}: {len(servers)} mock server(s) ready in {took:.2f} s")
+    for name, entry in ready["servers"].items():
+        where = "  ".join(f"{role} {url}" for role, url in entry["endpoints"].items())
+        print(f"  {name:<8} pid {entry['pid']:<7} {where}")
+        print(f"  {'':<8} log {entry['log']}")
+    if ready["env"]:
+        print("Environment for the system under test:")
+        for key, value in ready["env"].items():
+            print(f"  export {key}={value}")
+    print("Ctrl-C stops everything.", flush=True)
+
+
+def _summarise_until(
+    stop: threading.Event, servers: dict[str, MockServerBase], *, quiet: bool
+) -> None:
+    tty = sys.stdout.isatty()
+    last = ""
+    while not stop.wait(0.5 if tty else 1.0):
+        if quiet:
+            continue
+        line = summary(servers)
+        if tty:
+            stamped = time.strftime("[%H:%M:%S] ") + line
+            print("\r" + stamped.ljust(len(last) + 11), end="", flush=True)
+        elif line != last:
+            # Into a file or a pipe: a new line only when something changed.
+            print(time.strftime("[%H:%M:%S] ") + line, flush=True)
+        last = line
+    if tty and last and not quiet:
+        print()
+
+
+def summary(servers: dict[str, MockServerBase]) -> str:
+    """One line on what each server received, from its ``summary()`` if it has one."""
+    parts = []
+    for name, server in servers.items():
+        describe = getattr(server, "summary", None)
+        if describe is None:
+            continue
+        try:
+            parts.append(f"{name}: {describe()}")
+        except MockServerError:
+            parts.append(f"{name}: not answering")
+    return " | ".join(parts) or "running"
+
+
+# -- looking at a running collector ------------------------------------------------------------
+
+
+def _collector(url: str) -> Any:
+    from urllib.parse import urlsplit
+
+    from mocksup.otlp import MockOTLPCollector
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname or not parts.port:
+        raise UsageError(f"--url needs a host and a port, such as http://127.0.0.1:4318: {url}")
+    return MockOTLPCollector(host=parts.hostname, port=parts.port, grpc_port=None)
+
+
+def _query(args: argparse.Namespace) -> int:
+    collector = _collector(args.url)
+    try:
+        items = getattr(collector, args.signal)(args.name, service_name=args.service)
+    except MockServerError as error:
+        print(f"mocksup: {error}", file=sys.stderr)
+        return 1
+    for item in items[-args.limit :] if args.limit > 0 else items:
+        print(json.dumps(item.to_json()) if args.json else _describe(args.signal, item))
+    return 0
+
+
+def _describe(signal: str, item: Any) -> str:
+    service = item.service_name or "-"
+    if signal == "spans":
+        return (
+            f"{item.trace_id} {item.span_id} parent={item.parent_span_id or '-'} "
+            f"{service} {item.name!r} {item.kind} {item.status_code} "
+            f"{item.duration_ns / 1e6:.1f} ms"
+        )
+    if signal == "metrics":
+        return f"{service} {item.name!r} {item.type} {len(item.data_points)} point(s)"
+    return f"{service} {item.severity_text or item.severity_number} {item.body!r}"
+
+
+def _stats(args: argparse.Namespace) -> int:
+    try:
+        print(json.dumps(_collector(args.url).stats(), indent=2))
+    except MockServerError as error:
+        print(f"mocksup: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``mocksup`` command; returns its exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as error:
+        print(f"mocksup: error: {error}", file=sys.stderr)
+        return 2
+    return code
