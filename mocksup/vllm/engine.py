@@ -232,7 +232,7 @@ class Engine:
                         e2e=record.e2e,
                         temperature=job.sampling.get("temperature"),
                         top_p=job.sampling.get("top_p"),
-                        max_tokens=job.plan.max_tokens_param,
+                        max_tokens=c.max_tokens,
                         n=int(job.sampling.get("n") or 1),
                     )
                 )

@@ -42,6 +42,8 @@ class Choice:
     stop_reason: str | int | None = None
     echo: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: The engine's ``max_tokens``: the request's, else what the context leaves.
+    max_tokens: int = 0
     logprobs: list[float] | None = None
     top: list[list[tuple[int, float]]] | None = None
 
@@ -177,6 +179,7 @@ def plan_request(
             rng = _rng(seed, prompt, i)
             choice = _make_choice(request, rng, index, rid, n_prompt, limit, length_range, reply)
             choice.echo = echo_texts[p]
+            choice.max_tokens = limit
             choices.append(choice)
     return Plan(choices=choices, prompt_tokens=total_prompt, max_tokens_param=max_param)
 

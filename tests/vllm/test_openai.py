@@ -327,3 +327,48 @@ class FaultTest(ServerTestCase):
         with self.assertRaises(openai.APIConnectionError):
             self.ask(**{"X-Mocksup-Fault": "reset"})
         self.assertEqual(self.ask(), "ok")
+
+
+class StreamVariantsTest(ServerTestCase):
+    def test_n_choices_stream_in_step(self) -> None:
+        body = {"messages": MESSAGES, "n": 2, "stream": True, "max_tokens": 3, "seed": 1}
+        events = sse_events(raw_post(self.server, "/v1/chat/completions", body)[2])
+        chunks = [json.loads(e) for e in events[:-1]]
+        self.assertEqual(
+            [c["choices"][0]["delta"].get("role") for c in chunks[:2]], ["assistant"] * 2
+        )
+        self.assertEqual([c["choices"][0]["index"] for c in chunks[:2]], [0, 1])
+        finished = [c["choices"][0] for c in chunks if c["choices"][0]["finish_reason"]]
+        self.assertEqual(sorted(c["index"] for c in finished), [0, 1])
+        self.assertEqual({c["finish_reason"] for c in finished}, {"length"})
+
+    def test_continuous_usage_stats(self) -> None:
+        options = {"include_usage": True, "continuous_usage_stats": True}
+        body = {"prompt": "x", "max_tokens": 3, "stream": True, "stream_options": options}
+        events = [
+            json.loads(e)
+            for e in sse_events(raw_post(self.server, "/v1/completions", body)[2])[:-1]
+        ]
+        self.assertEqual([e["usage"]["completion_tokens"] for e in events], [1, 2, 3, 3])
+        self.assertEqual(events[-1]["choices"], [])
+
+    def test_prompt_list_and_chat_echo(self) -> None:
+        response = self.client.completions.create(
+            model="mock-model", prompt=["a", "b"], n=2, max_tokens=2
+        )
+        self.assertEqual([c.index for c in response.choices], [0, 1, 2, 3])
+        assert response.usage is not None
+        self.assertEqual(response.usage.completion_tokens, 8)
+        echoed = self.client.chat.completions.create(
+            model="mock-model",
+            messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well,"}],
+            max_tokens=2,
+            extra_body={"echo": True},
+        )
+        self.assertTrue((echoed.choices[0].message.content or "").startswith("Well,"))
+
+    def test_package_exports(self) -> None:
+        import mocksup.vllm
+
+        for name in mocksup.vllm.__all__:
+            self.assertTrue(hasattr(mocksup.vllm, name), name)
