@@ -20,6 +20,7 @@ from mocksup.errors import (
     StopError,
 )
 from mocksup.harness import (
+    Endpoint,
     MockServerConfig,
     MockServers,
     start_all,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = (
     "ChildCrashedError",
     "ControlAPIError",
+    "Endpoint",
     "MockOTLPCollector",
     "MockRedisServer",
     "MockServerBase",

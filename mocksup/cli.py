@@ -30,7 +30,14 @@ from pydantic import ValidationError
 from mocksup import __version__
 from mocksup.base import MockServerBase, run_sync
 from mocksup.errors import MockServerError
-from mocksup.harness import MockServerConfig, start_mock_servers_async, stop_mock_servers
+from mocksup.harness import (
+    Endpoint,
+    MockServerConfig,
+    _plan,
+    default_configs,
+    start_mock_servers_async,
+    stop_mock_servers,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -115,38 +122,25 @@ def _port(text: str) -> int:
 # -- configuration ---------------------------------------------------------------------------
 
 
-def _default_configs(args: argparse.Namespace) -> list[list[MockServerConfig]]:
-    """The default servers, in start phases (see below)."""
-    from mocksup.otlp import MockOTLPCollector
-    from mocksup.vllm import MockVLLMServer
-
+def _default_configs(args: argparse.Namespace) -> list[MockServerConfig]:
     chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
     if unknown or not chosen:
         raise UsageError(f"--servers takes otlp and/or vllm, not {','.join(unknown) or 'nothing'}")
-    common: dict[str, Any] = {"host": args.host, "log_dir": args.log_dir}
-    phases: list[list[MockServerConfig]] = [[]]
-    if "otlp" in chosen:
-        settings = {**common, "port": args.otlp_port, "grpc_port": args.otlp_grpc_port}
-        phases[0].append(MockServerConfig(name="otlp", server_class=MockOTLPCollector,
-                                          init_kwargs=settings))  # fmt: skip
-    if "vllm" in chosen:
-        settings = {**common, "port": args.vllm_port}
-        vllm = MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=settings)
-        # With the collector, vLLM exports its llm_request spans to it: it starts second,
-        # once the collector's (possibly chosen at bind time) gRPC port is known.
-        phases.append([vllm]) if "otlp" in chosen else phases[0].append(vllm)
-    return phases
-
-
-def _with_tracing(config: MockServerConfig, endpoint: str) -> MockServerConfig:
-    kwargs = {"otlp_traces_endpoint": endpoint, **config.init_kwargs}
-    return config.model_copy(update={"init_kwargs": kwargs})
+    return default_configs(
+        host=args.host,
+        otlp_port=args.otlp_port,
+        otlp_grpc_port=args.otlp_grpc_port,
+        vllm_port=args.vllm_port,
+        log_dir=args.log_dir,
+        servers=chosen,
+    )
 
 
 def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfig]:
     """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
     (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
+    A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's :class:`Endpoint`.
 
     :raises UsageError: the file cannot be read, parsed or validated.
     """
@@ -165,7 +159,7 @@ def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfi
         unknown = sorted(set(entry) - {"name", "server_class", "init_kwargs"})
         if unknown:
             raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        kwargs = dict(entry.get("init_kwargs", {}))
+        kwargs = {k: _endpoint(v) for k, v in dict(entry.get("init_kwargs", {})).items()}
         if log_dir is not None:
             kwargs.setdefault("log_dir", str(log_dir))
         try:
@@ -174,11 +168,24 @@ def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfi
                 server_class=_import_class(str(entry.get("server_class", "")), where),
                 init_kwargs=kwargs,
             )
-            config.create()  # validate the settings now, before anything starts
         except ValidationError as error:
             raise UsageError(f"{where}: {_one_line(error)}") from None
         configs.append(config)
+    try:
+        _plan(configs)  # every setting and reference checked before anything starts
+    except ValidationError as error:
+        raise UsageError(f"{path}: {_one_line(error)}") from None
+    except ValueError as error:
+        raise UsageError(f"{path}: {error}") from None
     return configs
+
+
+def _endpoint(value: Any) -> Any:
+    """``{endpoint = "otlp:otlp_grpc"}`` in the file: another server's endpoint."""
+    if isinstance(value, dict) and set(value) == {"endpoint"}:
+        server, _, role = str(value["endpoint"]).partition(":")
+        return Endpoint(server, role)
+    return value
 
 
 def _import_class(spec: str, where: str) -> type[MockServerBase]:
@@ -206,9 +213,9 @@ def _one_line(error: ValidationError) -> str:
 
 def _up(args: argparse.Namespace) -> int:
     if args.config is not None:
-        phases = [load_config(args.config, args.log_dir)]
+        configs = load_config(args.config, args.log_dir)
     else:
-        phases = _default_configs(args)
+        configs = _default_configs(args)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -217,12 +224,9 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
-    servers: dict[str, MockServerBase] = {}
     try:
-        for phase in phases:
-            servers.update(_start_phase(phase, servers, wire=args.config is None))
+        servers = _start(configs)
     except MockServerError as error:
-        stop_mock_servers(servers)
         print(f"mocksup: {error}", file=sys.stderr)
         return 1
     try:
@@ -243,15 +247,9 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_phase(
-    phase: list[MockServerConfig], running: dict[str, MockServerBase], *, wire: bool
-) -> dict[str, MockServerBase]:
-    grpc = running["otlp"].endpoints().get("otlp_grpc") if "otlp" in running else None
-    if wire and grpc is not None:
-        phase = [_with_tracing(c, grpc) if c.name == "vllm" else c for c in phase]
-
+def _start(configs: list[MockServerConfig]) -> dict[str, MockServerBase]:
     async def start() -> dict[str, MockServerBase]:
-        return await start_mock_servers_async(phase)
+        return await start_mock_servers_async(configs)
 
     return run_sync(start)
 

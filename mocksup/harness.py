@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mocksup.base import MockServerBase, run_sync
 
 __all__ = [
+    "Endpoint",
     "MockServerConfig",
     "MockServers",
     "default_configs",
@@ -34,12 +37,30 @@ __all__ = [
 _log = logging.getLogger("mocksup")
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """A setting that is another server's endpoint, known only once that server serves.
+
+    ``MockServerConfig(name="vllm", server_class=MockVLLMServer,
+    init_kwargs={"otlp_traces_endpoint": Endpoint("otlp", "otlp_grpc")})`` makes vLLM export
+    its spans to the collector named ``"otlp"``, whatever port it binds. The harness starts
+    the server referred to first; ``role`` is a key of its :meth:`MockServerBase.endpoints`.
+    """
+
+    server: str
+    role: str
+
+    #: What stands in for the endpoint while the settings are validated up front.
+    PLACEHOLDER: ClassVar[str] = "http://127.0.0.1:1"
+
+
 class MockServerConfig(BaseModel):
     """One server to start: its name, its class and the keyword arguments for the class.
 
     :param name: unique name of the server in the mapping the harness returns.
     :param server_class: a :class:`MockServerBase` subclass.
-    :param init_kwargs: settings passed to ``server_class`` (``name`` is added).
+    :param init_kwargs: settings passed to ``server_class`` (``name`` is added); a value may
+        be an :class:`Endpoint` of another server.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
@@ -48,40 +69,98 @@ class MockServerConfig(BaseModel):
     server_class: type[MockServerBase]
     init_kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    def create(self) -> MockServerBase:
-        """Build the server model; settings are validated here, before any process starts."""
-        kwargs = dict(self.init_kwargs)
+    def depends_on(self) -> set[str]:
+        """The names of the servers whose endpoints this one's settings refer to."""
+        return {v.server for v in self.init_kwargs.values() if isinstance(v, Endpoint)}
+
+    def create(self, running: Mapping[str, MockServerBase] | None = None) -> MockServerBase:
+        """Build the server model; settings are validated here.
+
+        :param running: the servers already serving, to resolve :class:`Endpoint` settings;
+            without it each one is validated with a placeholder.
+        """
+        kwargs = {
+            key: _resolve(value, running, self.name) for key, value in self.init_kwargs.items()
+        }
         if "name" in self.server_class.model_fields:
             kwargs.setdefault("name", self.name)
         return self.server_class(**kwargs)
 
 
+def _resolve(value: Any, running: Mapping[str, MockServerBase] | None, name: str) -> Any:
+    if not isinstance(value, Endpoint):
+        return value
+    if running is None:
+        return Endpoint.PLACEHOLDER
+    endpoints = running[value.server].endpoints()
+    if value.role not in endpoints:
+        raise ValueError(
+            f"mock server {name!r} refers to endpoint {value.role!r} of {value.server!r}, "
+            f"which has {sorted(endpoints)}"
+        )
+    return endpoints[value.role]
+
+
 ConfigLike = MockServerConfig | MockServerBase
 
 
-def _create_all(configs: Iterable[ConfigLike]) -> dict[str, MockServerBase]:
-    servers: dict[str, MockServerBase] = {}
+def _name(config: ConfigLike) -> str:
+    return config.name
+
+
+def _plan(configs: Sequence[ConfigLike]) -> list[list[ConfigLike]]:
+    """Check every configuration, then group them in waves: each wave starts concurrently,
+    after the servers its settings refer to. No process starts before this passes."""
+    names = [_name(c) for c in configs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"two mock servers are named {name!r}; names must be unique")
     for config in configs:
         if isinstance(config, MockServerConfig):
-            name, server = config.name, config.create()
-        else:
-            name, server = config.name, config
-        if name in servers:
-            raise ValueError(f"two mock servers are named {name!r}; names must be unique")
-        servers[name] = server
-    return servers
+            missing = config.depends_on() - set(names)
+            if missing:
+                raise ValueError(f"mock server {config.name!r} refers to unknown {missing}")
+            config.create()  # validates the settings (endpoints as placeholders)
+    waves: list[list[ConfigLike]] = []
+    done: set[str] = set()
+    pending = list(configs)
+    while pending:
+        wave = [c for c in pending if not isinstance(c, MockServerConfig) or c.depends_on() <= done]
+        if not wave:
+            raise ValueError(f"mock servers {[_name(c) for c in pending]} refer to each other")
+        waves.append(wave)
+        done.update(_name(c) for c in wave)
+        pending = [c for c in pending if c not in wave]
+    return waves
 
 
 async def start_mock_servers_async(configs: Iterable[ConfigLike]) -> dict[str, MockServerBase]:
     """Start every server concurrently; return ``{name: server}`` once all of them serve.
 
-    Every configuration is validated before any process starts. If one server fails, the
-    ones already started are stopped and its error is raised (it names the server); the
-    failures of any others are attached as notes.
+    Every configuration is validated before any process starts. Servers whose settings
+    refer to another's :class:`Endpoint` start once that one serves; all others at once. If
+    one server fails, the ones already started are stopped and its error is raised (it
+    names the server); the failures of any others are attached as notes.
 
     :raises MockServerError: a server failed to start.
+    :raises pydantic.ValidationError: invalid settings (nothing was started).
     """
-    servers = _create_all(configs)
+    entries = list(configs)
+    running: dict[str, MockServerBase] = {}
+    try:
+        for wave in _plan(entries):
+            servers = {
+                _name(c): c.create(running) if isinstance(c, MockServerConfig) else c for c in wave
+            }
+            await _start_wave(servers)
+            running.update(servers)
+    except BaseException:
+        await asyncio.get_running_loop().run_in_executor(None, stop_mock_servers, running)
+        raise
+    return {_name(c): running[_name(c)] for c in entries}
+
+
+async def _start_wave(servers: dict[str, MockServerBase]) -> None:
     results = await asyncio.gather(
         *(server.await_start() for server in servers.values()), return_exceptions=True
     )
@@ -91,7 +170,7 @@ async def start_mock_servers_async(configs: Iterable[ConfigLike]) -> dict[str, M
         if isinstance(result, BaseException)
     ]
     if not failures:
-        return servers
+        return
     started = [
         server for server, result in zip(servers.values(), results, strict=True) if result is None
     ]
@@ -175,18 +254,34 @@ _started: list[MockServers] = []
 _started_lock = threading.Lock()
 
 
-def default_configs() -> list[MockServerConfig]:
-    """The servers :func:`start_all` starts when given none: the OTLP collector and vLLM,
-    each on a free port."""
+def default_configs(
+    *,
+    host: str = "127.0.0.1",
+    otlp_port: int = 0,
+    otlp_grpc_port: int = 0,
+    vllm_port: int = 0,
+    log_dir: str | os.PathLike[str] | None = None,
+    servers: Iterable[str] = ("otlp", "vllm"),
+) -> list[MockServerConfig]:
+    """The default servers: the OTLP collector ``"otlp"`` and the vLLM mock ``"vllm"``, on
+    free ports; with both, vLLM exports its ``llm_request`` spans to the collector (gRPC)."""
     from mocksup.otlp import MockOTLPCollector
     from mocksup.vllm import MockVLLMServer
 
-    return [
-        MockServerConfig(
-            name="otlp", server_class=MockOTLPCollector, init_kwargs={"port": 0, "grpc_port": 0}
-        ),
-        MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs={"port": 0}),
-    ]
+    chosen = set(servers)
+    common: dict[str, Any] = {"host": host, "log_dir": log_dir}
+    configs = []
+    if "otlp" in chosen:
+        otlp = {**common, "port": otlp_port, "grpc_port": otlp_grpc_port}
+        configs.append(
+            MockServerConfig(name="otlp", server_class=MockOTLPCollector, init_kwargs=otlp)
+        )
+    if "vllm" in chosen:
+        vllm: dict[str, Any] = {**common, "port": vllm_port}
+        if "otlp" in chosen:
+            vllm["otlp_traces_endpoint"] = Endpoint("otlp", "otlp_grpc")
+        configs.append(MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=vllm))
+    return configs
 
 
 def start_all(configs: Iterable[ConfigLike] | None = None) -> MockServers:

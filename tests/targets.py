@@ -21,11 +21,21 @@ class Sleeper(MockServerBase):
 
     default_name: ClassVar[str] = "sleeper"
 
+    def endpoints(self) -> dict[str, str]:
+        return {"tcp": f"tcp://{self.host}:{self.port}"}
+
     def serve(self, ctx: ServeContext) -> None:
         sock = bind_tcp(self.host, self.port)
         ctx.ready(port=sock.getsockname()[1])
         ctx.wait()
         sock.close()
+
+
+class Downstream(Sleeper):
+    """Needs the address of another server (``upstream``) in its settings."""
+
+    default_name: ClassVar[str] = "downstream"
+    upstream: str
 
 
 class CrashBeforeReady(MockServerBase):

@@ -14,6 +14,7 @@ from pydantic import PrivateAttr, ValidationError
 import mocksup
 from mocksup import (
     ChildCrashedError,
+    Endpoint,
     MockRedisServer,
     MockServerBase,
     MockServerConfig,
@@ -24,7 +25,7 @@ from mocksup import (
     stop_mock_servers,
 )
 from tests.support import ProcessTestCase, children
-from tests.targets import CrashBeforeReady, IgnoresSigterm, Rendezvous, Sleeper
+from tests.targets import CrashBeforeReady, Downstream, IgnoresSigterm, Rendezvous, Sleeper
 
 MOCK_SERVERS = [
     MockServerConfig(name="cache", server_class=MockRedisServer, init_kwargs={"port": 0}),
@@ -132,6 +133,61 @@ class HarnessTest(ProcessTestCase):
         with self.assertRaises(PortInUseError) as caught:
             start_all(configs)
         self.assertEqual(caught.exception.server, "cache")
+
+
+class EndpointTest(ProcessTestCase):
+    def test_a_server_gets_the_endpoint_of_another_started_first(self) -> None:
+        configs = [
+            MockServerConfig(
+                name="down",
+                server_class=Downstream,
+                init_kwargs={"upstream": Endpoint("up", "tcp")},
+            ),
+            MockServerConfig(name="up", server_class=Sleeper),
+        ]
+        servers = asyncio.run(start_mock_servers_async(configs))
+        self.addCleanup(stop_mock_servers, servers)
+        self.assertEqual(list(servers), ["down", "up"])
+        up, down = servers["up"], servers["down"]
+        self.assertEqual(down.upstream, f"tcp://127.0.0.1:{up.port}")  # type: ignore[attr-defined]
+        self.assertNotEqual(up.port, 0)
+
+    def test_bad_references_fail_before_anything_starts(self) -> None:
+        before = children()
+        unknown = [
+            MockServerConfig(
+                name="down", server_class=Downstream, init_kwargs={"upstream": Endpoint("x", "tcp")}
+            )
+        ]
+        with self.assertRaisesRegex(ValueError, "unknown"):
+            start_all(unknown)
+        cycle = [
+            MockServerConfig(
+                name="a", server_class=Downstream, init_kwargs={"upstream": Endpoint("b", "tcp")}
+            ),
+            MockServerConfig(
+                name="b", server_class=Downstream, init_kwargs={"upstream": Endpoint("a", "tcp")}
+            ),
+        ]
+        with self.assertRaisesRegex(ValueError, "refer to each other"):
+            start_all(cycle)
+        self.assertEqual(children(), before)
+
+    def test_a_failed_first_wave_starts_nothing_more(self) -> None:
+        before = children()
+        configs = [
+            MockServerConfig(name="ok", server_class=Sleeper),
+            MockServerConfig(name="up", server_class=CrashBeforeReady),
+            MockServerConfig(
+                name="down",
+                server_class=Downstream,
+                init_kwargs={"upstream": Endpoint("up", "tcp")},
+            ),
+        ]
+        with self.assertRaises(ChildCrashedError) as caught:
+            start_all(configs)
+        self.assertEqual(caught.exception.server, "up")
+        self.assertEqual(children(), before)
 
 
 class InProcessFake(MockServerBase):
