@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import socket
 import struct
@@ -379,10 +380,7 @@ class VLLMApp:
         if fault == "reset":
             sock = environ.get("werkzeug.socket")
             if isinstance(sock, socket.socket):
-                # SO_LINGER 0: closing sends RST instead of FIN. Shutting the read side makes
-                # the server's keep-alive loop see EOF and close the socket now.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.shutdown(socket.SHUT_RD)
+                _reset(sock)
             raise Cut("connection reset (injected fault)")
         if fault == "server_error":
             raise APIError(500, "Internal server error (injected fault).")
@@ -440,6 +438,23 @@ class _Journaled:
                 close()
         finally:
             self._journal(self._first)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Reset the TCP connection now, leaving the server's request loop a quiet stand-in.
+
+    With ``SO_LINGER`` 0, closing a TCP socket sends RST instead of FIN. Werkzeug still holds
+    the descriptor (and would shut it down with a FIN first), so a dead socketpair end is
+    duplicated onto the descriptor's number: that closes the connection at once, and the
+    server reads EOF from the stand-in and ends the connection without an error.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stand_in, peer = socket.socketpair()
+    peer.close()
+    try:
+        os.dup2(stand_in.fileno(), sock.fileno())
+    finally:
+        stand_in.close()
 
 
 def _cut_body(payload: bytes) -> Iterator[bytes]:

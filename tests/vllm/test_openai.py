@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import openai
 
@@ -385,3 +386,17 @@ class StreamVariantsTest(ServerTestCase):
 
         for name in mocksup.vllm.__all__:
             self.assertTrue(hasattr(mocksup.vllm, name), name)
+
+    def test_reset_is_a_tcp_reset(self) -> None:
+        body = json.dumps({"prompt": "x"}).encode()
+        with socket.create_connection((self.server.host, self.server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: mock\r\nContent-Type: application/json\r\n"
+                b"X-Mocksup-Fault: reset\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            with self.assertRaises(ConnectionResetError):
+                sock.recv(100)
+        (entry,) = [
+            e for e in self.server.requests() if e["headers"].get("x-mocksup-fault") == "reset"
+        ][-1:]
+        self.assertIsNone(entry["status"])
