@@ -7,7 +7,7 @@ A test module lists its servers and starts them once::
                          init_kwargs={"port": 0, "grpc_port": 0}),
         MockServerConfig(name="vllm", server_class=MockVLLMServer,
                          init_kwargs={"port": 0,
-                                      "otlp_traces_endpoint": ref("otlp", "grpc_endpoint")}),
+                                      "otlp_traces_endpoint": Endpoint("otlp", "otlp_grpc")}),
     ]
 
     def setUpModule() -> None:
@@ -18,28 +18,21 @@ A test module lists its servers and starts them once::
 
     class ChatTest(MockServerTestCase):
         def test_chat(self) -> None:
-            self.vllm.base_url, self.collector.wait_for_spans("llm_request"), ...
+            ...  # self.vllm.base_url, self.collector.wait_for_spans("llm_request")
 
-A :func:`ref` in ``init_kwargs`` names an attribute of another server that is known only once
-that server runs (its real port); the servers it refers to start first. Starting goes through
-:func:`mocksup.start_mock_servers_async`, like every other way in.
+Starting and stopping is :func:`mocksup.start_all`'s; this module only decides when, and
+finds the servers again from the tests.
 """
 
 from __future__ import annotations
 
 import sys
 import unittest
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from mocksup.base import MockServerBase, run_sync
-from mocksup.harness import (
-    MockServerConfig,
-    MockServers,
-    start_mock_servers_async,
-    stop_mock_servers,
-)
+from mocksup.base import MockServerBase
+from mocksup.harness import ConfigLike, MockServers, start_all
 
 if TYPE_CHECKING:
     from mocksup.otlp import MockOTLPCollector
@@ -55,120 +48,12 @@ __all__ = [
     "AsyncMockServerTestCase",
     "MockServerTestCase",
     "MockServersMixin",
-    "ServerRef",
     "module_servers",
-    "ref",
     "start_module_servers",
-    "start_servers",
-    "start_servers_async",
     "stop_module_servers",
 ]
 
 S = TypeVar("S", bound=MockServerBase)
-ConfigLike = MockServerConfig | MockServerBase
-
-
-@dataclass(frozen=True)
-class ServerRef:
-    """A value of ``init_kwargs`` taken from another server once that one serves.
-
-    :param server: the name of the other server in the same list.
-    :param attribute: a dotted attribute path on it, such as ``"grpc_endpoint"`` or ``"port"``.
-    """
-
-    server: str
-    attribute: str
-
-    def resolve(self, servers: Mapping[str, MockServerBase]) -> Any:
-        """The attribute's value on the running server ``servers[self.server]``."""
-        value: Any = servers[self.server]
-        for part in self.attribute.split("."):
-            value = getattr(value, part)
-        return value
-
-
-def ref(server: str, attribute: str) -> ServerRef:
-    """Refer to ``attribute`` of the server named ``server`` (see :class:`ServerRef`)."""
-    return ServerRef(server, attribute)
-
-
-def _refs(config: ConfigLike) -> set[str]:
-    if isinstance(config, MockServerBase):
-        return set()
-    return {v.server for v in config.init_kwargs.values() if isinstance(v, ServerRef)}
-
-
-def _waves(configs: Sequence[ConfigLike]) -> list[list[ConfigLike]]:
-    """Group the configs so each group refers only to servers of earlier groups.
-
-    :raises ValueError: a duplicate name, a reference to no server in the list, a cycle.
-    """
-    names = [c.name for c in configs]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ValueError(f"two mock servers are named {twice[0]!r}; names must be unique")
-    for config in configs:
-        unknown = _refs(config) - set(names)
-        if unknown:
-            raise ValueError(
-                f"mock server {config.name!r} refers to {sorted(unknown)}, which is not in "
-                f"the list ({names})"
-            )
-    waves: list[list[ConfigLike]] = []
-    done: set[str] = set()
-    left = list(configs)
-    while left:
-        wave = [c for c in left if _refs(c) <= done]
-        if not wave:
-            raise ValueError(
-                f"mock servers {[c.name for c in left]} refer to each other in a cycle"
-            )
-        waves.append(wave)
-        done.update(c.name for c in wave)
-        left = [c for c in left if c not in wave]
-    return waves
-
-
-def _resolve(config: ConfigLike, started: Mapping[str, MockServerBase]) -> ConfigLike:
-    if isinstance(config, MockServerBase) or not _refs(config):
-        return config
-    kwargs = {
-        key: value.resolve(started) if isinstance(value, ServerRef) else value
-        for key, value in config.init_kwargs.items()
-    }
-    return config.model_copy(update={"init_kwargs": kwargs})
-
-
-async def start_servers_async(configs: Iterable[ConfigLike]) -> dict[str, MockServerBase]:
-    """Start the servers and return ``{name: server}`` once all serve, honouring :func:`ref`.
-
-    Servers that refer to none start first, concurrently; then those that refer only to
-    started ones, and so on. If one fails, every server already started is stopped.
-
-    :raises ValueError: an unknown name or a cycle in the references (nothing started).
-    :raises MockServerError: a server failed to start.
-    """
-    import asyncio
-
-    ordered = list(configs)
-    waves = _waves(ordered)
-    started: dict[str, MockServerBase] = {}
-    try:
-        for wave in waves:
-            started.update(await start_mock_servers_async([_resolve(c, started) for c in wave]))
-    except BaseException:
-        await asyncio.get_running_loop().run_in_executor(None, stop_mock_servers, started)
-        raise
-    # In the order given, so iterating the mapping follows the list.
-    return {config.name: started[config.name] for config in ordered}
-
-
-def start_servers(configs: Iterable[ConfigLike]) -> MockServers:
-    """Start the servers (see :func:`start_servers_async`); sync, with or without a running
-    event loop. Stop them with the result's ``stop()`` (or use it as a context manager).
-    """
-    chosen = list(configs)
-    return MockServers(run_sync(lambda: start_servers_async(chosen)))
 
 
 # -- once per module -----------------------------------------------------------------------
@@ -192,15 +77,17 @@ def start_module_servers(
     cleanups, so call :func:`stop_module_servers` from ``tearDownModule`` as well (a second
     stop does nothing). Test classes of the module (:class:`MockServersMixin`) find them.
 
+    :param configs: ``MockServerConfig`` entries or server models, as
+        :func:`mocksup.start_all` takes them.
     :param module: the module's ``__name__``; the calling module by default.
-    :raises ValueError: see :func:`start_servers_async`.
+    :raises ValueError: duplicate names, or an :class:`~mocksup.Endpoint` of no server listed.
     :raises MockServerError: a server failed to start (the others were stopped).
     :raises RuntimeError: the module's servers are running already.
     """
     name = module or _caller_module()
     if name in _by_module:
         raise RuntimeError(f"the mock servers of {name} are running already")
-    servers = start_servers(configs)
+    servers = start_all(configs)
     _by_module[name] = servers
     unittest.addModuleCleanup(_stop_module, name)
     return servers
@@ -315,7 +202,7 @@ class MockServersMixin(_TestCaseBase):
     def setUpClass(cls) -> None:
         super().setUpClass()
         if cls.mock_server_configs:
-            servers = start_servers(cls.mock_server_configs)
+            servers = start_all(cls.mock_server_configs)
             cls.addClassCleanup(cls._stop_class_servers)
             cls._mocksup_class_servers = servers
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import unittest
+import urllib.parse
 import urllib.request
 from typing import ClassVar
 
@@ -13,7 +14,7 @@ import openai
 import psutil
 
 from mocksup import (
-    ChildCrashedError,
+    Endpoint,
     MockOTLPCollector,
     MockRedisServer,
     MockServerBase,
@@ -25,26 +26,24 @@ from mocksup.serving import bind_tcp
 from mocksup.testing import (
     AsyncMockServerTestCase,
     MockServerTestCase,
-    ref,
     start_module_servers,
-    start_servers,
     stop_module_servers,
 )
-from tests.support import ProcessTestCase, children
+from tests.support import ProcessTestCase
 
 
 class PeerPing(MockServerBase):
-    """Refuses to become ready unless the Redis mock on ``peer_port`` already answers PING."""
+    """Refuses to become ready unless the Redis mock at ``peer_url`` already answers PING."""
 
     default_name: ClassVar[str] = "peer"
-    peer_port: int
-    fail: bool = False
+    peer_url: str
 
     def serve(self, ctx: ServeContext) -> None:
-        with socket.create_connection((self.host, self.peer_port), timeout=5) as peer:
+        url = urllib.parse.urlsplit(self.peer_url)
+        with socket.create_connection((url.hostname, url.port), timeout=5) as peer:
             peer.sendall(b"PING\r\n")
-            if peer.recv(64) != b"+PONG\r\n" or self.fail:
-                raise RuntimeError(f"peer on port {self.peer_port} did not answer as asked")
+            if peer.recv(64) != b"+PONG\r\n":
+                raise RuntimeError(f"{self.peer_url} did not answer PING")
         sock = bind_tcp(self.host, self.port)
         ctx.ready(port=sock.getsockname()[1])
         ctx.wait()
@@ -54,7 +53,7 @@ class PeerPing(MockServerBase):
 MOCK_SERVERS = [
     # Listed first but started second: it needs the cache's real port.
     MockServerConfig(
-        name="peer", server_class=PeerPing, init_kwargs={"peer_port": ref("cache", "port")}
+        name="peer", server_class=PeerPing, init_kwargs={"peer_url": Endpoint("cache", "url")}
     ),
     MockServerConfig(name="cache", server_class=MockRedisServer, init_kwargs={"port": 0}),
 ]
@@ -107,11 +106,11 @@ class ModuleServersTest(MockServerTestCase):
         self.assertEqual(self.seen_in_setup_class, ["peer", "cache"])
         self.assertEqual(ping(self.servers["cache"].port), b"+PONG\r\n")
 
-    def test_reference_resolved_once_the_other_server_serves(self) -> None:
+    def test_endpoint_resolved_once_the_other_server_serves(self) -> None:
         peer, cache = self.servers["peer"], self.servers["cache"]
         assert isinstance(peer, PeerPing)
         self.assertNotEqual(cache.port, 0)
-        self.assertEqual(peer.peer_port, cache.port)
+        self.assertEqual(peer.peer_url, f"redis://127.0.0.1:{cache.port}")
         self.assertTrue(peer.is_running())
 
     def test_typed_lookup(self) -> None:
@@ -173,44 +172,7 @@ class AsyncClassServersKeptTest(AsyncMockServerTestCase):
         self.assertEqual(paths, ["/v1/models", "/v1/chat/completions"])
 
 
-class StartServersTest(ProcessTestCase):
-    def test_bad_references_fail_before_any_process_starts(self) -> None:
-        before = children()
-        cases = {
-            "not in the list": [
-                MockServerConfig(
-                    name="a", server_class=PeerPing, init_kwargs={"peer_port": ref("zz", "port")}
-                )
-            ],
-            "cycle": [
-                MockServerConfig(
-                    name="a", server_class=PeerPing, init_kwargs={"peer_port": ref("b", "port")}
-                ),
-                MockServerConfig(
-                    name="b", server_class=PeerPing, init_kwargs={"peer_port": ref("a", "port")}
-                ),
-            ],
-            "unique": [MockRedisServer(name="a"), MockRedisServer(name="a")],
-        }
-        for message, configs in cases.items():
-            with self.subTest(message), self.assertRaisesRegex(ValueError, message):
-                start_servers(configs)
-        self.assertEqual(children(), before)
-
-    def test_a_later_failure_stops_the_servers_started_before(self) -> None:
-        configs = [
-            MockRedisServer(name="cache"),
-            MockServerConfig(
-                name="peer",
-                server_class=PeerPing,
-                init_kwargs={"peer_port": ref("cache", "port"), "fail": True},
-            ),
-        ]
-        with self.assertRaises(ChildCrashedError) as caught:
-            start_servers(configs)
-        self.assertEqual(caught.exception.server, "peer")
-        # ProcessTestCase's cleanup checks that the cache's process is gone too.
-
+class ModuleServersHelpersTest(ProcessTestCase):
     def test_module_servers_stop_idempotently(self) -> None:
         servers = start_module_servers([MockRedisServer(name="r")], module="some.module")
         self.addCleanup(stop_module_servers, "some.module")
