@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import os
 import random
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,9 +19,10 @@ from typing import Any
 
 from mocksup._control import PREFIX
 from mocksup.vllm import utility
-from mocksup.vllm.engine import Cut, Engine, Job
+from mocksup.vllm.engine import Engine, Job
 from mocksup.vllm.generate import last_user_text, plan_request
 from mocksup.vllm.metrics import Metrics
+from mocksup.vllm.plumbing import REASONS, Cut, Journaled, cut_body, headers_of, journal_body, reset
 from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
 from mocksup.vllm.settings import FaultKind
 from mocksup.vllm.state import RuntimeState
@@ -134,8 +132,8 @@ class VLLMApp:
                     "method": method,
                     "path": path,
                     "query": environ.get("QUERY_STRING", ""),
-                    "headers": _headers(environ),
-                    "body": _journal_body(box["body"]),
+                    "headers": headers_of(environ),
+                    "body": journal_body(box["body"]),
                     "status": box["status"],
                     "start": wall,
                     "first_byte": (first_byte or end) - started,
@@ -145,7 +143,7 @@ class VLLMApp:
 
         def respond(status: int, headers: Headers) -> None:
             box["status"] = status
-            start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+            start_response(f"{status} {REASONS.get(status, 'Error')}", headers)
 
         try:
             result = self._dispatch(environ, method, path, box, respond)
@@ -159,7 +157,7 @@ class VLLMApp:
         if isinstance(result, list):
             journal(None)
             return result
-        return _Journaled(result, journal)
+        return Journaled(result, journal)
 
     def _dispatch(
         self,
@@ -300,7 +298,7 @@ class VLLMApp:
         model = self._check_model(request.model)
         header_id = environ.get("HTTP_X_REQUEST_ID")
         request_id = prefix + (header_id or utility.random_hex())
-        headers = _headers(environ)
+        headers = headers_of(environ)
         forced = headers.get("x-mocksup-fault")
         if forced is not None and forced not in _FAULT_KINDS:
             raise APIError(400, f"X-Mocksup-Fault must be one of {sorted(_FAULT_KINDS)}")
@@ -372,7 +370,7 @@ class VLLMApp:
             payload = dumps(completion_body(plan, request_id, created, model))
         if fault == "stream_cut":
             respond(200, [*_JSON, ("Content-Length", str(len(payload))), *extra])
-            return _cut_body(payload)
+            return cut_body(payload)
         respond(200, [*_JSON, ("Content-Length", str(len(payload))), *extra])
         return [payload]
 
@@ -380,7 +378,7 @@ class VLLMApp:
         if fault == "reset":
             sock = environ.get("werkzeug.socket")
             if isinstance(sock, socket.socket):
-                _reset(sock)
+                reset(sock)
             raise Cut("connection reset (injected fault)")
         if fault == "server_error":
             raise APIError(500, "Internal server error (injected fault).")
@@ -414,54 +412,6 @@ class _LoadCounter:
             self.app._load -= 1
 
 
-class _Journaled:
-    """Wraps a streamed body so the journal entry is written when it ends."""
-
-    def __init__(self, inner: Iterable[bytes], journal: Callable[[float | None], None]) -> None:
-        self._inner = iter(inner)
-        self._journal = journal
-        self._first: float | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        data = next(self._inner)
-        if self._first is None:
-            self._first = time.monotonic()
-        return data
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._inner, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._journal(self._first)
-
-
-def _reset(sock: socket.socket) -> None:
-    """Reset the TCP connection now, leaving the server's request loop a quiet stand-in.
-
-    With ``SO_LINGER`` 0, closing a TCP socket sends RST instead of FIN. Werkzeug still holds
-    the descriptor (and would shut it down with a FIN first), so a dead socketpair end is
-    duplicated onto the descriptor's number: that closes the connection at once, and the
-    server reads EOF from the stand-in and ends the connection without an error.
-    """
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    stand_in, peer = socket.socketpair()
-    peer.close()
-    try:
-        os.dup2(stand_in.fileno(), sock.fileno())
-    finally:
-        stand_in.close()
-
-
-def _cut_body(payload: bytes) -> Iterator[bytes]:
-    yield payload[: len(payload) // 2]
-    raise Cut("body cut (injected fault)")
-
-
 def _seconds(header: str | None, default: float) -> float:
     if header is None:
         return default
@@ -472,38 +422,3 @@ def _seconds(header: str | None, default: float) -> float:
     if value < 0:
         raise APIError(400, "Latency overrides must not be negative.")
     return value
-
-
-def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    out = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            out[key.replace("_", "-").lower()] = environ[key]
-    return out
-
-
-def _journal_body(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Request Entity Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}

@@ -22,20 +22,17 @@ from typing import Any
 
 from mocksup.vllm.generate import Choice, Plan
 from mocksup.vllm.metrics import BLOCK_SIZE, Finished, Metrics
+from mocksup.vllm.plumbing import Cut
 from mocksup.vllm.protocol import APIError
 from mocksup.vllm.settings import FaultKind, Faults
 from mocksup.vllm.state import Slots
 from mocksup.vllm.tracing import SpanExporter, SpanInput, TraceContext, build_span
 from mocksup.vllm.wire import DONE, ChunkWriter
 
-__all__ = ["Cut", "Engine", "Job"]
+__all__ = ["Engine", "Job"]
 
 #: Bytes gathered before a write when no delay separates events.
 _COALESCE = 65536
-
-
-class Cut(ConnectionAbortedError):
-    """Raised inside a response to end the connection without finishing the body."""
 
 
 @dataclass

@@ -1,0 +1,107 @@
+"""Connection-level helpers of the WSGI app: journal hook, headers, reset and cut faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["REASONS", "Cut", "Journaled", "cut_body", "headers_of", "journal_body", "reset"]
+
+
+class Cut(ConnectionAbortedError):
+    """Raised inside a response to end the connection without finishing the body.
+
+    Werkzeug treats a ``ConnectionError`` as a dropped connection: no error page, no log.
+    """
+
+
+class Journaled:
+    """Wraps a streamed body so the journal entry is written when it ends."""
+
+    def __init__(self, inner: Iterable[bytes], journal: Callable[[float | None], None]) -> None:
+        self._inner = iter(inner)
+        self._journal = journal
+        self._first: float | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        data = next(self._inner)
+        if self._first is None:
+            self._first = time.monotonic()
+        return data
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._journal(self._first)
+
+
+def reset(sock: socket.socket) -> None:
+    """Reset the TCP connection now, leaving the server's request loop a quiet stand-in.
+
+    With ``SO_LINGER`` 0, closing a TCP socket sends RST instead of FIN. Werkzeug still holds
+    the descriptor (and would shut it down with a FIN first), so a dead socketpair end is
+    duplicated onto the descriptor's number: that closes the connection at once, and the
+    server reads EOF from the stand-in and ends the connection without an error.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stand_in, peer = socket.socketpair()
+    peer.close()
+    try:
+        os.dup2(stand_in.fileno(), sock.fileno())
+    finally:
+        stand_in.close()
+
+
+def cut_body(payload: bytes) -> Iterator[bytes]:
+    """Send half of ``payload``, then drop the connection."""
+    yield payload[: len(payload) // 2]
+    raise Cut("body cut (injected fault)")
+
+
+def headers_of(environ: dict[str, Any]) -> dict[str, str]:
+    """The request headers, lower-case names (``Content-Type`` and ``-Length`` included)."""
+    out = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            out[key.replace("_", "-").lower()] = environ[key]
+    return out
+
+
+def journal_body(body: bytes) -> Any:
+    """A request body as the journal keeps it: decoded JSON, else text, else ``None``."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+#: Reason phrases of the statuses the mock answers.
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
