@@ -83,7 +83,8 @@ class MetricsTest(ServerTestCase):
         during = scrape(self.server)
         self.assertGreaterEqual(during[("vllm:num_requests_running", ())], 1)
         self.assertGreater(during[("vllm:kv_cache_usage_perc", ())], 0)
-        load = json.loads(urllib.request.urlopen(self.server.url + "/load", timeout=5).read())
+        with urllib.request.urlopen(self.server.url + "/load", timeout=5) as answer:
+            load = json.loads(answer.read())
         self.assertGreaterEqual(load["server_load"], 1)
         response.close()
         conn.close()
