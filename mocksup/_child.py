@@ -199,6 +199,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server = _load_payload(lifeline_fd)
+    ctx.name = server.name
     threading.Thread(
         target=_watch, args=(lifeline_fd, wakeup_r, ctx), name="mocksup-watch", daemon=True
     ).start()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from typing import Any
 
 __all__ = ["ServeContext", "write_status"]
+
+_log = logging.getLogger("mocksup.child")
 
 
 class ServeContext:
@@ -18,7 +21,8 @@ class ServeContext:
     in :meth:`wait` until a stop is requested, shuts down cleanly and returns.
     """
 
-    def __init__(self, status_fd: int | None = None) -> None:
+    def __init__(self, status_fd: int | None = None, name: str = "mock") -> None:
+        self.name = name
         self._status_fd = status_fd
         self._stop = threading.Event()
         self._ready_sent = False
@@ -39,6 +43,12 @@ class ServeContext:
         if self._ready_sent:
             raise RuntimeError("ready() was already called")
         self._ready_sent = True
+        _log.info(
+            "%s [%d] ready: %s",
+            self.name,
+            os.getpid(),
+            ", ".join(f"{field} {port}" for field, port in ports.items()),
+        )
         write_status(self._status_fd, {"event": "ready", "pid": os.getpid(), "ports": ports})
 
     def request_stop(self, reason: str) -> None:

@@ -1,0 +1,111 @@
+"""The pytest plugin (registered through the ``pytest11`` entry point as ``mocksup``).
+
+Session-scoped servers, started on first use and stopped at the end of the session; a
+fixture per default server, cleared before each test; each server's log attached to the
+report of a failing test that used them. Under pytest-xdist every worker starts its own
+servers on free ports. Choose the servers by overriding :func:`mocksup_configs` in a
+``conftest.py``::
+
+    @pytest.fixture(scope="session")
+    def mocksup_configs():
+        return [MockServerConfig(name="cache", server_class=MockRedisServer)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mocksup.harness import MockServerConfig, MockServers, default_configs, start_all
+
+if TYPE_CHECKING:
+    from mocksup.base import MockServerBase
+    from mocksup.otlp import MockOTLPCollector
+    from mocksup.vllm import MockVLLMServer
+
+__all__ = ["mock_servers", "mocksup_configs", "mocksup_servers", "otlp_collector", "vllm_server"]
+
+#: The fixtures whose tests get the servers' logs in their failure reports.
+FIXTURES = frozenset({"mocksup_servers", "mock_servers", "otlp_collector", "vllm_server"})
+_RUNNING = pytest.StashKey[MockServers]()
+#: Lines of each server's log attached to a failing test's report.
+LOG_LINES = 200
+
+
+@pytest.fixture(scope="session")
+def mocksup_configs() -> list[MockServerConfig]:
+    """The servers of the session: the OTLP collector ``otlp`` and the vLLM mock ``vllm``
+    (exporting its spans to the collector) by default. Override it to choose others."""
+    return default_configs()
+
+
+@pytest.fixture(scope="session")
+def mocksup_servers(
+    mocksup_configs: list[MockServerConfig], request: pytest.FixtureRequest
+) -> Iterator[MockServers]:
+    """The running servers of the session by name, started on first use."""
+    servers = start_all(mocksup_configs)
+    request.config.stash[_RUNNING] = servers
+    try:
+        yield servers
+    finally:
+        del request.config.stash[_RUNNING]
+        servers.stop()
+
+
+@pytest.fixture
+def mock_servers(mocksup_servers: MockServers) -> MockServers:
+    """The session's servers, each cleared (``clear()``) before the test."""
+    for server in mocksup_servers.values():
+        clear = getattr(server, "clear", None)
+        if clear is not None:
+            clear()
+    return mocksup_servers
+
+
+def _find(servers: MockServers, cls: type[MockServerBase], fixture: str) -> Any:
+    for server in servers.values():
+        if isinstance(server, cls):
+            clear = getattr(server, "clear", None)
+            if clear is not None:
+                clear()
+            return server
+    pytest.fail(
+        f"the {fixture} fixture needs a {cls.__name__} among the session's servers "
+        f"({', '.join(servers) or 'none'}); add one to mocksup_configs",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def otlp_collector(mocksup_servers: MockServers) -> MockOTLPCollector:
+    """The session's OTLP collector, cleared before the test."""
+    from mocksup.otlp import MockOTLPCollector
+
+    collector: MockOTLPCollector = _find(mocksup_servers, MockOTLPCollector, "otlp_collector")
+    return collector
+
+
+@pytest.fixture
+def vllm_server(mocksup_servers: MockServers) -> MockVLLMServer:
+    """The session's vLLM mock, its journal cleared before the test."""
+    from mocksup.vllm import MockVLLMServer
+
+    server: MockVLLMServer = _find(mocksup_servers, MockVLLMServer, "vllm_server")
+    return server
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    servers = item.config.stash.get(_RUNNING, None)
+    if report.failed and servers is not None and FIXTURES & set(getattr(item, "fixturenames", ())):
+        for name, server in servers.items():
+            tail = server.log_tail(LOG_LINES)
+            if tail:
+                report.sections.append((f"mocksup {name} log ({server.log_path})", tail))
+    return report
