@@ -183,6 +183,12 @@ class MockVLLMServer(MockServerBase):
         """The URL an OpenAI client wants: :attr:`url` + ``/v1``."""
         return self.url + "/v1"
 
+    def endpoints(self) -> dict[str, str]:
+        return {"url": self.url, "openai_base_url": self.base_url}
+
+    def client_env(self) -> dict[str, str]:
+        return self.openai_env()
+
     def openai_env(self) -> dict[str, str]:
         """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for a client of this server."""
         key = self.api_key if isinstance(self.api_key, str) else (self.api_key or ["EMPTY"])[0]
