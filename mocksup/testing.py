@@ -138,12 +138,18 @@ class _ServerOf(Generic[S]):
         kind: type[S] = getattr(importlib.import_module(self._module), self._class_name)
         return _servers_of(owner).server_of(kind)
 
+    def __repr__(self) -> str:
+        return f"<the only {self._class_name}>"
+
 
 class _ServersOf:
     """The servers of a test class by name, on the class and its tests."""
 
     def __get__(self, obj: object | None, owner: type[Any]) -> MockServers:
         return _servers_of(owner)
+
+    def __repr__(self) -> str:
+        return "<the servers by name>"
 
 
 class _Servers(MockServers):
