@@ -22,7 +22,7 @@ from mocksup.vllm import utility
 from mocksup.vllm.engine import Engine, Job
 from mocksup.vllm.generate import last_user_text, plan_request
 from mocksup.vllm.metrics import Metrics
-from mocksup.vllm.plumbing import REASONS, Cut, Journaled, cut_body, headers_of, journal_body, reset
+from mocksup.vllm.plumbing import REASONS, Cut, Journaled, cut_body, headers_of, reset
 from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
 from mocksup.vllm.settings import FaultKind
 from mocksup.vllm.state import RuntimeState
@@ -132,8 +132,9 @@ class VLLMApp:
                     "method": method,
                     "path": path,
                     "query": environ.get("QUERY_STRING", ""),
-                    "headers": headers_of(environ),
-                    "body": journal_body(box["body"]),
+                    "headers": environ.get("mocksup.headers") or headers_of(environ),
+                    # Raw bytes: decoded only when someone reads the journal.
+                    "body": box["body"],
                     "status": box["status"],
                     "start": wall,
                     "first_byte": (first_byte or end) - started,
@@ -298,7 +299,7 @@ class VLLMApp:
         model = self._check_model(request.model)
         header_id = environ.get("HTTP_X_REQUEST_ID")
         request_id = prefix + (header_id or utility.random_hex())
-        headers = headers_of(environ)
+        headers = environ["mocksup.headers"] = headers_of(environ)
         forced = headers.get("x-mocksup-fault")
         if forced is not None and forced not in _FAULT_KINDS:
             raise APIError(400, f"X-Mocksup-Fault must be one of {sorted(_FAULT_KINDS)}")

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from pydantic import ValidationError
 
 from mocksup._control import PREFIX
+from mocksup.vllm.plumbing import journal_body
 from mocksup.vllm.settings import ScriptRule
 from mocksup.vllm.state import RuntimeState
 
@@ -88,7 +89,7 @@ class ControlAPI:
         wait = min(float(query.get("wait", 0)), MAX_WAIT)
         count = int(query.get("count", 0))
         entries = self.state.journal.query(query.get("path"), count, wait)
-        return {"requests": entries}
+        return {"requests": [{**e, "body": journal_body(e["body"])} for e in entries]}
 
     def _delete_requests(self, query: dict[str, str], body: Any) -> Any:
         self.state.journal.clear()
