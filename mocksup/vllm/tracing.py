@@ -39,6 +39,8 @@ _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 #: Spans per export request; vLLM's BatchSpanProcessor default.
 _BATCH = 512
+#: Spans waiting for export at most; more are dropped and counted (BatchSpanProcessor's default).
+_MAX_QUEUE = 2048
 #: Seconds one export may take; stop() must finish within the child's hard-exit budget.
 _EXPORT_TIMEOUT = 1.0
 
@@ -182,11 +184,17 @@ class SpanExporter:
         )
         self.exported = 0
         self.failed = 0
+        self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="vllm-span-exporter", daemon=True)
         self._thread.start()
 
     def submit(self, span: Span) -> None:
-        """Queue one span for export (never blocks)."""
+        """Queue one span for export (never blocks; drops it when the queue is full)."""
+        if self._queue.qsize() >= _MAX_QUEUE:
+            self.dropped += 1
+            if self.dropped == 1:
+                _log.warning("span queue full (%d): dropping spans", _MAX_QUEUE)
+            return
         self._queue.put(span)
 
     def close(self, timeout: float = 1.2) -> None:
