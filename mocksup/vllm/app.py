@@ -12,6 +12,7 @@ import hmac
 import logging
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,8 @@ _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _OPEN_PATHS = frozenset({"/health", "/ping", "/load", "/version", "/metrics"})
 #: Stands in for a jitter generator when there is no jitter (seeding one costs a few µs).
 _NO_JITTER = random.Random(0)
+#: The status before a response started; every path sets a real one (``None``: reset).
+_NOT_STARTED: Any = object()
 _FAULT_KINDS = frozenset(
     {"rate_limit", "unavailable", "server_error", "stream_error", "stream_cut", "reset"}
 )
@@ -123,7 +126,7 @@ class VLLMApp:
             # Werkzeug writes a chunk as four small sends; with Nagle's algorithm against the
             # client's delayed ACK that can stall a token by 40 ms.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        box: dict[str, Any] = {"status": 500, "body": b""}
+        box: dict[str, Any] = {"status": _NOT_STARTED, "body": b""}
 
         def journal(first_byte: float | None) -> None:
             end = time.monotonic()
@@ -142,19 +145,27 @@ class VLLMApp:
                 }
             )
 
-        def respond(status: int, headers: Headers) -> None:
+        def respond(status: int, headers: Headers, exc_info: Any = None) -> None:
+            # exc_info only when replacing a response already started, as PEP 3333 asks.
+            started = box["status"] is not _NOT_STARTED
             box["status"] = status
-            start_response(f"{status} {REASONS.get(status, 'Error')}", headers)
+            line = f"{status} {REASONS.get(status, 'Error')}"
+            start_response(line, headers, exc_info if started else None)
 
         try:
             result = self._dispatch(environ, method, path, box, respond)
         except APIError as error:
-            respond(error.status, [*_JSON, *error.headers])
+            respond(error.status, [*_JSON, *error.headers], sys.exc_info())
             result = [dumps(error.body())]
         except Cut:
             box["status"] = None
             journal(None)
             raise
+        except Exception:
+            # A bug of the mock: answer as vLLM answers an engine error, and keep serving.
+            _log.exception("%s %s failed", method, path)
+            respond(500, _JSON, sys.exc_info())
+            result = [dumps(APIError(500, "Internal server error.").body())]
         if isinstance(result, list):
             journal(None)
             return result

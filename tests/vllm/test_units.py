@@ -246,3 +246,16 @@ class AppTest(unittest.TestCase):
         self.assertEqual(tokens["token_strs"], ["Hello", " world"])
         self.assertEqual(self.post("/detokenize", {"tokens": tokens["tokens"]}).json,
                          {"prompt": "Hello world"})  # fmt: skip
+
+    def test_a_bug_answers_500_and_the_app_keeps_serving(self) -> None:
+        app = self.client.application
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("bug")
+
+        app._routes["/version"] = (("GET",), broken)  # type: ignore[attr-defined]
+        with self.assertLogs("mocksup.vllm.app", "ERROR"):
+            response = self.client.get("/version")
+        self.assertEqual(response.status_code, 500)
+        self.assertEqual(response.json["error"]["type"], "InternalServerError")
+        self.assertEqual(self.client.get("/health").status_code, 200)
