@@ -12,7 +12,6 @@ import hmac
 import logging
 import random
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +21,7 @@ from mocksup._control import PREFIX
 from mocksup.vllm import utility
 from mocksup.vllm.engine import Engine, Job
 from mocksup.vllm.generate import last_user_text, plan_request
+from mocksup.vllm.http_metrics import HTTPMetrics
 from mocksup.vllm.metrics import Metrics
 from mocksup.vllm.plumbing import REASONS, Cut, Journaled, cut_body, headers_of, reset
 from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
@@ -44,8 +44,6 @@ _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _OPEN_PATHS = frozenset({"/health", "/ping", "/load", "/version", "/metrics"})
 #: Stands in for a jitter generator when there is no jitter (seeding one costs a few µs).
 _NO_JITTER = random.Random(0)
-#: The status before a response started; every path sets a real one (``None``: reset).
-_NOT_STARTED: Any = object()
 _FAULT_KINDS = frozenset(
     {"rate_limit", "unavailable", "server_error", "stream_error", "stream_cut", "reset"}
 )
@@ -75,13 +73,16 @@ class VLLMApp:
         self,
         config: AppConfig,
         state: RuntimeState,
+        *,
         metrics: Metrics,
+        http_metrics: HTTPMetrics,
         exporter: SpanExporter | None,
         control: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
     ) -> None:
         self.config = config
         self.state = state
         self.metrics = metrics
+        self.http_metrics = http_metrics
         self.engine = Engine(state.slots, metrics, exporter)
         self._control = control
         self._key_digests = [hashlib.sha256(k.encode()).digest() for k in config.api_keys]
@@ -126,10 +127,19 @@ class VLLMApp:
             # Werkzeug writes a chunk as four small sends; with Nagle's algorithm against the
             # client's delayed ACK that can stall a token by 40 ms.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        box: dict[str, Any] = {"status": _NOT_STARTED, "body": b""}
+        box: dict[str, Any] = {"status": 500, "headers": _JSON, "body": b""}
 
-        def journal(first_byte: float | None) -> None:
+        def journal(first_byte: float | None, sent: int) -> None:
             end = time.monotonic()
+            body: bytes = box["body"]
+            self.http_metrics.observe(
+                method,
+                path if path in self._routes else "none",
+                box["status"],
+                end - started,
+                size_in=len(body),
+                size_out=sent,
+            )
             self.state.journal.add(
                 {
                     "method": method,
@@ -137,7 +147,7 @@ class VLLMApp:
                     "query": environ.get("QUERY_STRING", ""),
                     "headers": environ.get("mocksup.headers") or headers_of(environ),
                     # Raw bytes: decoded only when someone reads the journal.
-                    "body": box["body"],
+                    "body": body,
                     "status": box["status"],
                     "start": wall,
                     "first_byte": (first_byte or end) - started,
@@ -145,30 +155,34 @@ class VLLMApp:
                 }
             )
 
-        def respond(status: int, headers: Headers, exc_info: Any = None) -> None:
-            # exc_info only when replacing a response already started, as PEP 3333 asks.
-            started = box["status"] is not _NOT_STARTED
-            box["status"] = status
-            line = f"{status} {REASONS.get(status, 'Error')}"
-            start_response(line, headers, exc_info if started else None)
+        def respond(status: int, headers: Headers) -> None:
+            # Only noted here: start_response is called once the body is known, so a whole
+            # body gets its Content-Length (as FastAPI's JSONResponse sends it).
+            box["status"], box["headers"] = status, headers
 
         try:
             result = self._dispatch(environ, method, path, box, respond)
         except APIError as error:
-            respond(error.status, [*_JSON, *error.headers], sys.exc_info())
+            respond(error.status, [*_JSON, *error.headers])
             result = [dumps(error.body())]
         except Cut:
             box["status"] = None
-            journal(None)
+            journal(None, 0)
             raise
         except Exception:
             # A bug of the mock: answer as vLLM answers an engine error, and keep serving.
             _log.exception("%s %s failed", method, path)
-            respond(500, _JSON, sys.exc_info())
+            respond(500, _JSON)
             result = [dumps(APIError(500, "Internal server error.").body())]
+        status: int = box["status"]
+        headers: Headers = box["headers"]
         if isinstance(result, list):
-            journal(None)
+            size = sum(map(len, result))
+            start_response(f"{status} {REASONS.get(status, 'Error')}",
+                           [*headers, ("Content-Length", str(size))])  # fmt: skip
+            journal(None, size)
             return result
+        start_response(f"{status} {REASONS.get(status, 'Error')}", headers)
         return Journaled(result, journal)
 
     def _dispatch(
@@ -229,7 +243,7 @@ class VLLMApp:
     # -- utility routes ----------------------------------------------------------------------
 
     def _health(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
-        respond(200, [("Content-Length", "0")])
+        respond(200, [])
         return [b""]
 
     def _server_load(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
@@ -242,7 +256,7 @@ class VLLMApp:
 
     def _metrics(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
         respond(200, [("Content-Type", _METRICS_TYPE)])
-        return [self.metrics.render()]
+        return [self.metrics.render() + self.http_metrics.render().encode()]
 
     def _models(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
         respond(200, _JSON)
@@ -383,7 +397,7 @@ class VLLMApp:
         if fault == "stream_cut":
             respond(200, [*_JSON, ("Content-Length", str(len(payload))), *extra])
             return cut_body(payload)
-        respond(200, [*_JSON, ("Content-Length", str(len(payload))), *extra])
+        respond(200, [*_JSON, *extra])
         return [payload]
 
     def _fail_early(self, environ: dict[str, Any], fault: FaultKind, retry_after: int) -> None:

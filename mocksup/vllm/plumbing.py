@@ -23,7 +23,9 @@ class Cut(ConnectionAbortedError):
 class Journaled:
     """Wraps a streamed body so the journal entry is written when it ends."""
 
-    def __init__(self, inner: Iterable[bytes], journal: Callable[[float | None], None]) -> None:
+    def __init__(
+        self, inner: Iterable[bytes], journal: Callable[[float | None, int], None]
+    ) -> None:
         self._inner = iter(inner)
         self._journal = journal
         self._first: float | None = None
@@ -43,7 +45,7 @@ class Journaled:
             if close is not None:
                 close()
         finally:
-            self._journal(self._first)
+            self._journal(self._first, 0)
 
 
 def reset(sock: socket.socket) -> None:

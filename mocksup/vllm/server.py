@@ -132,6 +132,7 @@ class MockVLLMServer(MockServerBase):
         """
         from mocksup.vllm.app import AppConfig, VLLMApp
         from mocksup.vllm.control import ControlAPI
+        from mocksup.vllm.http_metrics import HTTPMetrics
         from mocksup.vllm.metrics import Metrics
         from mocksup.vllm.state import RuntimeState
 
@@ -166,8 +167,21 @@ class MockVLLMServer(MockServerBase):
             "otlp_traces_endpoint": self.otlp_traces_endpoint,
             "otlp_traces_protocol": self.otlp_traces_protocol,
         }
-        control = ControlAPI(state, public, metrics.reset)
-        app = VLLMApp(config, state, metrics, exporter, control)
+        http_metrics = HTTPMetrics()
+
+        def reset_metrics() -> None:
+            metrics.reset()
+            http_metrics.reset()
+
+        control = ControlAPI(state, public, reset_metrics)
+        app = VLLMApp(
+            config,
+            state,
+            metrics=metrics,
+            http_metrics=http_metrics,
+            exporter=exporter,
+            control=control,
+        )
         return app, exporter
 
     # -- the parent side -----------------------------------------------------------------

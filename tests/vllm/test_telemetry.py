@@ -67,6 +67,12 @@ class MetricsTest(ServerTestCase):
         for reason in ("stop", "length", "abort", "error", "repetition"):
             key = ("vllm:request_success_total", (("finished_reason", reason),))
             self.assertEqual(got[key], n if reason == "length" else 0, reason)
+        # prometheus-fastapi-instrumentator's families, as vLLM's API server has them.
+        http = ("http_requests_total", (("handler", "/v1/completions"), ("method", "POST"),
+                                        ("status", "2xx")))  # fmt: skip
+        self.assertEqual(got[http], n)
+        self.assertEqual(got[("http_request_duration_highr_seconds_count", ())], n + 1)  # +tokenize
+        self.assertFalse(any(dict(labels).get("handler") == "/metrics" for _, labels in got))
 
     def test_live_gauges_follow_a_slow_stream_and_its_disconnect(self) -> None:
         self.server.clear()
