@@ -77,8 +77,12 @@ def encode_payload(
     return _HEADER.pack(len(header)) + header + _HEADER.pack(len(body)) + body
 
 
-def _load_payload(fd: int) -> MockServerBase:
+def _load_payload(fd: int, status_fd: int, warm: bool) -> MockServerBase:
     header = pickle.loads(_read_exact(fd, _HEADER.unpack(_read_exact(fd, _HEADER.size))[0]))
+    if warm:
+        # Tell the parent this child is alive and has its server: a warm child that died
+        # before this line is replaced by a fresh start, not reported as the server's crash.
+        write_status(status_fd, {"event": "taken"})
     if header["log_path"]:
         log = os.open(header["log_path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         os.dup2(log, 1)
@@ -177,7 +181,8 @@ def _hard_exit_later() -> None:
 def main(argv: list[str]) -> int:
     """Run one mock server in this process; the parent's ``_process`` module calls it."""
     lifeline_fd, status_fd = int(argv[0]), int(argv[1])
-    if argv[2:] == ["--warm"]:
+    warm = argv[2:] == ["--warm"]
+    if warm:
         _preload()
         write_status(status_fd, {"event": "warm"})
     for fd in (lifeline_fd, status_fd):
@@ -198,7 +203,7 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = _load_payload(lifeline_fd)
+    server = _load_payload(lifeline_fd, status_fd, warm)
     ctx.name = server.name
     threading.Thread(
         target=_watch, args=(lifeline_fd, wakeup_r, ctx), name="mocksup-watch", daemon=True

@@ -86,6 +86,8 @@ class ChildProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._lifeline: int | None = None
+        self._warm = False
+        self._taken = False
 
     @property
     def pid(self) -> int | None:
@@ -110,8 +112,8 @@ class ChildProcess:
 
     # -- start ---------------------------------------------------------------------------
 
-    def _spawn(self) -> int:
-        """Start the child, warm when one is idle; return the read end of its status pipe."""
+    def _spawn(self, warm: bool) -> int:
+        """Start the child, warm when allowed and one is idle; return its status pipe."""
         server = self.server
         main_path = _main_path(server)
         directory = _log_dir(server)
@@ -126,7 +128,9 @@ class ChildProcess:
         with log:
             # A warm child imported its modules under the environment of its own start: one
             # for a server with environment settings of its own is started afresh.
-            launched = None if server.env else _launch.pool.take()
+            launched = _launch.pool.take() if warm and not server.env else None
+            self._warm = launched is not None
+            self._taken = False
             if launched is not None:
                 try:
                     launched.send(
@@ -148,14 +152,15 @@ class ChildProcess:
         """Spawn the child and wait until it serves; return the ports it reported."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        status_r = self._spawn()
         try:
-            message = await self._read_status(status_r, timeout)
-        except BaseException:
-            self._kill_now()
-            raise
+            message = await self._attempt(timeout, warm=True)
+            if message is None and self._warm and not self._taken:
+                # The warm child died before it took the server (killed from outside, say):
+                # nothing of this server ran yet, so start it afresh.
+                _log.warning("%s: warm child %s was gone; starting afresh", self.name, self.pid)
+                await loop.run_in_executor(None, self._reap_gone)
+                message = await self._attempt(max(deadline - loop.time(), 0.001), warm=False)
         finally:
-            os.close(status_r)
             # Replace the warm child this start took (or make the first ones), now that
             # the start itself no longer competes for the CPU.
             _launch.pool.refill()
@@ -171,10 +176,26 @@ class ChildProcess:
             raise
         return ports
 
+    async def _attempt(self, timeout: float, *, warm: bool) -> dict[str, Any] | None:
+        status_r = self._spawn(warm)
+        try:
+            return await self._read_status(status_r, timeout)
+        except BaseException:
+            self._kill_now()
+            raise
+        finally:
+            os.close(status_r)
+
+    def _reap_gone(self) -> None:
+        if self.proc is not None and not _reap.wait_exit(self.proc, 1.0):
+            _reap.kill_tree(self.proc)
+            _reap.wait_exit(self.proc, 1.0)
+        self._forget()
+
     async def _read_status(self, fd: int, timeout: float) -> dict[str, Any] | None:
-        """The child's one status line, or ``None`` at EOF (the child exited)."""
+        """The child's status (ready or error), or ``None`` at EOF (the child exited)."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[bytes] = loop.create_future()
+        done: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         buffer = bytearray()
         os.set_blocking(fd, False)
 
@@ -184,21 +205,24 @@ class ChildProcess:
             except BlockingIOError:
                 return
             buffer.extend(chunk)
-            if (not chunk or b"\n" in buffer) and not done.done():
-                done.set_result(bytes(buffer))
+            while b"\n" in buffer and not done.done():
+                line, _, rest = bytes(buffer).partition(b"\n")
+                buffer[:] = rest
+                message: dict[str, Any] = json.loads(line)
+                if message.get("event") == "taken":
+                    self._taken = True
+                else:
+                    done.set_result(message)
+            if not chunk and not done.done():
+                done.set_result(None)
 
         loop.add_reader(fd, on_readable)
         try:
-            data = await asyncio.wait_for(done, timeout)
+            return await asyncio.wait_for(done, timeout)
         except asyncio.TimeoutError:
             raise self._timed_out(timeout) from None
         finally:
             loop.remove_reader(fd)
-        line, newline, _ = data.partition(b"\n")
-        if not newline:
-            return None
-        decoded: dict[str, Any] = json.loads(line)
-        return decoded
 
     async def _probe(self, ports: dict[str, int], deadline: float) -> None:
         """Connect once to each reported port: the child said it serves; check from outside."""
