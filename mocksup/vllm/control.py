@@ -32,8 +32,9 @@ class _BadRequest(Exception):
 class ControlAPI:
     """WSGI handler of the ``/mocksup`` routes.
 
-    :param reset_metrics: a callable that replaces the metrics (``POST /mocksup/clear`` with
+    :param reset_metrics: zeroes the metrics (``POST /mocksup/clear`` with
         ``{"metrics": true}``).
+    :param live: the live gauges, ``{"running": n, "waiting": n}``, for ``GET /mocksup/stats``.
     """
 
     def __init__(
@@ -41,15 +42,18 @@ class ControlAPI:
         state: RuntimeState,
         config: dict[str, Any],
         reset_metrics: Callable[[], None],
+        live: Callable[[], dict[str, int]],
     ) -> None:
         self.state = state
         self.config = config
         self.reset_metrics = reset_metrics
+        self.live = live
         self._routes: dict[tuple[str, str], Callable[[dict[str, Any], Any], Any]] = {
             ("GET", "/requests"): self._requests,
             ("DELETE", "/requests"): self._delete_requests,
             ("POST", "/clear"): self._clear,
             ("GET", "/config"): self._config,
+            ("GET", "/stats"): self._stats,
             ("GET", "/latency"): lambda q, b: self.state.latency.model_dump(),
             ("PUT", "/latency"): lambda q, b: self.state.set_latency(_object(b)).model_dump(),
             ("GET", "/faults"): lambda q, b: self.state.faults.model_dump(),
@@ -101,6 +105,13 @@ class ControlAPI:
         if metrics:
             self.reset_metrics()
         return {"cleared": True, "metrics": metrics}
+
+    def _stats(self, query: dict[str, str], body: Any) -> Any:
+        return {
+            "requests": self.state.journal.total,
+            "generation_calls": self.state.calls,
+            **self.live(),
+        }
 
     def _config(self, query: dict[str, str], body: Any) -> Any:
         return {**self.config, **self.state.snapshot()}

@@ -173,7 +173,10 @@ class MockVLLMServer(MockServerBase):
             metrics.reset()
             http_metrics.reset()
 
-        control = ControlAPI(state, public, reset_metrics)
+        def live() -> dict[str, int]:
+            return {"running": metrics.running, "waiting": metrics.waiting}
+
+        control = ControlAPI(state, public, reset_metrics, live)
         app = VLLMApp(
             config,
             state,
@@ -265,6 +268,23 @@ class MockVLLMServer(MockServerBase):
     def add_script(self, rule: ScriptRule) -> None:
         """Append one scripted rule (it applies after the existing ones)."""
         self.control.call("POST", "/scripts", body=rule.model_dump())
+
+    def stats(self) -> dict[str, int]:
+        """``{"requests", "generation_calls", "running", "waiting"}`` (``GET /mocksup/stats``).
+
+        ``requests`` counts since start, ``generation_calls`` since start or the last
+        :meth:`clear`; ``running`` and ``waiting`` are the live gauges.
+        """
+        result: dict[str, int] = self.control.call("GET", "/stats")
+        return result
+
+    def summary(self) -> str:
+        """One line on what the server received, for ``mocksup up``'s live display."""
+        s = self.stats()
+        return (
+            f"{s['requests']} requests, {s['generation_calls']} generations, "
+            f"{s['running']} running, {s['waiting']} waiting"
+        )
 
     def runtime_config(self) -> dict[str, Any]:
         """The running server's settings, latency, faults, rules and call count."""

@@ -36,6 +36,11 @@ class Journal:
             self._entries.append(entry)
             self._changed.notify_all()
 
+    @property
+    def total(self) -> int:
+        """Requests recorded since start (cleared ones included)."""
+        return self._next
+
     def clear(self) -> None:
         """Forget every entry."""
         with self._changed:

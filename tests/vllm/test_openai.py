@@ -243,6 +243,10 @@ class ControlTest(ServerTestCase):
         config = self.server.runtime_config()
         self.assertEqual(config["rules"], [])
         self.assertEqual(config["latency"]["max_num_seqs"], 4)
+        stats = self.server.stats()
+        self.assertGreaterEqual(stats["generation_calls"], 1)
+        self.assertEqual((stats["running"], stats["waiting"]), (0, 0))
+        self.assertIn("generations", self.server.summary())
 
 
 class AuthTest(ServerTestCase):
