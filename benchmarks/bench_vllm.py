@@ -1,8 +1,9 @@
 """Benchmark MockVLLMServer: throughput at zero latency, idle memory, TTFT/ITL accuracy.
 
 Run from the repository root: ``python benchmarks/bench_vllm.py``. Clients are separate
-processes using http.client (one connection per request, as the server closes each), so
-the figures measure the mock, not the GIL of the benchmark. Prints tables; asserts nothing.
+processes using http.client, each on one kept-alive connection as real clients are (plus a
+row with a new connection per request), so the figures measure the mock, not the GIL of the
+benchmark. Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
@@ -30,15 +31,20 @@ STREAM = {"model": "mock-model", "prompt": "Say hello", "max_tokens": 1000, "ign
 HEADERS = {"Content-Type": "application/json"}
 
 
-def _post(port: int, body: bytes, extra: dict[str, str] | None = None) -> bytes:
+def _send(conn: http.client.HTTPConnection, body: bytes) -> bytes:
+    conn.request("POST", "/v1/completions", body=body, headers=HEADERS)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+    return data
+
+
+def _post(port: int, body: bytes) -> bytes:
+    """One request on a connection of its own."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", "/v1/completions", body=body, headers={**HEADERS, **(extra or {})})
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
-        return data
+        return _send(conn, body)
     finally:
         conn.close()
 
@@ -53,26 +59,42 @@ class PerEventServer(MockVLLMServer):
         super().serve(ctx)
 
 
-def _client(port: int, stream: bool, seconds: float, start_at: float, queue: object) -> None:
+def _client(
+    *, port: int, stream: bool, keep_alive: bool, seconds: float, start_at: float, queue: object
+) -> None:
     body = json.dumps(STREAM if stream else NON_STREAM).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     while time.time() < start_at:
         time.sleep(0.001)  # benchmark start barrier across processes, not synchronisation
     deadline = time.monotonic() + seconds
     requests = chunks = 0
     while time.monotonic() < deadline:
-        data = _post(port, body)
+        data = _send(conn, body) if keep_alive else _post(port, body)
         requests += 1
         if stream:
             chunks += data.count(b"data: ") - 1  # minus [DONE]
+    conn.close()
     queue.put((requests, chunks))  # type: ignore[attr-defined]
 
 
-def throughput(port: int, clients: int, stream: bool, seconds: float) -> tuple[float, float]:
+def throughput(
+    port: int, clients: int, stream: bool, seconds: float, keep_alive: bool = True
+) -> tuple[float, float]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     start_at = time.time() + 1.0
     procs = [
-        ctx.Process(target=_client, args=(port, stream, seconds, start_at, queue))
+        ctx.Process(
+            target=_client,
+            kwargs={
+                "port": port,
+                "stream": stream,
+                "keep_alive": keep_alive,
+                "seconds": seconds,
+                "start_at": start_at,
+                "queue": queue,
+            },
+        )
         for _ in range(clients)
     ]
     for p in procs:
@@ -131,13 +153,14 @@ def main() -> None:
         per_event = PerEventServer(port=0, name="vllm-per-event").start()
         try:
             modes = (
-                ("non-streaming", server, False),
-                ("streaming", server, True),
-                ("streaming, write per event", per_event, True),
+                ("non-streaming", server, False, True),
+                ("non-streaming, new conn.", server, False, False),
+                ("streaming", server, True, True),
+                ("streaming, write per event", per_event, True, True),
             )
-            for mode, target, stream in modes:
+            for mode, target, stream, keep_alive in modes:
                 for clients in (1, 8):
-                    rps, cps = throughput(target.port, clients, stream, args.seconds)
+                    rps, cps = throughput(target.port, clients, stream, args.seconds, keep_alive)
                     print(f"{mode:<26}{clients:>8}{rps:>12,.0f}{cps:>12,.0f}")
         finally:
             per_event.stop()
