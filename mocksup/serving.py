@@ -27,7 +27,14 @@ from typing import Any
 
 from mocksup.errors import PortInUseError
 
-__all__ = ["GRPC_MAX_MESSAGE", "bind_tcp", "grpc_server", "grpc_target", "serve_wsgi"]
+__all__ = [
+    "GRPC_MAX_MESSAGE",
+    "bind_tcp",
+    "grpc_server",
+    "grpc_target",
+    "request_headers",
+    "serve_wsgi",
+]
 
 #: The largest gRPC message the mocks accept by default: the OTLP recommendation.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
@@ -148,7 +155,16 @@ def _handler(request_log: bool) -> type:
 
     class Handler(WSGIRequestHandler):
         timeout = _IDLE_TIMEOUT
+        # werkzeug writes a chunk of a streamed response as four small writes, then flushes:
+        # buffered, they leave as one send. (Unbuffered, with Nagle's algorithm against the
+        # client's delayed ACK, a token could stall for 40 ms.)
+        wbufsize = 64 * 1024
         _keep_alive = False
+
+        def setup(self) -> None:
+            super().setup()
+            # Small responses and stream events go out at once, not after the next ACK.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def run_wsgi(self) -> None:
             raw = self.rfile
@@ -199,6 +215,19 @@ def _handler(request_log: bool) -> type:
                 pass
 
     return Handler
+
+
+def request_headers(environ: dict[str, Any]) -> dict[str, str]:
+    """A WSGI request's headers by lower-case name, ``content-type`` and ``-length`` included."""
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
 
 
 def grpc_target(host: str, port: int) -> str:

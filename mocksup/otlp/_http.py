@@ -28,6 +28,7 @@ from mocksup.otlp._json import OTLPJSONError, parse_request
 from mocksup.otlp._query import _PARSERS
 from mocksup.otlp._status import GRPC_CODES, encode_response, grpc_code_for_http, status_body
 from mocksup.otlp._values import no_gc
+from mocksup.serving import request_headers
 
 __all__ = ["OTLPHTTPApp"]
 
@@ -99,7 +100,7 @@ class OTLPHTTPApp:
             "signal": _PATHS.get(path),
             "content_type": environ.get("CONTENT_TYPE", ""),
             "content_encoding": encoding,
-            "headers": _headers(environ),
+            "headers": request_headers(environ),
             "size": 0,
             "decoded_size": 0,
             "items": 0,
@@ -236,18 +237,6 @@ def _drop_connection(environ: dict[str, Any]) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-
-
-def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    headers = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            headers[key.replace("_", "-").lower()] = environ[key]
-    return headers
 
 
 def _has_body(environ: dict[str, Any]) -> bool:

@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mocksup._control import PREFIX
+from mocksup.serving import request_headers
 from mocksup.vllm import utility
 from mocksup.vllm.engine import Engine, Job
 from mocksup.vllm.generate import last_user_text, plan_request
 from mocksup.vllm.http_metrics import HTTPMetrics
 from mocksup.vllm.metrics import Metrics
-from mocksup.vllm.plumbing import REASONS, Cut, Journaled, cut_body, headers_of, reset
+from mocksup.vllm.plumbing import REASONS, Cut, Journaled, cut_body, reset
 from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
 from mocksup.vllm.settings import FaultKind
 from mocksup.vllm.state import RuntimeState
@@ -122,11 +123,6 @@ class VLLMApp:
         started = time.monotonic()
         wall = time.time()
         method: str = environ["REQUEST_METHOD"]
-        sock = environ.get("werkzeug.socket")
-        if sock is not None:
-            # Werkzeug writes a chunk as four small sends; with Nagle's algorithm against the
-            # client's delayed ACK that can stall a token by 40 ms.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         box: dict[str, Any] = {"status": 500, "headers": _JSON, "body": b""}
 
         def journal(first_byte: float | None, sent: int) -> None:
@@ -145,7 +141,7 @@ class VLLMApp:
                     "method": method,
                     "path": path,
                     "query": environ.get("QUERY_STRING", ""),
-                    "headers": environ.get("mocksup.headers") or headers_of(environ),
+                    "headers": environ.get("mocksup.headers") or request_headers(environ),
                     # Raw bytes: decoded only when someone reads the journal.
                     "body": body,
                     "status": box["status"],
@@ -324,7 +320,7 @@ class VLLMApp:
         model = self._check_model(request.model)
         header_id = environ.get("HTTP_X_REQUEST_ID")
         request_id = prefix + (header_id or utility.random_hex())
-        headers = environ["mocksup.headers"] = headers_of(environ)
+        headers = environ["mocksup.headers"] = request_headers(environ)
         forced = headers.get("x-mocksup-fault")
         if forced is not None and forced not in _FAULT_KINDS:
             raise APIError(400, f"X-Mocksup-Fault must be one of {sorted(_FAULT_KINDS)}")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["REASONS", "Cut", "Journaled", "cut_body", "headers_of", "journal_body", "reset"]
+__all__ = ["REASONS", "Cut", "Journaled", "cut_body", "journal_body", "reset"]
 
 
 class Cut(ConnectionAbortedError):
@@ -69,19 +69,6 @@ def cut_body(payload: bytes) -> Iterator[bytes]:
     """Send half of ``payload``, then drop the connection."""
     yield payload[: len(payload) // 2]
     raise Cut("body cut (injected fault)")
-
-
-def headers_of(environ: dict[str, Any]) -> dict[str, str]:
-    """The request headers, lower-case names (``Content-Type`` and ``-Length`` included)."""
-    out = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            out[key.replace("_", "-").lower()] = environ[key]
-    return out
 
 
 def journal_body(body: bytes) -> Any:
