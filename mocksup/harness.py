@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mocksup.base import MockServerBase, run_sync
 
 __all__ = [
+    "ConfigLike",
     "Endpoint",
     "MockServerConfig",
     "MockServers",
@@ -101,6 +102,7 @@ def _resolve(value: Any, running: Mapping[str, MockServerBase] | None, name: str
     return endpoints[value.role]
 
 
+#: What the harness starts: a configuration, or a server model built already.
 ConfigLike = MockServerConfig | MockServerBase
 
 
