@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import http
 import io
 import logging
 import socket
@@ -34,6 +35,7 @@ __all__ = [
     "grpc_target",
     "request_headers",
     "serve_wsgi",
+    "status_line",
 ]
 
 #: The largest gRPC message the mocks accept by default: the OTLP recommendation.
@@ -228,6 +230,15 @@ def request_headers(environ: dict[str, Any]) -> dict[str, str]:
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
     return headers
+
+
+@functools.cache
+def status_line(code: int) -> str:
+    """The WSGI status for ``code``, with its standard reason phrase (``"404 Not Found"``)."""
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} Unknown"
 
 
 def grpc_target(host: str, port: int) -> str:

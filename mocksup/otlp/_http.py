@@ -28,7 +28,7 @@ from mocksup.otlp._json import OTLPJSONError, parse_request
 from mocksup.otlp._query import _PARSERS
 from mocksup.otlp._status import GRPC_CODES, encode_response, grpc_code_for_http, status_body
 from mocksup.otlp._values import no_gc
-from mocksup.serving import request_headers
+from mocksup.serving import request_headers, status_line
 
 __all__ = ["OTLPHTTPApp"]
 
@@ -132,7 +132,7 @@ class OTLPHTTPApp:
         record["duration"] = time.time() - started
         self.ingest.store.record(record)
         headers = [("Content-Type", media_out), ("Content-Length", str(len(body))), *extra]
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+        start_response(status_line(status), headers)
         return [body]
 
     def _handle(
@@ -247,21 +247,3 @@ def _has_body(environ: dict[str, Any]) -> bool:
 
 def _grpc_number(status: int, code: str | None = None) -> int:
     return GRPC_CODES[code or grpc_code_for_http(status)]
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mocksup._control import PREFIX
-from mocksup.serving import request_headers
+from mocksup.serving import request_headers, status_line
 from mocksup.vllm import utility
 from mocksup.vllm.engine import Engine, Job
 from mocksup.vllm.generate import last_user_text, plan_request
 from mocksup.vllm.http_metrics import HTTPMetrics
 from mocksup.vllm.metrics import Metrics
-from mocksup.vllm.plumbing import REASONS, Cut, Journaled, cut_body, reset
+from mocksup.vllm.plumbing import Cut, Journaled, cut_body, reset
 from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
 from mocksup.vllm.settings import FaultKind
 from mocksup.vllm.state import RuntimeState
@@ -174,11 +174,10 @@ class VLLMApp:
         headers: Headers = box["headers"]
         if isinstance(result, list):
             size = sum(map(len, result))
-            start_response(f"{status} {REASONS.get(status, 'Error')}",
-                           [*headers, ("Content-Length", str(size))])  # fmt: skip
+            start_response(status_line(status), [*headers, ("Content-Length", str(size))])
             journal(None, size)
             return result
-        start_response(f"{status} {REASONS.get(status, 'Error')}", headers)
+        start_response(status_line(status), headers)
         return Journaled(result, journal)
 
     def _dispatch(

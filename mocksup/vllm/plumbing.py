@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["REASONS", "Cut", "Journaled", "cut_body", "journal_body", "reset"]
+__all__ = ["Cut", "Journaled", "cut_body", "journal_body", "reset"]
 
 
 class Cut(ConnectionAbortedError):
@@ -79,18 +79,3 @@ def journal_body(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return body.decode("utf-8", "replace")
-
-
-#: Reason phrases of the statuses the mock answers.
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Request Entity Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
