@@ -31,6 +31,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from mocksup.otlp._signals import items_of, resources_of, scopes_of
 from mocksup.otlp._store import Batch
 from mocksup.otlp._values import KINDS, STATUS_CODES, no_gc, to_python
 from mocksup.otlp.items import LogRecord, Resource, Scope, Span
@@ -186,10 +187,10 @@ class Result:
         parse = _PARSERS[self.signal]
         for batch in batches:
             message = parse(batch.raw)
-            for top in _tops(self.signal, message):
+            for top in resources_of(self.signal, message):
                 if not _attrs_match(top.resource.attributes, query.resource):
                     continue
-                for group in _scope_groups(self.signal, top):
+                for group in scopes_of(self.signal, top):
                     if query.scope is not None and group.scope.name != query.scope:
                         continue
                     items = _select(self.signal, query, group)
@@ -205,13 +206,13 @@ class Result:
 
     def _group_bytes(self, top: Any, group: Any, items: list[Any]) -> bytes:
         data = _DATA_TYPES[self.signal]()
-        out_top = _tops(self.signal, data).add()
+        out_top = resources_of(self.signal, data).add()
         out_top.resource.CopyFrom(top.resource)
         out_top.schema_url = top.schema_url
-        out_group = _scope_groups(self.signal, out_top).add()
+        out_group = scopes_of(self.signal, out_top).add()
         out_group.scope.CopyFrom(group.scope)
         out_group.schema_url = group.schema_url
-        _group_items(self.signal, out_group).extend(items)
+        items_of(self.signal, out_group).extend(items)
         serialised: bytes = data.SerializeToString()
         return serialised
 
@@ -248,22 +249,6 @@ def _json_document(signal: str, items: list[Any]) -> dict[str, Any]:
             scope_docs.append(item.scope.to_json())
         docs.append({**item.to_json(), "resource": r, "scope": s})
     return {"resources": resource_docs, "scopes": scope_docs, ITEM_KEYS[signal]: docs}
-
-
-def _tops(signal: str, message: Any) -> Any:
-    if signal == "traces":
-        return message.resource_spans
-    if signal == "metrics":
-        return message.resource_metrics
-    return message.resource_logs
-
-
-def _scope_groups(signal: str, top: Any) -> Any:
-    if signal == "traces":
-        return top.scope_spans
-    if signal == "metrics":
-        return top.scope_metrics
-    return top.scope_logs
 
 
 def _select(signal: str, q: Query, group: Any) -> list[Any]:
@@ -322,14 +307,6 @@ def _matching_points(metric: Any, q: Query) -> Any:
         if not _attrs_match(points[index].attributes, q.attrs):
             del points[index]
     return copy
-
-
-def _group_items(signal: str, group: Any) -> Any:
-    if signal == "traces":
-        return group.spans
-    if signal == "metrics":
-        return group.metrics
-    return group.log_records
 
 
 def summarise(signal: str, batches: Iterable[Batch], limit: int = 20) -> list[str]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
+
+from mocksup.otlp._signals import all_scopes, items_of
 
 __all__ = ["SIGNALS", "Batch", "Store", "count_items", "data_points", "trim"]
 
@@ -35,35 +36,15 @@ class Batch:
     received: float
 
 
-def _scopes(signal: str, message: Any) -> Iterator[Any]:
-    if signal == "traces":
-        for rs in message.resource_spans:
-            yield from rs.scope_spans
-    elif signal == "metrics":
-        for rm in message.resource_metrics:
-            yield from rm.scope_metrics
-    else:
-        for rl in message.resource_logs:
-            yield from rl.scope_logs
-
-
-def _items(signal: str, scope: Any) -> Any:
-    if signal == "traces":
-        return scope.spans
-    if signal == "metrics":
-        return scope.metrics
-    return scope.log_records
-
-
 def count_items(signal: str, message: Message) -> int:
     """Spans, metrics or log records in a request."""
-    return sum(len(_items(signal, scope)) for scope in _scopes(signal, message))
+    return sum(len(items_of(signal, scope)) for scope in all_scopes(signal, message))
 
 
 def data_points(message: Any) -> int:
     """Data points in a metrics request (what partial success counts for metrics)."""
     total = 0
-    for scope in _scopes("metrics", message):
+    for scope in all_scopes("metrics", message):
         for metric in scope.metrics:
             kind = metric.WhichOneof("data")
             if kind is not None:
@@ -73,8 +54,8 @@ def data_points(message: Any) -> int:
 
 def trim(signal: str, message: Message, keep: int) -> None:
     """Drop every item of ``message`` past the first ``keep`` (in request order), in place."""
-    for scope in _scopes(signal, message):
-        items = _items(signal, scope)
+    for scope in all_scopes(signal, message):
+        items = items_of(signal, scope)
         if keep >= len(items):
             keep -= len(items)
         else:
