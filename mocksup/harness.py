@@ -200,16 +200,14 @@ def stop_mock_servers(
     :raises MockServerError: a server could not be stopped (the others still were).
     """
     items = list(servers.values() if isinstance(servers, Mapping) else servers)
-    if not items:
-        return
-    if len(items) == 1:
-        items[0].stop(timeout)
+    if len(items) <= 1:
+        for server in items:
+            server.stop(timeout)
         return
     with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="mocksup-stop") as pool:
         futures = [pool.submit(server.stop, timeout) for server in items]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]  # type: ignore[misc]
+    for future in futures:
+        future.result()  # the first failure, once every stop has run
 
 
 class MockServers(Mapping[str, MockServerBase]):
