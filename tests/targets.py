@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import ClassVar
 
 from pydantic import Field
@@ -48,6 +49,7 @@ class CrashBeforeReady(MockServerBase):
     def serve(self, ctx: ServeContext) -> None:
         print("about to crash: the disk is on fire", flush=True)
         ctx.wait(self.delay)
+        print(f"exiting at {time.time():.6f}", flush=True)
         if self.code < 0:
             os.kill(os.getpid(), -self.code)
         os._exit(self.code)

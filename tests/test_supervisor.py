@@ -114,9 +114,13 @@ class FailureTest(ProcessTestCase):
         started = time.monotonic()
         with self.assertRaises(ChildCrashedError) as caught:
             server.start()
+        reported = time.time()
         elapsed = time.monotonic() - started
         error = caught.exception
-        # The crash is reported when it happens, not at the 30 s start timeout.
+        # The crash is reported when it happens (the target is 100 ms; asserted with a wide
+        # margin for loaded machines), never at the 30 s start timeout.
+        exited = float(error.output_tail.split("exiting at ")[1].split()[0])
+        self.assertLess(reported - exited, 1.0)
         self.assertLess(elapsed, 5.0)
         self.assertEqual(error.returncode, 3)
         self.assertEqual(error.server, "crasher")
