@@ -217,20 +217,10 @@ class Engine:
                         request_id=c.request_id,
                         parent=job.parent,
                         start_ns=job.arrival_ns,
-                        end_ns=job.arrival_ns + int(record.e2e * 1e9),
-                        prompt_tokens=c.prompt_tokens,
-                        completion_tokens=generated,
-                        finish_reasons=[finish],
-                        queue=record.queue,
-                        ttft=record.ttft,
-                        prefill=record.prefill,
-                        decode=record.decode,
-                        inference=record.inference,
-                        e2e=record.e2e,
+                        finished=record,
                         temperature=job.sampling.get("temperature"),
                         top_p=job.sampling.get("top_p"),
                         max_tokens=c.max_tokens,
-                        n=int(job.sampling.get("n") or 1),
                     )
                 )
             )

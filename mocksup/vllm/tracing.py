@@ -31,6 +31,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from mocksup.vllm.metrics import Finished
+
 __all__ = ["SpanExporter", "SpanInput", "TraceContext", "build_span", "parse_traceparent"]
 
 _log = logging.getLogger(__name__)
@@ -83,25 +85,16 @@ def parse_traceparent(
 
 @dataclass
 class SpanInput:
-    """What one finished engine request contributes to its span (times in ns / s)."""
+    """What one finished engine request contributes to its span: its metrics record (the
+    same token counts and latencies) plus what only the span carries."""
 
     request_id: str
     parent: TraceContext | None
     start_ns: int
-    end_ns: int
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reasons: list[str]
-    queue: float
-    ttft: float
-    prefill: float
-    decode: float
-    inference: float
-    e2e: float
+    finished: Finished
     temperature: float | None
     top_p: float | None
     max_tokens: int | None
-    n: int
 
 
 def _kv(key: str, value: Any) -> KeyValue:
@@ -118,9 +111,10 @@ def _kv(key: str, value: Any) -> KeyValue:
 
 def build_span(data: SpanInput) -> Span:
     """The ``llm_request`` span of one request, with vLLM's attributes and their types."""
+    done = data.finished
     attributes = [
-        _kv("gen_ai.usage.prompt_tokens", data.prompt_tokens),
-        _kv("gen_ai.usage.completion_tokens", data.completion_tokens),
+        _kv("gen_ai.usage.prompt_tokens", done.prompt_tokens),
+        _kv("gen_ai.usage.completion_tokens", done.generation_tokens),
         _kv("gen_ai.request.id", data.request_id),
     ]
     # vLLM sets the sampling parameters only when truthy (temperature 0.0 is left out).
@@ -130,16 +124,16 @@ def build_span(data: SpanInput) -> Span:
         attributes.append(_kv("gen_ai.request.max_tokens", int(data.max_tokens)))
     if data.temperature:
         attributes.append(_kv("gen_ai.request.temperature", float(data.temperature)))
-    if data.n:
-        attributes.append(_kv("gen_ai.request.n", int(data.n)))
+    if done.n:
+        attributes.append(_kv("gen_ai.request.n", int(done.n)))
     attributes += [
-        _kv("gen_ai.latency.time_in_queue", float(data.queue)),
-        _kv("gen_ai.latency.time_to_first_token", float(data.ttft)),
-        _kv("gen_ai.latency.e2e", float(data.e2e)),
-        _kv("gen_ai.latency.time_in_model_prefill", float(data.prefill)),
-        _kv("gen_ai.latency.time_in_model_decode", float(data.decode)),
-        _kv("gen_ai.latency.time_in_model_inference", float(data.inference)),
-        _kv("gen_ai.response.finish_reasons", json.dumps(data.finish_reasons)),
+        _kv("gen_ai.latency.time_in_queue", float(done.queue)),
+        _kv("gen_ai.latency.time_to_first_token", float(done.ttft)),
+        _kv("gen_ai.latency.e2e", float(done.e2e)),
+        _kv("gen_ai.latency.time_in_model_prefill", float(done.prefill)),
+        _kv("gen_ai.latency.time_in_model_decode", float(done.decode)),
+        _kv("gen_ai.latency.time_in_model_inference", float(done.inference)),
+        _kv("gen_ai.response.finish_reasons", json.dumps([done.finish_reason])),
     ]
     parent = data.parent
     span = Span(
@@ -152,7 +146,7 @@ def build_span(data: SpanInput) -> Span:
         name="llm_request",
         kind=Span.SPAN_KIND_SERVER,
         start_time_unix_nano=data.start_ns,
-        end_time_unix_nano=data.end_ns,
+        end_time_unix_nano=data.start_ns + int(done.e2e * 1e9),
         attributes=attributes,
     )
     return span

@@ -145,23 +145,15 @@ class SpanTest(unittest.TestCase):
         assert parent is not None
         span = build_span(
             SpanInput(
-                "cmpl-1-0",
-                parent,
-                10,
-                20,
-                5,
-                3,
-                ["length"],
-                0.001,
-                0.01,
-                0.009,
-                0.02,
-                0.029,
-                0.03,
-                0.0,
-                0.9,
-                3,
-                1,
+                request_id="cmpl-1-0",
+                parent=parent,
+                start_ns=10,
+                finished=Finished(
+                    5, 3, 3, 1, "length", 0.001, 0.01, 0.009, 0.02, 0.029, 0.03, [0.01, 0.01]
+                ),
+                temperature=0.0,
+                top_p=0.9,
+                max_tokens=3,
             )
         )
         self.assertEqual(span.name, "llm_request")
@@ -173,6 +165,9 @@ class SpanTest(unittest.TestCase):
         self.assertEqual(attributes["gen_ai.request.top_p"].double_value, 0.9)
         self.assertEqual(attributes["gen_ai.usage.prompt_tokens"].int_value, 5)
         self.assertEqual(attributes["gen_ai.response.finish_reasons"].string_value, '["length"]')
+        self.assertEqual(attributes["gen_ai.usage.completion_tokens"].int_value, 3)
+        self.assertEqual(attributes["gen_ai.latency.e2e"].double_value, 0.03)
+        self.assertEqual(span.end_time_unix_nano, 10 + 30_000_000)
 
     def test_invalid_traceparents_start_a_root(self) -> None:
         bad_version = "ff-" + "a" * 32 + "-" + "b" * 16 + "-01"
