@@ -25,7 +25,13 @@ from mocksup.vllm.generate import last_user_text, plan_request
 from mocksup.vllm.http_metrics import HTTPMetrics
 from mocksup.vllm.metrics import Metrics
 from mocksup.vllm.plumbing import Cut, Journaled, cut_body, reset
-from mocksup.vllm.protocol import APIError, ChatRequest, CompletionRequest, parse_request
+from mocksup.vllm.protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    json_object,
+    parse_request,
+)
 from mocksup.vllm.settings import FaultKind
 from mocksup.vllm.state import RuntimeState
 from mocksup.vllm.tracing import SpanExporter, parse_traceparent
@@ -265,7 +271,7 @@ class VLLMApp:
         return str(model)
 
     def _json(self, environ: dict[str, Any], body: bytes) -> dict[str, Any]:
-        return utility.json_object(environ.get("CONTENT_TYPE", ""), body)
+        return json_object(environ.get("CONTENT_TYPE", ""), body)
 
     def _tokenize(self, environ: dict[str, Any], body: bytes, respond: Any) -> list[bytes]:
         data = self._json(environ, body)

@@ -18,6 +18,7 @@ __all__ = [
     "CompletionRequest",
     "StreamOptions",
     "error_body",
+    "json_object",
     "parse_request",
 ]
 
@@ -177,6 +178,24 @@ class CompletionRequest(_Request):
         return self.max_tokens
 
 
+def json_object(content_type: str, body: bytes) -> dict[str, Any]:
+    """Decode a JSON object body.
+
+    :raises APIError: 400 for another content type, malformed JSON or a non-object.
+    """
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise APIError(
+            400, f"Unsupported Media Type: Only 'application/json' is allowed, got {content_type!r}"
+        )
+    try:
+        data = json.loads(body)
+    except ValueError as error:
+        raise APIError(400, f"JSON decode error: {error}") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "The request body must be a JSON object.")
+    return data
+
+
 def parse_request(
     model: type[ChatRequest] | type[CompletionRequest], raw: bytes, content_type: str
 ) -> Any:
@@ -184,16 +203,7 @@ def parse_request(
 
     :raises APIError: 400 for a wrong content type, malformed JSON or a validation error.
     """
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise APIError(
-            400, f"Unsupported Media Type: Only 'application/json' is allowed, got {content_type!r}"
-        )
-    try:
-        data = json.loads(raw)
-    except ValueError as error:
-        raise APIError(400, f"JSON decode error: {error}") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "The request body must be a JSON object.")
+    data = json_object(content_type, raw)
     try:
         return model.model_validate(data)
     except ValidationError as error:

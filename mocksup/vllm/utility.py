@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import random
 import struct
 import time
@@ -16,7 +15,7 @@ from mocksup.vllm.protocol import APIError
 from mocksup.vllm.tokenizer import TOKENIZER
 from mocksup.vllm.wire import usage
 
-__all__ = ["detokenize", "embeddings", "json_object", "model_card", "random_hex", "tokenize"]
+__all__ = ["detokenize", "embeddings", "model_card", "random_hex", "tokenize"]
 
 _ids = random.Random()  # seeded from os.urandom once; ids need uniqueness, not secrecy
 
@@ -24,24 +23,6 @@ _ids = random.Random()  # seeded from os.urandom once; ids need uniqueness, not 
 def random_hex() -> str:
     """A uuid4 in hex, as vLLM's ``random_uuid()``, without a getrandom() call per request."""
     return uuid.UUID(int=_ids.getrandbits(128), version=4).hex
-
-
-def json_object(content_type: str, body: bytes) -> dict[str, Any]:
-    """Decode a JSON object body.
-
-    :raises APIError: 400 for another content type, malformed JSON or a non-object.
-    """
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise APIError(
-            400, f"Unsupported Media Type: Only 'application/json' is allowed, got {content_type!r}"
-        )
-    try:
-        data = json.loads(body)
-    except ValueError as error:
-        raise APIError(400, f"JSON decode error: {error}") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "The request body must be a JSON object.")
-    return data
 
 
 def model_card(name: str, base: str, max_model_len: int, created: int) -> dict[str, Any]:
