@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("mocksup")
+S = TypeVar("S", bound=MockServerBase)
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,26 @@ class MockServers(Mapping[str, MockServerBase]):
 
     def __len__(self) -> int:
         return len(self._servers)
+
+    def server_of(self, kind: type[S]) -> S:
+        """The only server that is a ``kind`` (a :class:`MockServerBase` subclass).
+
+        :raises LookupError: there is none, or more than one (then look it up by name).
+        """
+        found = [server for server in self._servers.values() if isinstance(server, kind)]
+        if len(found) != 1:
+            raise LookupError(
+                f"{'no' if not found else len(found)} {kind.__name__} among the mock servers "
+                f"({', '.join(self._servers) or 'none'}); look it up by name"
+            )
+        return found[0]
+
+    def clear(self) -> None:
+        """Call ``clear()`` on every server that has one (between tests)."""
+        for server in self._servers.values():
+            clear = getattr(server, "clear", None)
+            if callable(clear):
+                clear()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every server in parallel (see :func:`stop_mock_servers`)."""

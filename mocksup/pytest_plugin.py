@@ -58,25 +58,23 @@ def mocksup_servers(
 @pytest.fixture
 def mock_servers(mocksup_servers: MockServers) -> MockServers:
     """The session's servers, each cleared (``clear()``) before the test."""
-    for server in mocksup_servers.values():
-        clear = getattr(server, "clear", None)
-        if clear is not None:
-            clear()
+    mocksup_servers.clear()
     return mocksup_servers
 
 
 def _find(servers: MockServers, cls: type[MockServerBase], fixture: str) -> Any:
-    for server in servers.values():
-        if isinstance(server, cls):
-            clear = getattr(server, "clear", None)
-            if clear is not None:
-                clear()
-            return server
-    pytest.fail(
-        f"the {fixture} fixture needs a {cls.__name__} among the session's servers "
-        f"({', '.join(servers) or 'none'}); add one to mocksup_configs",
-        pytrace=False,
-    )
+    try:
+        server = servers.server_of(cls)
+    except LookupError:
+        pytest.fail(
+            f"the {fixture} fixture needs a {cls.__name__} among the session's servers "
+            f"({', '.join(servers) or 'none'}); add one to mocksup_configs",
+            pytrace=False,
+        )
+    clear = getattr(server, "clear", None)
+    if clear is not None:
+        clear()
+    return server
 
 
 @pytest.fixture

@@ -152,28 +152,9 @@ class _ServersOf:
         return "<the servers by name>"
 
 
-class _Servers(MockServers):
-    """A test class's servers, with a lookup by class."""
-
-    def server_of(self, kind: type[S]) -> S:
-        """The only server that is a ``kind``.
-
-        :raises LookupError: there is none, or more than one (then use its name).
-        """
-        found = [s for s in self.values() if isinstance(s, kind)]
-        if len(found) != 1:
-            what = "no" if not found else f"{len(found)}"
-            raise LookupError(
-                f"{what} {kind.__name__} among the mock servers {list(self)}; "
-                "look it up by name in self.servers"
-            )
-        return found[0]
-
-
-def _servers_of(cls: type[Any]) -> _Servers:
+def _servers_of(cls: type[Any]) -> MockServers:
     own: MockServers | None = getattr(cls, "_mocksup_class_servers", None)
-    servers = own if own is not None else module_servers(cls.__module__)
-    return _Servers(dict(servers))
+    return own if own is not None else module_servers(cls.__module__)
 
 
 class MockServersMixin(_TestCaseBase):
@@ -221,10 +202,7 @@ class MockServersMixin(_TestCaseBase):
     def setUp(self) -> None:
         super().setUp()
         if self.clear_before_each_test:
-            for server in self.servers.values():
-                clear = getattr(server, "clear", None)
-                if callable(clear):
-                    clear()
+            self.servers.clear()
 
     @classmethod
     def server_of(cls, kind: type[S]) -> S:

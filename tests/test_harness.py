@@ -113,6 +113,15 @@ class HarnessTest(ProcessTestCase):
         self.assertFalse(again["x"].is_running())
         self.assertFalse(other["y"].is_running())
 
+    def test_server_of_finds_the_only_server_of_a_class(self) -> None:
+        servers = start_all([Sleeper(name="a"), Sleeper(name="b"), MockRedisServer()])
+        self.addCleanup(servers.stop)
+        self.assertIs(servers.server_of(MockRedisServer), servers["redis"])
+        with self.assertRaisesRegex(LookupError, "2 Sleeper among the mock servers"):
+            servers.server_of(Sleeper)
+        servers.clear()  # servers without clear() are passed over
+        self.assertEqual(ping(servers["redis"].port), b"+PONG\r\n")
+
     def test_stop_in_parallel_within_one_budget(self) -> None:
         servers = start_all([IgnoresSigterm(name=f"s{i}", stop_timeout=0.5) for i in range(3)])
         self.addCleanup(servers.stop)
