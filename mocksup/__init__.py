@@ -18,6 +18,7 @@ from mocksup.errors import (
     PortInUseError,
     StartupTimeoutError,
     StopError,
+    WaitTimeoutError,
 )
 from mocksup.harness import (
     Endpoint,
@@ -51,6 +52,7 @@ __all__ = (
     "ServeContext",
     "StartupTimeoutError",
     "StopError",
+    "WaitTimeoutError",
     "__version__",
     "start_all",
     "start_mock_servers_async",

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from mocksup.serving import url_host
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -125,16 +127,41 @@ class MockServerBase(BaseModel):
         if self._child is not None:
             self._child.stop(self.stop_timeout if timeout is None else timeout)
 
+    # -- the parent-side contract ---------------------------------------------------------
+    # Every mock has these; the harness, the CLI and the pytest plugin call them directly.
+    # A subclass overrides those that mean something for it.
+
+    @property
+    def url(self) -> str:
+        """The root URL of the server's main port (``http://127.0.0.1:8000``; IPv6 in
+        brackets); for an HTTP mock, its control API lives under ``url + "/mocksup"``."""
+        return f"http://{url_host(self.host)}:{self.port}"
+
     def endpoints(self) -> dict[str, str]:
         """Where clients reach this server, by role (``{"url": "http://..."}``).
 
-        Shown by ``mocksup up`` and written to its ready file; a subclass names its own.
+        Shown by ``mocksup up`` and written to its ready file; :class:`~mocksup.Endpoint`
+        settings name one of these roles.
         """
-        return {}
+        return {"url": self.url}
 
     def client_env(self) -> dict[str, str]:
         """Environment variables that point a system under test at this server."""
         return {}
+
+    def clear(self) -> None:
+        """Forget what the server recorded, so the next test starts clean.
+
+        The harness calls it on every server between tests; the base has nothing to forget.
+        """
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of what the server received (JSON-able); empty when it counts nothing."""
+        return {}
+
+    def summary(self) -> str:
+        """One line on what the server received, for ``mocksup up``'s live display."""
+        return ""
 
     def is_running(self) -> bool:
         """Whether the child process was started and has not exited."""

@@ -316,16 +316,15 @@ def _summarise_until(
 
 
 def summary(servers: dict[str, MockServerBase]) -> str:
-    """One line on what each server received, from its ``summary()`` if it has one."""
+    """One line on what each server received, from the servers' ``summary()``."""
     parts = []
     for name, server in servers.items():
-        describe = getattr(server, "summary", None)
-        if describe is None:
-            continue
         try:
-            parts.append(f"{name}: {describe()}")
+            line = server.summary()
         except MockServerError:
-            parts.append(f"{name}: not answering")
+            line = "not answering"
+        if line:
+            parts.append(f"{name}: {line}")
     return " | ".join(parts) or "running"
 
 

@@ -9,7 +9,8 @@ as attributes, and says in its message what to do next::
     ├── StartupTimeoutError     the child was not ready in time (its process tree was killed)
     ├── PortInUseError          a port the child was told to bind is taken
     ├── StopError               the child could not be stopped and reaped
-    └── ControlAPIError         a mock's HTTP control API answered with an error
+    ├── ControlAPIError         a mock's HTTP control API answered with an error
+    └── WaitTimeoutError        a ``wait_for_*`` call ran out of time (an AssertionError too)
 
 The exceptions cross the pipe from child to parent, so each one pickles with all of its
 fields (``__reduce__``).
@@ -27,6 +28,7 @@ __all__ = [
     "PortInUseError",
     "StartupTimeoutError",
     "StopError",
+    "WaitTimeoutError",
 ]
 
 
@@ -241,3 +243,38 @@ class ControlAPIError(MockServerError):
 
     def _fields(self) -> dict[str, Any]:
         return {"server": self.server, "status": self.status, "url": self.url}
+
+
+class WaitTimeoutError(MockServerError, AssertionError):
+    """A mock's ``wait_for_*`` call did not see what it waited for within its timeout.
+
+    Every mock's waits raise it (or a subclass), with the same keyword-only ``count`` and
+    ``timeout``. It is an :class:`AssertionError` too, so a test runner reports a FAIL, not an
+    ERROR. ``expected`` is the count awaited, ``matched`` how many matched, ``timeout`` the
+    seconds waited, and ``arrived`` one line per kind of thing that did arrive.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str | None = None,
+        expected: int = 0,
+        matched: int = 0,
+        timeout: float = 0.0,
+        arrived: list[str] | None = None,
+    ) -> None:
+        super().__init__(message, server=server)
+        self.expected = expected
+        self.matched = matched
+        self.timeout = timeout
+        self.arrived = list(arrived or [])
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "expected": self.expected,
+            "matched": self.matched,
+            "timeout": self.timeout,
+            "arrived": self.arrived,
+        }

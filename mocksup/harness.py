@@ -243,11 +243,9 @@ class MockServers(Mapping[str, MockServerBase]):
         return found[0]
 
     def clear(self) -> None:
-        """Call ``clear()`` on every server that has one (between tests)."""
+        """Call ``clear()`` on every server (between tests)."""
         for server in self._servers.values():
-            clear = getattr(server, "clear", None)
-            if callable(clear):
-                clear()
+            server.clear()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every server in parallel (see :func:`stop_mock_servers`)."""

@@ -71,9 +71,7 @@ def _find(servers: MockServers, cls: type[MockServerBase], fixture: str) -> Any:
             f"({', '.join(servers) or 'none'}); add one to mocksup_configs",
             pytrace=False,
         )
-    clear = getattr(server, "clear", None)
-    if clear is not None:
-        clear()
+    server.clear()
     return server
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from mocksup._context import ServeContext
 from mocksup.base import MockServerBase
-from mocksup.serving import bind_tcp
+from mocksup.serving import bind_tcp, url_host
 
 __all__ = ["MockRedisServer"]
 
@@ -36,7 +36,7 @@ class MockRedisServer(MockServerBase):
     @property
     def url(self) -> str:
         """``redis://host:port``, as redis clients take it."""
-        return f"redis://{self.host}:{self.port}"
+        return f"redis://{url_host(self.host)}:{self.port}"
 
     def endpoints(self) -> dict[str, str]:
         return {"url": self.url}

@@ -36,6 +36,7 @@ __all__ = [
     "request_headers",
     "serve_wsgi",
     "status_line",
+    "url_host",
 ]
 
 #: The largest gRPC message the mocks accept by default: the OTLP recommendation.
@@ -241,9 +242,14 @@ def status_line(code: int) -> str:
         return f"{code} Unknown"
 
 
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL or a ``host:port`` target: IPv6 in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def grpc_target(host: str, port: int) -> str:
     """Format ``host:port`` as gRPC wants it (``[::1]:4317`` for IPv6)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{url_host(host)}:{port}"
 
 
 def grpc_server(

@@ -17,51 +17,32 @@ from pydantic import Field
 from mocksup._context import ServeContext
 from mocksup._control import ControlClient
 from mocksup.base import MockServerBase
-from mocksup.errors import MockServerError
+from mocksup.errors import WaitTimeoutError
 from mocksup.otlp._query import items_from_protobuf
 from mocksup.otlp.faults import Fault, Signal, Transport
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
 from mocksup.otlp.records import RequestRecord, Trace, exporter_env
-from mocksup.serving import GRPC_MAX_MESSAGE
+from mocksup.serving import GRPC_MAX_MESSAGE, url_host
 
 __all__ = ["MockOTLPCollector", "TelemetryTimeoutError"]
 
 _MIB = 1024 * 1024
 
 
-class TelemetryTimeoutError(MockServerError, AssertionError):
-    """A ``wait_for_*`` call timed out; the message lists what did arrive.
+class TelemetryTimeoutError(WaitTimeoutError):
+    """A collector's ``wait_for_*`` call timed out; the message lists what did arrive.
 
-    It is an :class:`AssertionError` too, so test runners report it as a failed assertion.
-    ``signal``, ``expected`` and ``matched`` say what was awaited and how many matched;
-    ``arrived`` holds one line per kind of item that arrived (name, service, count).
+    ``signal`` says which signal was awaited (``"traces"``, ``"metrics"`` or ``"logs"``);
+    the other fields are those of :class:`~mocksup.WaitTimeoutError`.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        server: str | None = None,
-        signal: str = "",
-        expected: int = 0,
-        matched: int = 0,
-        arrived: list[str] | None = None,
-    ) -> None:
-        super().__init__(message, server=server)
+    def __init__(self, message: str, *, signal: str = "", **fields: Any) -> None:
+        super().__init__(message, **fields)
         self.signal = signal
-        self.expected = expected
-        self.matched = matched
-        self.arrived = arrived or []
 
     def _fields(self) -> dict[str, Any]:
-        return {
-            "server": self.server,
-            "signal": self.signal,
-            "expected": self.expected,
-            "matched": self.matched,
-            "arrived": self.arrived,
-        }
+        return {**super()._fields(), "signal": self.signal}
 
 
 class MockOTLPCollector(MockServerBase):
@@ -141,20 +122,17 @@ class MockOTLPCollector(MockServerBase):
 
     # -- the parent side: endpoints --------------------------------------------------------
 
-    def _url_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
-
     @property
     def http_endpoint(self) -> str:
-        """The OTLP/HTTP base URL (``http://127.0.0.1:4318``); signals post to ``/v1/...``."""
-        return f"http://{self._url_host()}:{self.port}"
+        """The OTLP/HTTP base URL (:attr:`url`); signals post to ``/v1/...``."""
+        return self.url
 
     @property
     def grpc_endpoint(self) -> str | None:
         """The OTLP/gRPC endpoint (``http://127.0.0.1:4317``), ``None`` with gRPC off."""
         if self.grpc_port is None:
             return None
-        return f"http://{self._url_host()}:{self.grpc_port}"
+        return f"http://{url_host(self.host)}:{self.grpc_port}"
 
     def exporter_env(self, protocol: str = "http/protobuf") -> dict[str, str]:
         """The environment that points an OpenTelemetry SDK at this collector.
@@ -342,6 +320,7 @@ class MockOTLPCollector(MockServerBase):
             signal=signal,
             expected=count,
             matched=matched,
+            timeout=timeout,
             arrived=arrived,
         )
 
@@ -349,13 +328,12 @@ class MockOTLPCollector(MockServerBase):
         """The spans of one trace, with roots, orphans and children (see :class:`Trace`)."""
         return Trace.from_spans(trace_id, self.spans(trace_id=trace_id))
 
-    def clear(self) -> int:
+    def clear(self) -> None:
         """Forget every item, request record, counter and pending fault.
 
-        :returns: the new generation number (``stats()["generation"]``).
+        Each clear starts a new generation (``stats()["generation"]``).
         """
-        generation: int = self.control.call("POST", "/clear")["generation"]
-        return generation
+        self.control.call("POST", "/clear")
 
     def requests(
         self, signal: str | None = None, *, transport: str | None = None, limit: int | None = None

@@ -190,12 +190,6 @@ class MockVLLMServer(MockServerBase):
     # -- the parent side -----------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        """The server's root URL, such as ``http://127.0.0.1:8000``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
     def base_url(self) -> str:
         """The URL an OpenAI client wants: :attr:`url` + ``/v1``."""
         return self.url + "/v1"
