@@ -18,21 +18,35 @@ from __future__ import annotations
 import errno
 import functools
 import http
-import io
 import logging
 import socket
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from mocksup._httpd import (
+    BodyError,
+    DropConnection,
+    ErrorPage,
+    HTTPLimits,
+    HTTPServer,
+    WSGIApp,
+    go_error,
+    read_body,
+)
 from mocksup.errors import PortInUseError
 
 __all__ = [
     "GRPC_MAX_MESSAGE",
+    "BodyError",
+    "DropConnection",
+    "HTTPLimits",
+    "HTTPServer",
     "bind_tcp",
+    "go_error",
     "grpc_server",
     "grpc_target",
+    "read_body",
     "request_headers",
     "serve_wsgi",
     "status_line",
@@ -41,10 +55,6 @@ __all__ = [
 
 #: The largest gRPC message the mocks accept by default: the OTLP recommendation.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
-
-#: How often werkzeug's accept loop looks at its shutdown flag; its default of 0.5 s would
-#: dominate every stop.
-_POLL_INTERVAL = 0.02
 
 _log = logging.getLogger(__name__)
 
@@ -72,152 +82,32 @@ def bind_tcp(host: str, port: int, *, backlog: int = 128) -> socket.socket:
 
 
 @contextmanager
-def serve_wsgi(app: Any, sock: socket.socket, *, request_log: bool = False) -> Iterator[Any]:
-    """Serve ``app`` with a threaded werkzeug server on the bound ``sock`` while in the block.
+def serve_wsgi(
+    app: WSGIApp,
+    sock: socket.socket,
+    *,
+    request_log: bool = False,
+    limits: HTTPLimits | None = None,
+    error_page: ErrorPage = go_error,
+) -> Iterator[HTTPServer]:
+    """Serve ``app`` over HTTP/1.1 on the bound ``sock`` while in the block.
 
-    HTTP/1.1 with keep-alive (see :func:`_handler`); one thread per connection; no access
-    log unless ``request_log``. Leaving the block stops accepting within about 20 ms.
-    ``sock`` is handed over (closed here); the werkzeug server is yielded (``.port``).
+    The server (see :mod:`mocksup._httpd`) parses every request strictly and hands the app
+    a bounded, well-framed body as ``wsgi.input`` (read it with :func:`read_body`); it
+    answers what it refuses itself (bad framing, oversized heads) with ``error_page``, keeps
+    connections alive, caps them (``limits``) and logs each request when ``request_log``.
+    Besides WSGI's keys, the environ has ``mocksup.socket`` (the connection) and
+    ``mocksup.wait_disconnect(seconds) -> bool`` (sleep, waking when the client leaves). An
+    app may raise :class:`DropConnection` to cut the connection. Leaving the block stops
+    accepting at once. ``sock`` is handed over (closed on leaving); the server is yielded
+    (``.port``, ``.connections``).
     """
-    from werkzeug.serving import make_server
-
-    host, port = sock.getsockname()[:2]
-    server = make_server(
-        host, port, app, threaded=True, request_handler=_handler(request_log), fd=sock.fileno()
-    )
-    sock.close()  # werkzeug holds its own duplicate of the descriptor
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": _POLL_INTERVAL},
-        name="mocksup-wsgi",
-        daemon=True,
-    )
-    thread.start()
+    server = HTTPServer(app, sock, limits=limits, error_page=error_page, request_log=request_log)
+    server.start()
     try:
         yield server
     finally:
         server.shutdown()
-        thread.join()
-
-
-#: The most of an unread request body drained to keep a connection open; past it, close.
-_DRAIN_LIMIT = 1024 * 1024
-#: Seconds an idle keep-alive connection may hold its thread.
-_IDLE_TIMEOUT = 120
-
-
-class _Body(io.RawIOBase):
-    """The request body as a stream that never reads past Content-Length.
-
-    werkzeug's handler hands the raw connection to the app and, having no keep-alive, reads
-    whatever follows as leftovers; bounded like this, the next request stays on the wire.
-    """
-
-    def __init__(self, stream: Any, length: int) -> None:
-        super().__init__()
-        self._stream = stream
-        self.remaining = length
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.remaining <= 0:
-            return 0
-        view = memoryview(buffer)[: self.remaining]
-        count: int = self._stream.readinto(view) or 0
-        self.remaining -= count
-        return count
-
-    def readline(self, size: int | None = -1) -> bytes:
-        limit = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        line: bytes = self._stream.readline(limit) if limit > 0 else b""
-        self.remaining -= len(line)
-        return line
-
-    def drain(self) -> bool:
-        """Read and drop what the app left unread; ``False`` if too much is left."""
-        if self.remaining > _DRAIN_LIMIT:
-            return False
-        while self.remaining > 0:
-            if not self.read(min(self.remaining, 65536)):
-                return False
-        return True
-
-
-@functools.cache
-def _handler(request_log: bool) -> type:
-    """werkzeug's request handler with HTTP/1.1 keep-alive, which werkzeug leaves off.
-
-    Clients that reuse connections (``requests`` sessions in the OTLP exporter, ``httpx`` in
-    the openai client) would otherwise pay a TCP handshake per request. A body sent with
-    Content-Length is bounded and drained after the response; a chunked request body, or a
-    large unread one, closes the connection as werkzeug would.
-    """
-    from werkzeug.serving import WSGIRequestHandler
-
-    class Handler(WSGIRequestHandler):
-        timeout = _IDLE_TIMEOUT
-        # werkzeug writes a chunk of a streamed response as four small writes, then flushes:
-        # buffered, they leave as one send. (Unbuffered, with Nagle's algorithm against the
-        # client's delayed ACK, a token could stall for 40 ms.)
-        wbufsize = 64 * 1024
-        _keep_alive = False
-
-        def setup(self) -> None:
-            super().setup()
-            # Small responses and stream events go out at once, not after the next ACK.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def run_wsgi(self) -> None:
-            raw = self.rfile
-            body = None
-            if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    length = -1
-                if length >= 0:
-                    body = _Body(raw, length)
-                    self.rfile = body  # type: ignore[assignment]
-            self._keep_alive = body is not None and not self.close_connection
-            self._connection: list[str] = []
-            try:
-                super().run_wsgi()
-            finally:
-                self.rfile = raw
-            if body is None or not body.drain():
-                self.close_connection = True
-
-        def send_header(self, keyword: str, value: str) -> None:
-            # werkzeug adds "Connection: close" to every response, after the app's headers;
-            # hold Connection headers back and decide in end_headers().
-            if keyword.lower() == "connection":
-                self._connection.append(value)
-                return
-            super().send_header(keyword, value)
-
-        def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
-            # The response was cut short (a client gone, or a mock's injected fault): the
-            # connection cannot carry another request.
-            self.close_connection = True
-            super().connection_dropped(error, environ)
-
-        def end_headers(self) -> None:
-            # More than one: the app set its own. One: werkzeug's "close", kept only when
-            # this connection must close anyway.
-            app_set = len(self._connection) > 1
-            if app_set or (self._connection and not self._keep_alive):
-                super().send_header("Connection", self._connection[0])
-            self._connection = []
-            super().end_headers()
-
-        if not request_log:
-
-            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-                pass
-
-    return Handler
 
 
 def request_headers(environ: dict[str, Any]) -> dict[str, str]:

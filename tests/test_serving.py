@@ -1,61 +1,343 @@
-"""The serving helpers in-process: keep-alive WSGI serving, bind errors, gRPC options."""
+"""The HTTP/1.1 server of ``mocksup.serving``, in-process, over raw sockets: framing, limits,
+keep-alive, 100-continue, HEAD, connection caps; plus bind errors and gRPC options."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
+import threading
+import time
 import unittest
+from collections.abc import Callable
 from typing import Any
 
-from mocksup import PortInUseError
-from mocksup.serving import bind_tcp, grpc_server, serve_wsgi
+import psutil
+
+from mocksup import MockServerBase, PortInUseError, ServeContext
+from mocksup.serving import (
+    BodyError,
+    DropConnection,
+    HTTPLimits,
+    HTTPServer,
+    bind_tcp,
+    grpc_server,
+    read_body,
+    serve_wsgi,
+)
+from tests.support import ProcessTestCase
+
+StartResponse = Callable[..., Any]
 
 
-def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    path = environ["PATH_INFO"]
-    if path == "/echo":
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-    elif path == "/stream":
+class App:
+    """A WSGI app with one route per behaviour under test."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.gone: list[bool] = []
+        self.gone_event = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        path = environ["PATH_INFO"]
+        if path == "/echo":
+            try:
+                body = read_body(environ, 1000)
+            except BodyError as error:
+                start_response(f"{error.status} Nope", [("Content-Type", "text/plain")])
+                return [error.message.encode()]
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return [body]
+        if path == "/stream":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return iter([b"a", b"", b"bc", b"d"])
+        if path == "/block":
+            self.release.wait(10)
+            start_response("200 OK", [])
+            return [b"released"]
+        if path == "/disconnect":
+            self.gone.append(environ["mocksup.wait_disconnect"](10))
+            self.gone_event.set()
+            start_response("200 OK", [])
+            return [b"late"]
+        if path == "/drop":
+            raise DropConnection("test", reset=environ["QUERY_STRING"] == "reset")
+        if path == "/fail":
+            raise RuntimeError("a bug in the app")
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"a", b"b", b"c"]
-    else:
-        body = b"ignored the body"
-    start_response("200 OK", [("Content-Length", str(len(body)))])
-    return [body]
+        return [f"{environ['REQUEST_METHOD']} {path} {environ['QUERY_STRING']}".encode()]
 
 
-class KeepAliveTest(unittest.TestCase):
+class ServerTestCase(unittest.TestCase):
+    limits = HTTPLimits()
+
     def setUp(self) -> None:
-        context = serve_wsgi(app, bind_tcp("127.0.0.1", 0))
-        self.server = context.__enter__()
+        self.app = App()
+        context = serve_wsgi(self.app, bind_tcp("127.0.0.1", 0), limits=self.limits)
+        self.server: HTTPServer = context.__enter__()
         self.addCleanup(context.__exit__, None, None, None)
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=5)
+        self.addCleanup(self.app.release.set)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        self.addCleanup(sock.close)
+        return sock
+
+    def exchange(self, raw: bytes) -> bytes:
+        """Send ``raw`` on a new connection, half-close, return all the server sent."""
+        sock = self.connect()
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        return read_all(sock)
+
+    def assert_serving(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        try:
+            conn.request("GET", "/still?alive")
+            self.assertEqual(conn.getresponse().read(), b"GET /still alive")
+        finally:
+            conn.close()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def read_response(sock: socket.socket) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response
+
+
+class KeepAliveTest(ServerTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
         self.addCleanup(self.conn.close)
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[bytes, Any]:
-        self.conn.request(method, path, body=body)
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[bytes, Any]:
+        self.conn.request(method, path, body=body, **kw)
         response = self.conn.getresponse()
         return response.read(), response
 
-    def test_requests_share_one_connection(self) -> None:
+    def test_requests_share_one_connection_whatever_their_framing(self) -> None:
         self.assertEqual(self.request("POST", "/echo", b"one")[0], b"one")
         first = self.conn.sock
-        self.assertEqual(self.request("POST", "/echo", b"two")[0], b"two")
-        # The app ignores this body: it is drained, and the next request still parses.
-        data, response = self.request("POST", "/ignore", b"x" * 100_000)
-        self.assertEqual(data, b"ignored the body")
+        chunked = iter([b"tw", b"", b"o"])
+        self.assertEqual(self.request("POST", "/echo", chunked, encode_chunked=True)[0], b"two")
+        # An unread body is drained, and the next request still parses.
+        data, response = self.request("POST", "/other", b"x" * 100_000)
+        self.assertEqual(data, b"POST /other ")
         self.assertIsNone(response.getheader("Connection"))
-        self.assertEqual(self.request("GET", "/stream")[0], b"abc")
+        data, response = self.request("GET", "/stream")
+        self.assertEqual((data, response.getheader("Transfer-Encoding")), (b"abcd", "chunked"))
         self.assertEqual(self.request("POST", "/echo", b"three")[0], b"three")
         self.assertIs(self.conn.sock, first)
 
-    def test_chunked_request_bodies_close_the_connection(self) -> None:
-        self.conn.request("POST", "/ignore", body=iter([b"abc"]), encode_chunked=True)
-        response = self.conn.getresponse()
-        response.read()
+    def test_head_has_no_body_and_keeps_the_connection_usable(self) -> None:
+        for path in ("/x", "/stream"):
+            self.conn.request("HEAD", path)
+            response = self.conn.getresponse()
+            self.assertEqual(response.status, 200)
+            self.assertEqual(response.read(), b"")
+        # Had HEAD sent a body, this answer would be read out of it.
+        self.assertEqual(self.request("GET", "/next")[0], b"GET /next ")
+
+    def test_body_over_the_limit_is_413_without_reading_it(self) -> None:
+        data, response = self.request("POST", "/echo", b"x" * 5000)
+        self.assertEqual(response.status, 413)
+        self.assertIn(b"5000 bytes exceeds the limit of 1000", data)
+        chunked = iter([b"x" * 600, b"y" * 600])
+        _, response = self.request("POST", "/echo", chunked, encode_chunked=True)
+        self.assertEqual(response.status, 413)
+
+
+class RawFramingTest(ServerTestCase):
+    def test_pipelined_requests_are_answered_in_order(self) -> None:
+        raw = (
+            b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3))
+            + b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        answer = self.exchange(raw)
+        self.assertEqual(answer.count(b"HTTP/1.1 200 OK"), 4)
+        self.assertLess(answer.index(b"GET /p0"), answer.index(b"GET /p1"))
+        self.assertLess(answer.index(b"GET /p2"), answer.index(b"\r\n\r\nabc"))
+
+    def test_chunked_body_with_extensions_and_trailers(self) -> None:
+        raw = (
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3;name=value\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n"
+            b"GET /after HTTP/1.1\r\n\r\n"
+        )
+        answer = self.exchange(raw)
+        self.assertIn(b"\r\n\r\nabcde", answer)
+        self.assertIn(b"GET /after", answer)
+
+    def test_malformed_requests_get_go_style_errors_and_the_server_keeps_serving(self) -> None:
+        cases = {
+            b"GARBAGE\r\n\r\n": b"400 Bad Request: malformed request line",
+            b"GET / HTTP/2.0\r\n\r\n": b"505 HTTP Version Not Supported",
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n": b"400 Bad Request: malformed header",
+            b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n": b"400 Bad Request: obsolete line",
+            b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n": b"400 Bad Request: bad Content",
+            b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\nab": b"400 Bad Request: bad Content",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n": (
+                b"400 Bad Request: both Transfer-Encoding"
+            ),
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n": b"501 Not Implemented",
+            b"GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n": b"417 Expectation Failed",
+            b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n": b"414 ",
+            b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 201 + b"\r\n": b"431 Request Header Fields",
+            b"GET / HTTP/1.1\r\nX: " + b"y" * 70000 + b"\r\n\r\n": b"431 Request Header Fields",
+        }
+        for raw, expected in cases.items():
+            with self.subTest(raw=raw[:40]):
+                answer = self.exchange(raw)
+                head, _, body = answer.partition(b"\r\n\r\n")
+                self.assertIn(b"Connection: close", head)
+                self.assertIn(b"Content-Type: text/plain; charset=utf-8", head)
+                self.assertTrue(body.startswith(expected), body)
+        self.assert_serving()
+
+    def test_bad_chunked_framing_is_400_from_the_apps_reader(self) -> None:
+        for chunks in (b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcX\r\n0\r\n\r\n", b"-1\r\n"):
+            with self.subTest(chunks=chunks):
+                raw = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+                answer = self.exchange(raw)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
+        self.assert_serving()
+
+    def test_a_client_dying_mid_upload_leaves_the_server_serving(self) -> None:
+        # A chunk promises more than arrives, then the client closes: the crash of
+        # werkzeug's reader. Likewise a Content-Length that is never met.
+        for raw in (
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfff\r\nabc",
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc",
+            b"POST /echo HTTP/1.1\r\nContent-Length: 900\r\n\r\nabc",
+            b"POST /echo HTTP/1.1\r\nContent-Le",
+        ):
+            with self.subTest(raw=raw):
+                answer = self.exchange(raw)
+                self.assertNotIn(b"200 OK", answer)
+        self.assert_serving()
+
+    def test_http_1_0_gets_no_chunked_framing_and_a_close(self) -> None:
+        answer = self.exchange(b"GET /stream HTTP/1.0\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertNotIn(b"chunked", head)
+        self.assertIn(b"Connection: close", head)
+        self.assertEqual(body, b"abcd")
+
+    def test_app_errors_and_drops(self) -> None:
+        answer = self.exchange(b"GET /fail HTTP/1.1\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 500 Internal Server Error"), answer)
+        self.assertEqual(self.exchange(b"GET /drop HTTP/1.1\r\n\r\n"), b"")
+        sock = self.connect()
+        sock.sendall(b"GET /drop?reset HTTP/1.1\r\n\r\n")
+        with self.assertRaises(ConnectionResetError):
+            while sock.recv(100):
+                pass
+        self.assert_serving()
+
+    def test_absolute_form_and_percent_decoding(self) -> None:
+        answer = self.exchange(b"GET http://example.com/a%20b?q=1 HTTP/1.1\r\n\r\n")
+        self.assertTrue(answer.endswith(b"GET /a b q=1"), answer)
+
+
+class ContinueTest(ServerTestCase):
+    def test_100_continue_is_sent_when_the_app_reads(self) -> None:
+        sock = self.connect()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(sock.recv(100), b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"body")
+        response = read_response(sock)
+        self.assertEqual((response.status, response.read()), (200, b"body"))
+
+    def test_no_100_when_the_app_answers_without_reading(self) -> None:
+        sock = self.connect()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        response = read_response(sock)
+        self.assertEqual(response.status, 413)
         self.assertEqual(response.getheader("Connection"), "close")
-        # http.client reconnects by itself; the server is still fine.
-        self.assertEqual(self.request("POST", "/echo", b"after")[0], b"after")
+        response.read()
+        self.assertEqual(sock.recv(100), b"")  # closed: the body may still be on its way
+
+    def test_curl_style_large_upload(self) -> None:
+        # http.client sends the body without waiting; a server that answers 100 first
+        # must still read it all.
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("POST", "/echo", b"z" * 999, headers={"Expect": "100-continue"})
+        response = conn.getresponse()
+        # http.client skips the interim 100 response and returns the final one.
+        self.assertEqual((response.status, response.read()), (200, b"z" * 999))
+
+
+class DisconnectTest(ServerTestCase):
+    def test_the_app_learns_at_once_that_its_client_left(self) -> None:
+        sock = self.connect()
+        sock.sendall(b"GET /disconnect HTTP/1.1\r\n\r\n")
+        time.sleep(0.05)  # let the app start waiting (it may also start after the close)
+        started = time.monotonic()
+        sock.close()
+        self.assertTrue(self.app.gone_event.wait(5))
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertEqual(self.app.gone, [True])
+
+
+class LimitsTest(ServerTestCase):
+    limits = HTTPLimits(max_connections=3, idle_timeout=30, head_timeout=0.5)
+
+    def test_idle_connections_are_reclaimed_at_the_cap(self) -> None:
+        idle = []
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+            self.addCleanup(conn.close)
+            conn.request("GET", "/x")
+            conn.getresponse().read()
+            idle.append(conn)
+        self.assertEqual(self.server.connections, 3)
+        # A fourth client is served: the longest idle connection made room.
+        self.assert_serving()
+        self.assertLessEqual(self.server.connections, 3)
+
+    def test_busy_connections_hold_the_cap_until_one_ends(self) -> None:
+        socks = [self.connect() for _ in range(3)]
+        for sock in socks:
+            sock.sendall(b"GET /block HTTP/1.1\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while self.server.connections < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        late = self.connect()
+        late.sendall(b"GET /late HTTP/1.1\r\n\r\n")
+        late.settimeout(0.3)
+        with self.assertRaises(socket.timeout):
+            late.recv(100)  # held in the backlog, not refused
+        self.app.release.set()
+        late.settimeout(10)
+        self.assertTrue(read_response(late).read().startswith(b"GET /late"))
+
+    def test_a_slow_head_is_cut_off(self) -> None:
+        sock = self.connect()
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            while time.monotonic() - started < 5:  # a header line every 0.1 s, for ever
+                sock.sendall(b"X: y\r\n")
+                time.sleep(0.1)
+        took = time.monotonic() - started
+        self.assertGreaterEqual(took, 0.5)
+        self.assertLess(took, 4.0, "the server kept reading a slow head")
+        self.assertTrue(read_all(sock).startswith(b"HTTP/1.1 408 Request Timeout"))
 
 
 class BindTest(unittest.TestCase):
@@ -82,11 +364,48 @@ class BindTest(unittest.TestCase):
             sock = bind_tcp("::1", 0)
         except OSError:
             self.skipTest("no IPv6 loopback on this machine")
-        with serve_wsgi(app, sock) as server:
+        with serve_wsgi(App(), sock) as server:
             conn = http.client.HTTPConnection("::1", server.port, timeout=5)
             conn.request("POST", "/echo", body=b"v6")
             self.assertEqual(conn.getresponse().read(), b"v6")
             conn.close()
+
+
+class FewDescriptors(MockServerBase):
+    """Serves :class:`App` with a descriptor limit of 64, so clients can exhaust it."""
+
+    def serve(self, ctx: ServeContext) -> None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        with serve_wsgi(App(), bind_tcp(self.host, self.port)) as server:
+            ctx.ready(port=server.port)
+            ctx.wait()
+
+
+class DescriptorExhaustionTest(ProcessTestCase):
+    def test_full_descriptor_table_neither_spins_nor_floods_and_keeps_serving(self) -> None:
+        server = self.start_server(FewDescriptors())
+        crowd = []
+        for _ in range(100):  # far more idle clients than the child has descriptors
+            sock = socket.create_connection((server.host, server.port), timeout=10)
+            self.addCleanup(sock.close)
+            crowd.append(sock)
+        # A real request still gets through: idle connections are closed to make room.
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/served")
+        self.assertEqual(conn.getresponse().read(), b"GET /served ")
+        child = psutil.Process(server.pid)
+        before = sum(child.cpu_times()[:2])
+        time.sleep(1.0)  # measuring an interval: nothing to wait for
+        self.assertLess(sum(child.cpu_times()[:2]) - before, 0.5, "the child spins")
+        self.assertLessEqual(server.log_tail(1000).count("cannot accept connections"), 1)
+        for sock in crowd:
+            sock.close()
+        conn.request("GET", "/after")
+        self.assertEqual(conn.getresponse().read(), b"GET /after ")
 
 
 if __name__ == "__main__":

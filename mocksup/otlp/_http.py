@@ -11,10 +11,8 @@ follow the specification. Paths under the control prefix go to the control API.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import socket
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -28,7 +26,7 @@ from mocksup.otlp._json import OTLPJSONError, parse_request
 from mocksup.otlp._query import _PARSERS
 from mocksup.otlp._status import GRPC_CODES, encode_response, grpc_code_for_http, status_body
 from mocksup.otlp._values import no_gc
-from mocksup.serving import request_headers, status_line
+from mocksup.serving import DropConnection, request_headers, status_line
 
 __all__ = ["OTLPHTTPApp"]
 
@@ -125,9 +123,7 @@ class OTLPHTTPApp:
             record["status"] = "dropped"
             record["duration"] = time.time() - started
             self.ingest.store.record(record)
-            _drop_connection(environ)
-            start_response("503 Service Unavailable", [("Content-Length", "0")])
-            return [b""]
+            raise DropConnection("dropped (injected fault)") from None
         record["status"] = status
         record["duration"] = time.time() - started
         self.ingest.store.record(record)
@@ -230,13 +226,6 @@ class OTLPHTTPApp:
 
 class _Dropped(Exception):
     """The fault says: close the connection without an answer."""
-
-
-def _drop_connection(environ: dict[str, Any]) -> None:
-    sock = environ.get("werkzeug.socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _has_body(environ: dict[str, Any]) -> bool:

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +23,7 @@ from mocksup.vllm.engine import Engine, Job
 from mocksup.vllm.generate import last_user_text, plan_request
 from mocksup.vllm.http_metrics import HTTPMetrics
 from mocksup.vllm.metrics import Metrics
-from mocksup.vllm.plumbing import Cut, Journaled, cut_body, reset
+from mocksup.vllm.plumbing import Cut, Journaled, cut_body
 from mocksup.vllm.protocol import (
     APIError,
     ChatRequest,
@@ -403,10 +402,7 @@ class VLLMApp:
 
     def _fail_early(self, environ: dict[str, Any], fault: FaultKind, retry_after: int) -> None:
         if fault == "reset":
-            sock = environ.get("werkzeug.socket")
-            if isinstance(sock, socket.socket):
-                reset(sock)
-            raise Cut("connection reset (injected fault)")
+            raise Cut("connection reset (injected fault)", reset=True)
         if fault == "server_error":
             raise APIError(500, "Internal server error (injected fault).")
         status = 429 if fault == "rate_limit" else 503

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["Cut", "Journaled", "cut_body", "journal_body", "reset"]
+from mocksup.serving import DropConnection
+
+__all__ = ["Cut", "Journaled", "cut_body", "journal_body"]
 
 
-class Cut(ConnectionAbortedError):
-    """Raised inside a response to end the connection without finishing the body.
-
-    Werkzeug treats a ``ConnectionError`` as a dropped connection: no error page, no log.
-    """
+class Cut(DropConnection):
+    """Raised inside a response to end the connection without finishing the body
+    (``reset=True``: with a TCP RST); the HTTP server closes it, no error page, no log."""
 
 
 class Journaled:
@@ -46,23 +43,6 @@ class Journaled:
                 close()
         finally:
             self._journal(self._first, 0)
-
-
-def reset(sock: socket.socket) -> None:
-    """Reset the TCP connection now, leaving the server's request loop a quiet stand-in.
-
-    With ``SO_LINGER`` 0, closing a TCP socket sends RST instead of FIN. Werkzeug still holds
-    the descriptor (and would shut it down with a FIN first), so a dead socketpair end is
-    duplicated onto the descriptor's number: that closes the connection at once, and the
-    server reads EOF from the stand-in and ends the connection without an error.
-    """
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    stand_in, peer = socket.socketpair()
-    peer.close()
-    try:
-        os.dup2(stand_in.fileno(), sock.fileno())
-    finally:
-        stand_in.close()
 
 
 def cut_body(payload: bytes) -> Iterator[bytes]:
