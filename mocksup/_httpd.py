@@ -59,7 +59,9 @@ _DIGITS = frozenset(b"0123456789")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 #: Unread request body drained to keep a connection; past it, the connection closes.
 _DRAIN_LIMIT = 1 << 20
-_MAX_LENGTH = 1 << 62
+#: How long, and how much, a closing connection keeps reading what the client still sends.
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -373,12 +375,34 @@ class _Connection:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         else:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
+            self._linger()
         with contextlib.suppress(OSError):
             self.rfile.close()
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    def _linger(self) -> None:
+        """Close our side, then read and drop what the client still sends, for a while.
+
+        Closing a socket with unread data in it sends a reset, which can destroy the
+        answer in flight (a 413 to a large upload would reach the client as "connection
+        reset"); reading until the client closes lets it read the answer first.
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            dropped = 0
+            while dropped < _LINGER_BYTES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.sock.settimeout(remaining)
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                dropped += len(data)
+        except (OSError, ValueError):
+            pass
 
     # -- reading a request head ----------------------------------------------------------
 

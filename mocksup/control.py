@@ -1,0 +1,480 @@
+"""A mock's control API: both doors, the server's routes and the parent's client.
+
+Each mock serves a small JSON API under the reserved prefix :data:`PREFIX` on its own HTTP
+port, so a harness in any language can query and steer it; the Python methods of the mocks
+are thin clients of that same API (one implementation, two doors).
+
+The server side is a :class:`ControlApp` built from :class:`Route` entries. It gives every
+mock the same rules: werkzeug's routing (404 for an unknown route, 405 with ``Allow`` for a
+known route and another method), declared query parameters (an unknown or repeated one, or
+a bad value, is a 400 naming it and the known ones: a typo never turns a filter into "match
+everything"), bounded JSON bodies, one long-poll parameter (``timeout``, seconds, at most
+:data:`MAX_WAIT`), and errors as ``{"error": "..."}``. ``GET /mocksup`` lists the routes with
+their parameters and ``GET /mocksup/health`` answers ``{"status": "ok", ...}`` on every mock.
+
+The client side is :class:`ControlClient`, which a custom mock's parent-side methods use::
+
+    class MyMock(MockServerBase):
+        def hits(self) -> int:
+            return ControlClient(self.url, self.name).call("GET", "/hits")["hits"]
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from mocksup.errors import ControlAPIError
+from mocksup.serving import BodyError, read_body, status_line
+
+__all__ = (
+    "MAX_WAIT",
+    "PREFIX",
+    "ControlApp",
+    "ControlClient",
+    "ControlError",
+    "ControlRequest",
+    "Param",
+    "Raw",
+    "Route",
+)
+
+#: Every control route of every mock lives under this path; no real API uses it.
+PREFIX = "/mocksup"
+#: The longest a long poll (a ``timeout`` parameter) may hold a request, in seconds.
+MAX_WAIT = 600.0
+#: The largest control request body accepted, in bytes.
+MAX_BODY = 1 << 20
+
+_JSON = "application/json"
+
+
+class ControlError(Exception):
+    """Raised by a route handler (or the framework) to answer ``status`` with ``message``."""
+
+    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+
+# -- parameters --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared query parameter: its parser, and what the route's index says of it.
+
+    Build them with the class methods; ``many`` parameters may repeat and arrive as a list.
+    """
+
+    parse: Callable[[str, str], Any]
+    doc: str
+    many: bool = False
+    default: Any = None
+
+    @classmethod
+    def text(cls, doc: str = "text", *, default: str | None = None, max_len: int = 4096) -> Param:
+        def parse(name: str, raw: str) -> str:
+            if len(raw) > max_len:
+                raise ControlError(400, f"parameter {name!r} is longer than {max_len} characters")
+            return raw
+
+        return cls(parse, doc, default=default)
+
+    @classmethod
+    def texts(cls, doc: str = "text, repeatable", *, max_len: int = 4096) -> Param:
+        return cls(cls.text(doc, max_len=max_len).parse, doc, many=True, default=[])
+
+    @classmethod
+    def choice(cls, *choices: str, default: str | None = None) -> Param:
+        def parse(name: str, raw: str) -> str:
+            if raw not in choices:
+                raise ControlError(400, f"parameter {name!r} must be one of {', '.join(choices)}")
+            return raw
+
+        return cls(parse, "one of " + ", ".join(choices), default=default)
+
+    @classmethod
+    def integer(
+        cls, doc: str = "integer", *, low: int = 0, high: int = 1 << 62, default: int | None = None
+    ) -> Param:
+        def parse(name: str, raw: str) -> int:
+            try:
+                value = int(raw, 10)
+            except ValueError:
+                raise ControlError(400, f"parameter {name!r} must be an integer: {raw!r}") from None
+            if not low <= value <= high:
+                raise ControlError(400, f"parameter {name!r} must be from {low} to {high}")
+            return value
+
+        return cls(parse, f"{doc}, {low} to {high}", default=default)
+
+    @classmethod
+    def number(
+        cls,
+        doc: str = "number",
+        *,
+        low: float = 0.0,
+        high: float = math.inf,
+        default: float | None = None,
+    ) -> Param:
+        def parse(name: str, raw: str) -> float:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ControlError(400, f"parameter {name!r} must be a number: {raw!r}") from None
+            if not math.isfinite(value) or not low <= value <= high:
+                raise ControlError(400, f"parameter {name!r} must be a finite number from {low:g} "
+                                   f"to {high:g}, not {raw}")  # fmt: skip
+            return value
+
+        return cls(parse, doc, default=default)
+
+    @classmethod
+    def flag(cls, doc: str = "true or false", *, default: bool | None = None) -> Param:
+        def parse(name: str, raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered not in ("true", "false", "1", "0", ""):
+                raise ControlError(400, f"parameter {name!r} must be true or false: {raw!r}")
+            return lowered in ("true", "1", "")
+
+        return cls(parse, doc, default=default)
+
+    @classmethod
+    def wait(cls, default: float = 10.0) -> Param:
+        """The long-poll parameter: seconds to hold the request, at most :data:`MAX_WAIT`."""
+
+        def parse(name: str, raw: str) -> float:
+            value = cls.number(low=0.0).parse(name, raw)
+            if value > MAX_WAIT:
+                raise ControlError(400, f"parameter {name!r} is {value:g} s; the longest wait "
+                                   f"is {MAX_WAIT:g} s, wait again for longer")  # fmt: skip
+            return float(value)
+
+        return cls(parse, f"seconds to wait, at most {MAX_WAIT:g}", default=default)
+
+
+# -- routes and requests ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A handler's answer that is not JSON: a content type and the body (bytes or chunks)."""
+
+    content_type: str
+    body: bytes | Iterable[bytes]
+    headers: Sequence[tuple[str, str]] = ()
+
+
+@dataclass
+class ControlRequest:
+    """What a route handler gets."""
+
+    method: str
+    #: The path after :data:`PREFIX`, e.g. ``/traces/abc``.
+    path: str
+    #: Path variables of the route (``<trace_id>``).
+    values: dict[str, str]
+    #: The declared parameters, parsed (defaults filled in).
+    args: dict[str, Any]
+    #: The decoded JSON body, ``None`` without one.
+    body: Any
+    environ: dict[str, Any] = field(repr=False)
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object, or a 400."""
+        if not isinstance(self.body, dict):
+            raise ControlError(400, "the body must be a JSON object")
+        return self.body
+
+
+Handler = Callable[[ControlRequest], Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One control route: a werkzeug rule under :data:`PREFIX` (``"/traces/<trace_id>"``),
+    its methods, its handler and its declared query parameters."""
+
+    rule: str
+    methods: tuple[str, ...]
+    handler: Handler
+    params: dict[str, Param] = field(default_factory=dict)
+    doc: str = ""
+
+
+class ControlApp:
+    """The WSGI app of a mock's control routes (see the module docstring).
+
+    :param name: the mock's name, in ``/mocksup/health``.
+    :param kind: the mock's class name, likewise.
+    :param info: more keys for ``/mocksup/health`` (ports, version), read at each call.
+    """
+
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        *,
+        name: str = "mock",
+        kind: str = "",
+        info: Callable[[], dict[str, Any]] | None = None,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        from werkzeug.routing import Map, Rule
+
+        self.name = name
+        self.kind = kind
+        self.info = info
+        self.max_body = max_body
+        builtin = [
+            Route("", ("GET",), self._index, doc="the control routes and their parameters"),
+            Route("/health", ("GET",), self._health, doc="liveness, name and class"),
+        ]
+        self.routes = [*builtin, *routes]
+        rules = [
+            Rule(PREFIX + r.rule, methods=list(r.methods), endpoint=i, strict_slashes=False)
+            for i, r in enumerate(self.routes)
+        ]
+        self._map = Map(rules).bind("localhost")
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO") or ""
+        try:
+            route, values = self._match(path, method)
+            request = ControlRequest(
+                method=method,
+                path=path[len(PREFIX) :],
+                values=values,
+                args=_parse_args(route, environ.get("QUERY_STRING", ""), method, path),
+                body=self._body(environ) if method in ("POST", "PUT", "PATCH") else None,
+                environ=environ,
+            )
+            answer = route.handler(request)
+        except ControlError as error:
+            return _send(start_response, error.status, {"error": error.message}, error.headers)
+        if isinstance(answer, Raw):
+            body = answer.body
+            headers = [("Content-Type", answer.content_type), *answer.headers]
+            if isinstance(body, bytes):
+                headers.append(("Content-Length", str(len(body))))
+                start_response(status_line(200), headers)
+                return [body]
+            start_response(status_line(200), headers)
+            return body
+        return _send(start_response, 200, answer)
+
+    def _match(self, path: str, method: str) -> tuple[Route, dict[str, str]]:
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+        try:
+            index, values = self._map.match(path, method)
+        except MethodNotAllowed as error:
+            allowed = sorted(set(error.valid_methods or ()) - {"HEAD"})
+            raise ControlError(
+                405,
+                f"{method} is not allowed on {path}; use {', '.join(allowed)}",
+                [("Allow", ", ".join(allowed))],
+            ) from None
+        except NotFound:
+            raise ControlError(
+                404, f"no control route {method} {path}; GET {PREFIX} lists them"
+            ) from None
+        return self.routes[index], {k: str(v) for k, v in values.items()}
+
+    def _body(self, environ: dict[str, Any]) -> Any:
+        try:
+            raw = read_body(environ, self.max_body)
+        except BodyError as error:
+            raise ControlError(error.status, error.message) from None
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as error:
+            raise ControlError(400, f"the body is not valid JSON: {error}") from None
+
+    def _index(self, request: ControlRequest) -> Any:
+        return {
+            "name": self.name,
+            "class": self.kind,
+            "routes": [
+                {
+                    "path": PREFIX + r.rule,
+                    "methods": list(r.methods),
+                    "params": {n: p.doc for n, p in r.params.items()},
+                    "doc": r.doc,
+                }
+                for r in self.routes
+            ],
+        }
+
+    def _health(self, request: ControlRequest) -> Any:
+        return {
+            "status": "ok",
+            "name": self.name,
+            "class": self.kind,
+            **(self.info() if self.info else {}),
+        }
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _parse_args(route: Route, query: str, method: str, path: str) -> dict[str, Any]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=200)
+    except ValueError as error:
+        raise ControlError(400, f"bad query string: {error}") from None
+    args: dict[str, Any] = {}
+    for name, raw in pairs:
+        param = route.params.get(name)
+        if param is None:
+            known = ", ".join(sorted(route.params)) or "none"
+            raise ControlError(
+                400, f"unknown parameter {name!r} for {method} {path}; known: {known}"
+            )
+        value = param.parse(name, raw)
+        if param.many:
+            args.setdefault(name, []).append(value)
+        elif name in args:
+            raise ControlError(400, f"parameter {name!r} is given more than once")
+        else:
+            args[name] = value
+    for name, param in route.params.items():
+        if name not in args:
+            args[name] = list(param.default) if param.many else param.default
+    return args
+
+
+def dumps(value: Any) -> bytes:
+    """JSON for a control answer; a NaN or infinity is refused (strict parsers choke on it)."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _send(
+    start_response: Callable[..., Any],
+    status: int,
+    answer: Any,
+    headers: Sequence[tuple[str, str]] = (),
+) -> list[bytes]:
+    try:
+        body = dumps(answer)
+    except ValueError as error:  # a non-finite number: a bug of the mock, said plainly
+        status, body = 500, dumps({"error": f"the answer cannot be encoded as JSON: {error}"})
+    start_response(
+        status_line(status),
+        [("Content-Type", _JSON), ("Content-Length", str(len(body))), *headers],
+    )
+    return [body]
+
+
+# -- the client -------------------------------------------------------------------------
+
+
+class ControlClient:
+    """Calls one mock's control API (one connection per call, from any thread).
+
+    :param base_url: the mock's HTTP root, such as ``http://127.0.0.1:4318``.
+    :param server: the mock's name, for error messages.
+    :param timeout: seconds to wait for an answer beyond any server-side wait.
+    """
+
+    def __init__(self, base_url: str, server: str, timeout: float = 10.0) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.base_url = base_url.rstrip("/")
+        self.server = server
+        self.timeout = timeout
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        wait: float = 0.0,
+    ) -> Any:
+        """Send one request to ``PREFIX + path`` and return the decoded JSON answer.
+
+        :param params: query parameters; ``None`` values are left out, lists repeat the key.
+        :param body: a JSON-able request body.
+        :param wait: seconds the server may hold the request (long polls); added to the
+            socket timeout.
+        :raises ControlAPIError: the mock could not be reached or answered an error.
+        """
+        _, payload = self.fetch(method, path, params=params, body=body, wait=wait)
+        return json.loads(payload) if payload else None
+
+    def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        wait: float = 0.0,
+    ) -> tuple[str, bytes]:
+        """Like :meth:`call`, but return the answer undecoded: ``(content type, body)``."""
+        target = PREFIX + path
+        query = _query(params or {})
+        if query:
+            target += "?" + query
+        url = self.base_url + target
+        data = None if body is None else dumps(body)
+        headers = {"Content-Type": _JSON} if data is not None else {}
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout + wait)
+        try:
+            conn.request(method, target, body=data, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            reason = "timed out" if isinstance(error, socket.timeout) else str(error)
+            raise ControlAPIError(
+                f"mock server {self.server!r} did not answer {method} {url} ({reason})",
+                server=self.server,
+                url=url,
+            ) from error
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise ControlAPIError(
+                f"mock server {self.server!r} answered {response.status} to {method} {url}: "
+                f"{_error_detail(payload)}",
+                server=self.server,
+                status=response.status,
+                url=url,
+            )
+        return response.getheader("Content-Type") or "", payload
+
+
+def _query(params: dict[str, Any]) -> str:
+    pairs: list[tuple[str, Any]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((key, "true" if item is True else "false" if item is False else item))
+    return urlencode(pairs)
+
+
+def _error_detail(payload: bytes) -> str:
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        return repr(payload[:200])
+    detail = decoded.get("error", decoded) if isinstance(decoded, dict) else decoded
+    return str(detail)
