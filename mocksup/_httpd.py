@@ -339,6 +339,8 @@ class _Connection:
         self.since = time.monotonic()
         self.expect_continue = False
         self.closing = False
+        #: The request being read is a HEAD: no answer to it carries a body.
+        self.head_method = False
 
     def send_continue(self) -> None:
         self.expect_continue = False
@@ -350,6 +352,7 @@ class _Connection:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while not self.closing and not self.server.stopping:
+                self.head_method = False
                 self.sock.settimeout(limits.idle_timeout)
                 self.idle, self.since = True, time.monotonic()
                 if self.server.waiting_for_room:
@@ -426,6 +429,7 @@ class _Connection:
                 raise _Refuse(414, "request line too long")
             raise _Gone  # closed mid-line
         request = _parse_request_line(line)
+        self.head_method = request.method == "HEAD"
         count = size = 0
         headers: list[tuple[str, str]] = []
         while True:
@@ -502,7 +506,7 @@ class _Connection:
             f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n"
         )
         with contextlib.suppress(OSError):
-            self.sock.sendall(head.encode("latin-1") + page)
+            self.sock.sendall(head.encode("latin-1") + (b"" if self.head_method else page))
 
 
 def _parse_request_line(line: bytes) -> _Request:
