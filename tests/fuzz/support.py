@@ -11,6 +11,7 @@ import socket
 import unittest
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import psutil
 
@@ -90,7 +91,7 @@ def _parse(received: bytes, head_requests: int) -> tuple[list[Answer], bytes, st
     while stream.tell() < len(received):
         position = stream.tell()
         method = "HEAD" if len(answers) < head_requests else "GET"
-        response = http.client.HTTPResponse(_FakeSocket(stream), method=method)
+        response = http.client.HTTPResponse(cast(socket.socket, _FakeSocket(stream)), method=method)
         try:
             response.begin()
             body = response.read()
