@@ -144,7 +144,7 @@ class Checks:
                     f"for {raw!r}"
                 )  # fmt: skip
 
-    def alive(self, more: Callable[[], None] | None = None) -> None:
+    def alive(self, more: Callable[[], object] | None = None) -> None:
         """The child runs, answers ``more()`` (a canary query), and its RSS is bounded."""
         self.case.assertTrue(psutil.pid_exists(self.pid), "the child died")
         status = psutil.Process(self.pid).status()

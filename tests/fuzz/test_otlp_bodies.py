@@ -54,7 +54,7 @@ def make_request(rng: random.Random, spans: int) -> ExportTraceServiceRequest:
         span.name = f"op-{index}"
         span.trace_id = rng.randbytes(16)
         span.span_id = rng.randbytes(8)
-        span.kind = rng.randrange(6)
+        span.kind = rng.randrange(6)  # type: ignore[assignment]
         span.start_time_unix_nano = 1_700_000_000_000_000_000 + index
         span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(10**9)
         for name, value in (("i", AnyValue(int_value=index)), ("d", AnyValue(double_value=0.5)),
