@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from mocksup.vllm._errors import APIError, from_validation_error, parse_error
-from mocksup.vllm._limits import MAX_JSON_CONTAINERS
+from mocksup.vllm._limits import MAX_JSON_CONTAINERS, MAX_JSON_VALUES
 
 __all__ = ["check_structure", "decode_json", "read_body", "validate"]
 
@@ -74,9 +74,9 @@ def decode_json(content_type: str, body: bytes) -> Any:
 
 
 def check_structure(body: bytes) -> None:
-    """Refuse a body holding too many objects and arrays (counted on the bytes).
+    """Refuse a body holding too many objects and arrays, or values (counted on the bytes).
 
-    Brackets inside strings count too: the count is an upper bound, cheap in C.
+    Brackets and commas inside strings count too: the counts are upper bounds, cheap in C.
     """
     opened = body.count(b"[") + body.count(b"{")
     if opened > MAX_JSON_CONTAINERS:
@@ -84,6 +84,11 @@ def check_structure(body: bytes) -> None:
             413,
             f"The request body has more than {MAX_JSON_CONTAINERS} JSON objects and "
             "arrays (a limit of the mock).",
+        )
+    if opened + body.count(b",") > MAX_JSON_VALUES:
+        raise APIError(
+            413,
+            f"The request body has more than {MAX_JSON_VALUES} JSON values (a limit of the mock).",
         )
 
 

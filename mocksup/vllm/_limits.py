@@ -13,6 +13,7 @@ __all__ = [
     "JOURNAL_BODY_BYTES",
     "JOURNAL_HEADER_BYTES",
     "MAX_JSON_CONTAINERS",
+    "MAX_JSON_VALUES",
     "MAX_LOGPROBS",
     "MAX_OUTPUT_FLOATS",
     "MAX_OUTPUT_TOKENS",
@@ -28,6 +29,10 @@ MAX_LOGPROBS = 20
 #: Objects and arrays in one JSON body. Each costs a few hundred bytes once decoded and
 #: validated; 200,000 of them stay around 100 MiB.
 MAX_JSON_CONTAINERS = 200_000
+
+#: Values in one JSON body, counted as commas plus containers (an upper bound: commas in
+#: strings count too). A million small values stay around 150 MiB decoded and validated.
+MAX_JSON_VALUES = 1_000_000
 
 #: Prompts (strings or token lists) and embedding inputs in one request.
 MAX_PROMPT_ITEMS = 10_000
