@@ -53,9 +53,9 @@ class PerEventServer(MockVLLMServer):
     """The mock with coalescing off: every SSE event is its own write (benchmark only)."""
 
     def serve(self, ctx: Any) -> None:
-        from mocksup.vllm import engine
+        from mocksup.vllm import _engine
 
-        engine._COALESCE = 0
+        _engine._COALESCE = 0
         super().serve(ctx)
 
 

@@ -167,7 +167,7 @@ class AsyncClassServersKeptTest(AsyncMockServerTestCase):
                 model="mock-model", messages=[{"role": "user", "content": "hi"}], max_tokens=3
             )
         self.assertEqual(reply.usage and reply.usage.completion_tokens, 3)
-        paths = [entry["path"] for entry in self.vllm.requests()]
+        paths = [entry.path for entry in self.vllm.requests()]
         # The request of setUpClass is still there: nothing was cleared.
         self.assertEqual(paths, ["/v1/models", "/v1/chat/completions"])
 

@@ -1,7 +1,14 @@
-"""The vLLM mock: an OpenAI-compatible server with vLLM's wire format, metrics and spans."""
+"""The vLLM mock: an OpenAI-compatible server with vLLM's wire format, metrics and spans.
+
+Public: :class:`MockVLLMServer` (settings, and the child's server), :class:`VLLMClient` and
+:class:`VLLMQueries` (the parent-side queries), the run-time settings (:class:`Latency`,
+:class:`Faults`, :class:`ScriptRule`...) and the tokenizer. Modules starting with ``_`` are
+the server's internals (see ``docs/architecture.rst``).
+"""
 
 from __future__ import annotations
 
+from mocksup.vllm.client import JournalEntry, VLLMClient, VLLMQueries
 from mocksup.vllm.server import MockVLLMServer
 from mocksup.vllm.settings import FaultKind, Faults, Latency, ScriptReply, ScriptRule, ToolCall
 from mocksup.vllm.tokenizer import TOKENIZER, MockTokenizer
@@ -10,10 +17,13 @@ __all__ = (
     "TOKENIZER",
     "FaultKind",
     "Faults",
+    "JournalEntry",
     "Latency",
     "MockTokenizer",
     "MockVLLMServer",
     "ScriptReply",
     "ScriptRule",
     "ToolCall",
+    "VLLMClient",
+    "VLLMQueries",
 )

@@ -5,25 +5,27 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mocksup._control import ControlClient
 from mocksup.base import MockServerBase
+from mocksup.vllm.client import VLLMQueries
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from mocksup._context import ServeContext
-    from mocksup.vllm.app import VLLMApp
-    from mocksup.vllm.tracing import SpanExporter
+    from mocksup.vllm._app import VLLMApp
+    from mocksup.vllm._pipeline import ServerConfig
+    from mocksup.vllm._tracing import SpanExporter
 
 __all__ = ["MockVLLMServer"]
 
 _log = logging.getLogger(__name__)
 
 
-class MockVLLMServer(MockServerBase):
+class MockVLLMServer(VLLMQueries, MockServerBase):
     """A mock of vLLM's OpenAI-compatible server, with vLLM's metrics and ``llm_request`` span.
 
     It answers ``/v1/chat/completions``, ``/v1/completions`` (streamed or not),
@@ -32,8 +34,10 @@ class MockVLLMServer(MockServerBase):
     latency and injected faults; a control API under ``/mocksup`` reads the request journal
     and changes latency, faults and scripts at run time (see ``docs/vllm.rst``).
 
-    Parent-side methods (:meth:`requests`, :meth:`clear`, :meth:`set_latency`, ...) need a
-    started server and call that control API.
+    Parent-side methods (:meth:`requests`, :meth:`wait_for_requests`, :meth:`clear`,
+    :meth:`set_latency`, ...; see :class:`~mocksup.vllm.VLLMQueries`) need a started server
+    and call that control API; :class:`~mocksup.vllm.VLLMClient` has the same methods for a
+    mock another process runs.
     """
 
     default_name: ClassVar[str] = "vllm"
@@ -84,8 +88,11 @@ class MockVLLMServer(MockServerBase):
         default=32 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
     )
     journal_limit: int = Field(default=10_000, ge=1, description="Requests kept in the journal.")
-
-    _client: ControlClient | None = PrivateAttr(None)
+    journal_credentials: bool = Field(
+        default=False,
+        description="Keep credentials (``authorization``, API-key and cookie headers, bearer "
+        "values) in the journal instead of ``[redacted]``.",
+    )
 
     @field_validator("output_tokens")
     @classmethod
@@ -99,13 +106,6 @@ class MockVLLMServer(MockServerBase):
         if len(set(self.served_model_names)) != len(self.served_model_names):
             raise ValueError("served_model_names must be distinct")
         return self
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_client"] = None
-        state["__pydantic_private__"] = private
-        return state
 
     # -- the child side ------------------------------------------------------------------
 
@@ -130,23 +130,46 @@ class MockVLLMServer(MockServerBase):
         ``serve()`` runs it in the child; tests may drive it in-process. Close the exporter
         when done with it.
         """
-        from mocksup.vllm.app import AppConfig, VLLMApp
-        from mocksup.vllm.control import ControlAPI
-        from mocksup.vllm.http_metrics import HTTPMetrics
-        from mocksup.vllm.metrics import Metrics
-        from mocksup.vllm.state import RuntimeState
+        from mocksup.vllm._app import VLLMApp
+        from mocksup.vllm._control_routes import ControlAPI
+        from mocksup.vllm._engine_metrics import EngineMetrics
+        from mocksup.vllm._http_metrics import HTTPMetrics
+        from mocksup.vllm._runtime import RuntimeState
+
+        state = RuntimeState(self.latency, self.faults, self.scripts, self.seed, self.journal_limit)
+        metrics = EngineMetrics(self.served_model_names[0], self.max_model_len)
+        http_metrics = HTTPMetrics()
+        exporter = self._exporter()
+
+        def reset_metrics() -> None:
+            metrics.reset()
+            http_metrics.reset()
+
+        def live() -> dict[str, int]:
+            return {"running": metrics.running, "waiting": metrics.waiting}
+
+        control = ControlAPI(state, self._public_settings(), reset_metrics, live)
+        config = self._server_config(tracing=exporter is not None)
+        app = VLLMApp(
+            config, state, metrics=metrics, http_metrics=http_metrics, exporter=exporter,
+            control=control,
+        )  # fmt: skip
+        return app, exporter
+
+    def _exporter(self) -> SpanExporter | None:
+        if not self.otlp_traces_endpoint:
+            return None
+        from mocksup.vllm._tracing import SpanExporter
+
+        return SpanExporter(
+            self.otlp_traces_endpoint, self.otlp_traces_protocol, self.otel_service_name
+        )
+
+    def _server_config(self, *, tracing: bool) -> ServerConfig:
+        from mocksup.vllm._pipeline import ServerConfig
 
         keys = [self.api_key] if isinstance(self.api_key, str) else list(self.api_key or [])
-        state = RuntimeState(self.latency, self.faults, self.scripts, self.seed, self.journal_limit)
-        metrics = Metrics(self.served_model_names[0], self.max_model_len)
-        exporter = None
-        if self.otlp_traces_endpoint:
-            from mocksup.vllm.tracing import SpanExporter
-
-            exporter = SpanExporter(
-                self.otlp_traces_endpoint, self.otlp_traces_protocol, self.otel_service_name
-            )
-        config = AppConfig(
+        return ServerConfig(
             models=list(self.served_model_names),
             max_model_len=self.max_model_len,
             api_keys=keys,
@@ -157,9 +180,12 @@ class MockVLLMServer(MockServerBase):
             role=self.response_role,
             max_request_bytes=self.max_request_bytes,
             embedding_dim=self.embedding_dim,
-            tracing=exporter is not None,
+            tracing=tracing,
+            journal_credentials=self.journal_credentials,
         )
-        public = {
+
+    def _public_settings(self) -> dict[str, Any]:
+        return {
             "served_model_names": list(self.served_model_names),
             "max_model_len": self.max_model_len,
             "seed": self.seed,
@@ -167,27 +193,8 @@ class MockVLLMServer(MockServerBase):
             "otlp_traces_endpoint": self.otlp_traces_endpoint,
             "otlp_traces_protocol": self.otlp_traces_protocol,
         }
-        http_metrics = HTTPMetrics()
 
-        def reset_metrics() -> None:
-            metrics.reset()
-            http_metrics.reset()
-
-        def live() -> dict[str, int]:
-            return {"running": metrics.running, "waiting": metrics.waiting}
-
-        control = ControlAPI(state, public, reset_metrics, live)
-        app = VLLMApp(
-            config,
-            state,
-            metrics=metrics,
-            http_metrics=http_metrics,
-            exporter=exporter,
-            control=control,
-        )
-        return app, exporter
-
-    # -- the parent side -----------------------------------------------------------------
+    # -- the parent side (the queries are :class:`~mocksup.vllm.client.VLLMQueries`) --------
 
     @property
     def base_url(self) -> str:
@@ -195,9 +202,11 @@ class MockVLLMServer(MockServerBase):
         return self.url + "/v1"
 
     def endpoints(self) -> dict[str, str]:
+        """``{"url": url, "openai_base_url": base_url}``."""
         return {"url": self.url, "openai_base_url": self.base_url}
 
     def client_env(self) -> dict[str, str]:
+        """:meth:`openai_env`."""
         return self.openai_env()
 
     def openai_env(self) -> dict[str, str]:
@@ -207,80 +216,5 @@ class MockVLLMServer(MockServerBase):
 
     @property
     def control(self) -> ControlClient:
-        """The client of this server's control API."""
-        if self._client is None or self._client.base_url != self.url:
-            self._client = ControlClient(self.url, self.name)
-        return self._client
-
-    def requests(
-        self, path: str | None = None, count: int = 0, timeout: float = 0.0
-    ) -> list[dict[str, Any]]:
-        """The journal: served requests, oldest first (``GET /mocksup/requests``).
-
-        :param path: only requests to this path, such as ``/v1/chat/completions``.
-        :param count: wait until at least this many match ...
-        :param timeout: ... for at most this many seconds (then return what there is).
-        :raises ControlAPIError: the server could not be reached.
-        """
-        params = {"path": path, "count": count or None, "wait": timeout or None}
-        result = self.control.call("GET", "/requests", params=params, wait=timeout)
-        entries: list[dict[str, Any]] = result["requests"]
-        return entries
-
-    def wait_for_requests(
-        self, count: int, path: str | None = None, timeout: float = 10.0
-    ) -> list[dict[str, Any]]:
-        """Like :meth:`requests`, but raise :class:`TimeoutError` if fewer than ``count`` came."""
-        entries = self.requests(path, count, timeout)
-        if len(entries) < count:
-            raise TimeoutError(
-                f"{self.name}: {len(entries)} of {count} requests to {path or 'any path'} "
-                f"after {timeout} s"
-            )
-        return entries
-
-    def clear(self, metrics: bool = False) -> None:
-        """Empty the journal and restart call numbers, rule counts and ``faults.first``.
-
-        :param metrics: also zero the metric counters and histograms.
-        """
-        self.control.call("POST", "/clear", body={"metrics": metrics})
-
-    def set_latency(self, **changes: Any) -> Latency:
-        """Change latency settings at run time (fields of :class:`Latency`); returns them all."""
-        return Latency.model_validate(self.control.call("PUT", "/latency", body=changes))
-
-    def set_faults(self, **changes: Any) -> Faults:
-        """Change fault settings at run time (fields of :class:`Faults`); returns them all."""
-        return Faults.model_validate(self.control.call("PUT", "/faults", body=changes))
-
-    def set_scripts(self, rules: list[ScriptRule]) -> None:
-        """Replace the scripted rules."""
-        body = {"rules": [r.model_dump() for r in rules]}
-        self.control.call("PUT", "/scripts", body=body)
-
-    def add_script(self, rule: ScriptRule) -> None:
-        """Append one scripted rule (it applies after the existing ones)."""
-        self.control.call("POST", "/scripts", body=rule.model_dump())
-
-    def stats(self) -> dict[str, int]:
-        """``{"requests", "generation_calls", "running", "waiting"}`` (``GET /mocksup/stats``).
-
-        ``requests`` counts since start, ``generation_calls`` since start or the last
-        :meth:`clear`; ``running`` and ``waiting`` are the live gauges.
-        """
-        result: dict[str, int] = self.control.call("GET", "/stats")
-        return result
-
-    def summary(self) -> str:
-        """One line on what the server received, for ``mocksup up``'s live display."""
-        s = self.stats()
-        return (
-            f"{s['requests']} requests, {s['generation_calls']} generations, "
-            f"{s['running']} running, {s['waiting']} waiting"
-        )
-
-    def runtime_config(self) -> dict[str, Any]:
-        """The running server's settings, latency, faults, rules and call count."""
-        result: dict[str, Any] = self.control.call("GET", "/config")
-        return result
+        """A client of this server's control API."""
+        return ControlClient(self.url, self.name)

@@ -7,11 +7,11 @@ child, and documents both.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["FaultKind", "Faults", "Latency", "ScriptReply", "ScriptRule", "ToolCall"]
+__all__ = ["FAULT_KINDS", "FaultKind", "Faults", "Latency", "ScriptReply", "ScriptRule", "ToolCall"]
 
 #: What an injected fault does.
 #:
@@ -25,9 +25,17 @@ FaultKind = Literal[
     "rate_limit", "unavailable", "server_error", "stream_error", "stream_cut", "reset"
 ]
 
+#: Every :data:`FaultKind`, for checking a name given at run time.
+FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+
+
+#: The longest simulated delay, in seconds (``ttft``, ``itl``, ``retry_after``).
+MAX_DELAY = 3600
+
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused everywhere: no setting is meant to be one.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Latency(_Model):
@@ -39,8 +47,10 @@ class Latency(_Model):
     Headers ``X-Mocksup-TTFT`` and ``X-Mocksup-ITL`` (seconds) override them per request.
     """
 
-    ttft: float = Field(default=0.0, ge=0, description="Seconds from admission to the first token.")
-    itl: float = Field(default=0.0, ge=0, description="Seconds between two tokens.")
+    ttft: float = Field(
+        default=0.0, ge=0, le=MAX_DELAY, description="Seconds from admission to the first token."
+    )
+    itl: float = Field(default=0.0, ge=0, le=MAX_DELAY, description="Seconds between two tokens.")
     jitter: float = Field(
         default=0.0,
         ge=0,
@@ -63,9 +73,11 @@ class Faults(_Model):
     kind: FaultKind = Field(default="unavailable", description="What a fault does.")
     first: int = Field(default=0, ge=0, description="Fail this many requests from now on.")
     rate: float = Field(default=0.0, ge=0, le=1, description="Probability that a request fails.")
-    retry_after: int = Field(default=1, ge=0, description="Seconds in Retry-After (429 and 503).")
+    retry_after: int = Field(
+        default=1, ge=0, le=MAX_DELAY, description="Seconds in Retry-After (429 and 503)."
+    )
     after_tokens: int = Field(
-        default=1, ge=0, description="Tokens streamed before a mid-stream fault."
+        default=1, ge=0, le=2**31, description="Tokens streamed before a mid-stream fault."
     )
 
 
@@ -107,3 +119,12 @@ class ScriptRule(_Model):
     call: int | None = Field(default=None, ge=1)
     times: int | None = Field(default=None, ge=1)
     reply: ScriptReply = Field(default=ScriptReply())
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mocksup.vllm._matching import compile_pattern
+
+            compile_pattern(value)
+        return value

@@ -162,7 +162,7 @@ class OtelE2ETest(MockServerTestCase):
 
     def test_vllm_served_one_chat_completion(self) -> None:
         (entry,) = self.vllm.requests("/v1/chat/completions")
-        self.assertEqual(entry["status"], 200)
+        self.assertEqual(entry.status, 200)
         self.assertTrue(self.app["content"])
 
 

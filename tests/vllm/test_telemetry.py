@@ -95,7 +95,7 @@ class MetricsTest(ServerTestCase):
         response.close()
         conn.close()
         # The journal entry of a stream is written after its engine request was released.
-        self.server.wait_for_requests(1, path="/v1/completions", timeout=10)
+        self.server.wait_for_requests(path="/v1/completions", timeout=10)
         after = scrape(self.server)
         self.assertEqual(after[("vllm:num_requests_running", ())], 0)
         self.assertEqual(after[("vllm:num_requests_waiting", ())], 0)
@@ -118,10 +118,10 @@ class MetricsTest(ServerTestCase):
         queued = raw_post(self.server, "/v1/completions", {"prompt": "y", "max_tokens": 1})
         self.assertEqual(queued[0], 200)
         response.read()
-        entries = self.server.requests(path="/v1/completions", count=2, timeout=5)
-        (entry,) = [e for e in entries if e["body"]["prompt"] == "y"]
+        entries = self.server.wait_for_requests(path="/v1/completions", count=2, timeout=5)
+        (entry,) = [e for e in entries if e.body["prompt"] == "y"]
         # It waited for the stream's remaining ~0.58 s of decoding before it could run.
-        self.assertGreater(entry["duration"], 0.3)
+        self.assertGreater(entry.duration, 0.3)
         waited = scrape(self.server)[("vllm:request_queue_time_seconds_sum", ())]
         self.assertGreater(waited, 0.3)
 
@@ -151,8 +151,8 @@ class LatencyTest(ServerTestCase):
         itl = (arrivals[-1] - arrivals[0]) / (tokens - 1)
         self.assertAlmostEqual(ttft, 0.1, delta=0.01)
         self.assertAlmostEqual(itl, 0.01, delta=0.001)
-        (entry,) = self.server.requests(path="/v1/completions", count=1, timeout=5)
-        self.assertAlmostEqual(entry["first_byte"], 0.1, delta=0.01)
+        (entry,) = self.server.wait_for_requests(path="/v1/completions", timeout=5)
+        self.assertAlmostEqual(entry.first_byte, 0.1, delta=0.01)
 
     def test_non_streamed_request_takes_ttft_plus_decode(self) -> None:
         self.server.clear()
@@ -167,4 +167,4 @@ class LatencyTest(ServerTestCase):
         self.assertGreaterEqual(time.monotonic() - start, 0.07)
         # The server's own clock, free of the client's scheduling on a busy machine.
         (entry,) = self.server.requests(path="/v1/completions")
-        self.assertAlmostEqual(entry["duration"], 0.02 + 10 * 0.005, delta=0.007)
+        self.assertAlmostEqual(entry.duration, 0.02 + 10 * 0.005, delta=0.007)

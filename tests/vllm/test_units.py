@@ -13,10 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
 from mocksup.vllm import TOKENIZER, MockVLLMServer, ScriptReply, ScriptRule
-from mocksup.vllm.generate import plan_request
-from mocksup.vllm.metrics import FINISH_REASONS, Finished, Metrics, buckets_1_2_5
-from mocksup.vllm.protocol import ChatRequest, CompletionRequest
-from mocksup.vllm.tracing import SpanInput, build_span, parse_traceparent
+from mocksup.vllm._chat import ChatRequest
+from mocksup.vllm._completions import CompletionRequest
+from mocksup.vllm._engine_metrics import FINISH_REASONS, EngineMetrics, Finished, buckets_1_2_5
+from mocksup.vllm._plan import Settings, plan_request
+from mocksup.vllm._tracing import SpanInput, build_span, parse_traceparent
 
 
 def _plan_digest(seed: int) -> str:
@@ -24,13 +25,7 @@ def _plan_digest(seed: int) -> str:
         {"messages": [{"role": "user", "content": "Tell me a story"}], "n": 2, "seed": seed}
     )
     plan = plan_request(
-        request,
-        request_id="chatcmpl-x",
-        served_model="m",
-        max_model_len=4096,
-        seed=0,
-        length_range=(10, 40),
-        reply=None,
+        request, "chatcmpl-x", Settings(4096, 0, (10, 40)), None, per_prompt_ids=False
     )
     chunks = [c.deltas for c in plan.choices]
     return hashlib.sha256(json.dumps(chunks).encode()).hexdigest()
@@ -66,13 +61,7 @@ class GenerationTest(unittest.TestCase):
     def test_generated_text_retokenizes_to_the_count(self) -> None:
         request = CompletionRequest.model_validate({"prompt": "Once", "max_tokens": 30})
         plan = plan_request(
-            request,
-            request_id="cmpl-1",
-            served_model="m",
-            max_model_len=4096,
-            seed=3,
-            length_range=(5, 60),
-            reply=None,
+            request, "cmpl-1", Settings(4096, 3, (5, 60)), None, per_prompt_ids=True
         )
         choice = plan.choices[0]
         self.assertEqual(TOKENIZER.count(choice.text), len(choice.tokens))
@@ -83,15 +72,7 @@ class GenerationTest(unittest.TestCase):
         request = ChatRequest.model_validate(
             {"messages": [{"role": "user", "content": "x"}], "stop": ["gamma"]}
         )
-        plan = plan_request(
-            request,
-            request_id="c",
-            served_model="m",
-            max_model_len=4096,
-            seed=0,
-            length_range=(1, 2),
-            reply=reply,
-        )
+        plan = plan_request(request, "c", Settings(4096, 0, (1, 2)), reply, per_prompt_ids=False)
         choice = plan.choices[0]
         self.assertEqual(choice.text, "alpha beta ")
         self.assertEqual((choice.finish_reason, choice.stop_reason), ("stop", "gamma"))
@@ -100,7 +81,7 @@ class GenerationTest(unittest.TestCase):
 
 class MetricsTest(unittest.TestCase):
     def test_vllm_test_metrics_counts_formulas(self) -> None:
-        metrics = Metrics("m", 4096)
+        metrics = EngineMetrics("m", 4096)
         n, p, m = 10, 7, 10
         for _ in range(n):
             metrics.record(
@@ -201,19 +182,32 @@ class AppTest(unittest.TestCase):
 
     def test_validation_and_parse_errors_are_400(self) -> None:
         chat = "/v1/chat/completions"
+        options = {"include_usage": True}
         cases = [
-            self.post(chat, {"model": "mock-model"}),  # no messages
-            self.post(chat, {"messages": [], "n": 0}),
-            self.client.post(
-                chat, data=b"{not json", headers={**self.auth, "Content-Type": "application/json"}
+            (self.post(chat, {"model": "mock-model"}), "Bad Request", "body.messages"),
+            (self.post(chat, {"messages": [], "n": 0}), "BadRequestError", None),
+            (
+                self.client.post(chat, data=b"{not json", headers={**self.auth, **self.json_type}),
+                "Bad Request",
+                "body.1",
             ),
-            self.client.post(chat, data=b"{}", headers={**self.auth, "Content-Type": "text/plain"}),
-            self.post("/v1/completions", {"prompt": "x", "stream_options": {}}),
+            (
+                self.client.post(
+                    chat, data=b"{}", headers={**self.auth, "Content-Type": "text/plain"}
+                ),
+                "Bad Request",
+                None,
+            ),
+            (
+                self.post("/v1/completions", {"prompt": "x", "stream_options": options}),
+                "Bad Request",
+                "stream_options",
+            ),
         ]
-        for response in cases:
+        for response, kind, param in cases:
             self.assertEqual(response.status_code, 400, response.data)
             error = response.json["error"]
-            self.assertEqual((error["type"], error["code"]), ("BadRequestError", 400))
+            self.assertEqual((error["type"], error["code"], error["param"]), (kind, 400, param))
             self.assertEqual(set(error), {"message", "type", "param", "code"})
 
     def test_context_length_messages(self) -> None:
@@ -249,7 +243,7 @@ class AppTest(unittest.TestCase):
             raise RuntimeError("bug")
 
         app._routes["/version"] = (("GET",), broken)  # type: ignore[attr-defined]
-        with self.assertLogs("mocksup.vllm.app", "ERROR"):
+        with self.assertLogs("mocksup.vllm._app", "ERROR"):
             response = self.client.get("/version")
         self.assertEqual(response.status_code, 500)
         self.assertEqual(response.json["error"]["type"], "InternalServerError")

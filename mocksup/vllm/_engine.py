@@ -15,24 +15,92 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from mocksup.vllm.generate import Choice, Plan
-from mocksup.vllm.metrics import BLOCK_SIZE, Finished, Metrics
-from mocksup.vllm.plumbing import Cut
-from mocksup.vllm.protocol import APIError
+from mocksup.vllm._engine_metrics import BLOCK_SIZE, EngineMetrics, Finished
+from mocksup.vllm._errors import APIError
+from mocksup.vllm._faults import Cut
+from mocksup.vllm._limits import QUEUE_TIMEOUT
+from mocksup.vllm._plan import Choice, Plan
+from mocksup.vllm._stream import DONE, ChunkWriter
+from mocksup.vllm._tracing import SpanExporter, SpanInput, TraceContext, build_span
 from mocksup.vllm.settings import FaultKind, Faults
-from mocksup.vllm.state import Slots
-from mocksup.vllm.tracing import SpanExporter, SpanInput, TraceContext, build_span
-from mocksup.vllm.wire import DONE, ChunkWriter
 
-__all__ = ["Engine", "Job"]
+__all__ = ["Engine", "Job", "Slots"]
 
 #: Bytes gathered before a write when no delay separates events.
 _COALESCE = 65536
+#: Faults that end a stream after ``after_tokens`` tokens.
+_MID_STREAM = frozenset({"stream_error", "stream_cut"})
+
+
+class _Progress:
+    """A stream's state while it runs: token times, finished choices, unwritten events."""
+
+    __slots__ = ("done", "pending", "size", "times")
+
+    def __init__(self, choices: int) -> None:
+        self.times: list[float] = []
+        self.done = [False] * choices
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def add(self, events: list[bytes]) -> None:
+        self.pending.extend(events)
+
+    def take(self) -> bytes:
+        data = b"".join(self.pending)
+        self.pending, self.size = [], 0
+        return data
+
+
+class Slots:
+    """At most ``limit`` sequences run at once; the rest wait in arrival order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running = 0
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+
+    def acquire(self, count: int, timeout: float) -> None:
+        """Take ``count`` slots (capped at the limit), waiting in FIFO order.
+
+        :raises TimeoutError: they were not free within ``timeout`` seconds.
+        """
+        ticket = object()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while True:
+                    wanted = min(count, self.limit)
+                    if self._queue[0] is ticket and self._running + wanted <= self.limit:
+                        self._running += wanted
+                        return
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no slot free within {timeout} s")
+                    self._cond.wait(remaining)
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, count: int) -> None:
+        """Give back what :meth:`acquire` took for ``count``."""
+        with self._cond:
+            self._running -= min(count, self.limit)
+            self._cond.notify_all()
+
+    def resize(self, limit: int) -> None:
+        """Change the limit; waiting requests are re-examined."""
+        with self._cond:
+            self.limit = limit
+            self._cond.notify_all()
 
 
 @dataclass
@@ -41,7 +109,6 @@ class Job:
 
     plan: Plan
     writer: ChunkWriter | None
-    body: bytes
     arrival: float
     arrival_ns: int
     ttft: float
@@ -51,7 +118,10 @@ class Job:
     fault: FaultKind | None
     faults: Faults
     parent: TraceContext | None
-    sampling: dict[str, Any]
+    #: The sampling parameters the span reports.
+    n: int
+    temperature: float | None
+    top_p: float | None
     include_usage: bool = False
     times: list[float] = field(default_factory=list)
     scheduled: float = 0.0
@@ -60,7 +130,7 @@ class Job:
 class Engine:
     """Schedules jobs on the slots and accounts them in metrics and spans."""
 
-    def __init__(self, slots: Slots, metrics: Metrics, exporter: SpanExporter | None) -> None:
+    def __init__(self, slots: Slots, metrics: EngineMetrics, exporter: SpanExporter | None) -> None:
         self.slots = slots
         self.metrics = metrics
         self.exporter = exporter
@@ -70,7 +140,12 @@ class Engine:
         blocks = sum(-(-(c.prompt_tokens + len(c.tokens)) // BLOCK_SIZE) for c in job.plan.choices)
         self.metrics.queued()
         try:
-            self.slots.acquire(count)
+            self.slots.acquire(count, QUEUE_TIMEOUT)
+        except TimeoutError:
+            self.metrics.left_queue()
+            raise APIError(
+                503, f"The request waited {QUEUE_TIMEOUT:g} s for a slot (max_num_seqs)."
+            ) from None
         except BaseException:
             self.metrics.left_queue()
             raise
@@ -115,65 +190,63 @@ class Engine:
 
     def stream(self, job: Job) -> Iterator[bytes]:
         """A streamed request: yields SSE bytes at the simulated token times."""
-        assert job.writer is not None
-        writer = job.writer
-        choices = job.plan.choices
         blocks = self._admit(job)
-        steps = max((len(c.tokens) for c in choices), default=0)
-        deadlines = self._deadlines(job, max(steps, 1))
-        times: list[float] = []
-        done = [False] * len(choices)
-        pending: list[bytes] = []
-        size = 0
+        progress = _Progress(len(job.plan.choices))
         try:
-            _sleep_until(deadlines[0])
-            pending.extend(writer.role_chunks())
-            for k in range(max(steps, 1)):
-                if k:
-                    at = deadlines[k]
-                    if at > time.monotonic():
-                        if pending:
-                            yield b"".join(pending)
-                            pending, size = [], 0
-                        _sleep_until(at)
-                if job.fault in ("stream_error", "stream_cut") and k >= job.faults.after_tokens:
-                    break
-                times.append(time.monotonic())
-                for position, c in enumerate(choices):
-                    if done[position]:
-                        continue
-                    if not c.tokens:
-                        event = writer.empty_finish(position)
-                    else:
-                        event = writer.token(position, k)
-                    if event:
-                        pending.append(event)
-                        size += len(event)
-                    if k >= len(c.tokens) - 1:
-                        done[position] = True
-                        self._finish(job, c, times, None)
-                if size >= _COALESCE:
-                    yield b"".join(pending)
-                    pending, size = [], 0
-            if job.fault == "stream_error":
-                error = APIError(500, "Internal server error while generating (injected fault).")
-                self._finish_rest(job, done, times, "error")
-                pending += [writer.error_chunk(error.body()), DONE]
-                yield b"".join(pending)
-                return
-            if job.fault == "stream_cut":
-                if pending:
-                    yield b"".join(pending)
-                self._finish_rest(job, done, times, "abort")
-                raise Cut("stream cut (injected fault)")
-            if job.include_usage:
-                pending.append(writer.usage_chunk())
-            pending.append(DONE)
-            yield b"".join(pending)
+            yield from self._tokens(job, progress)
+            yield from self._ending(job, progress)
         finally:
             # A client that went away lands here through GeneratorExit: abort what is left.
-            self._finish_rest(job, done, times, "abort")
+            self._finish_rest(job, progress.done, progress.times, "abort")
             self._release(job, blocks)
+
+    def _tokens(self, job: Job, progress: _Progress) -> Iterator[bytes]:
+        # Events that are due are gathered and written together; a wait flushes them first.
+        writer = job.writer
+        assert writer is not None
+        choices, done, times = job.plan.choices, progress.done, progress.times
+        steps = max(max((len(c.tokens) for c in choices), default=0), 1)
+        deadlines = self._deadlines(job, steps)
+        _sleep_until(deadlines[0])
+        progress.add(writer.role_chunks())
+        cut_at = job.faults.after_tokens if job.fault in _MID_STREAM else steps
+        for k in range(min(steps, cut_at)):
+            if k and deadlines[k] > time.monotonic():
+                if progress.pending:
+                    yield progress.take()
+                _sleep_until(deadlines[k])
+            times.append(time.monotonic())
+            for position, c in enumerate(choices):
+                if done[position]:
+                    continue
+                event = writer.token(position, k) if c.tokens else writer.empty_finish(position)
+                if event:
+                    progress.pending.append(event)
+                    progress.size += len(event)
+                if k >= len(c.tokens) - 1:
+                    done[position] = True
+                    self._finish(job, c, times, None)
+            if progress.size >= _COALESCE:
+                yield progress.take()
+
+    def _ending(self, job: Job, progress: _Progress) -> Iterator[bytes]:
+        writer = job.writer
+        assert writer is not None
+        if job.fault == "stream_error":
+            error = APIError(500, "Internal server error while generating (injected fault).")
+            self._finish_rest(job, progress.done, progress.times, "error")
+            progress.add([writer.error_chunk(error.body()), DONE])
+            yield progress.take()
+            return
+        if job.fault == "stream_cut":
+            if progress.pending:
+                yield progress.take()
+            self._finish_rest(job, progress.done, progress.times, "abort")
+            raise Cut("stream cut (injected fault)")
+        if job.include_usage:
+            progress.pending.append(writer.usage_chunk())
+        progress.pending.append(DONE)
+        yield progress.take()
 
     def _finish_all(self, job: Job, times: list[float], reason: str | None, upto: int = 0) -> None:
         for c in job.plan.choices:
@@ -199,7 +272,7 @@ class Engine:
             prompt_tokens=c.prompt_tokens,
             generation_tokens=generated,
             max_tokens_param=job.plan.max_tokens_param,
-            n=int(job.sampling.get("n") or 1),
+            n=job.n,
             finish_reason=finish,
             queue=job.scheduled - job.arrival,
             ttft=first - job.arrival,
@@ -218,8 +291,8 @@ class Engine:
                         parent=job.parent,
                         start_ns=job.arrival_ns,
                         finished=record,
-                        temperature=job.sampling.get("temperature"),
-                        top_p=job.sampling.get("top_p"),
+                        temperature=job.temperature,
+                        top_p=job.top_p,
                         max_tokens=c.max_tokens,
                     )
                 )

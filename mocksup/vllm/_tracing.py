@@ -31,7 +31,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from mocksup.vllm.metrics import Finished
+from mocksup.vllm._engine_metrics import Finished
 
 __all__ = ["SpanExporter", "SpanInput", "TraceContext", "build_span", "parse_traceparent"]
 

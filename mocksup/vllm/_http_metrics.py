@@ -11,8 +11,9 @@ labels and buckets are the instrumentator's.
 from __future__ import annotations
 
 import bisect
-import math
 import threading
+
+from mocksup.vllm._exposition import family, fmt, histogram_lines
 
 __all__ = ["EXCLUDED", "HTTPMetrics"]
 
@@ -22,10 +23,6 @@ EXCLUDED = frozenset({"/metrics", "/health", "/load", "/ping", "/version", "/ser
 _HIGHR = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0,
           4.5, 5.0, 7.5, 10.0, 30.0, 60.0)  # fmt: skip
 _LOWR = (0.1, 0.5, 1.0)
-
-
-def _fmt(value: float) -> str:
-    return "+Inf" if value == math.inf else repr(float(value))
 
 
 class HTTPMetrics:
@@ -68,48 +65,39 @@ class HTTPMetrics:
     def render(self) -> str:
         """The families in Prometheus text format."""
         out: list[str] = []
-
-        def family(name: str, help_text: str, kind: str) -> None:
-            out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-
-        def histogram(name: str, labels: str, row: list[float], bounds: tuple[float, ...]) -> None:
-            running = 0.0
-            sep = "," if labels else ""
-            for bound, count in zip((*bounds, math.inf), row[:-1], strict=True):
-                running += count
-                out.append(f'{name}_bucket{{{labels}{sep}le="{_fmt(bound)}"}} {_fmt(running)}\n')
-            braces = f"{{{labels}}}" if labels else ""
-            out.append(
-                f"{name}_count{braces} {_fmt(running)}\n{name}_sum{braces} {_fmt(row[-1])}\n"
-            )
-
         with self._lock:
-            family("http_requests_total", "Total number of requests by method, status and handler.",
-                   "counter")  # fmt: skip
+            help_text = "Total number of requests by method, status and handler."
+            family(out, "http_requests_total", help_text, "counter")
             for (method, group, handler), count in self._total.items():
                 out.append(
                     f'http_requests_total{{method="{method}",status="{group}",'
-                    f'handler="{handler}"}} {_fmt(count)}\n'
+                    f'handler="{handler}"}} {fmt(count)}\n'
                 )
-            for name, table, what in (
-                ("http_request_size_bytes", self._in, "incoming requests"),
-                ("http_response_size_bytes", self._out, "outgoing responses"),
-            ):
-                help_text = (
-                    f"Content length of {what} by handler. Only value of header is respected. "
-                    "Otherwise ignored. No percentile calculated. "
-                )
-                family(name, help_text, "summary")
-                for handler, (observed, total) in table.items():
-                    out.append(f'{name}_count{{handler="{handler}"}} {_fmt(observed)}\n')
-                    out.append(f'{name}_sum{{handler="{handler}"}} {_fmt(total)}\n')
+            self._render_sizes(out)
             name = "http_request_duration_highr_seconds"
-            family(name, "Latency with many buckets but no API specific labels. Made for more "
-                   "accurate percentile calculations. ", "histogram")  # fmt: skip
-            histogram(name, "", self._highr, _HIGHR)
+            family(out, name, "Latency with many buckets but no API specific labels. Made for "
+                   "more accurate percentile calculations. ", "histogram")  # fmt: skip
+            histogram_lines(
+                out, name, "", bounds=_HIGHR, counts=self._highr[:-1], total=self._highr[-1]
+            )
             name = "http_request_duration_seconds"
-            family(name, "Latency with only few buckets by handler. Made to be only used if "
-                   "aggregation by handler is important. ", "histogram")  # fmt: skip
+            family(out, name, "Latency with only few buckets by handler. Made to be only used "
+                   "if aggregation by handler is important. ", "histogram")  # fmt: skip
             for (method, handler), row in self._lowr.items():
-                histogram(name, f'handler="{handler}",method="{method}"', row, _LOWR)
+                labels = f'handler="{handler}",method="{method}"'
+                histogram_lines(out, name, labels, bounds=_LOWR, counts=row[:-1], total=row[-1])
         return "".join(out)
+
+    def _render_sizes(self, out: list[str]) -> None:
+        for name, table, what in (
+            ("http_request_size_bytes", self._in, "incoming requests"),
+            ("http_response_size_bytes", self._out, "outgoing responses"),
+        ):
+            help_text = (
+                f"Content length of {what} by handler. Only value of header is respected. "
+                "Otherwise ignored. No percentile calculated. "
+            )
+            family(out, name, help_text, "summary")
+            for handler, (observed, total) in table.items():
+                out.append(f'{name}_count{{handler="{handler}"}} {fmt(observed)}\n')
+                out.append(f'{name}_sum{{handler="{handler}"}} {fmt(total)}\n')

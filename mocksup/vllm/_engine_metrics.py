@@ -1,10 +1,9 @@
-"""vLLM's Prometheus metrics, kept consistent with the traffic and written out by hand.
+"""vLLM's engine metrics (the ``vllm:*`` families), kept consistent with the traffic.
 
 Names, HELP texts, types, labels and buckets follow vLLM v1's ``PrometheusStatLogger``
 (``vllm/v1/metrics/loggers.py``): labels ``model_name`` (the first served name) and
 ``engine`` (``"0"``), counters exposed with ``_total``, ``finished_reason`` pre-created for all
-five reasons. The text exposition is written here, not with ``prometheus_client``, to keep
-the runtime dependencies small; the tests parse it with ``prometheus_client``'s parser.
+five reasons. The text is written with :mod:`._exposition`.
 
 Each finished engine request updates every family the way vLLM's ``record_finished_request``
 and per-step updates do, so vLLM's ``test_metrics_counts`` formulas hold: after N requests of
@@ -16,11 +15,12 @@ histogram N(M-1) observations, and so on.
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 from dataclasses import dataclass
 
-__all__ = ["FINISH_REASONS", "Finished", "Metrics"]
+from mocksup.vllm._exposition import Histogram, escape, family, fmt
+
+__all__ = ["BLOCK_SIZE", "FINISH_REASONS", "EngineMetrics", "Finished", "buckets_1_2_5"]
 
 #: vLLM's ``FINISH_REASON_STRINGS``, in its order.
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
@@ -50,26 +50,6 @@ def buckets_1_2_5(limit: int) -> tuple[float, ...]:
                 return tuple(out)
             out.append(value)
         exponent += 1
-
-
-def _fmt(value: float) -> str:
-    # prometheus_client's floatToGoString, which every scrape of vLLM shows.
-    if value == math.inf:
-        return "+Inf"
-    return repr(float(value))
-
-
-class _Histogram:
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float, times: int = 1) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += times
-        self.sum += value * times
 
 
 @dataclass
@@ -130,12 +110,12 @@ _COUNTERS = (
 )
 
 
-class Metrics:
+class EngineMetrics:
     """The engine's metric values; thread-safe; :meth:`render` gives the exposition text."""
 
     def __init__(self, model_name: str, max_model_len: int) -> None:
         self._lock = threading.Lock()
-        self._labels = f'model_name="{_escape(model_name)}",engine="0"'
+        self._labels = f'model_name="{escape(model_name)}",engine="0"'
         self._max_model_len = max_model_len
         self.running = 0
         self.waiting = 0
@@ -157,7 +137,7 @@ class Metrics:
             "vllm:request_time_per_output_token_seconds": _ITL,
         }
         self._hist = {
-            name: _Histogram(bounds.get(name, _LATENCY if name.endswith("_seconds") else tokens))
+            name: Histogram(bounds.get(name, _LATENCY if name.endswith("_seconds") else tokens))
             for name, _ in _HISTOGRAMS
         }
         self._counters = dict.fromkeys((name for name, _ in _COUNTERS), 0)
@@ -230,52 +210,15 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition (format 0.0.4)."""
-        labels = self._labels
         out: list[str] = []
-
-        def family(name: str, help_text: str, kind: str) -> None:
-            out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-
         with self._lock:
-            gauges = (
-                ("vllm:num_requests_running", "Number of requests in model execution batches.",
-                 self.running),
-                ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
-                 self.waiting),
-                ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
-                 min(1.0, self._kv_blocks / NUM_GPU_BLOCKS)),
-            )  # fmt: skip
-            for name, help_text, value in gauges:
-                family(name, help_text, "gauge")
-                out.append(f"{name}{{{labels}}} {_fmt(value)}\n")
-            name = "vllm:engine_sleep_state"
-            family(
-                name,
-                "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine "
-                "is awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means "
-                "sleep level 2.",
-                "gauge",
-            )
-            for state, value in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
-                out.append(f'{name}{{{labels},sleep_state="{state}"}} {_fmt(value)}\n')
-            for name, help_text in _COUNTERS:
-                family(name + "_total", help_text, "counter")
-                out.append(f"{name}_total{{{labels}}} {_fmt(self._counters[name])}\n")
-            name = "vllm:request_success_total"
-            family(name, "Count of successfully processed requests.", "counter")
-            for reason, value in self._success.items():
-                out.append(f'{name}{{{labels},finished_reason="{reason}"}} {_fmt(value)}\n')
+            self._render_gauges(out)
+            self._render_counters(out)
             for name, help_text in _HISTOGRAMS:
-                family(name, help_text, "histogram")
-                hist = self._hist[name]
-                running = 0
-                for bound, count in zip((*hist.bounds, math.inf), hist.counts, strict=True):
-                    running += count
-                    out.append(f'{name}_bucket{{{labels},le="{_fmt(bound)}"}} {_fmt(running)}\n')
-                out.append(f"{name}_count{{{labels}}} {_fmt(running)}\n")
-                out.append(f"{name}_sum{{{labels}}} {_fmt(hist.sum)}\n")
+                family(out, name, help_text, "histogram")
+                self._hist[name].lines(out, name, self._labels)
         name = "vllm:cache_config_info"
-        family(name, "Information of the LLMEngine CacheConfig", "gauge")
+        family(out, name, "Information of the LLMEngine CacheConfig", "gauge")
         info = (
             f'block_size="{BLOCK_SIZE}",cache_dtype="auto",enable_prefix_caching="True",'
             f'engine="0",gpu_memory_utilization="0.9",num_cpu_blocks="None",'
@@ -284,6 +227,37 @@ class Metrics:
         out.append(f"{name}{{{info}}} 1.0\n")
         return "".join(out).encode()
 
+    def _render_gauges(self, out: list[str]) -> None:
+        labels = self._labels
+        gauges = (
+            ("vllm:num_requests_running", "Number of requests in model execution batches.",
+             self.running),
+            ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+             self.waiting),
+            ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
+             min(1.0, self._kv_blocks / NUM_GPU_BLOCKS)),
+        )  # fmt: skip
+        for name, help_text, value in gauges:
+            family(out, name, help_text, "gauge")
+            out.append(f"{name}{{{labels}}} {fmt(value)}\n")
+        name = "vllm:engine_sleep_state"
+        family(
+            out,
+            name,
+            "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine "
+            "is awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means "
+            "sleep level 2.",
+            "gauge",
+        )
+        for state, value in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
+            out.append(f'{name}{{{labels},sleep_state="{state}"}} {fmt(value)}\n')
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def _render_counters(self, out: list[str]) -> None:
+        labels = self._labels
+        for name, help_text in _COUNTERS:
+            family(out, name + "_total", help_text, "counter")
+            out.append(f"{name}_total{{{labels}}} {fmt(self._counters[name])}\n")
+        name = "vllm:request_success_total"
+        family(out, name, "Count of successfully processed requests.", "counter")
+        for reason, value in self._success.items():
+            out.append(f'{name}{{{labels},finished_reason="{reason}"}} {fmt(value)}\n')

@@ -15,9 +15,10 @@ from urllib.parse import parse_qs
 from pydantic import ValidationError
 
 from mocksup._control import PREFIX
-from mocksup.vllm.plumbing import journal_body
+from mocksup.vllm._encoding import dumps
+from mocksup.vllm._journal import journal_body
+from mocksup.vllm._runtime import RuntimeState
 from mocksup.vllm.settings import ScriptRule
-from mocksup.vllm.state import RuntimeState
 
 __all__ = ["ControlAPI"]
 
@@ -81,9 +82,9 @@ class ControlAPI:
                 raw = environ["wsgi.input"].read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 result = handler(query, body)
-            except (ValueError, ValidationError, _BadRequest) as error:
+            except (ValueError, RecursionError, ValidationError, _BadRequest) as error:
                 status, result = "400 Bad Request", {"error": str(error)}
-        payload = json.dumps(result).encode()
+        payload = dumps(result)
         start_response(
             status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         )
@@ -93,7 +94,9 @@ class ControlAPI:
         wait = min(float(query.get("wait", 0)), MAX_WAIT)
         count = int(query.get("count", 0))
         entries = self.state.journal.query(query.get("path"), count, wait)
-        return {"requests": [{**e, "body": journal_body(e["body"])} for e in entries]}
+        return {
+            "requests": [{**e, "body": journal_body(e["body"], e["body_size"])} for e in entries]
+        }
 
     def _delete_requests(self, query: dict[str, str], body: Any) -> Any:
         self.state.journal.clear()

@@ -1,0 +1,114 @@
+"""Request bodies: bounded framing, JSON decoding within the structure limits, validation.
+
+Every API route's body goes through :func:`read_body`, then :func:`decode_json` (vLLM's
+content-type check and FastAPI's JSON errors) and :func:`validate` (a pydantic model, its
+errors answered as vLLM answers them). Structure is checked on the raw bytes before
+decoding, so a hostile body never becomes a huge tree of Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from mocksup.vllm._errors import APIError, from_validation_error, parse_error
+from mocksup.vllm._limits import MAX_JSON_CONTAINERS, MAX_JSON_VALUES
+
+__all__ = ["check_structure", "decode_json", "read_body", "validate"]
+
+M = TypeVar("M", bound=BaseModel)
+
+_MEDIA_TYPE_ERROR = "Unsupported Media Type: Only 'application/json' is allowed"
+
+
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes.
+
+    :raises APIError: 400 for an invalid ``Content-Length``, 413 past ``limit``.
+    """
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise APIError(400, "Invalid Content-Length header.") from None
+    if length < 0:
+        raise APIError(400, "Invalid Content-Length header.")
+    if length > limit:
+        raise _too_large(f"{length} bytes", limit)
+    stream = environ["wsgi.input"]
+    if length:
+        data: bytes = stream.read(length)
+        return data
+    if environ.get("wsgi.input_terminated"):
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise _too_large("more bytes", limit)
+        return data
+    return b""
+
+
+def _too_large(what: str, limit: int) -> APIError:
+    return APIError(
+        413, f"Request body of {what} exceeds the limit of {limit} bytes (max_request_bytes)."
+    )
+
+
+def decode_json(content_type: str, body: bytes) -> Any:
+    """Decode a JSON body as vLLM's server does, within the mock's structure limits.
+
+    :raises APIError: vLLM's 400 for another content type or malformed JSON, FastAPI's
+        "error parsing the body" for nesting deeper than the JSON parser's recursion limit
+        (as vLLM's parser), 413 for more than :data:`MAX_JSON_CONTAINERS` objects and arrays.
+    """
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise from_validation_error([_MEDIA_TYPE_ERROR])
+    check_structure(body)
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as error:
+        raise from_validation_error([_json_error(error)]) from None
+    except (ValueError, RecursionError):  # not UTF-8, or nested past the recursion limit
+        raise parse_error() from None
+    return data
+
+
+def check_structure(body: bytes) -> None:
+    """Refuse a body holding too many objects and arrays, or values (counted on the bytes).
+
+    Brackets and commas inside strings count too: the counts are upper bounds, cheap in C.
+    """
+    opened = body.count(b"[") + body.count(b"{")
+    if opened > MAX_JSON_CONTAINERS:
+        raise APIError(
+            413,
+            f"The request body has more than {MAX_JSON_CONTAINERS} JSON objects and "
+            "arrays (a limit of the mock).",
+        )
+    if opened + body.count(b",") > MAX_JSON_VALUES:
+        raise APIError(
+            413,
+            f"The request body has more than {MAX_JSON_VALUES} JSON values (a limit of the mock).",
+        )
+
+
+def _json_error(error: json.JSONDecodeError) -> dict[str, Any]:
+    # FastAPI's entry for a body json.loads refused: located at the character offset.
+    return {
+        "type": "json_invalid",
+        "loc": (error.pos,),
+        "msg": "JSON decode error",
+        "input": {},
+        "ctx": {"error": error.msg},
+    }
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate decoded JSON against ``model``.
+
+    :raises APIError: vLLM's 400 listing the schema errors.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise from_validation_error(error) from None

@@ -1,0 +1,66 @@
+"""Generation strategies: what one choice of a request says, each kind in its own module.
+
+A strategy takes an :class:`Ask` (the request, the choice's seeded generator, how many
+tokens it may generate, the matching script reply) and returns a :class:`Draft` (its tokens,
+finish reason and tool calls), or ``None`` when it does not apply. :func:`draft` asks them in
+order: tool calls, then scripted content, then free text, which always answers. Stop strings
+and log-probabilities are applied afterwards to whatever text a strategy drafted
+(:mod:`mocksup.vllm._plan`), so a new strategy (JSON Schema, regex, reasoning) only decides
+tokens.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mocksup.vllm._sampling import GenerationRequest
+from mocksup.vllm.settings import ScriptReply
+
+__all__ = ["Ask", "Draft", "Strategy", "draft"]
+
+
+@dataclass
+class Ask:
+    """What a strategy knows about the choice it drafts."""
+
+    request: GenerationRequest
+    rng: random.Random
+    #: Tokens the choice may generate (``max_tokens``, else what the context leaves).
+    limit: int
+    #: The server's range of natural text lengths, in tokens.
+    length_range: tuple[int, int]
+    reply: ScriptReply | None
+
+
+@dataclass
+class Draft:
+    """One choice's generated tokens before stop strings and log-probabilities."""
+
+    tokens: list[int]
+    finish_reason: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: A strategy: a draft, or ``None`` to let the next one answer.
+Strategy = Callable[[Ask], "Draft | None"]
+
+
+def _strategies() -> tuple[Strategy, ...]:
+    from mocksup.vllm._generation import free_text, scripted, tool_calls
+
+    return (tool_calls.draft, scripted.draft, free_text.draft)
+
+
+def draft(ask: Ask) -> Draft:
+    """The first strategy's draft that applies (free text always does)."""
+    for strategy in _STRATEGIES:
+        result = strategy(ask)
+        if result is not None:
+            return result
+    raise AssertionError("free text answers every request")
+
+
+_STRATEGIES = _strategies()

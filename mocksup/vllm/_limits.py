@@ -1,0 +1,61 @@
+"""Every limit of the vLLM mock in one place, with what a client gets past it.
+
+Two kinds: vLLM's own limits, which the mock enforces with vLLM's status and message
+(``max_logprobs``, the embedding size), and the mock's structure limits, which keep one
+request within the size limit (``max_request_bytes``, 32 MiB by default) from taking the
+child's memory far past its idle size. A request past a structure limit gets 413 with a
+message naming the limit. ``docs/vllm.rst`` lists them all.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JOURNAL_BODY_BYTES",
+    "JOURNAL_HEADER_BYTES",
+    "MAX_JSON_CONTAINERS",
+    "MAX_JSON_VALUES",
+    "MAX_LOGPROBS",
+    "MAX_OUTPUT_FLOATS",
+    "MAX_OUTPUT_TOKENS",
+    "MAX_PROMPT_ITEMS",
+    "MAX_SCRIPT_TEXT",
+    "QUEUE_TIMEOUT",
+    "REGEX_TIMEOUT",
+]
+
+#: vLLM's ``--max-logprobs`` default: ``logprobs``/``top_logprobs`` above it get 400.
+MAX_LOGPROBS = 20
+
+#: Objects and arrays in one JSON body. Each costs a few hundred bytes once decoded and
+#: validated; 200,000 of them stay around 100 MiB.
+MAX_JSON_CONTAINERS = 200_000
+
+#: Values in one JSON body, counted as commas plus containers (an upper bound: commas in
+#: strings count too). A million small values stay around 150 MiB decoded and validated.
+MAX_JSON_VALUES = 1_000_000
+
+#: Prompts (strings or token lists) and embedding inputs in one request.
+MAX_PROMPT_ITEMS = 10_000
+
+#: Tokens one request may generate over all its choices (``n`` x ``max_tokens``).
+MAX_OUTPUT_TOKENS = 1_000_000
+
+#: Numbers one answer may hold: embedding values, or log-probabilities (one per
+#: generated token and alternative).
+MAX_OUTPUT_FLOATS = 4_000_000
+
+#: Bytes of a request body the journal keeps; the rest is cut and marked.
+JOURNAL_BODY_BYTES = 64 * 1024
+
+#: Bytes of one request header value the journal keeps; the rest is cut and marked.
+JOURNAL_HEADER_BYTES = 4 * 1024
+
+#: Characters of prompt text a script rule's ``regex`` is searched in.
+MAX_SCRIPT_TEXT = 64 * 1024
+
+#: Seconds a script rule's ``regex`` may search one request's text before the rule is
+#: taken as not matching (and the rule is reported in the child's log).
+REGEX_TIMEOUT = 0.25
+
+#: Seconds a request may wait for a slot (``max_num_seqs``) before it is answered 503.
+QUEUE_TIMEOUT = 600.0

@@ -1,0 +1,45 @@
+"""``GET /v1/models``: one model card per served name, as vLLM's ``ModelCard``."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+__all__ = ["model_card", "models_body"]
+
+
+def models_body(names: list[str], max_model_len: int, created: int) -> dict[str, Any]:
+    """The ``/v1/models`` list; the first name is the base every card's ``root`` names."""
+    return {
+        "object": "list",
+        "data": [model_card(name, names[0], max_model_len, created) for name in names],
+    }
+
+
+def model_card(name: str, base: str, max_model_len: int, created: int) -> dict[str, Any]:
+    """One entry of ``/v1/models``."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm",
+        "root": base,
+        "parent": None,
+        "max_model_len": max_model_len,
+        "permission": [
+            {
+                "id": f"modelperm-{hashlib.sha256(name.encode()).hexdigest()[:32]}",
+                "object": "model_permission",
+                "created": created,
+                "allow_create_engine": False,
+                "allow_sampling": True,
+                "allow_logprobs": True,
+                "allow_search_indices": False,
+                "allow_view": True,
+                "allow_fine_tuning": False,
+                "organization": "*",
+                "group": None,
+                "is_blocking": False,
+            }
+        ],
+    }

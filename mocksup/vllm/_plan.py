@@ -1,0 +1,232 @@
+"""Planning a generation request: every choice it answers, computed before any token is sent.
+
+The text of a choice depends only on the seed (the request's ``seed``, else the server's),
+the prompt text and the choice's index, hashed with SHA-256 (never Python's ``hash()``, which
+is salted per process), so the same request gives the same text and the same chunks in every
+run and process. A strategy (:mod:`mocksup.vllm._generation`) drafts the tokens; stop strings
+and log-probabilities are applied here, whatever the strategy.
+
+Every (prompt, choice) pair is one engine request, as vLLM v1 fans ``n > 1`` out into child
+requests: each has its own id, prompt token count, finish reason, metrics and span.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from mocksup.vllm._errors import APIError
+from mocksup.vllm._generation import Ask, draft
+from mocksup.vllm._limits import MAX_OUTPUT_FLOATS, MAX_OUTPUT_TOKENS
+from mocksup.vllm._sampling import GenerationRequest
+from mocksup.vllm.settings import ScriptReply
+from mocksup.vllm.tokenizer import TOKENIZER
+
+__all__ = ["Choice", "Plan", "Settings", "plan_request"]
+
+
+@dataclass
+class Choice:
+    """One generated sequence (a vLLM engine request)."""
+
+    index: int
+    request_id: str
+    prompt_tokens: int
+    #: Generated token ids: ``len(tokens)`` is the completion token count.
+    tokens: list[int]
+    #: The text each token adds (``""`` while a multi-byte character is incomplete).
+    deltas: list[str]
+    text: str
+    finish_reason: str
+    stop_reason: str | int | None = None
+    echo: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: The engine's ``max_tokens``: the request's, else what the context leaves.
+    max_tokens: int = 0
+    logprobs: list[float] | None = None
+    top: list[list[tuple[int, float]]] | None = None
+
+
+@dataclass
+class Plan:
+    """Everything a generation request answers, computed before any token is sent."""
+
+    choices: list[Choice]
+    prompt_tokens: int
+    max_tokens_param: int | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server settings planning needs."""
+
+    max_model_len: int
+    seed: int
+    length_range: tuple[int, int]
+
+
+def plan_request(
+    request: GenerationRequest,
+    request_id: str,
+    settings: Settings,
+    reply: ScriptReply | None,
+    *,
+    per_prompt_ids: bool,
+) -> Plan:
+    """Compute every choice of ``request``.
+
+    :param per_prompt_ids: engine request ids ``<id>-<prompt index>`` (completions) rather
+        than ``<id>`` (chat).
+    :raises APIError: 400 when the prompt or ``max_tokens`` exceed ``max_model_len``; 413
+        past the mock's output limits.
+    """
+    max_param = request.max_new
+    seed = request.seed if request.seed is not None else settings.seed
+    n = request.choices
+    prompts = request.prompts()
+    _check_output_size(request, len(prompts), settings)
+    choices: list[Choice] = []
+    total_prompt = 0
+    for p, prompt in enumerate(prompts):
+        n_prompt = len(prompt.ids)
+        total_prompt += n_prompt
+        _check_length(n_prompt, max_param, settings.max_model_len)
+        limit = max_param if max_param is not None else settings.max_model_len - n_prompt
+        for i in range(n):
+            rid = f"{request_id}-{p}" if per_prompt_ids else request_id
+            if n > 1:
+                rid = f"{i}_{rid}"
+            ask = Ask(request, _rng(seed, prompt.text, i), limit, settings.length_range, reply)
+            choice = _make_choice(ask, p * n + i, rid, n_prompt)
+            choice.echo = prompt.echo
+            choice.max_tokens = limit
+            choices.append(choice)
+    return Plan(choices=choices, prompt_tokens=total_prompt, max_tokens_param=max_param)
+
+
+def _rng(seed: int, prompt: str, index: int) -> random.Random:
+    text = f"{seed}\x00{index}\x00{prompt}".encode("utf-8", "surrogatepass")
+    return random.Random(int.from_bytes(hashlib.sha256(text).digest()[:8], "big"))
+
+
+def _check_output_size(request: GenerationRequest, prompts: int, settings: Settings) -> None:
+    # The most tokens (and log-probabilities) the answer could hold, checked before any
+    # is generated: within the body size limit, n and max_tokens could ask for gigabytes.
+    cap = request.max_new if request.max_new is not None else settings.max_model_len
+    natural = max(request.min_tokens, settings.length_range[1])
+    per_choice = cap if request.ignore_eos else min(cap, natural)
+    tokens = prompts * request.choices * per_choice
+    if tokens > MAX_OUTPUT_TOKENS:
+        raise APIError(
+            413,
+            f"The request may generate {tokens} tokens (prompts x n x tokens each), more than "
+            f"the mock's limit of {MAX_OUTPUT_TOKENS}.",
+        )
+    wanted = request.logprobs_wanted
+    floats = tokens * (1 + max(wanted or 0, 0)) if wanted is not None else 0
+    if floats > MAX_OUTPUT_FLOATS:
+        raise APIError(
+            413,
+            f"The request may return {floats} log-probabilities, more than the mock's limit "
+            f"of {MAX_OUTPUT_FLOATS}.",
+        )
+
+
+def _check_length(n_prompt: int, max_tokens: int | None, max_model_len: int) -> None:
+    # vLLM's serving_engine ``_validate_input`` messages, word for word.
+    if n_prompt >= max_model_len:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens. However, your "
+            f"request has {n_prompt} input tokens. Please reduce the length of the input "
+            "messages.",
+        )
+    if max_tokens is not None and n_prompt + max_tokens > max_model_len:
+        raise APIError(
+            400,
+            f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's "
+            f"maximum context length is {max_model_len} tokens and your request has "
+            f"{n_prompt} input tokens ({max_tokens} > {max_model_len} - {n_prompt}).",
+        )
+
+
+def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice:
+    drafted = draft(ask)
+    tokens = drafted.tokens
+    if drafted.tool_calls:
+        return Choice(index, request_id, n_prompt, tokens, [""] * len(tokens), "",
+                      drafted.finish_reason, tool_calls=drafted.tool_calls)  # fmt: skip
+    deltas = _deltas(tokens)
+    text = "".join(deltas)
+    reason = drafted.finish_reason
+    stop_reason: str | int | None = None
+    request = ask.request
+    if request.stop_list:
+        tokens, deltas, text, hit = _apply_stop(
+            tokens, deltas, request.stop_list, request.include_stop_str_in_output
+        )
+        if hit is not None:
+            reason, stop_reason = "stop", hit
+    if ask.reply is not None and ask.reply.finish_reason is not None:
+        reason = ask.reply.finish_reason
+    choice = Choice(index, request_id, n_prompt, tokens, deltas, text, reason, stop_reason)
+    wanted = request.logprobs_wanted
+    if wanted is not None:
+        _add_logprobs(choice, ask.rng, TOKENIZER.vocab_size if wanted == -1 else wanted)
+    return choice
+
+
+def _deltas(tokens: list[int]) -> list[str]:
+    if all(t >= 256 for t in tokens):
+        # Vocabulary pieces are whole characters: no decoding state needed.
+        return [TOKENIZER.pieces[t - 256] for t in tokens]
+    # vLLM's incremental detokenizer holds back an incomplete UTF-8 character; so do we.
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    return [decoder.decode(TOKENIZER.token_bytes(t)) for t in tokens]
+
+
+def _apply_stop(
+    tokens: list[int], deltas: list[str], stops: list[str], include: bool
+) -> tuple[list[int], list[str], str, str | None]:
+    text = ""
+    longest = max(len(s) for s in stops)
+    for j, delta in enumerate(deltas):
+        before = len(text)
+        text += delta
+        # A stop string may span tokens: search the tail the new delta can complete.
+        window = max(0, before - longest + 1)
+        hits = [(at, s) for s in stops if (at := text.find(s, window)) >= 0]
+        if hits:
+            at, stop = min(hits)
+            cut = at + len(stop) if include else at
+            kept = text[:cut]
+            new_deltas = [*deltas[:j], kept[before:] if cut > before else ""]
+            if cut < before:
+                # The cut falls inside earlier deltas: rebuild them from the kept text.
+                new_deltas = _split_like(kept, deltas[: j + 1])
+            return tokens[: j + 1], new_deltas, kept, stop
+    return tokens, deltas, text, None
+
+
+def _split_like(text: str, deltas: list[str]) -> list[str]:
+    out, pos = [], 0
+    for delta in deltas:
+        out.append(text[pos : pos + len(delta)])
+        pos += len(delta)
+    return out
+
+
+def _add_logprobs(choice: Choice, rng: random.Random, top: int) -> None:
+    values = [-round(rng.random() ** 2 * 2.5, 6) for _ in choice.tokens]
+    choice.logprobs = values
+    alternatives: list[list[tuple[int, float]]] = []
+    for token, value in zip(choice.tokens, values, strict=True):
+        row = [(token, value)]
+        for k in range(1, top):
+            other = rng.choice(TOKENIZER.spaced_word_ids)
+            row.append((other, round(value - k * 0.75 - rng.random() * 0.1, 6)))
+        alternatives.append(row[:top] if top else [])
+    choice.top = alternatives

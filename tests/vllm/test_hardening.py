@@ -1,0 +1,272 @@
+"""Hostile input against a real child: vLLM's 400s, bounded memory, journal, regexes, HEAD."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule
+from tests.vllm.support import ServerTestCase, raw_post
+
+CHAT = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "Hello"}]
+
+
+def _strict(raw: bytes) -> Any:
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"bare {token} in a JSON answer")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def _send(server: MockVLLMServer, method: str, path: str, raw: bytes, **headers: str) -> Any:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        conn.request(
+            method, path, body=raw, headers={"Content-Type": "application/json", **headers}
+        )
+        response = conn.getresponse()
+        return response.status, response.read(), response
+    finally:
+        conn.close()
+
+
+class ValidationTest(ServerTestCase):
+    """Each malformed request vLLM 0.33 answers 400, with its type, param and wording."""
+
+    def error(self, path: str, body: Any, **headers: str) -> dict[str, Any]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        status, data, _ = _send(self.server, "POST", path, raw, **headers)
+        self.assertEqual(status, 400, data)
+        answer: dict[str, Any] = _strict(data)
+        return answer.get("error", answer)
+
+    def test_sampling_rules_answer_vllms_messages(self) -> None:
+        cases = [
+            ({"temperature": -5}, "temperature must be non-negative, got -5.0. "
+             "(parameter=temperature, value=-5.0)", "temperature"),
+            ({"top_p": 7}, "top_p must be in (0, 1], got 7.0. (parameter=top_p, value=7.0)",
+             "top_p"),
+            ({"logprobs": True, "top_logprobs": 21}, "Requested sample logprobs of 21, which "
+             "is greater than max allowed: 20 (parameter=logprobs, value=21)", "logprobs"),
+        ]  # fmt: skip
+        for extra, message, param in cases:
+            error = self.error(CHAT, {"messages": MESSAGES, **extra})
+            self.assertEqual(
+                (error["message"], error["type"], error["param"]),
+                (message, "BadRequestError", param),
+            )
+        error = self.error(CHAT, {"messages": []})
+        self.assertEqual(error["message"], "The decoder prompt cannot be empty")
+
+    def test_huge_completion_logprobs_are_refused_at_once(self) -> None:
+        start = time.monotonic()
+        error = self.error("/v1/completions", {"prompt": "x", "logprobs": 10**6, "max_tokens": 16})
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertEqual(error["param"], "logprobs")
+        self.assertIn("greater than max allowed: 20", error["message"])
+
+    def test_tool_rules(self) -> None:
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+        named = {"type": "function", "function": "x"}
+        error = self.error(CHAT, {"messages": MESSAGES, "tools": tools, "tool_choice": named})
+        self.assertEqual(error["param"], "tool_choice.function")
+        self.assertTrue(
+            error["message"].startswith("1 validation error:\n  {'type': 'value_error'")
+        )
+        self.assertIn("Invalid value for `function`: `x` in `tool_choice`!", error["message"])
+        for parameters in ({"properties": "x"}, {"properties": {"a": {"enum": 5}}}):
+            bad = [{"type": "function", "function": {"name": "f", "parameters": parameters}}]
+            error = self.error(
+                CHAT, {"messages": MESSAGES, "tools": bad, "tool_choice": "required"}
+            )
+            self.assertEqual(error["type"], "BadRequestError")
+
+    def test_embedding_inputs_and_dimensions(self) -> None:
+        path = "/v1/embeddings"
+        for bad in (5, [[1.5]], [{}], [None]):
+            error = self.error(path, {"input": bad})
+            self.assertEqual(error["type"], "Bad Request", bad)
+            self.assertTrue(error["param"].startswith("body.input"), error)
+        for bad in ("abc", [1]):
+            error = self.error(path, {"input": "x", "dimensions": bad})
+            self.assertEqual((error["type"], error["param"]), ("Bad Request", "body.dimensions"))
+        for bad in (-5, 385, 10**6):
+            error = self.error(path, {"input": "x", "dimensions": bad})
+            self.assertEqual(
+                error["message"],
+                f"Model 'mock-model' only supports dimensions in range [1, 384], got {bad}.",
+            )
+        start = time.monotonic()
+        ok = raw_post(self.server, path, {"input": "x", "dimensions": 384})
+        self.assertEqual((ok[0], len(json.loads(ok[2])["data"][0]["embedding"])), (200, 384))
+        self.assertLess(time.monotonic() - start, 5)
+
+    def test_tokenize_messages_of_numbers(self) -> None:
+        error = self.error("/tokenize", {"messages": [1]})
+        self.assertEqual(error["type"], "Bad Request")
+        self.assertIn("'loc': 'body.TokenizeChatRequest.messages.0'", error["message"])
+
+    def test_lone_surrogates(self) -> None:
+        raw = b'"a\\ud800b"'
+        bodies = {
+            CHAT: b'{"messages": [{"role": "user", "content": %s}]}' % raw,
+            "/v1/completions": b'{"prompt": %s}' % raw,
+            "/v1/embeddings": b'{"input": %s}' % raw,
+            "/tokenize": b'{"prompt": %s}' % raw,
+        }
+        for path, body in bodies.items():
+            error = self.error(path, body)
+            self.assertEqual(error["type"], "BadRequestError", path)
+            self.assertIn("surrogates not allowed", error["message"], path)
+
+    def test_deep_nesting_answers_400_and_the_journal_stays_readable(self) -> None:
+        deep = b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        status, data, _ = _send(self.server, "POST", CHAT, deep)
+        self.assertEqual(
+            (status, _strict(data)), (400, {"detail": "There was an error parsing the body"})
+        )
+        entries = self.server.requests(path=CHAT)
+        self.assertEqual(entries[-1].status, 400)
+        self.assertIsInstance(entries[-1].body, str)  # kept as text, never re-parsed to death
+
+    def test_infinite_latency_header(self) -> None:
+        body = {"prompt": "x", "stream": True}
+        for value in ("inf", "nan", "-1", "1e308"):
+            error = self.error("/v1/completions", body, **{"X-Mocksup-TTFT": value})
+            self.assertEqual(error["type"], "BadRequestError")
+        self.assertEqual(raw_post(self.server, "/v1/completions", {"prompt": "x"})[0], 200)
+
+
+class ControlNumbersTest(ServerTestCase):
+    def test_non_finite_settings_are_refused_and_answers_stay_strict(self) -> None:
+        for raw in (b'{"ttft": Infinity}', b'{"itl": NaN}', b'{"ttft": 1e308}'):
+            status, data, _ = _send(self.server, "PUT", "/mocksup/latency", raw)
+            self.assertEqual(status, 400, data)
+            _strict(data)
+        status, data, _ = _send(self.server, "PUT", "/mocksup/faults", b'{"retry_after": 1e308}')
+        self.assertEqual(status, 400)
+        self.assertEqual(_send(self.server, "GET", "/mocksup/latency", b"")[0], 200)
+        # A request body holding NaN is journaled as text, so the journal stays strict JSON.
+        raw_nan = b'{"prompt": "x", "max_tokens": 1, "temperature": NaN}'
+        _send(self.server, "POST", "/v1/completions", raw_nan)
+        status, data, _ = _send(self.server, "GET", "/mocksup/requests", b"")
+        self.assertEqual(status, 200)
+        _strict(data)
+
+    def test_invalid_script_regex_is_a_json_400(self) -> None:
+        status, data, _ = _send(self.server, "POST", "/mocksup/scripts", b'{"regex": "("}')
+        self.assertEqual(status, 400)
+        self.assertIn("invalid regex", _strict(data)["error"])
+
+    def test_nan_long_poll_is_refused(self) -> None:
+        status, data, _ = _send(self.server, "GET", "/mocksup/requests?count=5&wait=nan", b"")
+        self.assertEqual(status, 400, data)
+
+
+class JournalTest(ServerTestCase):
+    @classmethod
+    def make_server(cls) -> MockVLLMServer:
+        return MockVLLMServer(port=0, max_request_bytes=2 * 1024 * 1024, max_model_len=10**6)
+
+    def test_bodies_are_bounded_and_oversize_ones_not_kept(self) -> None:
+        self.server.clear()
+        prompt = "word " * 40_000  # 200 kB
+        status = raw_post(self.server, "/tokenize", {"prompt": prompt})[0]
+        self.assertEqual(status, 200)
+        (entry,) = self.server.requests(path="/tokenize")
+        self.assertGreater(entry.body_size, 200_000)
+        self.assertTrue(entry.body.endswith(f"...[truncated: {entry.body_size} bytes in all]"))
+        self.assertLess(len(entry.body), 70_000)
+        big = b'{"prompt": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+        status, data, _ = _send(self.server, "POST", "/tokenize", big)
+        self.assertEqual(status, 413)
+        self.assertIn("max_request_bytes", _strict(data)["error"]["message"])
+        last = self.server.requests(path="/tokenize")[-1]
+        self.assertEqual((last.status, last.body, last.body_size), (413, None, 0))
+
+    def test_credentials_are_redacted(self) -> None:
+        self.server.clear()
+        headers = {"Authorization": "Bearer sk-secret", "X-Api-Key": "k1", "Cookie": "s=1",
+                   "X-Forward": "Bearer sk-other", "X-Plain": "kept"}  # fmt: skip
+        raw_post(self.server, "/tokenize", {"prompt": "x"}, headers)
+        (entry,) = self.server.requests(path="/tokenize")
+        for name in ("authorization", "x-api-key", "cookie", "x-forward"):
+            self.assertEqual(entry.headers[name], "[redacted]", name)
+        self.assertEqual(entry.headers["x-plain"], "kept")
+
+
+class KeptCredentialsTest(ServerTestCase):
+    @classmethod
+    def make_server(cls) -> MockVLLMServer:
+        return MockVLLMServer(port=0, journal_credentials=True)
+
+    def test_the_setting_keeps_them(self) -> None:
+        raw_post(self.server, "/tokenize", {"prompt": "x"}, {"Authorization": "Bearer sk-1"})
+        (entry,) = self.server.requests(path="/tokenize")
+        self.assertEqual(entry.headers["authorization"], "Bearer sk-1")
+
+
+class MemoryTest(ServerTestCase):
+    """Requests within the size limit (32 MiB) keep the child well under 600 MiB."""
+
+    def rss(self) -> int:
+        assert self.server.pid is not None
+        return int(psutil.Process(self.server.pid).memory_info().rss)
+
+    def test_hostile_bodies_stay_bounded(self) -> None:
+        message = b'{"role":"user","content":""},'
+        fan_out = b'{"prompt": "x", "n": 16384, "max_tokens": 4000, "ignore_eos": true}'
+        bodies = [
+            ("/v1/chat/completions", b'{"messages": [' + message * 1_000_000 + b"{}]}"),
+            ("/v1/completions", b'{"prompt": [' + b"1000," * 6_000_000 + b"1]}"),
+            ("/v1/completions", b'{"prompt": "' + b"\xc3\xa9" * 15_000_000 + b'"}'),
+            ("/v1/embeddings", b'{"input": [' + b'"a",' * 7_000_000 + b'"a"]}'),
+            ("/v1/completions", fan_out),
+        ]
+        for path, body in bodies:
+            status, data, _ = _send(self.server, "POST", path, body)
+            self.assertIn(status, (400, 413), data[:300])
+            self.assertLess(self.rss(), 600 * 1024 * 1024, path)
+        self.assertEqual(raw_post(self.server, "/v1/completions", {"prompt": "x"})[0], 200)
+
+
+class RegexTest(ServerTestCase):
+    @classmethod
+    def make_server(cls) -> MockVLLMServer:
+        slow = ScriptRule(regex=r"(a|aa)+$", reply=ScriptReply(content="matched"))
+        return MockVLLMServer(port=0, scripts=[slow])
+
+    def test_a_backtracking_regex_stalls_no_other_request(self) -> None:
+        done = threading.Event()
+
+        def hostile() -> None:
+            raw_post(self.server, "/v1/completions", {"prompt": "a" * 60 + "!", "max_tokens": 2})
+            done.set()
+
+        thread = threading.Thread(target=hostile)
+        thread.start()
+        self.addCleanup(thread.join, 30)
+        start = time.monotonic()
+        answers = [_send(self.server, "GET", "/v1/models", b"")[0] for _ in range(5)]
+        self.assertEqual(answers, [200] * 5)
+        self.assertLess(time.monotonic() - start, 2.0)
+        self.assertTrue(done.wait(10))
+        body = raw_post(self.server, "/v1/completions", {"prompt": "aaaa", "max_tokens": 20})[2]
+        self.assertEqual(json.loads(body)["choices"][0]["text"], "matched")
+
+
+class HeadTest(ServerTestCase):
+    def test_head_on_health_and_metrics(self) -> None:
+        for path in ("/health", "/metrics"):
+            conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
+            conn.request("HEAD", path)
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            self.assertEqual(response.status, 200, path)
