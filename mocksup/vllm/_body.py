@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from mocksup import serving
+from mocksup.serving import BodyError
 from mocksup.vllm._errors import APIError, from_validation_error, parse_error
 from mocksup.vllm._limits import MAX_JSON_CONTAINERS, MAX_JSON_VALUES
 
@@ -24,34 +26,19 @@ _MEDIA_TYPE_ERROR = "Unsupported Media Type: Only 'application/json' is allowed"
 
 
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes.
+    """The request body, at most ``limit`` bytes (``max_request_bytes``).
 
-    :raises APIError: 400 for an invalid ``Content-Length``, 413 past ``limit``.
+    :raises APIError: 413 past ``limit``; 400 for a body badly framed or cut short (the
+        HTTP server's framing checks, see :func:`mocksup.serving.read_body`).
     """
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise APIError(400, "Invalid Content-Length header.") from None
-    if length < 0:
-        raise APIError(400, "Invalid Content-Length header.")
-    if length > limit:
-        raise _too_large(f"{length} bytes", limit)
-    stream = environ["wsgi.input"]
-    if length:
-        data: bytes = stream.read(length)
-        return data
-    if environ.get("wsgi.input_terminated"):
-        data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise _too_large("more bytes", limit)
-        return data
-    return b""
-
-
-def _too_large(what: str, limit: int) -> APIError:
-    return APIError(
-        413, f"Request body of {what} exceeds the limit of {limit} bytes (max_request_bytes)."
-    )
+        return serving.read_body(environ, limit)
+    except BodyError as error:
+        if error.status == 413:
+            raise APIError(
+                413, f"Request body exceeds the limit of {limit} bytes (max_request_bytes)."
+            ) from None
+        raise APIError(400, "There was an error parsing the body") from None
 
 
 def decode_json(content_type: str, body: bytes) -> Any:

@@ -30,6 +30,7 @@ __all__ = [
     "from_validation_error",
     "parse_error",
     "rule_error",
+    "uvicorn_error_page",
 ]
 
 _TYPES = {
@@ -103,6 +104,12 @@ def error_body(message: str, type: str, code: int, param: str | None = None) -> 
 def rule_error(error: VLLMValidationError) -> APIError:
     """The 400 vLLM answers for a rule broken while serving."""
     return APIError(400, str(error), param=error.parameter)
+
+
+def uvicorn_error_page(status: int, reason: str) -> tuple[int, bytes]:
+    """What vLLM's HTTP server (uvicorn) answers to a request it cannot parse, whatever the
+    fault: 400 and a fixed sentence (for :func:`mocksup.serving.serve_wsgi`)."""
+    return 400, b"Invalid HTTP request received."
 
 
 def parse_error() -> APIError:

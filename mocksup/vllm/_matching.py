@@ -12,7 +12,7 @@ import functools
 import logging
 from typing import Any
 
-import regex  # type: ignore[import-untyped]  # ships no stubs
+import regex
 
 from mocksup.vllm._limits import MAX_SCRIPT_TEXT, REGEX_TIMEOUT
 from mocksup.vllm.settings import ScriptRule

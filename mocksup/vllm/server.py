@@ -112,12 +112,13 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     def serve(self, ctx: ServeContext) -> None:
         """Serve until stopped; on stop, export every pending span before returning."""
         from mocksup.serving import bind_tcp, serve_wsgi
+        from mocksup.vllm._errors import uvicorn_error_page
 
         app, exporter = self.make_app()
         sock = bind_tcp(self.host, self.port)
         port = sock.getsockname()[1]  # serve_wsgi closes our copy of the socket
         try:
-            with serve_wsgi(app, sock, request_log=self.request_log):
+            with serve_wsgi(app, sock, request_log=self.request_log, error_page=uvicorn_error_page):
                 ctx.ready(port=port)
                 ctx.wait()
         finally:

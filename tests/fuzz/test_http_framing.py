@@ -8,6 +8,7 @@ after each batch the child must be alive, its RSS bounded, and what it held stil
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import unittest
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from mocksup.otlp import MockOTLPCollector
+from mocksup.vllm import MockVLLMServer
 from tests.fuzz.support import Checks, rng_for, send_raw
 from tests.support import ProcessTestCase
 
@@ -146,7 +148,7 @@ def mutators(rng: random.Random) -> list[Callable[[Request], None]]:
 class FramingFuzz:
     """The fuzz run; mixed into a test case that starts ``server`` and names templates."""
 
-    server: MockOTLPCollector
+    server: MockOTLPCollector | MockVLLMServer
     allowed_5xx: frozenset[int] = frozenset({501, 505})
 
     def templates(self) -> list[Request]:
@@ -213,6 +215,35 @@ class CollectorFramingTest(FramingFuzz, ProcessTestCase):
 
     def canary(self) -> None:
         self.assertEqual(len(self.server.spans("canary")), 1)
+
+
+class VLLMFramingTest(FramingFuzz, ProcessTestCase):
+    server: MockVLLMServer
+    allowed_5xx = frozenset()  # uvicorn answers every unparseable request 400
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.server = MockVLLMServer(port=0, output_tokens=(1, 3))
+        cls.addClassCleanup(cls.server.stop)
+        cls.server.start()
+
+    def templates(self) -> list[Request]:
+        chat = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        completion = json.dumps({"prompt": "hi", "max_tokens": 2, "stream": True})
+        content = [(b"Content-Type", b"application/json")]
+        return [
+            Request(b"POST", b"/v1/chat/completions", content, chat.encode()),
+            Request(b"POST", b"/v1/completions", content, completion.encode()),
+            Request(b"POST", b"/tokenize", content, b'{"prompt": "a b"}'),
+            Request(b"GET", b"/v1/models", [], b""),
+            Request(b"GET", b"/metrics", [], b""),
+            Request(b"HEAD", b"/health", [], b""),
+        ]
+
+    def canary(self) -> None:
+        status, body = _post(self.server.host, self.server.port, "/tokenize", b'{"prompt":"a"}')
+        self.assertEqual(status, 200, body)
 
 
 def _post(host: str, port: int, path: str, body: bytes) -> tuple[int, bytes]:
