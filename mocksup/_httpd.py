@@ -481,7 +481,7 @@ class _Connection:
             if response.started:
                 self.closing = True  # a stream cut short, as a dying server would cut it
             else:
-                self._refuse(500, "")
+                self._answer_and_close(500, b"Internal Server Error")
             return
         finally:
             close = getattr(result, "close", None)
@@ -498,9 +498,11 @@ class _Connection:
             self.closing = True
 
     def _refuse(self, status: int, reason: str) -> None:
-        """Answer a request the server itself refuses, then close the connection."""
+        """Answer a request the server itself refuses (its error page), then close."""
+        self._answer_and_close(*self.server.error_page(status, reason))
+
+    def _answer_and_close(self, code: int, page: bytes) -> None:
         self.closing = True
-        code, page = self.server.error_page(status, reason)
         head = (
             f"HTTP/1.1 {code} {_phrase(code)}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n"

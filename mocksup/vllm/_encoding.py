@@ -14,9 +14,10 @@ def dumps(value: Any) -> bytes:
     """Compact JSON with raw UTF-8, as pydantic's ``model_dump_json``.
 
     NaN and infinities are refused (``ValueError``) rather than written as bare ``NaN``
-    tokens, which strict JSON parsers reject.
+    tokens, which strict JSON parsers reject. A lone surrogate (a client may send one,
+    escaped, and the journal keeps it) is written as its ``\\uXXXX`` escape: still JSON.
     """
-    return _encode(value).encode()
+    return _encode(value).encode("utf-8", "backslashreplace")
 
 
 def usage(prompt: int, completion: int, details: bool = True) -> dict[str, Any]:
