@@ -32,6 +32,7 @@ from mocksup.harness import (
 
 if TYPE_CHECKING:
     from mocksup.otlp import MockOTLPCollector
+    from mocksup.process import ProcessServer
     from mocksup.redis import MockRedisServer
     from mocksup.vllm import MockVLLMServer
 
@@ -49,6 +50,7 @@ __all__ = (
     "MockServers",
     "MockVLLMServer",
     "PortInUseError",
+    "ProcessServer",
     "ServeContext",
     "StartupTimeoutError",
     "StopError",
@@ -65,6 +67,7 @@ __all__ = (
 _LAZY = {
     "MockOTLPCollector": "mocksup.otlp",
     "MockRedisServer": "mocksup.redis",
+    "ProcessServer": "mocksup.process",
     "MockVLLMServer": "mocksup.vllm",
 }
 
