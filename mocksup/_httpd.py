@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import queue
 import select
 import socket
 import struct
@@ -807,6 +808,8 @@ class HTTPServer:
         #: The accept loop waits for a connection to end or go idle (read without the lock).
         self.waiting_for_room = False
         self._connections: set[_Connection] = set()
+        self._jobs: queue.SimpleQueue[_Connection | None] = queue.SimpleQueue()
+        self._idle_workers = 0
         self._lock = threading.Condition()
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread: threading.Thread | None = None
@@ -836,6 +839,10 @@ class HTTPServer:
         for conn in idle:
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            idle_workers, self._idle_workers = self._idle_workers, 0
+        for _ in range(idle_workers):
+            self._jobs.put(None)
         for sock in (self.sock, self._wake_r, self._wake_w):
             sock.close()
 
@@ -861,13 +868,17 @@ class HTTPServer:
             conn = _Connection(self, sock, peer)
             with self._lock:
                 self._connections.add(conn)
-            try:
-                threading.Thread(
-                    target=self._serve, args=(conn,), name="mocksup-conn", daemon=True
-                ).start()
-            except RuntimeError:  # no more threads: refuse this one, keep serving
-                self._forget(conn)
-                conn.close(reset=True)
+                spawn = self._idle_workers == 0
+                if not spawn:
+                    self._idle_workers -= 1  # that worker will take this connection
+            self._jobs.put(conn)
+            if spawn:
+                try:
+                    threading.Thread(target=self._work, name="mocksup-conn", daemon=True).start()
+                except RuntimeError:  # no more threads: refuse this one, keep serving
+                    self._jobs.get_nowait()
+                    self._forget(conn)
+                    conn.close(reset=True)
 
     def _room(self) -> bool:
         """With a client waiting to be accepted: wait for room under the connection cap,
@@ -912,11 +923,24 @@ class HTTPServer:
         with self._lock:
             self._lock.notify_all()
 
-    def _serve(self, conn: _Connection) -> None:
-        try:
-            conn.serve()
-        finally:
-            self._forget(conn)
+    def _work(self) -> None:
+        """A worker: serves connections one after the other, idle in between.
+
+        Starting a thread costs more than serving a small request; kept workers (never
+        more than the connection cap) make a new connection as cheap as a kept one.
+        """
+        while True:
+            conn = self._jobs.get()
+            if conn is None:
+                return
+            try:
+                conn.serve()
+            finally:
+                self._forget(conn)
+            with self._lock:
+                if self.stopping:
+                    return
+                self._idle_workers += 1
 
     def _forget(self, conn: _Connection) -> None:
         with self._lock:
