@@ -332,14 +332,12 @@ def summary(servers: dict[str, MockServerBase]) -> str:
 
 
 def _collector(url: str) -> Any:
-    from urllib.parse import urlsplit
+    from mocksup.otlp import CollectorClient
 
-    from mocksup.otlp import MockOTLPCollector
-
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if not parts.hostname or not parts.port:
-        raise UsageError(f"--url needs a host and a port, such as http://127.0.0.1:4318: {url}")
-    return MockOTLPCollector(host=parts.hostname, port=parts.port, grpc_port=None)
+    try:
+        return CollectorClient(url)
+    except ValueError as error:
+        raise UsageError(f"--url: {error}") from None
 
 
 def _query(args: argparse.Namespace) -> int:

@@ -16,13 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 from werkzeug.wrappers import Request
 
-from mocksup._control import PREFIX
+from mocksup.control import PREFIX
+from mocksup.otlp._ingest import FaultBook
 from mocksup.otlp._query import Query, Result, json_document, summarise
 from mocksup.otlp._store import Store
-from mocksup.otlp.faults import Fault, FaultBook
+from mocksup.otlp.faults import Fault
 from mocksup.otlp.records import Trace, exporter_env, trace_tree
 
-__all__ = ["ControlAPI"]
+__all__ = ("ControlAPI",)
 
 #: The longest a wait may hold a request, whatever its ``timeout`` says.
 MAX_WAIT = 600.0
@@ -67,7 +68,8 @@ class ControlAPI:
             ]
             start_response("200 OK", headers)
             return [answer.data]
-        body = json.dumps(answer).encode()
+        # allow_nan=False: NaN and infinities are spelled as OTLP/JSON spells them (strings).
+        body = json.dumps(answer, allow_nan=False).encode()
         start_response(
             f"{status} {'OK' if status == 200 else 'Error'}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -122,7 +124,18 @@ class ControlAPI:
         query = Query(signal, _params(args))
         count = int(args.get("count", 1))
         timeout = min(float(args.get("timeout", 10.0)), MAX_WAIT)
-        deadline = time.monotonic() + timeout
+        store = self.store
+        with store.cond:
+            store.waiting += 1
+        try:
+            return self._hold(signal, query, count, time.monotonic() + timeout, args)
+        finally:
+            with store.cond:
+                store.waiting -= 1
+
+    def _hold(
+        self, signal: str, query: Query, count: int, deadline: float, args: Any
+    ) -> dict[str, Any] | _Protobuf:
         store = self.store
         result = Result(signal)
         seen = 0
@@ -153,18 +166,24 @@ class ControlAPI:
             if store.closed:
                 raise _Error(503, "the collector is stopping")
             if expired and store.generation == generation and len(arrived) == seen:
-                # Always JSON, whatever the encoding asked: the caller needs the listing of
-                # what arrived for its error message, not the few items that matched.
-                timed_out = {
-                    "matched": False,
-                    "generation": generation,
-                    "count": result.count,
-                    "total": sum(batch.count for batch in arrived),
-                    "arrived": summarise(signal, arrived),
-                }
-                if args.get("encoding", "json") == "json":
-                    timed_out.update(result.document())
-                return timed_out
+                return self._timed_out(signal, result, arrived, generation, args)
+
+    @staticmethod
+    def _timed_out(
+        signal: str, result: Result, arrived: list[Any], generation: int, args: Any
+    ) -> dict[str, Any]:
+        # Always JSON, whatever the encoding asked: the caller needs the listing of what
+        # arrived for its error message, not the few items that matched.
+        timed_out = {
+            "matched": False,
+            "generation": generation,
+            "count": result.count,
+            "total": sum(batch.count for batch in arrived),
+            "arrived": summarise(signal, arrived),
+        }
+        if args.get("encoding", "json") == "json":
+            timed_out.update(result.document())
+        return timed_out
 
     def trace(self, trace_id: str) -> dict[str, Any]:
         """``GET /mocksup/traces/<trace_id>``: its spans and their tree."""

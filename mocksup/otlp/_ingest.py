@@ -1,8 +1,9 @@
-"""The part of an export both transports share: faults, the memory cap, storing.
+"""The part of an export both transports share: faults, the store's caps, storing.
 
-A transport decodes the request into an ``Export*ServiceRequest`` (rejecting what cannot be
-decoded itself), hands it to :meth:`Ingest.export` and writes the :class:`Answer` back in its
-own terms. Bad input never reaches this point, so it never touches what was stored before.
+A transport decodes the request (refusing what cannot be decoded itself) into an
+:class:`~mocksup.otlp._proto.Envelope`, hands it to :meth:`Ingest.export` and writes the
+:class:`Answer` back in its own terms. Bad input never reaches this point, so it never touches
+what was stored before.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
+from mocksup.otlp._limits import Limits
+from mocksup.otlp._proto import Envelope, data_point_count
+from mocksup.otlp._store import Store
+from mocksup.otlp.faults import Fault
 
-from mocksup.otlp._store import Store, count_items, trim
-from mocksup.otlp.faults import Fault, FaultBook
-
-__all__ = ["Answer", "Ingest"]
+__all__ = ("Answer", "FaultBook", "Ingest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,25 +40,31 @@ class Answer:
 
 
 class Ingest:
-    """Stores exports, applying the scripted faults and the memory cap.
+    """Stores exports, applying the scripted faults and the store's caps.
 
     :param stopping: set when the collector stops, so an injected delay ends early.
     """
 
-    def __init__(self, store: Store, faults: FaultBook, stopping: threading.Event) -> None:
+    def __init__(
+        self, store: Store, faults: FaultBook, stopping: threading.Event, limits: Limits
+    ) -> None:
         self.store = store
         self.faults = faults
         self.stopping = stopping
+        self.limits = limits
 
-    def export(
-        self, signal: str, message: Message, raw: bytes | None, record: dict[str, Any]
-    ) -> Answer:
-        """Apply faults, store the items that fit and fill ``record``; return the answer.
-
-        :param raw: the serialised ``message`` when the transport has it (protobuf
-            requests), to store without re-encoding.
-        """
-        count = count_items(signal, message)
+    def export(self, signal: str, envelope: Envelope, record: dict[str, Any]) -> Answer:
+        """Apply faults, store the items that fit and fill ``record``; return the answer."""
+        count = envelope.count
+        if (
+            count
+            and signal == "metrics"
+            and self.limits.mode.drop_pointless_metrics
+            and data_point_count(envelope.raw) == 0
+        ):
+            # The Collector answers a metrics export without a data point and passes nothing
+            # on (its receiver counts points, not metrics).
+            count = 0
         record["items"] = count
         fault = self.faults.take(signal, record["transport"])
         if fault is not None:
@@ -67,7 +74,7 @@ class Ingest:
             if fault.drop or fault.is_error:
                 record["items"] = 0
                 return Answer(fault)
-        stored, dropped = self._store(signal, message, raw, count)
+        stored, dropped = self._store(signal, envelope, count)
         record["items"] = stored
         if dropped:
             record["dropped"] = dropped
@@ -76,18 +83,79 @@ class Ingest:
             return Answer(fault, fault.rejected, fault.message)
         return Answer(fault)
 
-    def _store(
-        self, signal: str, message: Message, raw: bytes | None, count: int
-    ) -> tuple[int, int]:
+    def _store(self, signal: str, envelope: Envelope, count: int) -> tuple[int, int]:
         store = self.store
-        if raw is None:
-            raw = message.SerializeToString()
+        if not count:
+            return 0, 0
+        raw = envelope.raw
         with store.cond:
-            room = store.room()
-            keep = count if room is None else min(count, room)
+            room_items, room_bytes = store.room()
+            keep = count if room_items is None else min(count, room_items)
+            if room_bytes is not None and len(raw) > room_bytes:
+                keep = min(keep, _fitting(envelope, room_bytes))
             if keep < count:
-                # Only at the cap's edge: keep what fits, in request order, and say so.
-                trim(signal, message, keep)
-                raw = message.SerializeToString()
+                # Only at a cap's edge: keep what fits, in request order, and say so.
+                raw = envelope.trimmed(keep) if keep else b""
             store.add(signal, raw, keep, count - keep)
         return keep, count - keep
+
+
+def _fitting(envelope: Envelope, room: int) -> int:
+    """How many leading items of the request fit in ``room`` bytes once trimmed."""
+    sizes = list(envelope.item_sizes())
+    # What the request costs beyond its items: resources, scopes, framing.
+    total = len(envelope.raw)
+    overhead = total - sum(size + 1 + _varint_size(size) for size in sizes)
+    used = overhead
+    keep = 0
+    for size in sizes:
+        used += size + 1 + _varint_size(size)
+        if used > room:
+            break
+        keep += 1
+    return keep
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+class FaultBook:
+    """The ordered, thread-safe list of pending faults."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[list[Any]] = []  # [fault, remaining] pairs
+
+    def add(self, faults: list[Fault]) -> None:
+        """Append faults after those already pending."""
+        with self._lock:
+            self._faults.extend([fault, fault.count] for fault in faults)
+
+    def clear(self) -> None:
+        """Forget every pending fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, signal: str, transport: str) -> Fault | None:
+        """The fault that applies to this export, counting it as used; ``None`` if none."""
+        if not self._faults:  # the common case, without the lock
+            return None
+        with self._lock:
+            for index, entry in enumerate(self._faults):
+                fault: Fault = entry[0]
+                if fault.signal not in (None, signal) or fault.transport not in (None, transport):
+                    continue
+                if entry[1] is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self._faults[index]
+                return fault
+        return None
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The pending faults as JSON documents, with ``remaining`` uses."""
+        with self._lock:
+            return [
+                {**fault.model_dump(), "remaining": remaining} for fault, remaining in self._faults
+            ]

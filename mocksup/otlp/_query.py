@@ -37,7 +37,7 @@ from mocksup.otlp._values import KINDS, STATUS_CODES, no_gc, to_python
 from mocksup.otlp.items import LogRecord, Resource, Scope, Span
 from mocksup.otlp.metrics import Metric
 
-__all__ = [
+__all__ = (
     "ITEM_KEYS",
     "Query",
     "Result",
@@ -45,7 +45,7 @@ __all__ = [
     "json_document",
     "parse_attr_filters",
     "summarise",
-]
+)
 
 _METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _PARSERS: dict[str, Any] = {
@@ -109,8 +109,8 @@ def _id_filter(text: str | None, size: int, what: str) -> bytes | None:
 def _enum_filter(value: str | None, names: tuple[str, ...], what: str) -> int | None:
     if value is None or value == "":
         return None
-    if value.isdigit():
-        return int(value)
+    if value.lstrip("-").isdigit() and value.isascii():
+        return int(value)  # a number, known to the enum or not (kept as sent)
     name = value.upper()
     for prefix in ("SPAN_KIND_", "STATUS_CODE_"):
         name = name.removeprefix(prefix)
@@ -217,8 +217,9 @@ class Result:
         return serialised
 
     def items(self) -> list[Any]:
-        """The selected items as :mod:`~mocksup.otlp.items` objects."""
-        return items_from_protobuf(self.signal, self.protobuf())
+        """The selected items as :mod:`~mocksup.otlp.items` objects (in the child)."""
+        with no_gc():
+            return items_from_protobuf(self.signal, self.protobuf())
 
     def document(self) -> dict[str, Any]:
         """The selection as the control API's JSON document."""
@@ -326,12 +327,11 @@ def summarise(signal: str, batches: Iterable[Batch], limit: int = 20) -> list[st
 
 
 def items_from_protobuf(signal: str, data: bytes) -> list[Any]:
-    """The items of a ``TracesData``/``MetricsData``/``LogsData`` message, in order."""
-    with no_gc():
-        return _items_from_protobuf(signal, data)
+    """The items of a ``TracesData``/``MetricsData``/``LogsData`` message, in order.
 
-
-def _items_from_protobuf(signal: str, data: bytes) -> list[Any]:
+    The Python client calls it in the test's process: it never touches the garbage collector
+    there (the child's callers pause it around their own calls, see ``no_gc``).
+    """
     out: list[Any] = []
     if signal == "traces":
         for rs in TracesData.FromString(data).resource_spans:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["FIELDS", "all_scopes", "items_of", "resources_of", "scopes_of"]
+__all__ = ("FIELDS", "all_scopes", "items_of", "resources_of", "scopes_of")
 
 #: Per signal: the request's resources, a resource's scopes, a scope's items.
 FIELDS = {

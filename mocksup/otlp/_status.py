@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 
-__all__ = [
+__all__ = (
     "GRPC_CODES",
     "encode_response",
     "grpc_code_for_http",
     "http_status_for_grpc",
     "retry_info",
     "status_body",
-]
+)
 
 #: gRPC status codes by name (``grpc.StatusCode`` without importing grpc in the parent).
 GRPC_CODES = {
@@ -164,17 +164,25 @@ _REJECTED = {
 
 
 def encode_response(
-    signal: str, *, json_encoding: bool, rejected: int = 0, message: str = ""
+    signal: str,
+    *,
+    json_encoding: bool,
+    rejected: int = 0,
+    message: str = "",
+    always_partial: bool = False,
 ) -> bytes:
-    """An ``Export*ServiceResponse``; ``partial_success`` set only when there is one.
+    """An ``Export*ServiceResponse``; ``partial_success`` set when there is one.
 
     Every signal's partial-success message has the count as field 1 (int64) and the message
     as field 2, and sits in field 1 of the response, so one encoder serves all three.
+
+    :param always_partial: send an empty ``partial_success`` on full success too, as the
+        Collector's pdata does (``0a 00``, ``{"partialSuccess":{}}``).
     """
     partial = bool(rejected or message)
     if json_encoding:
         if not partial:
-            return b"{}"
+            return b'{"partialSuccess":{}}' if always_partial else b"{}"
         inner: dict[str, object] = {}
         if rejected:
             # int64 is a decimal string in OTLP/JSON.
@@ -183,5 +191,5 @@ def encode_response(
             inner["errorMessage"] = message
         return json.dumps({"partialSuccess": inner}).encode()
     if not partial:
-        return b""
+        return b"\x0a\x00" if always_partial else b""
     return _field(1, _int_field(1, rejected) + (_field(2, message.encode()) if message else b""))

@@ -2,10 +2,14 @@
 
 Every accepted request is kept as the serialised ``Export*ServiceRequest`` bytes (decompressed,
 and for OTLP/JSON re-encoded as protobuf): about 0.4 KiB a span against 1.5 KiB for a parsed
-upb message or 2 KiB for Python objects. Queries parse and materialise on demand.
+upb message or 2 KiB for Python objects. Queries parse and materialise on demand. Two caps
+bound it, items and bytes (``max_items``, ``max_stored_bytes``); past them items are counted
+as dropped, never lost silently.
 
-One :class:`threading.Condition` guards everything and is notified on every change, so the
-control API's waits are long polls on it, not client-side polling loops.
+One :class:`threading.Condition` guards everything. It is notified when items arrive and when
+the collector stops: the control API's waits are long polls on it, not client-side polling
+loops. (A ``clear()`` needs no notification: a waiter notices the new generation on its next
+wake-up, which only new items or its deadline bring, whatever the clear did.)
 """
 
 from __future__ import annotations
@@ -16,11 +20,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
-
-from mocksup.otlp._signals import all_scopes, items_of
-
-__all__ = ["SIGNALS", "Batch", "Store", "count_items", "data_points", "trim"]
+__all__ = ("SIGNALS", "Batch", "Store")
 
 #: The signals the collector receives, in the order routes and counters list them.
 SIGNALS = ("traces", "metrics", "logs")
@@ -36,45 +36,24 @@ class Batch:
     received: float
 
 
-def count_items(signal: str, message: Message) -> int:
-    """Spans, metrics or log records in a request."""
-    return sum(len(items_of(signal, scope)) for scope in all_scopes(signal, message))
-
-
-def data_points(message: Any) -> int:
-    """Data points in a metrics request (what partial success counts for metrics)."""
-    total = 0
-    for scope in all_scopes("metrics", message):
-        for metric in scope.metrics:
-            kind = metric.WhichOneof("data")
-            if kind is not None:
-                total += len(getattr(metric, kind).data_points)
-    return total
-
-
-def trim(signal: str, message: Message, keep: int) -> None:
-    """Drop every item of ``message`` past the first ``keep`` (in request order), in place."""
-    for scope in all_scopes(signal, message):
-        items = items_of(signal, scope)
-        if keep >= len(items):
-            keep -= len(items)
-        else:
-            del items[keep:]
-            keep = 0
-
-
 class Store:
     """The collector's memory; every method is thread-safe.
 
     :param max_items: cap on stored items, all signals together (``None``: no cap). Items past
         it are not stored and are counted in ``dropped`` (never a silent loss).
     :param max_requests: how many request records to keep (the oldest go first, counted).
+    :param max_stored_bytes: cap on the bytes of the stored batches (``None``: no cap).
     """
 
-    def __init__(self, max_items: int | None, max_requests: int) -> None:
+    def __init__(
+        self, max_items: int | None, max_requests: int, max_stored_bytes: int | None = None
+    ) -> None:
         self.cond = threading.Condition()
         self.max_items = max_items
+        self.max_stored_bytes = max_stored_bytes
         self.closed = False
+        #: Long polls held now (the control API's waits), for stats and tests.
+        self.waiting = 0
         self.generation = 0
         self.batches: dict[str, list[Batch]] = {signal: [] for signal in SIGNALS}
         self.requests: deque[dict[str, Any]] = deque(maxlen=max_requests)
@@ -89,17 +68,19 @@ class Store:
         self.counters: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.requests_forgotten = 0
+        self.stored_bytes = 0
 
     def total_items(self) -> int:
         """Items stored now, all signals together."""
         return sum(self.items.values())
 
-    def room(self) -> int | None:
-        """How many more items fit under the cap (``None``: no cap)."""
-        if self.max_items is None:
-            return None
+    def room(self) -> tuple[int | None, int | None]:
+        """How many more items and bytes fit under the caps (``None``: no cap)."""
         with self.cond:
-            return max(0, self.max_items - self.total_items())
+            items = None if self.max_items is None else max(0, self.max_items - self.total_items())
+            if self.max_stored_bytes is None:
+                return items, None
+            return items, max(0, self.max_stored_bytes - self.stored_bytes)
 
     def add(self, signal: str, raw: bytes, count: int, dropped: int = 0) -> None:
         """Keep one accepted request's items (already trimmed to the cap by the caller)."""
@@ -108,6 +89,7 @@ class Store:
             if count:
                 self.batches[signal].append(Batch(self._seq, raw, count, time.time()))
                 self.items[signal] += count
+                self.stored_bytes += len(raw)
             if dropped:
                 self.dropped[signal] += dropped
             self.cond.notify_all()
@@ -132,7 +114,6 @@ class Store:
             rejected = entry.get("rejected") or 0
             if rejected and entry.get("signal"):
                 self.rejected_items[entry["signal"]] += rejected
-            self.cond.notify_all()
 
     def clear(self) -> int:
         """Forget every item, request record and counter; return the new generation."""
@@ -141,7 +122,6 @@ class Store:
             self.batches = {signal: [] for signal in SIGNALS}
             self.requests.clear()
             self._reset_counters()
-            self.cond.notify_all()
             return self.generation
 
     def close(self) -> None:
@@ -167,5 +147,8 @@ class Store:
                 "dropped": {s: self.dropped[s] for s in SIGNALS},
                 "stored_items": self.total_items(),
                 "max_items": self.max_items,
+                "stored_bytes": self.stored_bytes,
+                "max_stored_bytes": self.max_stored_bytes,
                 "requests_forgotten": self.requests_forgotten,
+                "waiting": self.waiting,
             }

@@ -7,24 +7,39 @@ from __future__ import annotations
 
 import base64
 import gc
+import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = [
+__all__ = (
     "KINDS",
     "STATUS_CODES",
     "attributes_of",
+    "enum_name",
+    "json_float",
     "jsonable",
     "jsonable_attrs",
     "no_gc",
     "to_python",
-]
+)
 
 #: Span kinds and status codes by number, as items and the control API spell them.
 KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
+
+
+def enum_name(number: int, names: tuple[str, ...]) -> str | int:
+    """The name of a known enum value; an unknown one stays its number, as the proto keeps it."""
+    return names[number] if 0 <= number < len(names) else number
+
+
+def json_float(value: Any) -> Any:
+    """A float as OTLP/JSON (proto3 JSON) spells it: NaN and infinities as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 def to_python(value: Any) -> Any:
@@ -53,19 +68,21 @@ def attributes_of(kvs: Iterable[Any]) -> dict[str, Any]:
 
 
 def jsonable(value: Any) -> Any:
-    """A Python attribute value as JSON: bytes become ``{"$bytes": "<base64>"}``."""
+    """A Python attribute value as JSON: bytes become ``{"$bytes": "<base64>"}``, NaN and
+    infinities ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode()}
     if isinstance(value, list):
         return [jsonable(v) for v in value]
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
-    return value
+    return json_float(value)
 
 
 def jsonable_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes as JSON (see :func:`jsonable`); plain ones are copied as they are."""
     for value in attrs.values():
-        if isinstance(value, (bytes, list, dict)):
+        if isinstance(value, (bytes, list, dict, float)):
             return {k: jsonable(v) for k, v in attrs.items()}
     return dict(attrs)
 
@@ -77,14 +94,15 @@ _gc_was_enabled = False
 
 @contextmanager
 def no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many acyclic objects.
+    """Pause the cyclic garbage collector while building many acyclic objects (child only).
 
     Decoding a 512-span OTLP/JSON request or building 100k items creates objects by the
     hundred thousand, which triggers collections that walk the whole heap again and again:
     measured, they make ``json.loads`` and the conversion 40 % slower. These objects hold no
     cycles, so reference counting frees them all the same. Threads may overlap: the first
     to enter pauses the collector, the last to leave restores what it found (a collector
-    the application switched off stays off).
+    the application switched off stays off). Only the collector's child uses it: the
+    client in the test's own process never switches the test's collector off.
     """
     global _gc_pausers, _gc_was_enabled
     with _gc_lock:

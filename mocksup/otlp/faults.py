@@ -8,14 +8,13 @@ sequence scripts a sequence of answers (two 503s, then a partial success, then n
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mocksup.otlp._status import GRPC_CODES, grpc_code_for_http, http_status_for_grpc
 
-__all__ = ["Fault", "FaultBook"]
+__all__ = ("Fault", "Signal", "Transport")
 
 Signal = Literal["traces", "metrics", "logs"]
 Transport = Literal["http", "grpc"]
@@ -102,44 +101,3 @@ class Fault(BaseModel):
         elif self.rejected or self.message:
             parts.append(f"partial success ({self.rejected} rejected)")
         return ", ".join(parts) or "none"
-
-
-class FaultBook:
-    """The ordered, thread-safe list of pending faults."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[list[Any]] = []  # [fault, remaining] pairs
-
-    def add(self, faults: list[Fault]) -> None:
-        """Append faults after those already pending."""
-        with self._lock:
-            self._faults.extend([fault, fault.count] for fault in faults)
-
-    def clear(self) -> None:
-        """Forget every pending fault."""
-        with self._lock:
-            self._faults.clear()
-
-    def take(self, signal: str, transport: str) -> Fault | None:
-        """The fault that applies to this export, counting it as used; ``None`` if none."""
-        if not self._faults:  # the common case, without the lock
-            return None
-        with self._lock:
-            for index, entry in enumerate(self._faults):
-                fault: Fault = entry[0]
-                if fault.signal not in (None, signal) or fault.transport not in (None, transport):
-                    continue
-                if entry[1] is not None:
-                    entry[1] -= 1
-                    if entry[1] <= 0:
-                        del self._faults[index]
-                return fault
-        return None
-
-    def pending(self) -> list[dict[str, Any]]:
-        """The pending faults as JSON documents, with ``remaining`` uses."""
-        with self._lock:
-            return [
-                {**fault.model_dump(), "remaining": remaining} for fault, remaining in self._faults
-            ]

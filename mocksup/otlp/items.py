@@ -23,19 +23,20 @@ from mocksup.otlp._values import (
     KINDS,
     STATUS_CODES,
     attributes_of,
+    enum_name,
     jsonable,
     jsonable_attrs,
     to_python,
 )
 
-__all__ = [
+__all__ = (
     "LogRecord",
     "Resource",
     "Scope",
     "Span",
     "SpanEvent",
     "SpanLink",
-]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,8 @@ class Span(_View):
     """One received span.
 
     ``kind`` is ``"INTERNAL"``, ``"SERVER"``, ``"CLIENT"``, ``"PRODUCER"``, ``"CONSUMER"`` or
-    ``"UNSPECIFIED"``; ``status_code`` is ``"UNSET"``, ``"OK"`` or ``"ERROR"``.
+    ``"UNSPECIFIED"``; ``status_code`` is ``"UNSET"``, ``"OK"`` or ``"ERROR"``. A value the
+    enum does not know (``-1``, ``7``) stays the number sent, as the protobuf keeps it.
     """
 
     __slots__ = ()
@@ -197,10 +199,9 @@ class Span(_View):
         return str(self._pb.name)
 
     @property
-    def kind(self) -> str:
-        """The span kind's name."""
-        kind = int(self._pb.kind)
-        return KINDS[kind] if kind < len(KINDS) else str(kind)
+    def kind(self) -> str | int:
+        """The span kind's name (its number if the enum does not know it)."""
+        return enum_name(int(self._pb.kind), KINDS)
 
     @property
     def start_time_unix_nano(self) -> int:
@@ -218,10 +219,9 @@ class Span(_View):
         return self.end_time_unix_nano - self.start_time_unix_nano
 
     @property
-    def status_code(self) -> str:
-        """``"UNSET"``, ``"OK"`` or ``"ERROR"``."""
-        code = int(self._pb.status.code)
-        return STATUS_CODES[code] if code < len(STATUS_CODES) else str(code)
+    def status_code(self) -> str | int:
+        """``"UNSET"``, ``"OK"`` or ``"ERROR"`` (the number if the enum does not know it)."""
+        return enum_name(int(self._pb.status.code), STATUS_CODES)
 
     @property
     def status_message(self) -> str:

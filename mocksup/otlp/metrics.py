@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mocksup.otlp._values import attributes_of, jsonable_attrs
+from mocksup.otlp._values import attributes_of, jsonable, jsonable_attrs
 from mocksup.otlp.items import _View
 
-__all__ = ["DataPoint", "Metric"]
+__all__ = ("DataPoint", "Metric")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +67,15 @@ class DataPoint:
         return cls(attrs, p.start_time_unix_nano, p.time_unix_nano, None, p.count, total, extra)
 
     def to_json(self) -> dict[str, Any]:
-        """The control API's JSON form."""
+        """The control API's JSON form (NaN and infinities as ``"NaN"``, ``"Infinity"``...)."""
         return {
             "attributes": jsonable_attrs(self.attributes),
             "start_time_unix_nano": self.start_time_unix_nano,
             "time_unix_nano": self.time_unix_nano,
-            "value": self.value,
+            "value": jsonable(self.value),
             "count": self.count,
-            "sum": self.sum,
-            **self.extra,
+            "sum": jsonable(self.sum),
+            **{key: jsonable(value) for key, value in self.extra.items()},
         }
 
 

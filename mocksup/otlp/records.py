@@ -8,7 +8,7 @@ from typing import Any
 
 from mocksup.otlp.items import Span
 
-__all__ = ["RequestRecord", "Trace", "exporter_env", "trace_tree"]
+__all__ = ("RequestRecord", "Trace", "exporter_env", "trace_tree")
 
 
 @dataclass(frozen=True, slots=True)

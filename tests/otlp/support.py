@@ -27,11 +27,37 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from werkzeug.test import Client
 
 from mocksup.otlp import MockOTLPCollector
-from tests.support import ProcessTestCase
+from tests.support import ProcessTestCase, children
 
-__all__ = ["CollectorTestCase", "Pipelines", "post"]
+__all__ = ["CollectorTestCase", "Pipelines", "grpc_call", "in_process", "post"]
+
+TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def in_process(**settings: Any) -> tuple[Client, Any]:
+    """The collector's HTTP app in this process (no child, no socket), and its ingest.
+
+    For protocol logic: werkzeug's test client calls the WSGI app directly, about a hundred
+    times faster than a request to a child.
+    """
+    parts = MockOTLPCollector(port=0, grpc_port=None, **settings)._parts()
+    return Client(parts.app), parts.ingest
+
+
+def grpc_call(
+    endpoint: str, body: bytes, *, path: str = TRACE_EXPORT, **kwargs: Any
+) -> tuple[bytes | None, grpc.RpcError | None]:
+    """One raw unary gRPC call with the request bytes as given; returns (response, error)."""
+    options = [("grpc.max_send_message_length", 128 << 20)]
+    with grpc.insecure_channel(endpoint.removeprefix("http://"), options=options) as channel:
+        call = channel.unary_unary(path)
+        try:
+            return call(body, timeout=10, **kwargs), None
+        except grpc.RpcError as error:
+            return None, error
 
 
 def post(
@@ -124,7 +150,10 @@ class Pipelines:
 
 
 class CollectorTestCase(ProcessTestCase):
-    """One collector per class on free ports, cleared before each test."""
+    """One collector per class on free ports, cleared before each test.
+
+    The class fails (an error in its class cleanup) when a process it started outlives it.
+    """
 
     collector: MockOTLPCollector
     collector_settings: dict[str, Any] = {}
@@ -132,6 +161,9 @@ class CollectorTestCase(ProcessTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
+        before = {p.pid for p in children()}
+        # Class cleanups run last-registered first: this check runs after the stop below.
+        cls.addClassCleanup(_check_class_left_nothing, cls.__name__, before)
         settings = {"port": 0, "grpc_port": 0, **cls.collector_settings}
         cls.collector = MockOTLPCollector(**settings)
         cls.addClassCleanup(cls.collector.stop)
@@ -140,3 +172,11 @@ class CollectorTestCase(ProcessTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.collector.clear()
+
+
+def _check_class_left_nothing(name: str, before: set[int]) -> None:
+    left = [p for p in children() if p.pid not in before]
+    for process in left:
+        process.kill()
+    if left:
+        raise AssertionError(f"{name} left child processes running: {[p.pid for p in left]}")

@@ -52,9 +52,14 @@ class SurfaceTest(unittest.TestCase):
     def test_settings(self) -> None:
         collector = MockOTLPCollector()
         self.assertEqual((collector.port, collector.grpc_port), (4318, 4317))
+        self.assertEqual(collector.compat, "collector")
+        # Unset limits take the mode's defaults (see test_compat).
+        self.assertEqual((collector.max_body_size, collector.grpc_max_message), (None, None))
         self.assertEqual(
-            (collector.max_body_size, collector.grpc_max_message), (64 << 20, 64 << 20)
+            (collector.max_stored_bytes, collector.max_request_objects), (512 << 20, 10**6)
         )
+        with self.assertRaises(pydantic.ValidationError):
+            MockOTLPCollector(compat="strict")
         self.assertEqual(collector.http_endpoint, "http://127.0.0.1:4318")
         self.assertIsNone(MockOTLPCollector(grpc_port=None).grpc_endpoint)
         with self.assertRaises(ValueError):
@@ -186,10 +191,8 @@ class StopTest(ProcessTestCase):
 
         collector = self.start_server(MockOTLPCollector(port=0, grpc_port=0))
         errors: list[BaseException] = []
-        waiting = threading.Event()
 
         def wait() -> None:
-            waiting.set()
             try:
                 collector.wait_for_spans("never", timeout=60)
             except BaseException as error:
@@ -198,16 +201,28 @@ class StopTest(ProcessTestCase):
         thread = threading.Thread(target=wait)
         thread.start()
         self.addCleanup(thread.join, 5)
-        waiting.wait(5)
-        # Whether the collector already holds the wait (then it answers 503 "stopping") or
-        # refuses the connection after the stop, the waiter must end at once with an error.
+        wait_until_held(collector, 1)
         started = time.monotonic()
         collector.stop()
         thread.join(10)
         self.assertFalse(thread.is_alive())
         self.assertLess(time.monotonic() - started, 5)
-        self.assertEqual(len(errors), 1)
-        self.assertIsInstance(errors[0], MockServerError)
+        # The held wait was answered (503, "stopping"), not cut by the process exit.
+        (error,) = errors
+        self.assertIsInstance(error, ControlAPIError)
+        assert isinstance(error, ControlAPIError)
+        self.assertEqual(error.status, 503)
+        self.assertIn("stopping", str(error))
+
+
+def wait_until_held(collector: MockOTLPCollector, count: int, timeout: float = 10.0) -> None:
+    """Return once the collector holds ``count`` long polls (its ``stats()["waiting"]``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while collector.stats()["waiting"] < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the collector did not hold {count} wait(s) in {timeout} s")
 
 
 class NoGCTest(unittest.TestCase):

@@ -9,7 +9,6 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from mocksup.otlp import Fault
-from mocksup.otlp._status import retry_info
 from tests.otlp.support import CollectorTestCase, Pipelines, post, post_json
 from tests.otlp.test_http_input import json_span, request_bytes
 
@@ -53,7 +52,8 @@ class RetryTest(CollectorTestCase):
     def test_http_retry_after_header_and_status_body(self) -> None:
         self.collector.fail_next(1, status=503, retry_after=1.5)
         status, headers, body = post(self.collector, "/v1/traces", request_bytes())
-        self.assertEqual((status, headers["retry-after"]), (503, "2"))  # whole seconds
+        # The Collector's whole seconds, rounded down (compat="spec" rounds up: test_compat).
+        self.assertEqual((status, headers["retry-after"]), (503, "1"))
         parsed = status_pb2.Status.FromString(body)
         info = error_details_pb2.RetryInfo()
         self.assertTrue(parsed.details[0].Unpack(info))
@@ -92,7 +92,8 @@ class RetryTest(CollectorTestCase):
         assert error is not None
         self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
         trailers = dict(error.trailing_metadata())
-        self.assertEqual(trailers["google.rpc.retryinfo-bin"], retry_info(2))
+        retry = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
+        self.assertEqual((retry.retry_delay.seconds, retry.retry_delay.nanos), (2, 0))
         details = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
         self.assertEqual(details.code, grpc.StatusCode.UNAVAILABLE.value[0])
         info = error_details_pb2.RetryInfo()
@@ -110,6 +111,7 @@ class RetryTest(CollectorTestCase):
         self.assertIsNone(error)
         partial = ExportTraceServiceResponse.FromString(body or b"").partial_success
         self.assertEqual((partial.rejected_spans, partial.error_message), (1, "one span too many"))
+        self.assertIn(b"one span too many", body or b"")
         self.assertEqual([r.rejected for r in self.collector.requests()], [1, 1])
         self.assertEqual(self.collector.stats()["rejected_items"]["traces"], 2)
         self.assertEqual(len(self.collector.spans()), 2)  # kept: the test sees what was sent

@@ -311,7 +311,8 @@ class OTLPJSONTest(unittest.TestCase):
             ],
             "extra": True,
         }
-        span = parse_request("traces", doc).resource_spans[0].scope_spans[0].spans[0]
+        # null as the field's default is the proto3 JSON mapping ("spec"); pdata refuses it.
+        span = parse_request("traces", doc, strict=False).resource_spans[0].scope_spans[0].spans[0]
         self.assertEqual((span.trace_id, span.span_id), (b"", b""))
         self.assertEqual(span.kind, t.Span.SPAN_KIND_PRODUCER)
         self.assertEqual((span.start_time_unix_nano, span.end_time_unix_nano), (12, 13))
@@ -342,6 +343,121 @@ class OTLPJSONTest(unittest.TestCase):
                 "traces", {"resourceSpans": [{"scopeSpans": [{"spans": [cases["short span id"]]}]}]}
             )
         self.assertEqual(caught.exception.field, "span_id")
-        for document in ([], "x", None):
+        for document in ([], "x", 5):
             with self.assertRaises(OTLPJSONError):
                 parse_request("logs", document)
+        with self.assertRaises(OTLPJSONError):
+            parse_request("logs", None, strict=False)
+        # pdata reads a top-level null as an empty request.
+        self.assertEqual(parse_request("logs", None), ExportLogsServiceRequest())
+
+
+def one_span(**fields: Any) -> dict[str, Any]:
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [fields]}]}]}
+
+
+def one_value(value: Any) -> dict[str, Any]:
+    return one_span(attributes=[{"key": "k", "value": value}])
+
+
+def read_span(doc: Any, *, strict: bool) -> t.Span:
+    request = parse_request("traces", doc, strict=strict)
+    return request.resource_spans[0].scope_spans[0].spans[0]  # type: ignore[attr-defined,no-any-return]
+
+
+class ModesTest(unittest.TestCase):
+    """Where pdata's JSON reading ("collector") and proto3 JSON's ("spec") differ, and agree."""
+
+    def read(self, doc: Any, strict: bool) -> t.Span | None:
+        try:
+            return read_span(doc, strict=strict)
+        except OTLPJSONError:
+            return None
+
+    def test_null(self) -> None:
+        for label, doc in {
+            "parent id": one_span(parentSpanId=None),
+            "timestamp": one_span(startTimeUnixNano=None),
+            "enum": one_span(kind=None),
+            "count": one_span(droppedAttributesCount=None),
+            "bool value": one_value({"boolValue": None}),
+            "int value": one_value({"intValue": None}),
+            "bytes value": one_value({"bytesValue": None}),
+        }.items():
+            with self.subTest(label):
+                self.assertIsNone(self.read(doc, strict=True))  # pdata: 400
+                self.assertIsNotNone(self.read(doc, strict=False))  # proto3: the default
+        # Strings, messages and lists may be null in pdata too.
+        span = read_span(one_span(name=None, status=None, events=None), strict=True)
+        self.assertEqual((span.name, span.HasField("status"), len(span.events)), ("", True, 0))
+        self.assertFalse(read_span(one_span(status=None), strict=False).HasField("status"))
+
+    def test_null_string_value_is_an_empty_string_for_pdata(self) -> None:
+        value = read_span(one_value({"stringValue": None}), strict=True).attributes[0].value
+        self.assertEqual((value.WhichOneof("value"), value.string_value), ("string_value", ""))
+        value = read_span(one_value({"stringValue": None}), strict=False).attributes[0].value
+        self.assertIsNone(value.WhichOneof("value"))
+
+    def test_integers(self) -> None:
+        exact = 1544712660000000123
+        for label, given, spec_reads in (
+            ("float literal", 1.5e18, 1_500_000_000_000_000_000),
+            ("exponent string", "1e3", 1000),
+            ("integral float", 1.0, 1),
+            ("decimal string", f"{exact}.0", exact),  # every digit kept, not 21 ns off
+        ):
+            with self.subTest(label):
+                self.assertIsNone(self.read(one_span(startTimeUnixNano=given), strict=True))
+                span = read_span(one_span(startTimeUnixNano=given), strict=False)
+                self.assertEqual(span.start_time_unix_nano, spec_reads)
+        for given in (1.5, "1.5", " 7", "7_0", "0x10", -5, "-5", True):
+            with self.subTest(given=given):
+                self.assertIsNone(self.read(one_span(startTimeUnixNano=given), strict=True))
+                self.assertIsNone(self.read(one_span(startTimeUnixNano=given), strict=False))
+        for given in ("+5", "5", 5):  # Go's ParseInt takes a sign...
+            value = read_span(one_value({"intValue": given}), strict=True).attributes[0].value
+            self.assertEqual(value.int_value, 5)
+        # ...ParseUint does not.
+        self.assertIsNone(self.read(one_span(droppedAttributesCount="+5"), strict=True))
+
+    def test_base64(self) -> None:
+        for label, text, spec_reads in (
+            ("url-safe", "-_-_", b"\xfb\xff\xbf"),
+            ("no padding", "Zm8", b"fo"),
+        ):
+            with self.subTest(label):
+                self.assertIsNone(self.read(one_value({"bytesValue": text}), strict=True))
+                value = read_span(one_value({"bytesValue": text}), strict=False).attributes[0]
+                self.assertEqual(value.value.bytes_value, spec_reads)
+        for text in ("Zm9v!", "Zm9v Zm9v", "Zg==Zg=="):
+            with self.subTest(text=text):
+                self.assertIsNone(self.read(one_value({"bytesValue": text}), strict=True))
+                self.assertIsNone(self.read(one_value({"bytesValue": text}), strict=False))
+        # Go's decoder skips line breaks.
+        value = read_span(one_value({"bytesValue": "Zm9v\r\nYmFy"}), strict=True).attributes[0]
+        self.assertEqual(value.value.bytes_value, b"foobar")
+
+    def test_both_refuse(self) -> None:
+        for label, doc in {
+            "bool as 1": one_value({"boolValue": 1}),
+            "bool as string": one_value({"boolValue": "true"}),
+            "double too large": one_value({"doubleValue": 1e400}),
+            "enum number as string": one_span(kind="2"),
+            "id with spaces": one_span(traceId="00 " + "11" * 15 + "2"),
+            "odd id": one_span(spanId="abc"),
+        }.items():
+            with self.subTest(label):
+                self.assertIsNone(self.read(doc, strict=True))
+                self.assertIsNone(self.read(doc, strict=False))
+
+    def test_doubles_and_unknown_enums(self) -> None:
+        for strict in (True, False):
+            span = read_span(one_span(kind=7, status={"code": -1}), strict=strict)
+            self.assertEqual((span.kind, span.status.code), (7, -1))
+            for text in ("NaN", "Infinity", "-Infinity", "2.5"):
+                value = read_span(one_value({"doubleValue": text}), strict=strict).attributes[0]
+                self.assertEqual(str(value.value.double_value), str(float(text)))
+        # Go's ParseFloat spellings, which proto3 JSON does not have.
+        value = read_span(one_value({"doubleValue": "inf"}), strict=True).attributes[0]
+        self.assertEqual(value.value.double_value, math.inf)
+        self.assertIsNone(self.read(one_value({"doubleValue": "inf"}), strict=False))
