@@ -2,8 +2,13 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_otlp.py            # every scenario (about a minute)
-    python benchmarks/bench_otlp.py --quick    # fewer requests per scenario
+    python benchmarks/bench_otlp.py                  # every scenario (about a minute)
+    python benchmarks/bench_otlp.py --quick          # fewer requests per scenario
+    python benchmarks/bench_otlp.py --amplification  # peak memory under hostile bodies
+
+``--amplification`` sends, to a fresh collector per case and in both modes, the bodies that
+made earlier versions balloon (issue 8), and prints each child's peak resident memory
+(``VmHWM``, Linux) with the answers it gave.
 
 Intake: OTLP/HTTP protobuf, OTLP/HTTP JSON and OTLP/gRPC; 512-span batches and 1-span
 requests; 1 and 4 concurrent clients (threads keeping one connection or channel each, sending
@@ -159,10 +164,140 @@ def run_intake(
     }
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    size, length = len(payload), bytearray()
+    while size > 0x7F:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    length.append(size)
+    return bytes([number << 3 | 2]) + bytes(length) + payload
+
+
+def _peak_rss(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _post(collector: MockOTLPCollector, body: bytes, headers: dict[str, str], path: str) -> int:
+    conn = http.client.HTTPConnection(collector.host, collector.port, timeout=300)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return -1  # refused before the body was sent, and the connection closed
+    finally:
+        conn.close()
+
+
+def amplification() -> None:
+    """Peak RSS of a fresh child for each hostile case, in both modes."""
+    import gzip
+
+    json_rs = gzip.compress(b'{"resourceSpans":[' + b"{}," * (22 << 20) + b"{}]}", 9)
+    big_attr = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                name="big",
+                                attributes=[
+                                    KeyValue(
+                                        key="prompt",
+                                        value=AnyValue(string_value="x" * (30 << 20)),
+                                    )
+                                ],
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    ).SerializeToString()
+    big_attr_gz = gzip.compress(big_attr, 9)
+    pb = "application/x-protobuf"
+    cases: list[tuple[str, Any]] = [
+        (
+            "gzip JSON, 22M empty resourceSpans (64 MiB inflated)",
+            ("http", json_rs, "application/json", {"Content-Encoding": "gzip"}, 1),
+        ),
+        (
+            "protobuf, empty ResourceSpans filling the body limit",
+            ("http-fill", b"\x0a\x00", pb, {}, 1),
+        ),
+        (
+            "protobuf over gRPC, empty ResourceSpans filling the limit",
+            ("grpc-fill", b"\x0a\x00", pb, {}, 1),
+        ),
+        ("protobuf, empty spans filling the body limit", ("http-spans", b"\x12\x00", pb, {}, 1)),
+        (
+            "60 gzip requests of one span with a 30 MiB attribute",
+            ("http", big_attr_gz, pb, {"Content-Encoding": "gzip"}, 60),
+        ),
+        (
+            "100 requests with 60 KB of headers to a 404 path",
+            ("http-404", b"", pb, {f"x-h{i}": "v" * 6000 for i in range(10)}, 100),
+        ),
+    ]
+    print(f"{'case':<58} {'mode':<9} {'answers':<22} {'peak RSS':>9} {'stored':>7} {'dropped':>7}")
+    for label, (kind, body, content_type, headers, repeat) in cases:
+        for compat in ("collector", "spec"):
+            with MockOTLPCollector(port=0, grpc_port=0, compat=compat) as collector:
+                limits = collector.limits()
+                answers = _send_case(collector, (kind, body, content_type, headers, repeat), limits)
+                stats = collector.stats()
+                shown = ", ".join(f"{n}x {a}" for a, n in sorted(answers.items(), key=str))
+                peak = _peak_rss(collector.pid or 0)
+                print(
+                    f"{label:<58} {compat:<9} {shown:<22} {peak:>6.0f} MiB "
+                    f"{stats['items']['traces']:>7} {stats['dropped']['traces']:>7}"
+                )
+
+
+def _send_case(collector: MockOTLPCollector, case: Any, limits: Any) -> dict[Any, int]:
+    kind, body, content_type, headers, repeat = case
+    answers: dict[Any, int] = {}
+    if kind in ("http-fill", "http-spans", "grpc-fill"):
+        size = limits.grpc_max_message if kind == "grpc-fill" else limits.max_body_size
+        if kind == "http-spans":
+            scope = body * ((size - 16) // 2)
+            body = _field(1, _field(2, scope))
+        else:
+            body = body * (size // 2)
+    for _ in range(repeat):
+        if kind == "grpc-fill":
+            with grpc.insecure_channel(
+                f"{collector.host}:{collector.grpc_port}",
+                options=[("grpc.max_send_message_length", 128 << 20)],
+            ) as channel:
+                try:
+                    channel.unary_unary(TRACE_EXPORT)(body, timeout=300)
+                    answer: Any = "OK"
+                except grpc.RpcError as error:
+                    answer = error.code().name
+        else:
+            path = "/nope" if kind == "http-404" else "/v1/traces"
+            answer = _post(collector, body, {"Content-Type": content_type, **headers}, path)
+        answers[answer] = answers.get(answer, 0) + 1
+    return answers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests per scenario")
+    parser.add_argument(
+        "--amplification", action="store_true", help="peak memory under hostile bodies"
+    )
     args = parser.parse_args()
+    if args.amplification:
+        amplification()
+        return
     scale = 0.25 if args.quick else 1.0
 
     batch = make_request(512, 1)
