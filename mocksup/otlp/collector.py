@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mocksup._context import ServeContext
-from mocksup.control import ControlClient
 from mocksup.base import MockServerBase
+from mocksup.control import ControlClient
 from mocksup.otlp._limits import Limits
 from mocksup.otlp._modes import MODES, Compat
 from mocksup.otlp.client import CollectorQueries, TelemetryTimeoutError
