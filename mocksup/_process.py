@@ -209,7 +209,7 @@ class ChildProcess:
         if message.get("event") == "error":
             raise await self._reported(message)
         try:
-            ports = await self._check_ready(message.get("ports"))
+            ports = self._check_ready(message.get("ports"))
             await self._probe(ports, deadline)
         except BaseException:
             _logs.folder.mark_failed()
@@ -266,9 +266,9 @@ class ChildProcess:
         finally:
             loop.remove_reader(fd)
 
-    async def _check_ready(self, reported: object) -> dict[str, int]:
-        """The ports ``ctx.ready()`` reported, once each is a port field of the server, a
-        port number, and a port the child's process tree really serves on.
+    def _check_ready(self, reported: object) -> dict[str, int]:
+        """The ports ``ctx.ready()`` reported, once each is a port field of the server and a
+        port number the field takes.
 
         :raises ReadyError: one is not.
         """
@@ -289,17 +289,6 @@ class ChildProcess:
                 setattr(check, field, port)
             except ValueError as error:  # pydantic's ValidationError is a ValueError
                 raise self._bad_ready(field, port, f"the field refuses it: {error}") from None
-        assert self.proc is not None
-        loop = asyncio.get_running_loop()
-        served = await loop.run_in_executor(None, _reap.listening_ports, self.proc.pid)
-        for field, port in ports.items():
-            if served is not None and port not in served:
-                raise self._bad_ready(
-                    field,
-                    port,
-                    f"no process of the mock listens on port {port}; report the port "
-                    "really bound, such as sock.getsockname()[1]",
-                )
         return dict(ports)
 
     def _bad_ready(self, field: str, port: object, why: str) -> ReadyError:
@@ -326,16 +315,30 @@ class ChildProcess:
                 if isinstance(error, asyncio.TimeoutError):
                     raise self._timed_out(self.server.start_timeout) from error
                 # Ready comes after listen(): a refusal now will not turn into a welcome.
-                what = "was refused" if isinstance(error, ConnectionRefusedError) else "failed"
-                raise self._bad_ready(
-                    field,
-                    port,
-                    f"a connection to {host} port {port} {what} ({error}); serve() must bind "
-                    "self.host and call ready() once it listens",
-                ) from error
+                raise await self._unreachable(field, port, error) from error
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    async def _unreachable(self, field: str, port: int, error: OSError) -> ReadyError:
+        """Say why a reported port refused the probe: the mock listens elsewhere, or not
+        at all. (A port that answers is never refused, whoever serves it: a container's
+        proxy, say.)"""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        served = await loop.run_in_executor(None, _reap.listening_ports, self.proc.pid)
+        if served is not None and port not in served:
+            why = (
+                f"no process of the mock listens on port {port}; report the port really "
+                "bound, such as sock.getsockname()[1]"
+            )
+        else:
+            what = "was refused" if isinstance(error, ConnectionRefusedError) else "failed"
+            why = (
+                f"a connection to {self.server.client_host} port {port} {what} ({error}); "
+                "serve() must bind self.host and call ready() once it listens"
+            )
+        return self._bad_ready(field, port, why)
 
     async def _crashed(self) -> ChildCrashedError:
         assert self.proc is not None
