@@ -128,9 +128,10 @@ class SweepTest(ProcessTestCase):
         # Working out a child's environment starts no thread (and sweeps nothing) ...
         self.addCleanup(setattr, _launch, "_owner", _launch._owner)
         _launch._owner = None
-        threads = threading.active_count()
+        self.assertTrue(_launch.pool.settle(60))
+        threads = set(threading.enumerate())
         _launch.child_env({})
-        self.assertEqual(threading.active_count(), threads)
+        self.assertEqual(set(threading.enumerate()) - threads, set())
         self.assertIsNone(leftover.poll())
         # ... the first start in a process does, before it returns.
         starter = self.run_python("from tests.targets import Sleeper; Sleeper().start().stop()")
