@@ -7,15 +7,18 @@ harness starts them concurrently, waits until each serves and stops and reaps th
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mocksup._context import ServeContext
 from mocksup.base import MockServerBase
 from mocksup.errors import (
     ChildCrashedError,
+    ChildSuspendedError,
     ControlAPIError,
     MockServerError,
     PortInUseError,
+    ReadyError,
+    ServeError,
     StartupTimeoutError,
     StopError,
     WaitTimeoutError,
@@ -40,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "ChildCrashedError",
+    "ChildSuspendedError",
     "ControlAPIError",
     "Endpoint",
     "MockOTLPCollector",
@@ -51,7 +55,9 @@ __all__ = (
     "MockVLLMServer",
     "PortInUseError",
     "ProcessServer",
+    "ReadyError",
     "ServeContext",
+    "ServeError",
     "StartupTimeoutError",
     "StopError",
     "WaitTimeoutError",
@@ -72,7 +78,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mocksup' has no attribute {name!r}")

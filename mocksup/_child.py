@@ -1,115 +1,85 @@
 """The child's entry: read the server model, watch the lifeline, serve, report ready.
 
 The parent runs ``python -m mocksup._child LIFELINE_FD STATUS_FD`` (an exec, never a fork, so a
-parent that has loaded gRPC is safe). Over the lifeline pipe it sends one length-prefixed
-pickle: the parent's ``sys.path``, the path of its ``__main__`` script when the server class
-lives there, and the validated server model. The parent then keeps the pipe's write end open
-for the child's whole life: EOF on it means the parent is gone (even SIGKILLed), and the child
-stops at once. On the status pipe the child writes exactly one JSON line: ``ready`` with the
-ports it really serves on, or ``error`` with a pickled :class:`~mocksup.MockServerError`.
+parent that has loaded gRPC is safe). Over the lifeline pipe it sends the payload
+(:mod:`mocksup._payload`): the parent's ``sys.path``, its ``__main__`` script when the server
+class lives there, and the validated server model. The parent then keeps the pipe's write
+end open for the child's whole life: EOF on it means the parent is gone (even SIGKILLed), and
+the child stops at once. On the status pipe the child writes one JSON line: ``ready`` with
+the ports it really serves on, or ``error`` with a pickled :class:`~mocksup.MockServerError`.
+
+Whatever the server starts ends with the child, even a process that left its group
+(``start_new_session=True``) or daemonised: on Linux the child is a *subreaper*, so orphans
+of its subtree stay its descendants, and it ends all of its descendants before it exits.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
-import pickle
 import select
 import signal
-import struct
 import sys
 import threading
 import traceback
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from mocksup import _payload
 from mocksup._context import ServeContext, write_status
 
 if TYPE_CHECKING:
     from mocksup.base import MockServerBase
+    from mocksup.errors import MockServerError
 
-__all__ = ["encode_payload", "main"]
+__all__ = ("HARD_EXIT_AFTER", "PRELOAD", "main")
 
 #: When the parent is gone (lifeline EOF), nobody will escalate: ``serve()`` gets this long
-#: to return before the child ends itself, so no orphan outlives its parent by a second.
-#: A stop the parent asks for (SIGTERM) is escalated by the parent within its own budget.
+#: to return before the child ends itself (and its descendants), so no orphan outlives its
+#: parent by more. A stop the parent asks for (SIGTERM) is escalated by the parent.
 HARD_EXIT_AFTER = 0.5
-
-_HEADER = struct.Struct("!Q")
-_log = logging.getLogger("mocksup.child")
-
-
-def _read_exact(fd: int, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = os.read(fd, size)
-        if not chunk:
-            raise EOFError("the parent closed the lifeline before sending the server")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def encode_payload(
-    server: MockServerBase,
-    main_path: str | None,
-    *,
-    env: dict[str, str] | None = None,
-    log_path: str | None = None,
-) -> bytes:
-    """Serialise what the child needs, for the parent side (see the module docstring).
-
-    ``env`` and ``log_path`` are for a warm child, started before its server was known: it
-    takes on the environment of the moment and sends its output to the server's log file.
-    """
-    header = pickle.dumps(
-        {
-            "sys_path": list(sys.path),
-            "main_path": main_path,
-            "cwd": os.getcwd(),
-            "env": env,
-            "log_path": log_path,
-        }
-    )
-    body = pickle.dumps(server)
-    return _HEADER.pack(len(header)) + header + _HEADER.pack(len(body)) + body
-
-
-def _load_payload(fd: int, status_fd: int, warm: bool) -> MockServerBase:
-    header = pickle.loads(_read_exact(fd, _HEADER.unpack(_read_exact(fd, _HEADER.size))[0]))
-    if warm:
-        # Tell the parent this child is alive and has its server: a warm child that died
-        # before this line is replaced by a fresh start, not reported as the server's crash.
-        write_status(status_fd, {"event": "taken"})
-    if header["log_path"]:
-        log = os.open(header["log_path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-    if header["env"] is not None:
-        os.environ.clear()
-        os.environ.update(header["env"])
-    os.chdir(header["cwd"])
-    sys.path[:] = header["sys_path"]
-    main_path = header["main_path"]
-    if main_path:
-        _import_main(main_path)
-    body = _read_exact(fd, _HEADER.unpack(_read_exact(fd, _HEADER.size))[0])
-    server: MockServerBase = pickle.loads(body)
-    return server
-
 
 #: What a warm child imports while it waits for its server: mocksup's dependencies and its
 #: own mocks, so that a start from the warm pool pays for none of them.
 PRELOAD = (
     "grpc",
+    "psutil",
     "werkzeug.serving",
     "mocksup.serving",
     "mocksup.otlp",
     "mocksup.vllm",
 )
+
+_log = logging.getLogger(__name__)
+
+
+def main(argv: list[str]) -> int:
+    """Run one mock server in this process; the parent's process code execs it."""
+    lifeline_fd, status_fd = int(argv[0]), int(argv[1])
+    warm = argv[2:] == ["--warm"]
+    if warm:
+        _preload()
+        write_status(status_fd, {"event": "warm"})
+    for fd in (lifeline_fd, status_fd):
+        # Grandchildren a mock may start must not keep our pipes alive.
+        os.set_inheritable(fd, False)
+    _become_subreaper()
+    ctx = ServeContext(status_fd)
+    wakeup = _install_signal_handlers(ctx)
+    try:
+        server = _load_payload(lifeline_fd, status_fd, warm)
+    except Exception as error:
+        return _could_not_load(error, status_fd)
+    _configure_logging()
+    ctx.name = server.name
+    threading.Thread(
+        target=_watch, args=(lifeline_fd, wakeup, ctx), name="mocksup-watch", daemon=True
+    ).start()
+    try:
+        return _serve(server, ctx, status_fd)
+    finally:
+        _end_descendants(HARD_EXIT_AFTER)
 
 
 def _preload() -> None:
@@ -124,15 +94,136 @@ def _preload() -> None:
             continue
 
 
-def _import_main(path: str) -> None:
-    # A server class defined in the parent's script pickles as ``__main__.X``: run that script
-    # under another name, as multiprocessing's spawn does, so its guarded main block stays idle.
-    import runpy
+def _become_subreaper() -> None:
+    """Make orphans of our subtree our children again (Linux), so they end with us.
 
-    namespace = runpy.run_path(path, run_name="__mp_main__")
-    module = type(sys)("__mp_main__")
-    module.__dict__.update(namespace)
-    sys.modules["__mp_main__"] = sys.modules["__main__"] = module
+    A daemon a mock starts (a double fork) would otherwise be reparented to init, out of
+    reach of every tree walk.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def _install_signal_handlers(ctx: ServeContext) -> int:
+    """Turn SIGTERM and SIGINT into a stop request; return the wakeup fd to watch."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        ctx.request_stop(signal.Signals(signum).name)
+
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return wakeup_r
+
+
+def _load_payload(fd: int, status_fd: int, warm: bool) -> MockServerBase:
+    header = _payload.read_header(fd)
+    if warm:
+        # Tell the parent this child is alive and has its server: a warm child that died
+        # before this line is replaced by a fresh start, not reported as the server's crash.
+        write_status(status_fd, {"event": "taken"})
+    if header["log_path"]:
+        # The parent created the file; never follow a link planted in its place since.
+        log = os.open(header["log_path"], os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+    if header["env"] is not None:
+        os.environ.clear()
+        os.environ.update(header["env"])
+    os.chdir(header["cwd"])
+    sys.path[:] = header["sys_path"]
+    script = header["main_path"]
+    if script:
+        _import_script(script)
+    return _payload.read_server(fd)
+
+
+def _import_script(path: str) -> None:
+    from mocksup.errors import MockServerError
+
+    try:
+        _payload.import_main(path)
+    except MockServerError:
+        raise
+    except (Exception, SystemExit) as error:
+        # SystemExit too: an unguarded ``sys.exit(main())`` ends the script at import.
+        traceback.print_exc()
+        raise MockServerError(
+            f"the child ran {path} again to import the server class defined there, and the "
+            f"script raised {type(error).__name__}: {error}. Keep the script's own work "
+            'under `if __name__ == "__main__":` (see the traceback in the log)'
+        ) from error
+
+
+def _could_not_load(error: Exception, status_fd: int) -> int:
+    from mocksup.errors import MockServerError
+
+    if isinstance(error, MockServerError):
+        _report_error(status_fd, error)
+        return 3
+    # An import error in the server's module, say: the parent reports the exit with this
+    # output as a ChildCrashedError.
+    traceback.print_exc()
+    return 1
+
+
+def _configure_logging() -> None:
+    """Log to stderr (the server's log file) at ``MOCKSUP_LOG_LEVEL`` (default INFO).
+
+    Called once the payload is read, so a warm child takes the level of its server's
+    environment. A value that is no level is reported, not fatal.
+    """
+    text = os.environ.get("MOCKSUP_LOG_LEVEL", "INFO").strip()
+    level = logging.getLevelName(text.upper()) if not text.isdigit() else int(text)
+    valid = isinstance(level, int)
+    logging.basicConfig(
+        level=level if valid else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    if not valid:
+        _log.warning(
+            "MOCKSUP_LOG_LEVEL=%r is not a logging level (DEBUG, INFO, WARNING, ERROR, "
+            "CRITICAL or a number); using INFO",
+            text,
+        )
+    _log.debug("logging at %s", logging.getLevelName(logging.getLogger().level))
+
+
+def _serve(server: MockServerBase, ctx: ServeContext, status_fd: int) -> int:
+    from mocksup.errors import MockServerError
+
+    try:
+        server.serve(ctx)
+    except BaseException as error:
+        if ctx.is_ready:
+            _log.exception("%s failed while serving", server.name)
+            return 1
+        if isinstance(error, MockServerError):
+            _report_error(status_fd, error)
+            _log.error("%s could not start: %s", server.name, error)
+            return 3
+        # Anything else (werkzeug's SystemExit on a busy port included) is printed, and the
+        # parent reports the exit with this output as a ChildCrashedError.
+        traceback.print_exc()
+        return 1
+    if not ctx.is_ready:
+        _log.error("%s: serve() returned without calling ctx.ready()", server.name)
+        return 2
+    _log.info("%s stopped (%s)", server.name, ctx.stop_reason or "serve() returned")
+    return 0
+
+
+def _report_error(status_fd: int, error: MockServerError) -> None:
+    write_status(status_fd, _payload.encode_error(error))
 
 
 def _watch(lifeline: int, wakeup: int, ctx: ServeContext) -> None:
@@ -157,7 +248,7 @@ def _watch(lifeline: int, wakeup: int, ctx: ServeContext) -> None:
                 break
     ctx.request_stop("lifeline closed: the parent is gone")
     _hard_exit_later()
-    _end_group()
+    _signal_group(signal.SIGTERM)
 
 
 _hard_exit_armed = threading.Lock()
@@ -170,7 +261,9 @@ def _hard_exit_later() -> None:
     def _exit() -> None:
         _log.error("serve() did not return %.1f s after the stop request; exiting", HARD_EXIT_AFTER)
         sys.stderr.flush()
-        _end_group()
+        from mocksup import _reap
+
+        _reap.kill_descendants()
         os._exit(70)
 
     timer = threading.Timer(HARD_EXIT_AFTER, _exit)
@@ -178,73 +271,44 @@ def _hard_exit_later() -> None:
     timer.start()
 
 
-def main(argv: list[str]) -> int:
-    """Run one mock server in this process; the parent's ``_process`` module calls it."""
-    lifeline_fd, status_fd = int(argv[0]), int(argv[1])
-    warm = argv[2:] == ["--warm"]
-    if warm:
-        _preload()
-        write_status(status_fd, {"event": "warm"})
-    for fd in (lifeline_fd, status_fd):
-        # Grandchildren a mock may start must not keep our pipes alive.
-        os.set_inheritable(fd, False)
-    logging.basicConfig(
-        level=os.environ.get("MOCKSUP_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
-    ctx = ServeContext(status_fd)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        ctx.request_stop(signal.Signals(signum).name)
-
-    wakeup_r, wakeup_w = os.pipe()
-    os.set_blocking(wakeup_w, False)
-    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server = _load_payload(lifeline_fd, status_fd, warm)
-    ctx.name = server.name
-    threading.Thread(
-        target=_watch, args=(lifeline_fd, wakeup_r, ctx), name="mocksup-watch", daemon=True
-    ).start()
-    try:
-        server.serve(ctx)
-    except BaseException as error:
-        from mocksup.errors import MockServerError
-
-        if ctx.is_ready:
-            _log.exception("%s failed while serving", server.name)
-            return 1
-        if isinstance(error, MockServerError):
-            blob = base64.b64encode(pickle.dumps(error)).decode()
-            write_status(status_fd, {"event": "error", "error": blob})
-            _log.error("%s could not start: %s", server.name, error)
-            return 3
-        # Anything else (werkzeug's SystemExit on a busy port included) is printed, and the
-        # parent reports the exit with this output as a ChildCrashedError.
-        traceback.print_exc()
-        return 1
-    finally:
-        _end_group()
-    if not ctx.is_ready:
-        _log.error("%s: serve() returned without calling ready()", server.name)
-        return 2
-    _log.info("%s stopped (%s)", server.name, ctx.stop_reason or "serve() returned")
-    return 0
-
-
-def _end_group() -> None:
-    # We lead our own session and group: whatever the server started (a subprocess of its
-    # own) ends with us, even when the parent is gone and cannot kill the tree. Our own
-    # handler takes this SIGTERM harmlessly.
+def _signal_group(signum: int) -> None:
+    # We lead our own session and group: whatever the server started in it ends with us.
+    # Our own handler takes this SIGTERM harmlessly.
     if os.getpgid(0) == os.getpid():
         with contextlib.suppress(OSError):
-            os.killpg(0, signal.SIGTERM)
+            os.killpg(0, signum)
+
+
+def _has_children() -> bool:
+    """Whether this process has any child, without importing psutil when it has none."""
+    if not hasattr(os, "waitid"):
+        return True
+    try:
+        # WNOWAIT: look only; the server's own code may still want to reap its children.
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _end_descendants(grace: float) -> None:
+    """End whatever the server started: SIGTERM, ``grace`` seconds, then SIGKILL."""
+    _signal_group(signal.SIGTERM)
+    if not _has_children():
+        return
+    from mocksup import _reap
+
+    killed = _reap.end_descendants(grace)
+    if killed:
+        _log.warning("killed %d process(es) the server left running", killed)
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
+    # Run as ``python -m mocksup._child``: hand over to the module under its own name, so
+    # that its logger and its state are mocksup._child's, not __main__'s.
+    from mocksup._child import main as _main
+
+    code = _main(sys.argv[1:])
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: non-daemon threads of a server library must not delay exit.

@@ -7,11 +7,11 @@ import json
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Mapping
 
-__all__ = ["ServeContext", "write_status"]
+__all__ = ("ServeContext", "write_status")
 
-_log = logging.getLogger("mocksup.child")
+_log = logging.getLogger(__name__)
 
 
 class ServeContext:
@@ -66,7 +66,8 @@ class ServeContext:
         return self._stop.wait(timeout)
 
 
-def write_status(fd: int | None, message: dict[str, Any]) -> None:
+def write_status(fd: int | None, message: Mapping[str, object]) -> None:
+    """Write one JSON line to the parent's status pipe (nothing when ``fd`` is ``None``)."""
     if fd is None:
         return
     data = (json.dumps(message) + "\n").encode()

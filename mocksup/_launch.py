@@ -6,7 +6,7 @@ all of that and block on their lifeline, waiting for a server; a start takes one
 sends it the server, so a suite that starts and stops mocks per test pays the imports once.
 Pool children are ordinary direct children (no fork server, no relayed exit codes): the same
 handle, the same stop, the same lifeline. ``MOCKSUP_WARM_CHILDREN`` sets the pool's size
-(default 2; 0 turns it off).
+(default 2; 0 turns it off). The pool fills after the first start, in the background.
 """
 
 from __future__ import annotations
@@ -14,33 +14,41 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import select
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
 from mocksup import _reap
 
-__all__ = ["Launched", "launch", "pool"]
+__all__ = (
+    "DEFAULT_SIZE",
+    "MAX_SIZE",
+    "Launched",
+    "WarmPool",
+    "child_env",
+    "launch",
+    "pool",
+    "size_from_env",
+)
 
-_owner: str | None = None
+_log = logging.getLogger(__name__)
+_owner: dict[str, str] | None = None
 _owner_lock = threading.Lock()
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment of a child: ours, the server's extras, the owner marker."""
+    """The environment of a child: ours, the server's extras, the owner markers."""
     global _owner
     with _owner_lock:
         if _owner is None:
-            _owner = _reap.owner_marker()
-            # Once per process, off the ready path: kill what crashed runs left behind.
-            threading.Thread(
-                target=_reap.sweep_leftovers, name="mocksup-sweep", daemon=True
-            ).start()
-    return {**os.environ, **extra, _reap.OWNER_ENV: _owner, "PYTHONUNBUFFERED": "1"}
+            _owner = _reap.owner_env()
+    return {**os.environ, **extra, **_owner, "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass
@@ -65,11 +73,10 @@ class Launched:
         for fd in (self.lifeline, self.status):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        try:
-            self.proc.wait(2)
-        except subprocess.TimeoutExpired:
+        if not _reap.wait_exit(self.proc, 2.0):
             _reap.kill_tree(self.proc)
-            self.proc.wait()
+            if not _reap.wait_exit(self.proc, 2.0):
+                _log.error("warm child %s could not be reaped, even after SIGKILL", self.proc.pid)
 
 
 def launch(env: dict[str, str], output: IO[bytes] | int, *, warm: bool = False) -> Launched:
@@ -151,18 +158,25 @@ class WarmPool:
             with self._lock:
                 if len(self._idle) >= self.size:
                     return
-            launched = launch(child_env({}), subprocess.DEVNULL, warm=True)
+            try:
+                launched = launch(child_env({}), subprocess.DEVNULL, warm=True)
+            except OSError as error:
+                _log.warning("cannot start a warm child (%s); starts stay cold", error)
+                return
             if not _await_warm(launched):
                 launched.discard()
                 return  # cannot preload here; starts stay cold
             with self._lock:
                 self._idle.append(launched)
 
-    def settle(self, timeout: float | None = None) -> None:
-        """Wait until a refill under way is done (for tests and benchmarks)."""
+    def settle(self, timeout: float = _WARM_TIMEOUT) -> bool:
+        """Wait up to ``timeout`` seconds until a refill under way is done (for tests and
+        benchmarks); return whether it is."""
         filler = self._filler
         if filler is not None:
             filler.join(timeout)
+            return not filler.is_alive()
+        return True
 
     def pids(self) -> set[int]:
         """The pids of the idle warm children."""
@@ -178,12 +192,31 @@ class WarmPool:
             launched.discard()
 
 
-def _size_from_env() -> int:
+#: How many warm children the pool keeps unless ``MOCKSUP_WARM_CHILDREN`` says otherwise.
+DEFAULT_SIZE = 2
+#: The most ``MOCKSUP_WARM_CHILDREN`` may ask for: each idle child holds an interpreter.
+MAX_SIZE = 32
+
+
+def size_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """The pool size ``MOCKSUP_WARM_CHILDREN`` asks for; a bad value is logged, not fatal."""
+    text = environ.get("MOCKSUP_WARM_CHILDREN")
+    if text is None:
+        return DEFAULT_SIZE
     try:
-        return max(0, int(os.environ.get("MOCKSUP_WARM_CHILDREN", "2")))
+        size = int(text)
     except ValueError:
-        return 2
+        size = -1
+    if not 0 <= size <= MAX_SIZE:
+        _log.warning(
+            "MOCKSUP_WARM_CHILDREN=%r is not a number from 0 to %d; using %d",
+            text,
+            MAX_SIZE,
+            DEFAULT_SIZE,
+        )
+        return DEFAULT_SIZE
+    return size
 
 
-pool = WarmPool(_size_from_env())
+pool = WarmPool(size_from_env())
 atexit.register(pool.close)

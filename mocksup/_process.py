@@ -6,43 +6,47 @@ has loaded gRPC, and it works whatever multiprocessing start method the program 
 (``spawn``, or ``forkserver``, the default from Python 3.14). The handle is plain ``Popen``
 plus two pipes, independent of any event loop: servers started under ``asyncio.run()`` outlive
 that loop and can be stopped later from sync code.
+
+Each child's stdout and stderr go to its log file (:mod:`mocksup._logs`), never to a pipe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import base64
 import contextlib
 import json
 import logging
 import os
-import pickle
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
-from mocksup import _launch, _reap
-from mocksup._child import encode_payload
+from mocksup import _launch, _logs, _payload, _reap
 from mocksup.errors import (
     ChildCrashedError,
+    ChildSuspendedError,
     MockServerError,
     PortInUseError,
+    ReadyError,
     StartupTimeoutError,
     StopError,
 )
 
 if TYPE_CHECKING:
+    import psutil
+
     from mocksup.base import MockServerBase
+    from mocksup.errors import _ProcessError
 
-__all__ = ["ChildProcess"]
+    _E = TypeVar("_E", bound=_ProcessError)
 
-_log = logging.getLogger("mocksup")
+__all__ = ("TAIL_LINES", "ChildProcess", "stop_live")
+
+_log = logging.getLogger(__name__)
 
 #: Of a stop's budget, what is kept back for SIGKILL and reaping after the graceful part.
 _KILL_RESERVE = 0.25
@@ -51,40 +55,37 @@ TAIL_LINES = 50
 
 _live: set[ChildProcess] = set()
 _live_lock = threading.Lock()
-_session_dir: Path | None = None
 
 
-def _log_dir(server: MockServerBase) -> Path:
-    global _session_dir
-    if server.log_dir is not None:
-        server.log_dir.mkdir(parents=True, exist_ok=True)
-        return server.log_dir
-    if _session_dir is None:
-        _session_dir = Path(tempfile.mkdtemp(prefix="mocksup-"))
-    return _session_dir
-
-
-def _main_path(server: MockServerBase) -> str | None:
-    if type(server).__module__ != "__main__":
-        return None
-    main = sys.modules["__main__"]
-    path: str | None = getattr(main, "__file__", None)
-    if path is None:
-        raise TypeError(
-            f"{type(server).__name__} is defined in an interactive session; define it in a "
-            "module the child process can import"
-        )
-    return os.path.abspath(path)
+def _sweep_once() -> None:
+    try:
+        _reap.sweep_leftovers()
+    except Exception:
+        _log.exception("the sweep of leftover mock servers failed")
 
 
 class ChildProcess:
-    """The parent's handle on one running mock server child."""
+    """The parent's handle on one running mock server child.
+
+    :raises MockServerError: created while a child runs the program's script again to
+        import a server class (the script starts servers at import: it is not guarded).
+    """
 
     def __init__(self, server: MockServerBase) -> None:
+        if _payload.importing_main is not None:
+            raise MockServerError(
+                f"mock server {server.name!r} was started while a mock's child process ran "
+                f"{_payload.importing_main} again to import a server class defined there: "
+                "the script starts servers when it is imported. Put its own work under "
+                '`if __name__ == "__main__":`, as multiprocessing requires too',
+                server=server.name,
+            )
         self.server = server
         self.name = server.name
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
+        self.ready = False
+        self._death: ChildCrashedError | None = None
         self._lifeline: int | None = None
         self._warm = False
         self._taken = False
@@ -98,60 +99,98 @@ class ChildProcess:
 
     def tail(self, lines: int = TAIL_LINES) -> str:
         """The last ``lines`` lines of the child's output."""
-        if self.log_path is None:
-            return ""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(0, os.SEEK_END)
-                size = log.tell()
-                log.seek(max(0, size - 64 * 1024))
-                data = log.read()
-        except OSError:
-            return ""
-        return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+        return _logs.tail(self.log_path, lines) if self.log_path is not None else ""
+
+    def failure(self) -> MockServerError | None:
+        """Why the server does not serve now, or ``None`` when it does."""
+        proc = self.proc
+        if proc is None:
+            return MockServerError(f"mock server {self.name!r} was never started", server=self.name)
+        if proc.poll() is not None:
+            if self._death is None and self._lifeline is None:
+                return MockServerError(f"mock server {self.name!r} was stopped", server=self.name)
+            return self._died()
+        if _reap.is_suspended(proc.pid):
+            return self._error(
+                ChildSuspendedError,
+                f"mock server {self.name!r} (pid {proc.pid}) is suspended (SIGSTOP or a "
+                "debugger): it accepts connections but answers nothing until it gets SIGCONT",
+            )
+        return None
+
+    def _error(self, kind: type[_E], message: str) -> _E:
+        return kind(
+            message,
+            server=self.name,
+            pid=self.pid,
+            returncode=self.proc.returncode if self.proc else None,
+            output_tail=self.tail(),
+            log_path=str(self.log_path),
+        )
+
+    def _died(self) -> ChildCrashedError:
+        """The error for a child that exited on its own: logged once, its logs kept."""
+        if self._death is None:
+            assert self.proc is not None
+            self._death = ChildCrashedError.from_exit(
+                server=self.name,
+                pid=self.proc.pid,
+                returncode=self.proc.returncode,
+                output_tail=self.tail(),
+                log_path=str(self.log_path),
+                ready=self.ready,
+            )
+            _log.error("%s", self._death)
+            _logs.folder.mark_failed()
+            # Whatever it started may still run in its group.
+            _reap.kill_tree(self.proc)
+            self._forget()
+        return self._death
 
     # -- start ---------------------------------------------------------------------------
 
     def _spawn(self, warm: bool) -> int:
         """Start the child, warm when allowed and one is idle; return its status pipe."""
         server = self.server
-        main_path = _main_path(server)
-        directory = _log_dir(server)
-        if server.log_dir is not None:
-            self.log_path = directory / f"{server.name}.log"
-            log = open(self.log_path, "wb")  # noqa: SIM115 (closed below, after the spawn)
-        else:
-            fd, path = tempfile.mkstemp(prefix=f"{server.name}-", suffix=".log", dir=directory)
-            self.log_path = Path(path)
-            log = os.fdopen(fd, "wb")
+        script = _payload.main_path(server)
+        self.log_path, fd = _logs.open_log(server)
         env = _launch.child_env(server.env)
-        with log:
+        with os.fdopen(fd, "wb") as log:
             # A warm child imported its modules under the environment of its own start: one
             # for a server with environment settings of its own is started afresh.
-            launched = _launch.pool.take() if warm and not server.env else None
+            launched = self._take_warm(script, env) if warm and not server.env else None
             self._warm = launched is not None
             self._taken = False
-            if launched is not None:
-                try:
-                    launched.send(
-                        encode_payload(server, main_path, env=env, log_path=str(self.log_path))
-                    )
-                except BrokenPipeError:
-                    launched.discard()
-                    launched = None
             if launched is None:
                 launched = _launch.launch(env, log)
-                launched.send(encode_payload(server, main_path))
+                launched.send(_payload.encode(server, script))
         self.proc = launched.proc
         self._lifeline = launched.lifeline
         with _live_lock:
             _live.add(self)
         return launched.status
 
+    def _take_warm(self, script: str | None, env: dict[str, str]) -> _launch.Launched | None:
+        launched = _launch.pool.take()
+        if launched is None:
+            return None
+        payload = _payload.encode(self.server, script, env=env, log_path=str(self.log_path))
+        try:
+            launched.send(payload)
+        except BrokenPipeError:
+            launched.discard()
+            return None
+        return launched
+
     async def start(self, timeout: float) -> dict[str, int]:
-        """Spawn the child and wait until it serves; return the ports it reported."""
+        """Spawn the child and wait until it serves; return the ports it reported.
+
+        The first start in a process also sweeps the leftovers of crashed runs, in a worker
+        thread while the child starts.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        sweep = loop.run_in_executor(None, _sweep_once)
         try:
             message = await self._attempt(timeout, warm=True)
             if message is None and self._warm and not self._taken:
@@ -164,19 +203,22 @@ class ChildProcess:
             # Replace the warm child this start took (or make the first ones), now that
             # the start itself no longer competes for the CPU.
             _launch.pool.refill()
+            await sweep
         if message is None:
             raise await self._crashed()
         if message.get("event") == "error":
             raise await self._reported(message)
-        ports: dict[str, int] = message["ports"]
         try:
+            ports = self._check_ready(message.get("ports"))
             await self._probe(ports, deadline)
         except BaseException:
+            _logs.folder.mark_failed()
             self._kill_now()
             raise
+        self.ready = True
         return ports
 
-    async def _attempt(self, timeout: float, *, warm: bool) -> dict[str, Any] | None:
+    async def _attempt(self, timeout: float, *, warm: bool) -> dict[str, object] | None:
         status_r = self._spawn(warm)
         try:
             return await self._read_status(status_r, timeout)
@@ -192,10 +234,10 @@ class ChildProcess:
             _reap.wait_exit(self.proc, 1.0)
         self._forget()
 
-    async def _read_status(self, fd: int, timeout: float) -> dict[str, Any] | None:
+    async def _read_status(self, fd: int, timeout: float) -> dict[str, object] | None:
         """The child's status (ready or error), or ``None`` at EOF (the child exited)."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        done: asyncio.Future[dict[str, object] | None] = loop.create_future()
         buffer = bytearray()
         os.set_blocking(fd, False)
 
@@ -208,7 +250,7 @@ class ChildProcess:
             while b"\n" in buffer and not done.done():
                 line, _, rest = bytes(buffer).partition(b"\n")
                 buffer[:] = rest
-                message: dict[str, Any] = json.loads(line)
+                message = json.loads(line)
                 if message.get("event") == "taken":
                     self._taken = True
                 else:
@@ -224,31 +266,79 @@ class ChildProcess:
         finally:
             loop.remove_reader(fd)
 
+    def _check_ready(self, reported: object) -> dict[str, int]:
+        """The ports ``ctx.ready()`` reported, once each is a port field of the server and a
+        port number the field takes.
+
+        :raises ReadyError: one is not.
+        """
+        ports = reported if isinstance(reported, dict) else {}
+        fields = sorted(f for f in type(self.server).model_fields if f.endswith("port"))
+        check = self.server.model_copy()
+        for field, port in ports.items():
+            if field not in type(self.server).model_fields:
+                raise self._bad_ready(
+                    field,
+                    port,
+                    f"{type(self.server).__name__} has no field {field!r}; ready() takes the "
+                    f"port fields of the server ({', '.join(fields) or 'none'})",
+                )
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise self._bad_ready(field, port, "that is not a port number (1 to 65535)")
+            try:
+                setattr(check, field, port)
+            except ValueError as error:  # pydantic's ValidationError is a ValueError
+                raise self._bad_ready(field, port, f"the field refuses it: {error}") from None
+        return dict(ports)
+
+    def _bad_ready(self, field: str, port: object, why: str) -> ReadyError:
+        return ReadyError(
+            f"mock server {self.name!r} called ctx.ready({field}={port!r}), but {why}; the "
+            "child was stopped",
+            server=self.name,
+            field=field,
+            port=port,
+        )
+
     async def _probe(self, ports: dict[str, int], deadline: float) -> None:
         """Connect once to each reported port: the child said it serves; check from outside."""
         loop = asyncio.get_running_loop()
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
-            self.server.host, self.server.host
-        )
-        for port in ports.values():
-            while True:
-                try:
-                    _, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port), max(deadline - loop.time(), 0.001)
-                    )
-                except (OSError, asyncio.TimeoutError) as error:
-                    if not self.is_running():
-                        raise await self._crashed() from error
-                    if loop.time() >= deadline:
-                        raise self._timed_out(self.server.start_timeout) from error
-                    # Ready is reported after listen(), so a refusal here is rare (a firewall,
-                    # a wrong host): try again soon, without spinning.
-                    await asyncio.sleep(0.01)
-                    continue
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                break
+        host = self.server.client_host
+        for field, port in ports.items():
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), max(deadline - loop.time(), 0.001)
+                )
+            except (OSError, asyncio.TimeoutError) as error:
+                if not self.is_running():
+                    raise await self._crashed() from error
+                if isinstance(error, asyncio.TimeoutError):
+                    raise self._timed_out(self.server.start_timeout) from error
+                # Ready comes after listen(): a refusal now will not turn into a welcome.
+                raise await self._unreachable(field, port, error) from error
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _unreachable(self, field: str, port: int, error: OSError) -> ReadyError:
+        """Say why a reported port refused the probe: the mock listens elsewhere, or not
+        at all. (A port that answers is never refused, whoever serves it: a container's
+        proxy, say.)"""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        served = await loop.run_in_executor(None, _reap.listening_ports, self.proc.pid)
+        if served is not None and port not in served:
+            why = (
+                f"no process of the mock listens on port {port}; report the port really "
+                "bound, such as sock.getsockname()[1]"
+            )
+        else:
+            what = "was refused" if isinstance(error, ConnectionRefusedError) else "failed"
+            why = (
+                f"a connection to {self.server.client_host} port {port} {what} ({error}); "
+                "serve() must bind self.host and call ready() once it listens"
+            )
+        return self._bad_ready(field, port, why)
 
     async def _crashed(self) -> ChildCrashedError:
         assert self.proc is not None
@@ -259,6 +349,7 @@ class ChildProcess:
         if not exited:
             self._kill_now()
         self._forget()
+        _logs.folder.mark_failed()
         return ChildCrashedError.from_exit(
             server=self.name,
             pid=proc.pid,
@@ -267,18 +358,19 @@ class ChildProcess:
             log_path=str(self.log_path),
         )
 
-    async def _reported(self, message: dict[str, Any]) -> MockServerError:
-        error: MockServerError = pickle.loads(base64.b64decode(message["error"]))
+    async def _reported(self, message: dict[str, object]) -> MockServerError:
         loop = asyncio.get_running_loop()
         assert self.proc is not None
         if not await loop.run_in_executor(None, _reap.wait_exit, self.proc, 1.0):
             self._kill_now()
         self._forget()
+        error = _payload.decode_error(message, self.name)
         if isinstance(error, PortInUseError):
             holder_pid, holder_name = await loop.run_in_executor(
                 None, _reap.port_holder, error.port
             )
             return error.with_context(self.name, holder_pid, holder_name)
+        _logs.folder.mark_failed()
         if error.server is None:
             error.server = self.name
         return error
@@ -286,16 +378,15 @@ class ChildProcess:
     def _timed_out(self, timeout: float) -> StartupTimeoutError:
         pid = self.pid
         self._kill_now()
-        return StartupTimeoutError(
+        _logs.folder.mark_failed()
+        error = self._error(
+            StartupTimeoutError,
             f"mock server {self.name!r} (pid {pid}) was not ready within {timeout:g} s and "
-            "was killed; raise start_timeout if the machine is slow, or see its output below",
-            server=self.name,
-            pid=pid,
-            returncode=self.proc.returncode if self.proc else None,
-            output_tail=self.tail(),
-            log_path=str(self.log_path),
-            timeout=timeout,
+            "was killed; see its output below for how far it got (raise start_timeout only "
+            "if it shows slow progress)",
         )
+        error.timeout = timeout
+        return error
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -313,50 +404,72 @@ class ChildProcess:
             _live.discard(self)
 
     def stop(self, timeout: float) -> None:
-        """SIGTERM the group, wait, SIGKILL the tree, reap; all within about ``timeout``."""
+        """SIGTERM the group, wait, SIGKILL the tree, reap; all within about ``timeout``.
+
+        :raises StopError: the child or a descendant could not be reaped even after SIGKILL.
+        """
         proc = self.proc
-        if proc is None or (proc.returncode is not None and self._lifeline is None):
+        if proc is None or (self._lifeline is None and proc.poll() is not None):
+            return  # never started, or stopped already
+        if proc.poll() is not None:
+            self._died()  # it exited on its own while serving: said (once), not raised
             return
+        # Running: a first stop, or another try after a StopError.
         start = time.monotonic()
-        tree = _reap.descendants(proc.pid)
-        _reap.signal_group(proc, signal.SIGTERM)
-        graceful = _reap.wait_exit(proc, max(timeout - _KILL_RESERVE, 0.0))
-        if not graceful:
-            _log.warning(
-                "%s [%s] did not stop within %.2f s of SIGTERM; killing it",
-                self.name,
-                proc.pid,
-                timeout - _KILL_RESERVE,
-            )
-        # Kill whatever is left: the child if it ignored SIGTERM, and any grandchildren.
-        _reap.kill_tree(proc, tree)
-        remaining = max(timeout - (time.monotonic() - start), _KILL_RESERVE)
-        exited = _reap.wait_exit(proc, remaining)
-        stragglers = _reap.reap(tree, remaining)
+        stragglers = self._terminate(proc, timeout)
         self._forget()
-        if not exited or stragglers:
-            raise StopError(
+        if proc.returncode is None or stragglers:
+            _logs.folder.mark_failed()
+            raise self._error(
+                StopError,
                 f"mock server {self.name!r} (pid {proc.pid}) could not be reaped even after "
                 f"SIGKILL ({len(stragglers)} descendant(s) left); it may be stuck in the "
-                "kernel (uninterruptible I/O)",
-                server=self.name,
-                pid=proc.pid,
-                returncode=proc.returncode,
-                output_tail=self.tail(),
-                log_path=str(self.log_path),
+                "kernel (uninterruptible I/O, a frozen cgroup)",
             )
         _log.info(
             "%s [%s] stopped in %.0f ms", self.name, proc.pid, 1e3 * (time.monotonic() - start)
         )
 
+    def _terminate(self, proc: subprocess.Popen[bytes], timeout: float) -> list[psutil.Process]:
+        """SIGTERM, wait, SIGKILL the tree, reap; return the descendants still there."""
+        start = time.monotonic()
+        tree = _reap.descendants(proc.pid)
+        _reap.signal_group(proc, signal.SIGTERM)
+        # A stopped (SIGSTOP) child would act on its SIGTERM only once continued.
+        _reap.signal_group(proc, signal.SIGCONT)
+        graceful = max(timeout - _KILL_RESERVE, 0.0)
+        if not _reap.wait_exit(proc, graceful):
+            _log.warning(
+                "%s [%s] did not stop within %.2f s of SIGTERM; killing it",
+                self.name,
+                proc.pid,
+                graceful,
+            )
+        # Kill whatever is left: the child if it ignored SIGTERM, and any descendants.
+        _reap.kill_tree(proc, tree)
+        remaining = max(timeout - (time.monotonic() - start), _KILL_RESERVE)
+        _reap.wait_exit(proc, remaining)
+        return _reap.reap(tree, remaining)
+
 
 def stop_live(timeout: float = 2.0) -> None:
-    """Stop every child still running; the ``atexit`` safety net."""
+    """Stop every child still running, logging each that could not be stopped.
+
+    The ``atexit`` safety net: it never raises.
+    """
     with _live_lock:
         children = list(_live)
     for child in children:
-        with contextlib.suppress(Exception):
+        try:
             child.stop(timeout)
+        except Exception as error:
+            _logs.folder.mark_failed()
+            _log.error("could not stop mock server %r at exit: %s", child.name, error)
 
 
-atexit.register(stop_live)
+def _at_exit() -> None:
+    stop_live()
+    _logs.folder.close()
+
+
+atexit.register(_at_exit)

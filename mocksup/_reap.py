@@ -1,10 +1,16 @@
 """Process trees: wait, kill, find a port's holder, sweep leftovers. The only psutil user.
 
 Leftovers: every child carries ``MOCKSUP_OWNER=<pid>:<create time>`` of the process that
-started it. A child whose owner no longer exists (that pid is gone, or now belongs to a
-process created at another time) is a leftover of a crashed run and is killed with its
-process group. Matches are exact, never by substring, and a bare pid is never signalled
-without checking that it is still the same process.
+started it, and ``MOCKSUP_OWNER_NS`` naming that process's PID namespace. A child whose owner
+no longer exists (that pid is gone, or now belongs to a process created at another time) is
+a leftover of a crashed run and is killed. A pid means something only in its own PID
+namespace: a container on the same host numbers its processes from 1, so its markers name
+pids of our namespace that are someone else. A marker is therefore judged only when it was
+written in our namespace and the marked process lives in ours too; anything that cannot be
+proven dead here (a marker without a namespace included) is left alone. Matches are exact,
+never by substring, and a bare pid is never signalled without checking that it is still the
+same process. (The namespace has a variable of its own so that the owner marker keeps the
+form every version of mocksup reads.)
 """
 
 from __future__ import annotations
@@ -14,30 +20,67 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
+import sys
 import threading
+import time
 
 import psutil
 
-__all__ = [
+__all__ = (
+    "NAMESPACE_ENV",
     "OWNER_ENV",
+    "descendants",
+    "end_descendants",
+    "is_suspended",
+    "kill_descendants",
     "kill_tree",
+    "listening_ports",
+    "owner_env",
     "owner_marker",
+    "pid_namespace",
     "port_holder",
+    "reap",
+    "signal_group",
     "sweep_leftovers",
     "wait_exit",
-]
+)
 
 OWNER_ENV = "MOCKSUP_OWNER"
+NAMESPACE_ENV = "MOCKSUP_OWNER_NS"
 
-_log = logging.getLogger("mocksup")
+_log = logging.getLogger(__name__)
 _sweep_lock = threading.Lock()
 _swept = False
+
+
+def pid_namespace(pid: int) -> str | None:
+    """An identity of the PID namespace ``pid`` lives in, or ``None`` when it cannot be read.
+
+    On Linux, the inode of ``/proc/PID/ns/pid``; elsewhere there are no PID namespaces and
+    every process shares one.
+    """
+    if not sys.platform.startswith("linux"):
+        return "host"
+    try:
+        return str(os.stat(f"/proc/{pid}/ns/pid").st_ino)
+    except OSError:
+        return None
 
 
 def owner_marker() -> str:
     """The marker this process puts in its children's environment."""
     return _marker(psutil.Process())
+
+
+def owner_env() -> dict[str, str]:
+    """The variables that mark this process's children: the owner and its namespace."""
+    namespace = pid_namespace(os.getpid())
+    marks = {OWNER_ENV: owner_marker()}
+    if namespace is not None:
+        marks[NAMESPACE_ENV] = namespace
+    return marks
 
 
 def _marker(process: psutil.Process) -> str:
@@ -96,67 +139,183 @@ def signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
             os.killpg(proc.pid, signum)
 
 
+def _living(process: psutil.Process) -> bool:
+    # A zombie has exited: only its parent's wait is missing, which may never come (an init
+    # that does not reap, in a container), so it counts as gone.
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def reap(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait for ``processes`` to be gone; return the ones still alive after ``timeout``."""
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes if _living(p)]
+    while alive:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        # Short slices: psutil waits for a non-child until it disappears, which a zombie
+        # never does, so zombies are looked for between slices.
+        _, alive = psutil.wait_procs(alive, timeout=min(left, 0.1))
+        alive = [p for p in alive if _living(p)]
     return alive
 
 
+def end_descendants(grace: float) -> int:
+    """End this process's descendants: SIGTERM, up to ``grace`` seconds, then SIGKILL.
+
+    Those that left our process group (``start_new_session=True``) included. Returns how
+    many had to be killed.
+    """
+    targets = descendants(os.getpid())
+    for target in targets:
+        with contextlib.suppress(psutil.Error):
+            target.terminate()
+    stubborn = reap(targets, grace)
+    kill_descendants(stubborn)
+    return len(stubborn)
+
+
+def kill_descendants(extra: list[psutil.Process] | None = None) -> None:
+    """SIGKILL every descendant of this process (and ``extra``)."""
+    for target in descendants(os.getpid()) + list(extra or []):
+        with contextlib.suppress(psutil.Error):
+            target.kill()
+
+
+def is_suspended(pid: int) -> bool:
+    """Whether ``pid`` is stopped by a signal (SIGSTOP, SIGTSTP) or a tracer."""
+    try:
+        status = psutil.Process(pid).status()
+    except psutil.Error:
+        return False
+    return status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+
+
+def listening_ports(pid: int) -> set[int] | None:
+    """The ports ``pid`` and its descendants serve on (TCP listening, UDP bound), or
+    ``None`` when the operating system does not let us look."""
+    try:
+        tree = [psutil.Process(pid), *descendants(pid)]
+    except psutil.NoSuchProcess:
+        return set()
+    except psutil.Error:
+        return None
+    ports: set[int] = set()
+    for process in tree:
+        try:
+            connections = process.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.Error:
+            return None
+        for conn in connections:
+            serving = conn.status == psutil.CONN_LISTEN or conn.type == socket.SOCK_DGRAM
+            if serving and conn.laddr:
+                ports.add(conn.laddr.port)
+    return ports
+
+
 def port_holder(port: int) -> tuple[int | None, str | None]:
-    """The pid and name of the process listening on TCP ``port``, where the OS tells."""
+    """The pid and name of the process listening on TCP ``port``, where the OS tells.
+
+    A listening socket can be shared by inheritance (a child holds it between its fork and
+    its exec, say), and the system names one holder only: the one named is followed up its
+    ancestors that hold the port too, to the one that opened it.
+    """
     try:
         connections = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError):
         return None, None
-    for conn in connections:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            if conn.pid is None:
-                return None, None
-            try:
-                return conn.pid, psutil.Process(conn.pid).name()
-            except psutil.Error:
-                return conn.pid, None
-    return None, None
+    pid = next(
+        (
+            conn.pid
+            for conn in connections
+            if conn.status == psutil.CONN_LISTEN and getattr(conn.laddr, "port", None) == port
+        ),
+        None,
+    )
+    if pid is None:
+        return None, None
+    try:
+        holder = psutil.Process(pid)
+        while (parent := holder.parent()) is not None and _listens(parent, port):
+            holder = parent
+        return holder.pid, holder.name()
+    except psutil.Error:
+        return pid, None
+
+
+def _listens(process: psutil.Process, port: int) -> bool:
+    try:
+        connections = process.net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(
+        c.status == psutil.CONN_LISTEN and getattr(c.laddr, "port", None) == port
+        for c in connections
+    )
 
 
 def sweep_leftovers() -> int:
-    """Kill the leftover children of crashed mocksup runs, once per process; return how many."""
+    """Kill the leftover children of crashed mocksup runs, once per process; return how many.
+
+    The first start in a process calls it (see :meth:`mocksup.MockServerBase.await_start`).
+    """
     global _swept
     with _sweep_lock:
         if _swept:
             return 0
         _swept = True
+    ours = pid_namespace(os.getpid())
+    if ours is None:
+        _log.debug("cannot tell our PID namespace; no leftovers swept")
+        return 0
     killed = 0
-    alive_owners: dict[str, bool] = {}
-    for process in psutil.process_iter(["pid"]):
+    verdicts: dict[str, bool] = {}
+    for process in psutil.process_iter():
         try:
-            marker = process.environ().get(OWNER_ENV)
+            environ = process.environ()
         except psutil.Error:
             continue
-        if not marker:
-            continue
-        if marker not in alive_owners:
-            alive_owners[marker] = _owner_alive(marker)
-        if alive_owners[marker]:
+        marker = environ.get(OWNER_ENV)
+        if not marker or environ.get(NAMESPACE_ENV) != ours:
+            continue  # not ours, or written in another namespace (or by an older version)
+        if marker not in verdicts:
+            verdicts[marker] = _owner_gone(marker)
+        if not verdicts[marker] or pid_namespace(process.pid) != ours:
             continue
         try:
-            _log.warning(
-                "killing leftover mock server %s (pid %s) of a crashed run (owner %s)",
-                process.name(),
-                process.pid,
-                marker,
-            )
+            name = process.name()
             process.kill()
-            killed += 1
         except psutil.Error:
             continue
+        _log.warning(
+            "killed leftover mock server %s (pid %s) of a crashed run (owner %s)",
+            name,
+            process.pid,
+            marker,
+        )
+        killed += 1
     return killed
 
 
-def _owner_alive(marker: str) -> bool:
-    pid_text, _, created = marker.partition(":")
+def _owner_gone(marker: str) -> bool:
+    """Whether the owner ``marker`` (written in our namespace) names is provably gone."""
+    fields = marker.split(":")
+    if len(fields) != 2 or not fields[0].isdigit():
+        return False  # a marker we cannot read: not ours to judge
     try:
-        owner = psutil.Process(int(pid_text))
-        return _marker(owner) == f"{int(pid_text)}:{created}"
-    except (psutil.Error, ValueError):
+        owner = psutil.Process(int(fields[0]))
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+    try:
+        return _marker(owner) != marker
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
         return False

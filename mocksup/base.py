@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Awaitable, Callable
+import math
+import re
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from mocksup._sync import run_sync
+from mocksup.errors import MockServerError
 from mocksup.serving import url_host
 
 if TYPE_CHECKING:
@@ -26,10 +28,50 @@ if TYPE_CHECKING:
     from mocksup._context import ServeContext
     from mocksup._process import ChildProcess
 
-__all__ = ["MockServerBase"]
+__all__ = (
+    "MAX_START_TIMEOUT",
+    "MAX_STOP_TIMEOUT",
+    "MockServerBase",
+    "check_name",
+    "check_seconds",
+)
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
+
+#: What a server name may be: it names log files, so letters, digits, ``_``, ``.`` and ``-``
+#: only, starting with a letter, digit or ``_`` (never ``..``, never a path).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+#: The longest start a server may be given, in seconds (an hour).
+MAX_START_TIMEOUT = 3600.0
+#: The longest stop a server may be given, in seconds (ten minutes).
+MAX_STOP_TIMEOUT = 600.0
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid server name (it names the server's log file).
+
+    :raises ValueError: it is not: 1 to 64 letters, digits, ``_``, ``.`` or ``-``, not
+        starting with ``.`` or ``-``.
+    """
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid server name: use 1 to 64 letters, digits, '_', '.' or "
+            "'-', not starting with '.' or '-' (it names the server's log file)"
+        )
+    return name
+
+
+def check_seconds(value: float, what: str, limit: float) -> float:
+    """Return ``value`` if it is a number of seconds above 0 and at most ``limit``.
+
+    :raises ValueError: it is not (NaN, infinite, zero, negative or above ``limit``), naming
+        ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number of seconds, not {value!r}")
+    if not (math.isfinite(value) and 0 < value <= limit):
+        raise ValueError(f"{what} must be above 0 and at most {limit:g} seconds, not {value!r}")
+    return float(value)
 
 
 class MockServerBase(BaseModel):
@@ -40,7 +82,8 @@ class MockServerBase(BaseModel):
     (and any other port field the child reports) holds the port really bound.
 
     Subclasses implement :meth:`serve`. A subclass may instead override
-    :meth:`await_start` and :meth:`stop` entirely; the harness only ever calls those two.
+    :meth:`await_start` and :meth:`stop` entirely (``stop()`` with or without a
+    ``timeout`` parameter); the harness only ever calls those two.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -48,12 +91,24 @@ class MockServerBase(BaseModel):
     #: The name a server of this class gets when none is given.
     default_name: ClassVar[str] = "mock"
 
-    name: str = Field("", description="Name in logs and errors; defaults to the class's.")
-    host: str = Field("127.0.0.1", description="Interface to bind; loopback unless told.")
-    port: int = Field(0, ge=0, le=65535, description="Port to bind; 0 for a free one.")
-    start_timeout: float = Field(30.0, gt=0, description="Seconds to wait until ready.")
+    name: str = Field(
+        "", description="Name in logs, errors and log file names; defaults to the class's."
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="Interface to bind; loopback.")
+    port: int = Field(0, ge=0, le=65535, strict=True, description="Port; 0 for a free one.")
+    start_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=MAX_START_TIMEOUT,
+        allow_inf_nan=False,
+        description="Seconds to wait until ready.",
+    )
     stop_timeout: float = Field(
-        2.0, gt=0, description="Seconds for a graceful stop, SIGKILL and reap, in all."
+        2.0,
+        gt=0,
+        le=MAX_STOP_TIMEOUT,
+        allow_inf_nan=False,
+        description="Seconds for a graceful stop, SIGKILL and reap, in all.",
     )
     log_dir: Path | None = Field(
         None, description="Folder for the child's output; a temporary one by default."
@@ -64,7 +119,23 @@ class MockServerBase(BaseModel):
 
     _child: ChildProcess | None = PrivateAttr(None)
 
-    def model_post_init(self, context: Any, /) -> None:
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        return check_name(name) if name else name
+
+    @field_validator("env")
+    @classmethod
+    def _valid_env(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise ValueError(
+                    f"{key!r}: an environment variable name must be non-empty without '=' "
+                    "or NUL, and its value without NUL"
+                )
+        return env
+
+    def model_post_init(self, context: object, /) -> None:
         if not self.name:
             self.name = self.default_name
 
@@ -93,19 +164,28 @@ class MockServerBase(BaseModel):
     async def await_start(self, timeout: float | None = None) -> None:
         """Start the child process and return once it serves on every port it reported.
 
+        The first start in a process also sweeps the leftovers of crashed runs (children
+        whose owner process is provably gone; see :doc:`architecture`), in a worker thread
+        while the child starts.
+
         :param timeout: seconds to wait; ``start_timeout`` by default.
         :raises ChildCrashedError: the child exited before it was ready.
         :raises StartupTimeoutError: it was not ready in time (its processes were killed).
         :raises PortInUseError: a port it had to bind is taken.
+        :raises ReadyError: ``ctx.ready()`` named a port that cannot be right.
+        :raises ValueError: ``timeout`` is not a number of seconds above 0.
         """
-        from mocksup._process import ChildProcess
-
+        budget = self.start_timeout
+        if timeout is not None:
+            budget = check_seconds(timeout, "timeout", MAX_START_TIMEOUT)
         if self.is_running():
             raise RuntimeError(f"mock server {self.name!r} is already running")
         if type(self).serve is MockServerBase.serve:
             raise TypeError(f"{type(self).__name__} must implement serve()")
+        from mocksup._process import ChildProcess
+
         child = ChildProcess(self)
-        ports = await child.start(self.start_timeout if timeout is None else timeout)
+        ports = await child.start(budget)
         self._child = child
         for field, value in ports.items():
             setattr(self, field, value)
@@ -120,16 +200,44 @@ class MockServerBase(BaseModel):
         """Stop the child: SIGTERM, then SIGKILL of its process tree, then reap it.
 
         Idempotent and safe from ``atexit``. The whole stop takes at most ``timeout``
-        (``stop_timeout`` by default) plus the reaping.
+        (``stop_timeout`` by default) plus the reaping. A child that had exited on its own
+        while serving is logged as an error, not raised.
 
         :raises StopError: the process could not be reaped even after SIGKILL.
+        :raises ValueError: ``timeout`` is not a number of seconds above 0.
         """
+        budget = self.stop_timeout
+        if timeout is not None:
+            budget = check_seconds(timeout, "timeout", MAX_STOP_TIMEOUT)
         if self._child is not None:
-            self._child.stop(self.stop_timeout if timeout is None else timeout)
+            self._child.stop(budget)
+
+    def check_running(self) -> None:
+        """Return if the server serves; else raise the error that says why it does not.
+
+        A client that gets no answer from the mock calls it to report the cause rather than
+        a bare timeout.
+
+        :raises ChildCrashedError: the child exited on its own (its exit code, output tail
+            and log path attached; ``ready`` says it had served).
+        :raises ChildSuspendedError: the child is stopped (SIGSTOP or a debugger).
+        :raises MockServerError: it was never started, or was stopped.
+        """
+        if self._child is None:
+            raise MockServerError(f"mock server {self.name!r} was never started", server=self.name)
+        failure = self._child.failure()
+        if failure is not None:
+            raise failure
 
     # -- the parent-side contract ---------------------------------------------------------
     # Every mock has these; the harness, the CLI and the pytest plugin call them directly.
     # A subclass overrides those that mean something for it.
+
+    @property
+    def client_host(self) -> str:
+        """The address a client on this machine connects to: ``host``, or loopback when
+        ``host`` is a wildcard address (``0.0.0.0``, ``::``)."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
 
     @property
     def url(self) -> str:
@@ -178,7 +286,12 @@ class MockServerBase(BaseModel):
         return self._child.log_path if self._child is not None else None
 
     def log_tail(self, lines: int = 50) -> str:
-        """The last ``lines`` lines the child wrote, or ``""`` before a start."""
+        """The last ``lines`` lines the child wrote, or ``""`` before a start.
+
+        :raises ValueError: ``lines`` is negative.
+        """
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            raise ValueError(f"lines must be a whole number of at least 0, not {lines!r}")
         return self._child.tail(lines) if self._child is not None else ""
 
     def __enter__(self) -> Self:
@@ -211,35 +324,3 @@ class MockServerBase(BaseModel):
 
 def _describe_ports(host: str, ports: dict[str, int]) -> str:
     return ", ".join(f"{host}:{port} ({field})" for field, port in ports.items())
-
-
-def run_sync(make: Callable[[], Awaitable[_T]]) -> _T:
-    """Run the awaitable that ``make()`` returns to completion, from sync code.
-
-    With no running event loop it uses ``asyncio.run``; inside one (pytest-asyncio,
-    ``IsolatedAsyncioTestCase``) it runs a fresh loop in a helper thread, since the caller's
-    loop is busy running the caller. Children never depend on the loop that started them.
-    """
-
-    async def main() -> _T:
-        return await make()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(main())
-        except BaseException as error:
-            box["error"] = error
-
-    thread = threading.Thread(target=target, name="mocksup-start")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    value: _T = box["value"]
-    return value

@@ -28,7 +28,8 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from mocksup import __version__
-from mocksup.base import MockServerBase, run_sync
+from mocksup._sync import run_sync
+from mocksup.base import MockServerBase
 from mocksup.errors import MockServerError
 from mocksup.harness import (
     Endpoint,

@@ -5,31 +5,50 @@ context a person needs to act (server name, pid, port, exit code, output tail, l
 as attributes, and says in its message what to do next::
 
     MockServerError
-    ├── ChildCrashedError       the child exited before it was ready
+    ├── ChildCrashedError       the child exited: before it was ready, or while serving
+    ├── ChildSuspendedError     the child is stopped (SIGSTOP, a debugger) and answers nothing
     ├── StartupTimeoutError     the child was not ready in time (its process tree was killed)
+    ├── ReadyError              serve() reported a port that is no port field or not served
+    ├── ServeError              serve() raised an error that could not cross as itself
     ├── PortInUseError          a port the child was told to bind is taken
     ├── StopError               the child could not be stopped and reaped
     ├── ControlAPIError         a mock's HTTP control API answered with an error
     └── WaitTimeoutError        a ``wait_for_*`` call ran out of time (an AssertionError too)
 
 The exceptions cross the pipe from child to parent, so each one pickles with all of its
-fields (``__reduce__``).
+fields (``__reduce__``); a subclass of your own adds its fields to :meth:`_fields` and
+crosses the same way.
 """
 
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = [
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict, Unpack
+
+    class _ProcessFields(TypedDict, total=False):
+        server: str | None
+        pid: int | None
+        returncode: int | None
+        output_tail: str
+        log_path: str | None
+
+
+__all__ = (
     "ChildCrashedError",
+    "ChildSuspendedError",
     "ControlAPIError",
     "MockServerError",
     "PortInUseError",
+    "ReadyError",
+    "ServeError",
     "StartupTimeoutError",
     "StopError",
     "WaitTimeoutError",
-]
+    "describe_exit",
+)
 
 
 class MockServerError(Exception):
@@ -44,19 +63,23 @@ class MockServerError(Exception):
         self.message = message
         self.server = server
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, object]:
+        """The attributes that make this error, besides its message (pickled with it)."""
         return {"server": self.server}
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.message, self._fields()))
 
     def __str__(self) -> str:
         return self.message
 
 
-def _rebuild(cls: type[MockServerError], message: str, fields: dict[str, Any]) -> MockServerError:
+def _rebuild(
+    cls: type[MockServerError], message: str, fields: dict[str, object]
+) -> MockServerError:
     error = cls.__new__(cls)
-    MockServerError.__init__(error, message, server=fields.get("server"))
+    server = fields.get("server")
+    MockServerError.__init__(error, message, server=server if isinstance(server, str) else None)
     for key, value in fields.items():
         setattr(error, key, value)
     return error
@@ -107,7 +130,7 @@ class _ProcessError(MockServerError):
         self.output_tail = output_tail
         self.log_path = log_path
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, object]:
         return {
             "server": self.server,
             "pid": self.pid,
@@ -118,11 +141,18 @@ class _ProcessError(MockServerError):
 
 
 class ChildCrashedError(_ProcessError):
-    """The child process exited (or was killed) before it reported ready.
+    """The child process exited (or was killed): before it reported ready, or while serving.
 
     ``returncode`` is the exit code, negative for a signal; ``output_tail`` holds the last
     lines the child wrote to stdout and stderr; ``log_path`` the file with all of them.
+    ``ready`` says whether it had reported ready (then it died while serving).
     """
+
+    def __init__(
+        self, message: str, *, ready: bool = False, **fields: Unpack[_ProcessFields]
+    ) -> None:
+        super().__init__(message, **fields)
+        self.ready = ready
 
     @classmethod
     def from_exit(
@@ -133,20 +163,34 @@ class ChildCrashedError(_ProcessError):
         returncode: int | None,
         output_tail: str,
         log_path: str | None,
+        ready: bool = False,
     ) -> ChildCrashedError:
-        """Build the error for a child that ended with ``returncode`` before it was ready."""
+        """Build the error for a child that ended with ``returncode``."""
+        when = "while serving (after it was ready)" if ready else "before it was ready"
         message = (
-            f"mock server {server!r} (pid {pid}) {describe_exit(returncode)} before it was "
-            "ready; its output below says why"
+            f"mock server {server!r} (pid {pid}) {describe_exit(returncode)} {when}; its "
+            "output below says why"
         )
         return cls(
             message,
+            ready=ready,
             server=server,
             pid=pid,
             returncode=returncode,
             output_tail=output_tail,
             log_path=log_path,
         )
+
+    def _fields(self) -> dict[str, object]:
+        return {**super()._fields(), "ready": self.ready}
+
+
+class ChildSuspendedError(_ProcessError):
+    """The child is stopped (``SIGSTOP``, ``kill -STOP``, a debugger) and answers nothing.
+
+    Its sockets still accept connections (the kernel queues them), so a client would wait
+    for its whole timeout; this error says why at once. ``SIGCONT`` resumes it.
+    """
 
 
 class StartupTimeoutError(_ProcessError):
@@ -155,16 +199,61 @@ class StartupTimeoutError(_ProcessError):
     ``timeout`` is the deadline in seconds that passed.
     """
 
-    def __init__(self, message: str, *, timeout: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+    def __init__(
+        self, message: str, *, timeout: float = 0.0, **fields: Unpack[_ProcessFields]
+    ) -> None:
+        super().__init__(message, **fields)
         self.timeout = timeout
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, object]:
         return {**super()._fields(), "timeout": self.timeout}
 
 
 class StopError(_ProcessError):
     """A child could not be stopped and reaped, even with SIGKILL (it is stuck in the kernel)."""
+
+
+class ReadyError(MockServerError):
+    """``serve()`` reported ready with a port that cannot be right; the child was stopped.
+
+    ``field`` is the keyword given to ``ctx.ready()`` and ``port`` its value: a name that is
+    no port field of the server, a value that is no port number, or a port nothing of the
+    mock listens on (or that refuses connections on the server's ``host``).
+    """
+
+    def __init__(
+        self, message: str, *, server: str | None = None, field: str = "", port: object = None
+    ) -> None:
+        super().__init__(message, server=server)
+        self.field = field
+        self.port = port
+
+    def _fields(self) -> dict[str, object]:
+        return {"server": self.server, "field": self.field, "port": self.port}
+
+
+class ServeError(MockServerError):
+    """``serve()`` raised a :class:`MockServerError` that could not cross to the parent as
+    itself (it does not pickle, or the parent cannot import its class).
+
+    ``error_type`` is the qualified name of the original class, the message is its
+    message, and ``traceback`` the child's traceback text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str | None = None,
+        error_type: str = "",
+        traceback: str = "",
+    ) -> None:
+        super().__init__(message, server=server)
+        self.error_type = error_type
+        self.traceback = traceback
+
+    def _fields(self) -> dict[str, object]:
+        return {"server": self.server, "error_type": self.error_type, "traceback": self.traceback}
 
 
 class PortInUseError(MockServerError):
@@ -213,7 +302,7 @@ class PortInUseError(MockServerError):
             holder_name=holder_name,
         )
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, object]:
         return {
             "server": self.server,
             "port": self.port,
@@ -241,7 +330,7 @@ class ControlAPIError(MockServerError):
         self.status = status
         self.url = url
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, object]:
         return {"server": self.server, "status": self.status, "url": self.url}
 
 
@@ -270,7 +359,7 @@ class WaitTimeoutError(MockServerError, AssertionError):
         self.timeout = timeout
         self.arrived = list(arrived or [])
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, object]:
         return {
             "server": self.server,
             "expected": self.expected,

@@ -10,20 +10,22 @@ stops whatever it started.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mocksup.base import MockServerBase, run_sync
+from mocksup._sync import run_sync
+from mocksup.base import MAX_STOP_TIMEOUT, MockServerBase, check_name, check_seconds
 
-__all__ = [
+__all__ = (
     "ConfigLike",
     "Endpoint",
     "MockServerConfig",
@@ -33,10 +35,10 @@ __all__ = [
     "start_mock_servers_async",
     "stop_all",
     "stop_mock_servers",
-]
+)
 
-_log = logging.getLogger("mocksup")
-S = TypeVar("S", bound=MockServerBase)
+_log = logging.getLogger(__name__)
+_S = TypeVar("_S", bound=MockServerBase)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,13 @@ class MockServerConfig(BaseModel):
 
     name: str = Field(min_length=1)
     server_class: type[MockServerBase]
+    #: Settings, validated by ``server_class`` itself (so typed loosely here).
     init_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        return check_name(name)
 
     def depends_on(self) -> set[str]:
         """The names of the servers whose endpoints this one's settings refer to."""
@@ -81,7 +89,7 @@ class MockServerConfig(BaseModel):
         :param running: the servers already serving, to resolve :class:`Endpoint` settings;
             without it each one is validated with a placeholder.
         """
-        kwargs = {
+        kwargs: dict[str, Any] = {
             key: _resolve(value, running, self.name) for key, value in self.init_kwargs.items()
         }
         if "name" in self.server_class.model_fields:
@@ -89,18 +97,22 @@ class MockServerConfig(BaseModel):
         return self.server_class(**kwargs)
 
 
-def _resolve(value: Any, running: Mapping[str, MockServerBase] | None, name: str) -> Any:
+def _resolve(value: object, running: Mapping[str, MockServerBase] | None, name: str) -> object:
     if not isinstance(value, Endpoint):
         return value
     if running is None:
         return Endpoint.PLACEHOLDER
     endpoints = running[value.server].endpoints()
-    if value.role not in endpoints:
-        raise ValueError(
-            f"mock server {name!r} refers to endpoint {value.role!r} of {value.server!r}, "
-            f"which has {sorted(endpoints)}"
-        )
+    _check_role(name, value, endpoints)
     return endpoints[value.role]
+
+
+def _check_role(name: str, endpoint: Endpoint, endpoints: Mapping[str, str]) -> None:
+    if endpoint.role not in endpoints:
+        raise ValueError(
+            f"mock server {name!r} refers to endpoint {endpoint.role!r} of "
+            f"{endpoint.server!r}, which has {', '.join(sorted(endpoints)) or 'none'}"
+        )
 
 
 #: What the harness starts: a configuration, or a server model built already.
@@ -118,12 +130,19 @@ def _plan(configs: Sequence[ConfigLike]) -> list[list[ConfigLike]]:
     for name in names:
         if names.count(name) > 1:
             raise ValueError(f"two mock servers are named {name!r}; names must be unique")
+    # Every setting validated (endpoints as placeholders), then every reference checked
+    # against the roles the server referred to will have: all before any process starts.
+    models = {_name(c): c.create() if isinstance(c, MockServerConfig) else c for c in configs}
     for config in configs:
         if isinstance(config, MockServerConfig):
             missing = config.depends_on() - set(names)
             if missing:
-                raise ValueError(f"mock server {config.name!r} refers to unknown {missing}")
-            config.create()  # validates the settings (endpoints as placeholders)
+                raise ValueError(
+                    f"mock server {config.name!r} refers to unknown {', '.join(sorted(missing))}"
+                )
+            for value in config.init_kwargs.values():
+                if isinstance(value, Endpoint):
+                    _check_role(config.name, value, models[value.server].endpoints())
     waves: list[list[ConfigLike]] = []
     done: set[str] = set()
     pending = list(configs)
@@ -197,18 +216,41 @@ def stop_mock_servers(
 ) -> None:
     """Stop every server in parallel; idempotent.
 
-    :param timeout: each server's stop budget; its ``stop_timeout`` by default.
+    :param timeout: each server's stop budget; its ``stop_timeout`` by default. A server
+        whose own ``stop()`` takes no ``timeout`` is stopped its own way.
     :raises MockServerError: a server could not be stopped (the others still were).
+    :raises ValueError: ``timeout`` is not a number of seconds above 0.
     """
+    if timeout is not None:
+        check_seconds(timeout, "timeout", MAX_STOP_TIMEOUT)
     items = list(servers.values() if isinstance(servers, Mapping) else servers)
     if len(items) <= 1:
         for server in items:
-            server.stop(timeout)
+            _stop(server, timeout)
         return
     with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="mocksup-stop") as pool:
-        futures = [pool.submit(server.stop, timeout) for server in items]
+        futures = [pool.submit(_stop, server, timeout) for server in items]
     for future in futures:
         future.result()  # the first failure, once every stop has run
+
+
+def _stop(server: MockServerBase, timeout: float | None) -> None:
+    """``server.stop()``, passing ``timeout`` only when there is one and it is taken.
+
+    A subclass may override ``stop()`` without parameters (the two-method contract).
+    """
+    if timeout is None or not _takes_timeout(server.stop):
+        server.stop()
+    else:
+        server.stop(timeout=timeout)
+
+
+def _takes_timeout(stop: Callable[..., object]) -> bool:
+    try:
+        parameters = inspect.signature(stop).parameters
+    except (TypeError, ValueError):
+        return False
+    return "timeout" in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
 
 
 class MockServers(Mapping[str, MockServerBase]):
@@ -229,7 +271,7 @@ class MockServers(Mapping[str, MockServerBase]):
     def __len__(self) -> int:
         return len(self._servers)
 
-    def server_of(self, kind: type[S]) -> S:
+    def server_of(self, kind: type[_S]) -> _S:
         """The only server that is a ``kind`` (a :class:`MockServerBase` subclass).
 
         :raises LookupError: there is none, or more than one (then look it up by name).
@@ -288,7 +330,7 @@ def default_configs(
     from mocksup.vllm import MockVLLMServer
 
     chosen = set(servers)
-    common: dict[str, Any] = {"host": host, "log_dir": log_dir}
+    common: dict[str, object] = {"host": host, "log_dir": log_dir}
     configs = []
     if "otlp" in chosen:
         otlp = {**common, "port": otlp_port, "grpc_port": otlp_grpc_port}
@@ -296,7 +338,7 @@ def default_configs(
             MockServerConfig(name="otlp", server_class=MockOTLPCollector, init_kwargs=otlp)
         )
     if "vllm" in chosen:
-        vllm: dict[str, Any] = {**common, "port": vllm_port}
+        vllm: dict[str, object] = {**common, "port": vllm_port}
         if "otlp" in chosen:
             vllm["otlp_traces_endpoint"] = Endpoint("otlp", "otlp_grpc")
         configs.append(MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=vllm))

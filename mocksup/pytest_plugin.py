@@ -14,7 +14,7 @@ servers on free ports. Choose the servers by overriding :func:`mocksup_configs` 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -25,13 +25,21 @@ if TYPE_CHECKING:
     from mocksup.otlp import MockOTLPCollector
     from mocksup.vllm import MockVLLMServer
 
-__all__ = ["mock_servers", "mocksup_configs", "mocksup_servers", "otlp_collector", "vllm_server"]
+__all__ = (
+    "mock_servers",
+    "mocksup_configs",
+    "mocksup_servers",
+    "otlp_collector",
+    "pytest_runtest_makereport",
+    "vllm_server",
+)
 
 #: The fixtures whose tests get the servers' logs in their failure reports.
-FIXTURES = frozenset({"mocksup_servers", "mock_servers", "otlp_collector", "vllm_server"})
+_FIXTURES = frozenset({"mocksup_servers", "mock_servers", "otlp_collector", "vllm_server"})
 _RUNNING = pytest.StashKey[MockServers]()
 #: Lines of each server's log attached to a failing test's report.
-LOG_LINES = 200
+_LOG_LINES = 200
+_S = TypeVar("_S", bound="MockServerBase")
 
 
 @pytest.fixture(scope="session")
@@ -62,17 +70,20 @@ def mock_servers(mocksup_servers: MockServers) -> MockServers:
     return mocksup_servers
 
 
-def _find(servers: MockServers, cls: type[MockServerBase], fixture: str) -> Any:
+def _find(servers: MockServers, cls: type[_S], fixture: str) -> _S:
     try:
         server = servers.server_of(cls)
     except LookupError:
-        pytest.fail(
-            f"the {fixture} fixture needs a {cls.__name__} among the session's servers "
-            f"({', '.join(servers) or 'none'}); add one to mocksup_configs",
-            pytrace=False,
-        )
-    server.clear()
-    return server
+        pass  # failed below, out of the handler: the report shows no chained error
+    else:
+        server.clear()
+        return server
+    pytest.fail(
+        f"the {fixture} fixture needs one {cls.__name__} among the session's servers "
+        f"({', '.join(servers) or 'none'}); add one to mocksup_configs, or look it up by "
+        "name in mock_servers",
+        pytrace=False,
+    )
 
 
 @pytest.fixture
@@ -80,8 +91,7 @@ def otlp_collector(mocksup_servers: MockServers) -> MockOTLPCollector:
     """The session's OTLP collector, cleared before the test."""
     from mocksup.otlp import MockOTLPCollector
 
-    collector: MockOTLPCollector = _find(mocksup_servers, MockOTLPCollector, "otlp_collector")
-    return collector
+    return _find(mocksup_servers, MockOTLPCollector, "otlp_collector")
 
 
 @pytest.fixture
@@ -89,8 +99,7 @@ def vllm_server(mocksup_servers: MockServers) -> MockVLLMServer:
     """The session's vLLM mock, its journal cleared before the test."""
     from mocksup.vllm import MockVLLMServer
 
-    server: MockVLLMServer = _find(mocksup_servers, MockVLLMServer, "vllm_server")
-    return server
+    return _find(mocksup_servers, MockVLLMServer, "vllm_server")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -99,9 +108,9 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     servers = item.config.stash.get(_RUNNING, None)
-    if report.failed and servers is not None and FIXTURES & set(getattr(item, "fixturenames", ())):
+    if report.failed and servers is not None and _FIXTURES & set(getattr(item, "fixturenames", ())):
         for name, server in servers.items():
-            tail = server.log_tail(LOG_LINES)
+            tail = server.log_tail(_LOG_LINES)
             if tail:
                 report.sections.append((f"mocksup {name} log ({server.log_path})", tail))
     return report

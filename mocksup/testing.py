@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 import unittest
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from mocksup.base import MockServerBase
 from mocksup.harness import ConfigLike, MockServers, start_all
@@ -44,16 +44,16 @@ else:
     # TestCase kind in the MRO; mypy checks it as a TestCase so ``super()`` calls type-check.
     _TestCaseBase = object
 
-__all__ = [
+__all__ = (
     "AsyncMockServerTestCase",
     "MockServerTestCase",
     "MockServersMixin",
     "module_servers",
     "start_module_servers",
     "stop_module_servers",
-]
+)
 
-S = TypeVar("S", bound=MockServerBase)
+_S = TypeVar("_S", bound=MockServerBase)
 
 
 # -- once per module -----------------------------------------------------------------------
@@ -125,17 +125,17 @@ def module_servers(module: str) -> MockServers:
 # -- accessors on test classes ---------------------------------------------------------------
 
 
-class _ServerOf(Generic[S]):
+class _ServerOf(Generic[_S]):
     """The one server of a class among a test class's servers, on the class and its tests."""
 
     def __init__(self, module: str, class_name: str) -> None:
         self._module = module
         self._class_name = class_name
 
-    def __get__(self, obj: object | None, owner: type[Any]) -> S:
+    def __get__(self, obj: object | None, owner: type[object]) -> _S:
         import importlib
 
-        kind: type[S] = getattr(importlib.import_module(self._module), self._class_name)
+        kind: type[_S] = getattr(importlib.import_module(self._module), self._class_name)
         return _servers_of(owner).server_of(kind)
 
     def __repr__(self) -> str:
@@ -145,14 +145,14 @@ class _ServerOf(Generic[S]):
 class _ServersOf:
     """The servers of a test class by name, on the class and its tests."""
 
-    def __get__(self, obj: object | None, owner: type[Any]) -> MockServers:
+    def __get__(self, obj: object | None, owner: type[object]) -> MockServers:
         return _servers_of(owner)
 
     def __repr__(self) -> str:
         return "<the servers by name>"
 
 
-def _servers_of(cls: type[Any]) -> MockServers:
+def _servers_of(cls: type[object]) -> MockServers:
     own: MockServers | None = getattr(cls, "_mocksup_class_servers", None)
     return own if own is not None else module_servers(cls.__module__)
 
@@ -205,7 +205,7 @@ class MockServersMixin(_TestCaseBase):
             self.servers.clear()
 
     @classmethod
-    def server_of(cls, kind: type[S]) -> S:
+    def server_of(cls, kind: type[_S]) -> _S:
         """The only server that is a ``kind`` (a :class:`MockServerBase` subclass).
 
         :raises LookupError: there is none, or more than one (then look it up by name).

@@ -1,42 +1,120 @@
-"""Test helpers: a TestCase base that cleans up every process it starts, and tiny targets."""
+"""Test helpers: TestCase bases that clean up every process they start and fail when one is
+left behind (by a test, by a class's servers, or by a module's), and small probes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import socket
 import subprocess
 import sys
 import unittest
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psutil
 
 from mocksup import MockServerBase, _launch
 
-S = TypeVar("S", bound=MockServerBase)
+if TYPE_CHECKING:
+    _TestCaseBase = unittest.TestCase
+else:
+    # At run time the mixin derives from object so that it sits in front of either TestCase
+    # kind (or mocksup.testing's) in the MRO; mypy checks it as a TestCase.
+    _TestCaseBase = object
 
-#: Every test's budget: a hung child fails one test, never the run (see tox.ini / conftest).
-TEST_TIMEOUT = 60
+__all__ = (
+    "AsyncProcessTestCase",
+    "LeakCheck",
+    "ProcessTestCase",
+    "assert_no_children_left",
+    "children",
+    "has_ipv6_loopback",
+    "open_fds",
+    "snapshot",
+    "wait_until_exited",
+    "wait_until_stopped",
+)
+
+_S = TypeVar("_S", bound=MockServerBase)
 
 
-class ProcessTestCase(unittest.TestCase):
-    """Registers cleanup the moment it creates a process; fails a test that leaves one."""
+def children(*, settle: bool = True) -> list[psutil.Process]:
+    """Our living child processes (recursively), less the idle warm children mocksup keeps.
+
+    :param settle: first wait for a refill of the warm pool under way, so that a warm child
+        being started counts as the idle one it is about to be.
+    """
+    if settle and not _launch.pool.settle(60):
+        raise AssertionError("the warm pool did not settle within 60 s")
+    warm = _launch.pool.pids()
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.pid not in warm:
+                process.status()  # gone by now: left out
+                found.append(process)
+    return found
+
+
+def snapshot(*, settle: bool = False) -> set[int]:
+    """The pids of our child processes now (see :func:`children`).
+
+    Unsettled, a warm child still starting is counted in, which is right for the ``before``
+    of a leak check (it is ignored at the check either way); to compare two snapshots,
+    settle both.
+    """
+    return {p.pid for p in children(settle=settle)}
+
+
+def assert_no_children_left(before: set[int], what: str) -> None:
+    """Fail if a child process that was not there ``before`` is still there (or a zombie);
+    kill the living ones first, so that one leak does not fail every later test."""
+    left: list[psutil.Process] = []
+    zombies: list[psutil.Process] = []
+    for process in children():
+        if process.pid in before:
+            continue
+        try:
+            zombie = process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            continue
+        (zombies if zombie else left).append(process)
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    if left or zombies:
+        raise AssertionError(f"{what} left child processes: running {left}, zombies {zombies}")
+
+
+class LeakCheck(_TestCaseBase):
+    """Fails a test, or a class, that leaves a child process; put it before the TestCase.
+
+    Each test is checked after its own cleanups; the class after its class cleanups (the
+    servers a ``setUpClass`` started included). Works with :class:`unittest.TestCase`,
+    :class:`unittest.IsolatedAsyncioTestCase` and :mod:`mocksup.testing`'s classes.
+    """
+
+    _class_before: ClassVar[set[int]]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Registered before anything of the class starts, so it runs after every other
+        # class cleanup (they run last in, first out).
+        cls._class_before = snapshot()
+        cls.addClassCleanup(cls._check_class_left_nothing)
+        super().setUpClass()
+
+    @classmethod
+    def _check_class_left_nothing(cls) -> None:
+        assert_no_children_left(cls._class_before, f"class {cls.__name__}")
 
     def setUp(self) -> None:
+        before = snapshot()
+        self.addCleanup(assert_no_children_left, before, f"test {self.id()}")
         super().setUp()
-        self._before = {p.pid for p in psutil.Process().children(recursive=True)}
-        self.addCleanup(self._check_no_children_left)
 
-    def _check_no_children_left(self) -> None:
-        new = [p for p in children() if p.pid not in self._before]
-        left = [p for p in new if p.status() != psutil.STATUS_ZOMBIE]
-        zombies = [p for p in new if p.status() == psutil.STATUS_ZOMBIE]
-        for p in left:
-            p.kill()
-        self.assertEqual(left, [], "the test left child processes running")
-        self.assertEqual(zombies, [], "the test left zombie processes")
-
-    def start_server(self, server: S, **kwargs: Any) -> S:
+    def start_server(self, server: _S, **kwargs: Any) -> _S:
         """Start ``server`` and register its stop."""
         self.addCleanup(server.stop)
         server.start(**kwargs)
@@ -50,16 +128,24 @@ class ProcessTestCase(unittest.TestCase):
 
     def run_python(self, code: str, **kwargs: Any) -> subprocess.Popen[bytes]:
         """Run ``code`` in a fresh interpreter with this test's import path."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **kwargs.pop("env", {})}
         return self.popen([sys.executable, "-c", code], env=env, **kwargs)
 
-    def listening_socket(self) -> socket.socket:
-        """A socket listening on a free loopback port, closed at cleanup."""
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+    def listening_socket(self, host: str = "127.0.0.1") -> socket.socket:
+        """A socket listening on a free port of ``host``, closed at cleanup."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.bind((host, 0))
         sock.listen()
         self.addCleanup(sock.close)
         return sock
+
+
+class ProcessTestCase(LeakCheck, unittest.TestCase):
+    """A :class:`unittest.TestCase` with :class:`LeakCheck`."""
+
+
+class AsyncProcessTestCase(LeakCheck, unittest.IsolatedAsyncioTestCase):
+    """A :class:`unittest.IsolatedAsyncioTestCase` with :class:`LeakCheck`."""
 
 
 def _kill_and_wait(proc: subprocess.Popen[bytes]) -> None:
@@ -71,13 +157,33 @@ def _kill_and_wait(proc: subprocess.Popen[bytes]) -> None:
             stream.close()
 
 
-def children() -> list[psutil.Process]:
-    """Our child processes (recursively), less the idle warm children mocksup keeps."""
-    _launch.pool.settle()
-    warm = _launch.pool.pids()
-    return [p for p in psutil.Process().children(recursive=True) if p.pid not in warm]
-
-
 def open_fds() -> int:
     """How many file descriptors this process has open."""
     return psutil.Process().num_fds()
+
+
+def wait_until_exited(pid: int, timeout: float = 10.0) -> None:
+    """Wait until our child ``pid`` has exited, without reaping it (its parent's ``Popen``
+    must still read the exit status)."""
+    fd = os.pidfd_open(pid)
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not readable:
+        raise AssertionError(f"pid {pid} did not exit within {timeout:g} s")
+
+
+def wait_until_stopped(pid: int) -> None:
+    """Wait until our child ``pid`` is stopped by a signal (SIGSTOP is asynchronous)."""
+    os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ``::1``."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

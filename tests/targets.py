@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mocksup import MockServerBase, ServeContext
+from mocksup import MockServerBase, MockServerError, ServeContext
 from mocksup.serving import bind_tcp, grpc_server
 
 
@@ -146,4 +146,163 @@ class EnvEcho(Sleeper):
 
     def serve(self, ctx: ServeContext) -> None:
         print("value:", os.environ.get("MOCKSUP_TEST_VALUE"), "cwd:", os.getcwd(), flush=True)
+        super().serve(ctx)
+
+
+class BogusReady(MockServerBase):
+    """Binds a port, then reports ``ready(**{field: value})`` (``value`` 0: the bound port)."""
+
+    default_name: ClassVar[str] = "bogus"
+    field: str = "port"
+    value: int = 0
+
+    def serve(self, ctx: ServeContext) -> None:
+        sock = bind_tcp(self.host, self.port)
+        ctx.ready(**{self.field: self.value or sock.getsockname()[1]})
+        ctx.wait()
+        sock.close()
+
+
+class ReadyOnOtherHost(MockServerBase):
+    """Listens on ``bind_host`` instead of ``host``, and reports that port ready."""
+
+    default_name: ClassVar[str] = "elsewhere"
+    bind_host: str
+
+    def serve(self, ctx: ServeContext) -> None:
+        sock = bind_tcp(self.bind_host, 0)
+        ctx.ready(port=sock.getsockname()[1])
+        ctx.wait()
+        sock.close()
+
+
+class ExitAfterReady(MockServerBase):
+    """Serves until a client sends ``quit``, then says so and exits with ``code``."""
+
+    default_name: ClassVar[str] = "quitter"
+    code: int = 4
+
+    def serve(self, ctx: ServeContext) -> None:
+        sock = bind_tcp(self.host, self.port)
+        ctx.ready(port=sock.getsockname()[1])
+        while True:
+            conn, _ = sock.accept()
+            with conn:
+                if conn.recv(16) == b"quit":  # not the supervisor's probe, which says nothing
+                    break
+        print("a client said quit: giving up", flush=True)
+        os._exit(self.code)
+
+
+class ReturnsWithoutReady(MockServerBase):
+    """serve() returns at once, without calling ready()."""
+
+    default_name: ClassVar[str] = "quiet"
+
+    def serve(self, ctx: ServeContext) -> None:
+        return
+
+
+class QuotaError(MockServerError):
+    """A user's own error with a field of its own."""
+
+    def __init__(self, message: str, *, server: str | None = None, quota: int = 0) -> None:
+        super().__init__(message, server=server)
+        self.quota = quota
+
+    def _fields(self) -> dict[str, object]:
+        return {**super()._fields(), "quota": self.quota}
+
+
+class RaisesQuota(MockServerBase):
+    default_name: ClassVar[str] = "quota"
+
+    def serve(self, ctx: ServeContext) -> None:
+        raise QuotaError("no quota left for today", quota=42)
+
+
+class LockedError(MockServerError):
+    """An error that does not pickle: it holds a lock among its fields."""
+
+    def _fields(self) -> dict[str, object]:
+        return {**super()._fields(), "lock": threading.Lock()}
+
+
+class RaisesUnpicklable(MockServerBase):
+    default_name: ClassVar[str] = "locked"
+
+    def serve(self, ctx: ServeContext) -> None:
+        raise LockedError("the lock is held elsewhere")
+
+
+class IgnoresStopRequest(MockServerBase):
+    """Ready; prints when the stop request (SIGTERM) comes, then goes on regardless."""
+
+    default_name: ClassVar[str] = "deaf"
+
+    def serve(self, ctx: ServeContext) -> None:
+        sock = bind_tcp(self.host, self.port)
+        ctx.ready(port=sock.getsockname()[1])
+        ctx.wait()
+        print(f"stop requested at {time.time():.6f}", flush=True)
+        threading.Event().wait()
+
+
+#: A process that ignores SIGTERM, prints its pid and sleeps: only SIGKILL ends it.
+_STUBBORN = (
+    "import os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print(os.getpid(), flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+#: A daemon: forks, the first process exits, the second leaves the session and stays.
+_DAEMON = (
+    "import os, signal, sys, time\n"
+    "if os.fork():\n"
+    "    os._exit(0)\n"
+    "os.setsid()\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print(os.getpid(), flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+class EscapingDescendants(MockServerBase):
+    """Starts a SIGTERM-ignoring process in a session of its own and a daemon (double
+    fork); writes their pids, one a line, to ``pid_file`` before it reports ready. With
+    ``hang``, its serve() never returns, even when asked to stop."""
+
+    default_name: ClassVar[str] = "escaper"
+    pid_file: str
+    hang: bool = False
+
+    def serve(self, ctx: ServeContext) -> None:
+        sock = bind_tcp(self.host, self.port)
+        pids = []
+        for code in (_STUBBORN, _DAEMON):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+            )
+            assert proc.stdout is not None
+            pids.append(proc.stdout.readline().decode().strip())
+            proc.stdout.close()
+        proc.wait(5)  # the daemon's launcher, gone once it forked
+        with open(self.pid_file, "w") as out:
+            out.write("\n".join(pids) + "\n")
+        ctx.ready(port=sock.getsockname()[1])
+        ctx.wait()
+        if self.hang:
+            threading.Event().wait()
+        sock.close()
+
+
+class Touch(Sleeper):
+    """Creates the file ``path`` as soon as its serve() runs, then serves as a Sleeper."""
+
+    default_name: ClassVar[str] = "touch"
+    path: str
+
+    def serve(self, ctx: ServeContext) -> None:
+        open(self.path, "w").close()
         super().serve(ctx)

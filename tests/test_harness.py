@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import unittest
+from pathlib import Path
 
 import psutil
 from pydantic import PrivateAttr, ValidationError
 
-import mocksup
 from mocksup import (
     ChildCrashedError,
     Endpoint,
@@ -24,8 +27,16 @@ from mocksup import (
     stop_all,
     stop_mock_servers,
 )
-from tests.support import ProcessTestCase, children
-from tests.targets import CrashBeforeReady, Downstream, IgnoresSigterm, Rendezvous, Sleeper
+from mocksup.testing import start_module_servers, stop_module_servers
+from tests.support import AsyncProcessTestCase, ProcessTestCase, children
+from tests.targets import (
+    CrashBeforeReady,
+    Downstream,
+    IgnoresStopRequest,
+    Rendezvous,
+    Sleeper,
+    Touch,
+)
 
 MOCK_SERVERS = [
     MockServerConfig(name="cache", server_class=MockRedisServer, init_kwargs={"port": 0}),
@@ -113,22 +124,39 @@ class HarnessTest(ProcessTestCase):
         self.assertFalse(again["x"].is_running())
         self.assertFalse(other["y"].is_running())
 
-    def test_server_of_finds_the_only_server_of_a_class(self) -> None:
+    def test_server_of_and_clear(self) -> None:
         servers = start_all([Sleeper(name="a"), Sleeper(name="b"), MockRedisServer()])
         self.addCleanup(servers.stop)
-        self.assertIs(servers.server_of(MockRedisServer), servers["redis"])
+        redis = servers.server_of(MockRedisServer)
+        self.assertIs(redis, servers["redis"])
         with self.assertRaisesRegex(LookupError, "2 Sleeper among the mock servers"):
             servers.server_of(Sleeper)
-        servers.clear()  # servers without clear() are passed over
-        self.assertEqual(ping(servers["redis"].port), b"+PONG\r\n")
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as sock:
+            sock.sendall(b"SET k v\r\nSET j w\r\n")
+            replies = sock.makefile("rb")
+            self.assertEqual([replies.readline(), replies.readline()], [b"+OK\r\n"] * 2)
+            replies.close()
+        self.assertEqual(redis.stats(), {"keys": 2})
+        servers.clear()  # every server's: the Redis mock forgets, the sleepers have nothing
+        self.assertEqual(redis.stats(), {"keys": 0})
+        self.assertEqual(redis.summary(), "0 keys")
 
     def test_stop_in_parallel_within_one_budget(self) -> None:
-        servers = start_all([IgnoresSigterm(name=f"s{i}", stop_timeout=0.5) for i in range(3)])
+        servers = start_all([IgnoresStopRequest(name=f"s{i}", stop_timeout=1.5) for i in range(3)])
         self.addCleanup(servers.stop)
         started = time.monotonic()
         servers.stop()
-        # Three children that each need the whole budget: parallel, not 3 x 0.5 s.
-        self.assertLess(time.monotonic() - started, 1.2)
+        elapsed = time.monotonic() - started
+        # Each stop waits for its graceful part (1.5 s less 0.25 s kept for SIGKILL) ...
+        self.assertGreaterEqual(elapsed, 1.25)
+        # ... and the three wait at once: every SIGTERM came before the first SIGKILL was
+        # due. One after the other, each would come 1.25 s after the one before.
+        asked = [
+            float(re.findall(r"stop requested at (\d+\.\d+)", s.log_tail())[0])
+            for s in servers.values()
+        ]
+        self.assertLess(max(asked) - min(asked), 1.25)
+        self.assertFalse(any(s.is_running() for s in servers.values()))
 
     def test_port_in_use_from_the_harness_names_the_server(self) -> None:
         holder = self.listening_socket()
@@ -161,6 +189,26 @@ class EndpointTest(ProcessTestCase):
         self.assertEqual(down.upstream, f"tcp://127.0.0.1:{up.port}")  # type: ignore[attr-defined]
         self.assertNotEqual(up.port, 0)
 
+    def test_an_unknown_role_fails_before_anything_starts(self) -> None:
+        before = children()
+        touched = Path(tempfile.mkdtemp(prefix="mocksup-test-")) / "started"
+        self.addCleanup(shutil.rmtree, touched.parent)
+        configs = [
+            MockServerConfig(name="up", server_class=Touch, init_kwargs={"path": str(touched)}),
+            MockServerConfig(
+                name="down",
+                server_class=Downstream,
+                init_kwargs={"upstream": Endpoint("up", "http")},
+            ),
+        ]
+        with self.assertRaisesRegex(
+            ValueError, "'down' refers to endpoint 'http' of 'up', which has tcp$"
+        ):
+            start_all(configs)
+        # Known before any process: the server referred to never ran.
+        self.assertFalse(touched.exists())
+        self.assertEqual(children(), before)
+
     def test_bad_references_fail_before_anything_starts(self) -> None:
         before = children()
         unknown = [
@@ -190,7 +238,7 @@ class EndpointTest(ProcessTestCase):
             MockServerConfig(
                 name="down",
                 server_class=Downstream,
-                init_kwargs={"upstream": Endpoint("up", "tcp")},
+                init_kwargs={"upstream": Endpoint("up", "url")},
             ),
         ]
         with self.assertRaises(ChildCrashedError) as caught:
@@ -200,36 +248,61 @@ class EndpointTest(ProcessTestCase):
 
 
 class InProcessFake(MockServerBase):
-    """The seed's style: a mock that overrides await_start/stop itself (no child process)."""
+    """The seed's two-method contract, exactly as its MockRedisServer example wrote it: a
+    mock that overrides ``await_start()`` and ``stop()`` itself (no child process), with
+    ``stop(self)`` taking no parameters."""
 
     _server: socket.socket | None = PrivateAttr(None)
 
-    async def await_start(self, timeout: float | None = None) -> None:
+    async def await_start(self) -> None:  # type: ignore[override]
         self._server = socket.socket()
         self._server.bind((self.host, self.port))
         self._server.listen()
         self.port = self._server.getsockname()[1]
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self) -> None:  # type: ignore[override]
         if self._server is not None:
             self._server.close()
             self._server = None
 
+    def is_running(self) -> bool:
+        return self._server is not None
+
+
+SEED_STYLE = [
+    MockServerConfig(name="fake", server_class=InProcessFake),
+    MockServerConfig(name="idle", server_class=Sleeper),
+]
+
 
 class SeedStyleTest(ProcessTestCase):
-    def test_subclass_overriding_await_start_and_stop_works_with_the_harness(self) -> None:
-        configs = [
-            MockServerConfig(name="fake", server_class=InProcessFake),
-            MockServerConfig(name="idle", server_class=Sleeper),
-        ]
-        servers = asyncio.run(start_mock_servers_async(configs))
-        self.addCleanup(stop_mock_servers, servers)
-        with socket.create_connection(("127.0.0.1", servers["fake"].port), timeout=5):
+    def assert_serving(self, fake: MockServerBase) -> None:
+        with socket.create_connection(("127.0.0.1", fake.port), timeout=5):
             pass
+
+    def test_with_the_async_harness_and_a_stop_timeout(self) -> None:
+        servers = asyncio.run(start_mock_servers_async(SEED_STYLE))
+        self.addCleanup(stop_mock_servers, servers)
+        self.assert_serving(servers["fake"])
         self.assertTrue(servers["idle"].is_running())
+        stop_mock_servers(servers, timeout=1.0)  # stop() without a timeout is called so
+        self.assertFalse(servers["fake"].is_running())
+        self.assertFalse(servers["idle"].is_running())
+
+    def test_with_start_all_and_the_unittest_helpers(self) -> None:
+        with start_all(SEED_STYLE) as servers:
+            self.assert_serving(servers["fake"])
+        self.assertFalse(servers["fake"].is_running())
+        servers = start_module_servers(SEED_STYLE, module="seed.style")
+        self.addCleanup(stop_module_servers, "seed.style")
+        self.assert_serving(servers["fake"])
+        stop_module_servers("seed.style", timeout=1.0)
+        self.assertFalse(servers["fake"].is_running())
+        self.assertFalse(servers["idle"].is_running())
+        stop_all(timeout=1.0)
 
 
-class RunningLoopTest(unittest.IsolatedAsyncioTestCase):
+class RunningLoopTest(AsyncProcessTestCase):
     async def test_start_all_inside_a_running_loop(self) -> None:
         servers = start_all([MockRedisServer()])
         self.addCleanup(servers.stop)
@@ -244,21 +317,6 @@ class RunningLoopTest(unittest.IsolatedAsyncioTestCase):
         server = Sleeper().start()
         self.addCleanup(server.stop)
         self.assertTrue(server.is_running())
-
-
-class FacadeTest(unittest.TestCase):
-    def test_all_names_exist_and_public_names_are_listed(self) -> None:
-        for name in mocksup.__all__:
-            self.assertTrue(hasattr(mocksup, name), name)
-        public = {
-            name
-            for name, value in vars(mocksup).items()
-            if not name.startswith("_") and not isinstance(value, type(mocksup))
-        }
-        self.assertLessEqual(
-            public, set(mocksup.__all__) | {"annotations", "logging", "TYPE_CHECKING", "Any"}
-        )
-        self.assertEqual(sorted(mocksup.__all__), list(mocksup.__all__))
 
 
 if __name__ == "__main__":

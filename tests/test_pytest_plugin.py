@@ -62,8 +62,7 @@ def test_default_servers(mocksup_servers):
 
 
 def test_fails_and_shows_logs(otlp_collector):
-    if os.environ.get("MAKE_IT_FAIL"):
-        assert False, "on purpose"
+    assert False, "on purpose"
 """
 
 XDIST_TEST = """
@@ -83,21 +82,35 @@ def test_record_ports(mocksup_servers, i):
 CUSTOM_CONFTEST = """
 import pytest
 from mocksup import MockRedisServer, MockServerConfig
+from tests.test_harness import InProcessFake
 
 
 @pytest.fixture(scope="session")
 def mocksup_configs():
-    return [MockServerConfig(name="cache", server_class=MockRedisServer)]
+    return [
+        MockServerConfig(name="cache", server_class=MockRedisServer),
+        # The seed's two-method contract: await_start() and a stop() without parameters.
+        MockServerConfig(name="fake", server_class=InProcessFake),
+    ]
 """
 
 CUSTOM_TEST = """
 import socket
 
 
-def test_custom_servers(mock_servers):
-    with socket.create_connection(("127.0.0.1", mock_servers["cache"].port)) as sock:
-        sock.sendall(b"PING\\r\\n")
-        assert sock.recv(16) == b"+PONG\\r\\n"
+def send(server, data):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(data)
+        return sock.recv(16)
+
+
+def test_custom_servers_a(mock_servers):
+    assert send(mock_servers["cache"], b"SET k v\\r\\n") == b"+OK\\r\\n"
+    assert mock_servers["fake"].is_running()
+
+
+def test_custom_servers_b_start_cleared(mock_servers):
+    assert send(mock_servers["cache"], b"DBSIZE\\r\\n") == b":0\\r\\n"
 
 
 def test_missing_default_server_is_explained(otlp_collector):
@@ -126,25 +139,19 @@ class PytestPluginTest(ProcessTestCase):
             check=False,
         )
 
-    def test_default_fixtures(self) -> None:
+    def test_default_fixtures_logs_of_failures_and_xdist(self) -> None:
+        # One session under xdist: the default fixtures, a failing test's report, and each
+        # worker's own servers.
         (self.folder / "test_it.py").write_text(USES_FIXTURES)
-        ports = str(self.folder / "ports")
-        result = self.pytest(PORTS_FILE=ports)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn("5 passed", result.stdout)
-
-    def test_failing_test_report_carries_the_logs(self) -> None:
-        (self.folder / "test_it.py").write_text(USES_FIXTURES)
-        result = self.pytest("-k", "fails_and_shows_logs", MAKE_IT_FAIL="1")
-        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
-        self.assertIn("mocksup otlp log", result.stdout)
-        self.assertIn("mocksup vllm log", result.stdout)
-
-    def test_xdist_workers_get_their_own_servers_on_free_ports(self) -> None:
-        (self.folder / "test_ports.py").write_text(XDIST_TEST)
+        # First in the run, so that both workers get some of them.
+        (self.folder / "test_0_ports.py").write_text(XDIST_TEST)
         ports = self.folder / "ports"
         result = self.pytest("-n", "2", PORTS_FILE=str(ports))
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("1 failed, 12 passed", result.stdout)
+        self.assertIn("FAILED test_it.py::test_fails_and_shows_logs", result.stdout)
+        self.assertIn("mocksup otlp log", result.stdout)
+        self.assertIn("mocksup vllm log", result.stdout)
         seen = {}
         for worker in ("gw0", "gw1"):
             lines = Path(f"{ports}.{worker}").read_text().splitlines()
@@ -157,9 +164,9 @@ class PytestPluginTest(ProcessTestCase):
         (self.folder / "test_custom.py").write_text(CUSTOM_TEST)
         result = self.pytest()
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
-        self.assertIn("1 passed", result.stdout)
+        self.assertIn("2 passed, 1 error", result.stdout)
         self.assertIn(
-            "needs a MockOTLPCollector among the session's servers (cache)", result.stdout
+            "needs one MockOTLPCollector among the session's servers (cache, fake)", result.stdout
         )
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 import unittest
 
-from mocksup import MockRedisServer
+import psutil
+
+from mocksup import MockRedisServer, MockServerError
+from mocksup.redis import MAX_INLINE
+from tests.support import ProcessTestCase
 
 
 class RedisClient:
@@ -35,16 +40,18 @@ class RedisClient:
         return line
 
 
-class RedisTest(unittest.TestCase):
+class RedisTest(ProcessTestCase):
     server: MockRedisServer
 
     @classmethod
     def setUpClass(cls) -> None:
+        super().setUpClass()
         cls.server = MockRedisServer(max_value_size=1024)
         cls.addClassCleanup(cls.server.stop)
         cls.server.start()
 
     def setUp(self) -> None:
+        super().setUp()
         self.client = RedisClient(self.server.port)
         self.addCleanup(self.client.close)
         self.client.command(b"FLUSHALL")
@@ -66,8 +73,10 @@ class RedisTest(unittest.TestCase):
         self.assertEqual(c.command(b"EXISTS", b"k", b"j", b"nope"), b":2\r\n")
         self.assertEqual(c.command(b"DEL", b"k", b"nope"), b":1\r\n")
         self.assertEqual(c.command(b"EXISTS", b"k"), b":0\r\n")
+        self.assertEqual(c.command(b"DBSIZE"), b":1\r\n")
         self.assertEqual(c.command(b"FLUSHALL"), b"+OK\r\n")
         self.assertEqual(c.command(b"EXISTS", b"j"), b":0\r\n")
+        self.assertEqual(c.command(b"DBSIZE"), b":0\r\n")
 
     def test_shared_between_connections(self) -> None:
         self.client.command(b"SET", b"shared", b"1")
@@ -77,18 +86,64 @@ class RedisTest(unittest.TestCase):
 
     def test_inline_commands(self) -> None:
         self.assertEqual(self.client.send_raw(b"PING\r\n"), b"+PONG\r\n")
+        # An empty line and an empty array get no answer at all, as from Redis.
+        self.assertEqual(self.client.send_raw(b"\r\n*0\r\nPING\r\n"), b"+PONG\r\n")
+
+    def fresh(self) -> RedisClient:
+        client = RedisClient(self.server.port)
+        self.addCleanup(client.close)
+        return client
+
+    def assert_refused_and_closed(self, client: RedisClient, request: bytes, error: bytes) -> None:
+        self.assertEqual(client.send_raw(request), b"-ERR Protocol error: " + error + b"\r\n")
+        self.assertEqual(client.file.read(), b"")  # disconnected, as Redis does
+        self.assertEqual(self.client.command(b"PING"), b"+PONG\r\n")  # the others go on
+
+    def test_a_line_with_no_end_is_cut_off_at_64_kib(self) -> None:
+        rss = psutil.Process(self.server.pid).memory_info().rss
+        client = self.fresh()
+        sent = 0
+        chunk = b"x" * (1024 * 1024)
+        try:
+            while sent < 64 * len(chunk):
+                client.sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass  # the server hung up once the line passed its limit
+        self.assertEqual(client.reply(), b"-ERR Protocol error: too big inline request\r\n")
+        self.assertLess(sent, 64 * len(chunk))
+        growth = psutil.Process(self.server.pid).memory_info().rss - rss
+        self.assertLess(growth, 16 * 1024 * 1024)
+        header = b"*1\r\n$" + b"1" * (MAX_INLINE + 1)
+        self.assert_refused_and_closed(self.fresh(), header, b"too big inline request")
+
+    def test_line_breaks_in_an_argument_are_never_echoed(self) -> None:
+        # A reply that echoed them would end early and inject a reply of the client's own.
+        reply = self.client.command(b"NOPE\r\n+OK")
+        self.assertEqual(reply, b"-ERR unknown command 'NOPE  +OK'\r\n")
+        self.assertEqual(self.client.command(b"PING"), b"+PONG\r\n")
+
+    def test_malformed_lengths_are_refused_not_misread(self) -> None:
+        cases = {
+            b"*2\r\n$4\r\nECHO\r\n$-1\r\n": b"invalid bulk length",
+            b"*1\r\n$x\r\n": b"invalid bulk length",
+            b"*99999999\r\n": b"invalid multibulk length",
+            b"*x\r\n": b"invalid multibulk length",
+            b"*1\r\n:5\r\n": b"expected '$', got ':'",
+            b"*1\r\n$4\r\nPINGxx": b"invalid bulk terminator",
+        }
+        for request, error in cases.items():
+            with self.subTest(request):
+                self.assert_refused_and_closed(self.fresh(), request, error)
 
     def test_errors_keep_the_server_serving(self) -> None:
         c = self.client
         self.assertEqual(c.command(b"NOPE"), b"-ERR unknown command 'NOPE'\r\n")
         self.assertEqual(c.command(b"GET"), b"-ERR wrong number of arguments for 'get' command\r\n")
         self.client.command(b"SET", b"kept", b"yes")
-        bad = RedisClient(self.server.port)
-        self.addCleanup(bad.close)
+        bad = self.fresh()
         self.assertTrue(bad.send_raw(b"*1\r\n:5\r\n").startswith(b"-ERR Protocol error"))
-        fresh = RedisClient(self.server.port)
-        self.addCleanup(fresh.close)
-        self.assertEqual(fresh.command(b"GET", b"kept"), b"$3\r\nyes\r\n")
+        self.assertEqual(self.fresh().command(b"GET", b"kept"), b"$3\r\nyes\r\n")
 
     def test_value_over_the_limit_is_refused(self) -> None:
         other = RedisClient(self.server.port)
@@ -96,6 +151,31 @@ class RedisTest(unittest.TestCase):
         reply = other.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2048\r\n")
         self.assertEqual(reply, b"-ERR Protocol error: invalid bulk length\r\n")
         self.assertEqual(self.client.command(b"EXISTS", b"k"), b":0\r\n")
+
+
+class ConnectionLimitTest(ProcessTestCase):
+    def test_clients_past_the_cap_are_refused_until_one_leaves(self) -> None:
+        server = self.start_server(MockRedisServer(max_connections=2))
+        first, second = RedisClient(server.port), RedisClient(server.port)
+        self.addCleanup(second.close)
+        for client in (first, second):
+            self.assertEqual(client.command(b"PING"), b"+PONG\r\n")  # both served
+        third = RedisClient(server.port)
+        self.addCleanup(third.close)
+        self.assertEqual(third.reply(), b"-ERR max number of clients reached\r\n")
+        self.assertEqual(third.file.read(), b"")
+        first.close()
+        # The slot is free once the server has seen the client go: a new one gets it then.
+        deadline = time.monotonic() + 10
+        while True:
+            client = RedisClient(server.port)
+            self.addCleanup(client.close)
+            if client.send_raw(b"PING\r\n") == b"+PONG\r\n":
+                break
+            self.assertLess(time.monotonic(), deadline, "the slot was never freed")
+        # The parent's own calls are clients too.
+        with self.assertRaisesRegex(MockServerError, "max number of clients reached"):
+            server.stats()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from mocksup.testing import (
     start_module_servers,
     stop_module_servers,
 )
-from tests.support import ProcessTestCase
+from tests.support import LeakCheck, ProcessTestCase, assert_no_children_left, snapshot
 
 
 class PeerPing(MockServerBase):
@@ -40,7 +40,7 @@ class PeerPing(MockServerBase):
 
     def serve(self, ctx: ServeContext) -> None:
         url = urllib.parse.urlsplit(self.peer_url)
-        with socket.create_connection((url.hostname, url.port), timeout=5) as peer:
+        with socket.create_connection((url.hostname, url.port or 0), timeout=5) as peer:
             peer.sendall(b"PING\r\n")
             if peer.recv(64) != b"+PONG\r\n":
                 raise RuntimeError(f"{self.peer_url} did not answer PING")
@@ -59,12 +59,17 @@ MOCK_SERVERS = [
 ]
 
 
+_before_module: set[int] = set()
+
+
 def setUpModule() -> None:
+    _before_module.update(snapshot())
     start_module_servers(MOCK_SERVERS)
 
 
 def tearDownModule() -> None:
     stop_module_servers()
+    assert_no_children_left(_before_module, f"module {__name__}")
 
 
 def ping(port: int) -> bytes:
@@ -92,7 +97,7 @@ def post_span(collector: MockOTLPCollector, name: str) -> None:
         response.read()
 
 
-class ModuleServersTest(MockServerTestCase):
+class ModuleServersTest(LeakCheck, MockServerTestCase):
     seen_in_setup_class: ClassVar[list[str]]
 
     @classmethod
@@ -121,7 +126,7 @@ class ModuleServersTest(MockServerTestCase):
             self.vllm  # noqa: B018
 
 
-class AsyncModuleServersTest(AsyncMockServerTestCase):
+class AsyncModuleServersTest(LeakCheck, AsyncMockServerTestCase):
     async def test_same_servers_from_an_async_test(self) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.servers["cache"].port)
         writer.write(b"PING\r\n")
@@ -131,7 +136,7 @@ class AsyncModuleServersTest(AsyncMockServerTestCase):
         await writer.wait_closed()
 
 
-class ClassServersClearedTest(MockServerTestCase):
+class ClassServersClearedTest(LeakCheck, MockServerTestCase):
     mock_server_configs = (MockOTLPCollector(port=0, grpc_port=None),)
 
     def test_class_servers_replace_the_module_ones(self) -> None:
@@ -147,7 +152,7 @@ class ClassServersClearedTest(MockServerTestCase):
         self.assertEqual([s.name for s in self.collector.spans()], ["b"])
 
 
-class AsyncClassServersKeptTest(AsyncMockServerTestCase):
+class AsyncClassServersKeptTest(LeakCheck, AsyncMockServerTestCase):
     mock_server_configs = (
         MockServerConfig(name="llm", server_class=MockVLLMServer, init_kwargs={"port": 0}),
     )

@@ -61,21 +61,23 @@ class UnittestRunnerTest(ProcessTestCase):
         out, _ = proc.communicate(timeout=TIMEOUT)
         return proc.returncode, out.decode()
 
-    def test_e2e_suite_passes_under_plain_unittest(self) -> None:
-        code, out = self.unittest_main("tests.e2e.test_otel_e2e", cwd=ROOT, path=sys.path)
-        self.assertEqual(code, 0, out)
-        self.assertIn("Ran 5 tests", out)
-        self.assertEqual(out.count(" ... ok"), 5, out)
-        self.assertTrue(out.rstrip().endswith("OK"), out)
-
-    def test_module_cleanup_stops_module_servers(self) -> None:
+    def test_e2e_suite_and_module_cleanups_under_plain_unittest(self) -> None:
+        # One run: the E2E suite, then module a (servers stopped only by the module cleanup
+        # start_module_servers registered) and module b, which checks they were.
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         folder = Path(tmp.name)
         (folder / "cleanup_a.py").write_text(textwrap.dedent(MODULE_A))
         (folder / "cleanup_b.py").write_text(textwrap.dedent(MODULE_B))
         code, out = self.unittest_main(
-            "cleanup_a", "cleanup_b", cwd=folder, path=[str(folder), *sys.path]
+            "tests.e2e.test_otel_e2e",
+            "cleanup_a",
+            "cleanup_b",
+            cwd=ROOT,
+            path=[str(folder), *sys.path],
         )
         self.assertEqual(code, 0, out)
-        self.assertIn("Ran 2 tests", out)
+        self.assertIn("Ran 7 tests", out)
+        self.assertEqual(out.count(" ... ok"), 7, out)
+        self.assertIn("test_module_a_servers_were_stopped (cleanup_b.B", out)
+        self.assertTrue(out.rstrip().endswith("OK"), out)

@@ -1,0 +1,192 @@
+"""What crosses between parent and child: the server on the way in, an error on the way out.
+
+Over the lifeline pipe the parent writes two length-prefixed pickles: a header (the parent's
+``sys.path``, working folder, the path of its ``__main__`` script when the server class lives
+there, and for a warm child the environment and log file of the moment), then the validated
+server model. A child that fails before it is ready sends back its
+:class:`~mocksup.MockServerError` pickled, and described in words as well, so that an error
+that does not pickle (or that the parent cannot unpickle) still arrives, as a
+:class:`~mocksup.ServeError`. The process code on either side uses this leaf module, which
+imports neither, so the child's import path stays light (no psutil, no asyncio machinery).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+import runpy
+import struct
+import sys
+import traceback
+from typing import TYPE_CHECKING, TypedDict
+
+from mocksup.errors import MockServerError, ServeError
+
+if TYPE_CHECKING:
+    from mocksup.base import MockServerBase
+
+__all__ = (
+    "MAIN_MODULES",
+    "Header",
+    "decode_error",
+    "encode",
+    "encode_error",
+    "import_main",
+    "importing_main",
+    "main_path",
+    "read_header",
+    "read_server",
+)
+
+_LENGTH = struct.Struct("!Q")
+
+#: The module names a class defined in a program's script carries: ``__main__`` in the
+#: program itself, ``__mp_main__`` where the script was run again to import it (our child,
+#: or a multiprocessing ``spawn`` worker).
+MAIN_MODULES = ("__main__", "__mp_main__")
+
+#: While a child runs the parent's script again to import a server class from it, the
+#: script's path; a mock started meanwhile means the script's work is not guarded.
+importing_main: str | None = None
+
+
+class Header(TypedDict):
+    """What a child needs before it can unpickle its server."""
+
+    sys_path: list[str]
+    main_path: str | None
+    cwd: str
+    env: dict[str, str] | None
+    log_path: str | None
+
+
+def main_path(server: MockServerBase) -> str | None:
+    """The script a child must run again to import ``server``'s class, if it lives in one.
+
+    :raises TypeError: the class was defined in an interactive session (no file to run).
+    """
+    module = type(server).__module__
+    if module not in MAIN_MODULES:
+        return None
+    path: str | None = getattr(sys.modules.get(module), "__file__", None)
+    if path is None:
+        raise TypeError(
+            f"{type(server).__name__} is defined in an interactive session; define it in a "
+            "module the child process can import"
+        )
+    return os.path.abspath(path)
+
+
+def encode(
+    server: MockServerBase,
+    script: str | None,
+    *,
+    env: dict[str, str] | None = None,
+    log_path: str | None = None,
+) -> bytes:
+    """The payload for one child (see the module docstring).
+
+    ``env`` and ``log_path`` are for a warm child, started before its server was known: it
+    takes on the environment of the moment and sends its output to the server's log file.
+    """
+    header: Header = {
+        "sys_path": list(sys.path),
+        "main_path": script,
+        "cwd": os.getcwd(),
+        "env": env,
+        "log_path": log_path,
+    }
+    head = pickle.dumps(header)
+    body = pickle.dumps(server)
+    return _LENGTH.pack(len(head)) + head + _LENGTH.pack(len(body)) + body
+
+
+def read_header(fd: int) -> Header:
+    """Read the header from the lifeline.
+
+    :raises EOFError: the parent closed the lifeline first.
+    """
+    header: Header = pickle.loads(_read_block(fd))
+    return header
+
+
+def read_server(fd: int) -> MockServerBase:
+    """Read and unpickle the server model (its modules are imported here)."""
+    server: MockServerBase = pickle.loads(_read_block(fd))
+    return server
+
+
+def import_main(path: str) -> None:
+    """Run the parent's script under the name ``__mp_main__``, as multiprocessing's spawn
+    does, so that a server class defined there can be unpickled; its guarded main block
+    stays idle. Both ``__main__`` and ``__mp_main__`` then name it.
+    """
+    global importing_main
+    importing_main = path
+    try:
+        namespace = runpy.run_path(path, run_name="__mp_main__")
+    finally:
+        importing_main = None
+    module = type(sys)("__mp_main__")
+    module.__dict__.update(namespace)
+    sys.modules["__mp_main__"] = sys.modules["__main__"] = module
+
+
+def encode_error(error: MockServerError) -> dict[str, object]:
+    """The status message of a child whose ``serve()`` raised ``error`` before ready: the
+    pickled error when it pickles, and its type, message and traceback in any case."""
+    kind = type(error)
+    message: dict[str, object] = {
+        "event": "error",
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": str(error),
+        "traceback": "".join(traceback.format_exception(kind, error, error.__traceback__)),
+    }
+    try:
+        message["error"] = base64.b64encode(pickle.dumps(error)).decode()
+    except Exception as why:
+        message["unpicklable"] = f"{type(why).__name__}: {why}"
+    return message
+
+
+def decode_error(message: dict[str, object], server: str) -> MockServerError:
+    """The error the child reported: itself when it unpickles, else a :class:`ServeError`."""
+    blob = message.get("error")
+    if isinstance(blob, str):
+        try:
+            error = pickle.loads(base64.b64decode(blob))
+        except Exception as why:
+            reason = f"the parent cannot unpickle it: {type(why).__name__}: {why}"
+        else:
+            if isinstance(error, MockServerError):
+                return error
+            reason = f"it unpickled as a {type(error).__name__}"
+    else:
+        reason = f"it does not pickle: {message.get('unpicklable')}"
+    kind, text = str(message.get("type")), str(message.get("message"))
+    trace = str(message.get("traceback", ""))
+    return ServeError(
+        f"mock server {server!r} raised {kind}: {text} before it was ready; the error could "
+        f"not cross to the parent as itself ({reason}). The child's traceback:\n"
+        + "\n".join("    " + line for line in trace.rstrip().splitlines()),
+        server=server,
+        error_type=kind,
+        traceback=trace,
+    )
+
+
+def _read_block(fd: int) -> bytes:
+    (size,) = _LENGTH.unpack(_read_exact(fd, _LENGTH.size))
+    return _read_exact(fd, size)
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            raise EOFError("the parent closed the lifeline before sending the server")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
