@@ -101,12 +101,13 @@ class ChildProcess:
         """The last ``lines`` lines of the child's output."""
         return _logs.tail(self.log_path, lines) if self.log_path is not None else ""
 
-    def failure(self) -> MockServerError | None:
-        """Why the server does not serve now, or ``None`` when it does."""
+    def failure(self, grace: float = 0.0) -> MockServerError | None:
+        """Why the server does not serve now, or ``None`` when it does (after up to
+        ``grace`` seconds for a child that may be exiting to be seen as exited)."""
         proc = self.proc
         if proc is None:
             return MockServerError(f"mock server {self.name!r} was never started", server=self.name)
-        if proc.poll() is not None:
+        if proc.poll() is not None or (grace > 0 and _reap.wait_exit(proc, grace)):
             if self._death is None and self._lifeline is None:
                 return MockServerError(f"mock server {self.name!r} was stopped", server=self.name)
             return self._died()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from mocksup._context import ServeContext
     from mocksup._process import ChildProcess
+    from mocksup.control import ControlClient
 
 __all__ = (
     "MAX_START_TIMEOUT",
@@ -212,11 +213,12 @@ class MockServerBase(BaseModel):
         if self._child is not None:
             self._child.stop(budget)
 
-    def check_running(self) -> None:
+    def check_running(self, grace: float = 0.0) -> None:
         """Return if the server serves; else raise the error that says why it does not.
 
         A client that gets no answer from the mock calls it to report the cause rather than
-        a bare timeout.
+        a bare timeout. ``grace`` gives a child that is exiting (its sockets already closed)
+        up to that many seconds to be seen as exited (returns at once when it is).
 
         :raises ChildCrashedError: the child exited on its own (its exit code, output tail
             and log path attached; ``ready`` says it had served).
@@ -225,7 +227,7 @@ class MockServerBase(BaseModel):
         """
         if self._child is None:
             raise MockServerError(f"mock server {self.name!r} was never started", server=self.name)
-        failure = self._child.failure()
+        failure = self._child.failure(grace)
         if failure is not None:
             raise failure
 
@@ -238,6 +240,14 @@ class MockServerBase(BaseModel):
         """The address a client on this machine connects to: ``host``, or loopback when
         ``host`` is a wildcard address (``0.0.0.0``, ``::``)."""
         return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+
+    @property
+    def control(self) -> ControlClient:
+        """A client of this mock's HTTP control API (under ``url + "/mocksup"``); a call to
+        a mock that crashed or is suspended raises the error that says so, at once."""
+        from mocksup.control import ControlClient
+
+        return ControlClient(self.url, self.name, check=self.check_running)
 
     @property
     def url(self) -> str:

@@ -34,15 +34,19 @@ from mocksup.errors import ControlAPIError
 from mocksup.serving import BodyError, read_body, status_line
 
 __all__ = (
+    "CHECK_GRACE",
+    "MAX_BODY",
     "MAX_WAIT",
     "PREFIX",
     "ControlApp",
     "ControlClient",
     "ControlError",
     "ControlRequest",
+    "Handler",
     "Param",
     "Raw",
     "Route",
+    "dumps",
 )
 
 #: Every control route of every mock lives under this path; no real API uses it.
@@ -51,6 +55,8 @@ PREFIX = "/mocksup"
 MAX_WAIT = 600.0
 #: The largest control request body accepted, in bytes.
 MAX_BODY = 1 << 20
+#: Seconds a failed call gives a mock whose connection broke to be seen exiting.
+CHECK_GRACE = 0.5
 
 _JSON = "application/json"
 
@@ -389,15 +395,28 @@ class ControlClient:
     :param base_url: the mock's HTTP root, such as ``http://127.0.0.1:4318``.
     :param server: the mock's name, for error messages.
     :param timeout: seconds to wait for an answer beyond any server-side wait.
+    :param check: ``check(grace)``, called before each call (``grace`` 0) and when one gets
+        no answer (``grace`` :data:`CHECK_GRACE`, for a mock caught exiting); raises the
+        error that says why the mock cannot answer (:meth:`MockServerBase.check_running`:
+        it crashed, with its exit code and output; it is suspended), so a call fails at
+        once with the cause instead of waiting out its timeout.
     """
 
-    def __init__(self, base_url: str, server: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        server: str,
+        timeout: float = 10.0,
+        *,
+        check: Callable[[float], None] | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.base_url = base_url.rstrip("/")
         self.server = server
         self.timeout = timeout
+        self.check = check
 
     def call(
         self,
@@ -436,12 +455,16 @@ class ControlClient:
         url = self.base_url + target
         data = None if body is None else dumps(body)
         headers = {"Content-Type": _JSON} if data is not None else {}
+        if self.check is not None:
+            self.check(0.0)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout + wait)
         try:
             conn.request(method, target, body=data, headers=headers)
             response = conn.getresponse()
             payload = response.read()
         except (OSError, http.client.HTTPException) as error:
+            if self.check is not None:
+                self.check(CHECK_GRACE)  # the cause, when the mock itself is the trouble
             reason = "timed out" if isinstance(error, socket.timeout) else str(error)
             raise ControlAPIError(
                 f"mock server {self.server!r} did not answer {method} {url} ({reason})",

@@ -43,7 +43,7 @@ from mocksup.base import MockServerBase
 from mocksup.errors import ChildCrashedError, MockServerError
 from mocksup.serving import url_host
 
-__all__ = ("ProcessServer",)
+__all__ = ("ProcessServer", "StopSignal")
 
 StopSignal = Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL"]
 #: How often readiness by port or HTTP is checked, at first and at most (it backs off).

@@ -36,7 +36,7 @@ from mocksup._httpd import (
 )
 from mocksup.errors import PortInUseError
 
-__all__ = [
+__all__ = (
     "GRPC_MAX_MESSAGE",
     "BodyError",
     "DropConnection",
@@ -51,7 +51,7 @@ __all__ = [
     "serve_wsgi",
     "status_line",
     "url_host",
-]
+)
 
 #: The largest gRPC message the mocks accept by default: the OTLP recommendation.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024

@@ -3,14 +3,19 @@ called with ``ControlClient`` and raw ``http.client``."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 import unittest
 from typing import Any
 
-from mocksup import ControlAPIError
+import psutil
+
+from mocksup import ChildCrashedError, ControlAPIError
 from mocksup.control import (
     MAX_WAIT,
     ControlApp,
@@ -21,7 +26,10 @@ from mocksup.control import (
     Raw,
     Route,
 )
+from mocksup.errors import ChildSuspendedError
+from mocksup.otlp import MockOTLPCollector
 from mocksup.serving import bind_tcp, serve_wsgi
+from tests.support import ProcessTestCase
 
 
 class Counter:
@@ -196,3 +204,32 @@ class ControlAppTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DeadOrSuspendedMockTest(ProcessTestCase):
+    """A control call on a mock that cannot answer says why at once (no timeout waited)."""
+
+    def test_suspended_then_crashed(self) -> None:
+        collector = self.start_server(MockOTLPCollector(port=0, grpc_port=None))
+        assert collector.pid is not None
+        os.kill(collector.pid, signal.SIGSTOP)
+        self.addCleanup(_resume, collector.pid)
+        child = psutil.Process(collector.pid)
+        deadline = time.monotonic() + 5
+        while child.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.001)  # the signal is delivered asynchronously
+        started = time.monotonic()
+        with self.assertRaises(ChildSuspendedError):
+            collector.stats()
+        self.assertLess(time.monotonic() - started, 2.0)
+        os.kill(collector.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with self.assertRaises(ChildCrashedError) as caught:
+            collector.stats()
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertEqual(caught.exception.returncode, -signal.SIGKILL)
+
+
+def _resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)

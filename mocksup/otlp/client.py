@@ -45,13 +45,12 @@ class TelemetryTimeoutError(WaitTimeoutError):
 class CollectorQueries:
     """The query, wait and fault methods of a collector, for any class with ``control``."""
 
-    if TYPE_CHECKING:  # provided by the class that mixes this in (a pydantic field there)
+    if TYPE_CHECKING:  # provided by the class that mixes this in (MockServerBase there)
         name: str
 
-    @property
-    def control(self) -> ControlClient:
-        """The client of the collector's control API."""
-        raise NotImplementedError
+        @property
+        def control(self) -> ControlClient:
+            """The client of the collector's control API."""
 
     # -- items ----------------------------------------------------------------------------
 

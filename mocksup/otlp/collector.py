@@ -15,14 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mocksup._context import ServeContext
 from mocksup.base import MockServerBase
-from mocksup.control import ControlClient
 from mocksup.otlp._limits import Limits
 from mocksup.otlp._modes import MODES, Compat
-from mocksup.otlp.client import CollectorQueries, TelemetryTimeoutError
+from mocksup.otlp.client import CollectorQueries
 from mocksup.otlp.records import exporter_env
 from mocksup.serving import url_host
 
-__all__ = ("CORSConfig", "MockOTLPCollector", "TelemetryTimeoutError")
+__all__ = ("CORSConfig", "MockOTLPCollector")
 
 _MIB = 1024 * 1024
 
@@ -222,8 +221,3 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
             f"{items['traces']} spans, {items['metrics']} metric points, {items['logs']} logs "
             f"in {stats['requests']} requests ({stats['rejected_requests']} rejected)"
         )
-
-    @property
-    def control(self) -> ControlClient:
-        """The client of this collector's control API."""
-        return ControlClient(self.http_endpoint, self.name)

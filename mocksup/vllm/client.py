@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mocksup._control import ControlClient
 from mocksup.errors import WaitTimeoutError
@@ -57,12 +57,12 @@ class JournalEntry:
 class VLLMQueries:
     """The control-API methods of a vLLM mock; needs ``control`` and ``name``."""
 
-    name: str
+    if TYPE_CHECKING:  # provided by the class that mixes this in (MockServerBase there)
+        name: str
 
-    @property
-    def control(self) -> ControlClient:
-        """A client of the mock's control API."""
-        raise NotImplementedError
+        @property
+        def control(self) -> ControlClient:
+            """A client of the mock's control API."""
 
     def requests(self, path: str | None = None) -> list[JournalEntry]:
         """The journal: served requests, oldest first (``GET /mocksup/requests``).

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mocksup._control import ControlClient
 from mocksup.base import MockServerBase
 from mocksup.vllm.client import VLLMQueries
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
@@ -214,8 +213,3 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for a client of this server."""
         key = self.api_key if isinstance(self.api_key, str) else (self.api_key or ["EMPTY"])[0]
         return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": key}
-
-    @property
-    def control(self) -> ControlClient:
-        """A client of this server's control API."""
-        return ControlClient(self.url, self.name)
