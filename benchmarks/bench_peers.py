@@ -2,7 +2,7 @@
 
 Run from the repository root with the peers installed (``pip install -e '.[bench]'``)::
 
-    python benchmarks/bench_peers.py                  # 3 rounds, every row (a few minutes)
+    python benchmarks/bench_peers.py                  # 3 rounds, every row (about 4 minutes)
     python benchmarks/bench_peers.py --quick          # 1 round of short runs, for development
     python benchmarks/bench_peers.py --only up,vllm   # some rows or groups (--list names them)
 
@@ -236,8 +236,10 @@ def _http_task(
     start_at: float,
     count: int = 0,
     seconds: float = 0.0,
+    sse: bool = False,
 ) -> dict[str, Any]:
-    """POST ``body`` on one kept-alive connection, ``count`` times or for ``seconds``."""
+    """POST ``body`` on one kept-alive connection, ``count`` times or for ``seconds``;
+    with ``sse``, count the events of each streamed answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.connect()
     headers = {"Content-Type": content_type}
@@ -251,7 +253,7 @@ def _http_task(
         data = response.read()
         if response.status != 200:
             errors.append(f"HTTP {response.status}: {data[:80]!r}")
-        elif b'"stream": true' in body or b'"stream":true' in body:
+        elif sse:
             if not data.rstrip().endswith(b"data: [DONE]"):
                 errors.append(f"stream without [DONE]: {data[-80:]!r}")
                 continue
@@ -1039,7 +1041,7 @@ def vllm_row(
     clients: Clients, ports: dict[str, int | Figure], body: bytes, cfg: Config, rnd: int
 ) -> Result:
     result = Result(Figure(None))
-    stream = b'"stream": true' in body
+    stream = b'"stream": true' in body  # as json.dumps writes it
     names = list(ports) if rnd % 2 else list(reversed(ports))
     for name in names:
         port = ports[name]
@@ -1050,7 +1052,7 @@ def vllm_row(
 
         def run(port: int = port, per_stream: list[str] = per_stream) -> float:
             args = {"port": port, "path": "/v1/chat/completions", "body": body,
-                    "content_type": "application/json"}  # fmt: skip
+                    "content_type": "application/json", "sse": stream}  # fmt: skip
             clients.run("http", 1, count=2, **args)  # warm-up, off the clock
             done = clients.run("http", 8, seconds=cfg.seconds, **args)
             if done.failed:
@@ -1058,7 +1060,7 @@ def vllm_row(
             if stream:
                 per_stream.append(f"{done.events / max(done.ok, 1):,.0f} events a stream")
                 return done.events / done.seconds
-            return done.ok / done.seconds
+            return done.per_second
 
         figure = measure(run)
         if name == "mocksup":
