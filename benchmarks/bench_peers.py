@@ -1152,7 +1152,7 @@ def report(selected: list[Row], results: dict[str, list[Result]], header: str) -
         for rnd, result in enumerate(results.get(row.key, []), 1):
             for line in table_lines(row, rnd, result):
                 print(line)
-    print("\n| row | mocksup, median of rounds | ratio per round | target | rounds met |")
+    print("\n| row | mocksup, median | mocksup/peer, lowest-highest | target | rounds met |")
     print("|---|---|---|---|---|")
     for row in selected:
         print(summary_line(row, results.get(row.key, [])))
