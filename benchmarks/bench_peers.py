@@ -390,34 +390,21 @@ def mocksup_variant(variant: str, n: int, warm: int) -> tuple[float, float]:
 
 
 def floor_run() -> tuple[float, float]:
-    from bench_targets import DEPS
+    from bench_supervisor import floor
 
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import " + ", ".join(DEPS)], check=True, env=ENV)
-    return (time.perf_counter() - started) * 1e3, 0.0
+    ready, _ = floor()
+    return ready * 1e3, 0.0
 
 
 def mirakuru_run(n: int) -> tuple[float, float]:
     try:
-        from mirakuru import TCPExecutor
+        import mirakuru  # noqa: F401
     except ImportError as error:
         raise Unavailable(f"mirakuru is not installed ({error})") from None
-    started = time.perf_counter()
-    executors = []
-    try:
-        for _ in range(n):
-            port = free_port()
-            executor = TCPExecutor(
-                [*CHILD, str(port)], host="127.0.0.1", port=port, timeout=60, envvars=ENV
-            )
-            executor.start()
-            executors.append(executor)
-        ready = time.perf_counter() - started
-    finally:
-        started = time.perf_counter()
-        for executor in executors:
-            executor.stop()
-    return ready * 1e3, (time.perf_counter() - started) * 1e3
+    from bench_supervisor import mirakuru_run as run  # TCPExecutor, one after the other
+
+    ready, stop = run(n)
+    return ready * 1e3, stop * 1e3
 
 
 def xprocess_run(n: int) -> tuple[float, float]:
