@@ -970,22 +970,24 @@ class MockllmProcess:
             stderr=subprocess.PIPE,
         )
         self._tail: list[str] = []
-        started = threading.Event()
-        threading.Thread(target=self._drain, args=(started,), daemon=True).start()
-        if not started.wait(60) or self._proc.poll() is not None:
+        self._serving = False
+        told = threading.Event()
+        threading.Thread(target=self._drain, args=(told,), daemon=True).start()
+        if not (told.wait(60) and self._serving):
             self.close()
             raise Unavailable(f"mockllm did not start: {' | '.join(self._tail[-3:])}")
 
-    def _drain(self, started: threading.Event) -> None:
-        # uvicorn says "Application startup complete" once it serves; read on so its pipe
-        # never fills.
+    def _drain(self, told: threading.Event) -> None:
+        # uvicorn logs "Uvicorn running on ..." once its socket listens (its "Application
+        # startup complete" comes before the bind); read on so its pipe never fills.
         assert self._proc.stderr is not None
         for raw in self._proc.stderr:
             line = raw.decode(errors="replace").strip()
             self._tail = [*self._tail[-20:], line]
-            if "startup complete" in line:
-                started.set()
-        started.set()
+            if "Uvicorn running on" in line:
+                self._serving = True
+                told.set()
+        told.set()  # it exited (or closed stderr) without serving
 
     def close(self) -> None:
         self._proc.terminate()
@@ -1143,11 +1145,15 @@ def report(selected: list[Row], results: dict[str, list[Result]], header: str) -
     print("|---|---|---|---|---|")
     for row in selected:
         print(summary_line(row, results.get(row.key, [])))
-    notes = [(row, n) for row in selected for r in results.get(row.key, []) for n in r.notes]
+    notes = [
+        f"- {row.key}, round {rnd}: {note}"
+        for row in selected
+        for rnd, result in enumerate(results.get(row.key, []), 1)
+        for note in result.notes
+    ]
     if notes:
         print("\nNotes:")
-        for row, note in dict.fromkeys(notes):
-            print(f"- {row.key}: {note}")
+        print("\n".join(notes))
     print("\nCommands:")
     for label, command in COMMANDS.items():
         print(f"- {label}: {command}")
