@@ -156,21 +156,38 @@ class _Server(socketserver.ThreadingTCPServer):
         self.lock = threading.Lock()
         self.max_value_size = max_value_size
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._clients: set[socket.socket] = set()
 
     def process_request(self, request: _Request, client_address: _Address) -> None:
-        if not self._slots.acquire(blocking=False):
+        assert isinstance(request, socket.socket)  # a stream server's requests are
+        if not self._slots.acquire(blocking=False) and not self._slot_freeing():
             # Refused in the accept loop itself: a flood of clients costs no threads.
-            assert isinstance(request, socket.socket)  # a stream server's requests are
             with contextlib.suppress(OSError):
                 request.sendall(b"-ERR max number of clients reached\r\n")
             self.shutdown_request(request)
             return
+        with self.lock:
+            self._clients.add(request)
         super().process_request(request, client_address)
+
+    def _slot_freeing(self) -> bool:
+        """Whether a slot frees soon, and take it: a client that already hung up still holds
+        one until its thread sees the end of its stream (a moment, longer on a busy
+        machine); it must not make a new client look like one too many."""
+        with self.lock:
+            clients = list(self._clients)
+        for client in clients:
+            with contextlib.suppress(OSError, ValueError):
+                if client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    return self._slots.acquire(timeout=2.0)
+        return False
 
     def process_request_thread(self, request: _Request, client_address: _Address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self.lock:
+                self._clients.discard(request)
             self._slots.release()
 
 

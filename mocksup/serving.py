@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from mocksup._httpd import (
+from mocksup._http import (
     BodyError,
     DropConnection,
     ErrorPage,
@@ -92,7 +92,7 @@ def serve_wsgi(
 ) -> Iterator[HTTPServer]:
     """Serve ``app`` over HTTP/1.1 on the bound ``sock`` while in the block.
 
-    The server (see :mod:`mocksup._httpd`) parses every request strictly and hands the app
+    The server (see :mod:`mocksup._http`) parses every request strictly and hands the app
     a bounded, well-framed body as ``wsgi.input`` (read it with :func:`read_body`); it
     answers what it refuses itself (bad framing, oversized heads) with ``error_page``, keeps
     connections alive, caps them (``limits``) and logs each request when ``request_log``.
