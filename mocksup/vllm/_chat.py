@@ -8,13 +8,22 @@ from pydantic import model_validator
 
 from mocksup.vllm._encoding import dumps, usage
 from mocksup.vllm._errors import VLLMValidationError
+from mocksup.vllm._logprobs import chat_logprobs, prompt_logprobs_body
 from mocksup.vllm._plan import Choice, Plan
 from mocksup.vllm._sampling import GenerationRequest, Prompt, Tool, ToolUse
-from mocksup.vllm._stream import ChunkWriter
+from mocksup.vllm._stream import ChunkWriter, per_request_metrics, prompt_details
 from mocksup.vllm._tool_choice import check_tool_usage
 from mocksup.vllm.tokenizer import TOKENIZER
 
-__all__ = ["ChatChunks", "ChatRequest", "chat_body", "content_text", "render_chat"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "BodyOptions",
+    "ChatChunks",
+    "ChatRequest",
+    "chat_body",
+    "content_text",
+    "render_chat",
+]
 
 
 class ChatRequest(GenerationRequest):
@@ -26,7 +35,9 @@ class ChatRequest(GenerationRequest):
     top_logprobs: int | None = 0
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = True
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
 
     # Model validators run last-defined first, as vLLM's: tools, then log-probabilities.
     @model_validator(mode="before")
@@ -34,11 +45,26 @@ class ChatRequest(GenerationRequest):
     def _check_logprobs(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        for name in ("prompt_logprobs", "top_logprobs"):
+            value = data.get(name)
+            if value is not None and not isinstance(value, (int, float)):
+                raise VLLMValidationError(
+                    f"`{name}` must be an integer.", parameter=name, value=value
+                )
+        prompt = data.get("prompt_logprobs")
+        if prompt is not None:
+            if data.get("stream") and (prompt > 0 or prompt == -1):
+                raise VLLMValidationError(
+                    "`prompt_logprobs` are not available when `stream=True`.",
+                    parameter="prompt_logprobs",
+                )
+            if prompt < 0 and prompt != -1:
+                raise VLLMValidationError(
+                    "`prompt_logprobs` must be a positive value or -1.",
+                    parameter="prompt_logprobs",
+                    value=prompt,
+                )
         top = data.get("top_logprobs")
-        if top is not None and not isinstance(top, (int, float)):
-            raise VLLMValidationError(
-                "`top_logprobs` must be an integer.", parameter="top_logprobs", value=top
-            )
         if top is not None:
             if top < 0 and top != -1:
                 raise VLLMValidationError(
@@ -58,15 +84,45 @@ class ChatRequest(GenerationRequest):
     def _check_tools(cls, data: Any) -> Any:
         return check_tool_usage(data)
 
-    def prompts(self) -> list[Prompt]:
+    @model_validator(mode="before")
+    @classmethod
+    def _check_generation_prompt(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if data.get("continue_final_message") and data.get("add_generation_prompt"):
+                raise VLLMValidationError(
+                    "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+                )
+            response_format = data.get("response_format")
+            if (
+                isinstance(response_format, dict)
+                and response_format.get("type") == "json_schema"
+                and response_format.get("json_schema") is None
+            ):
+                raise VLLMValidationError(
+                    "When response_format type is 'json_schema', the 'json_schema' field "
+                    "must be provided.",
+                    parameter="response_format",
+                )
+        return data
+
+    def prompts(self, role: str = "assistant") -> list[Prompt]:
         """One prompt: the messages rendered by the mock's chat template."""
         if not self.messages:
             # vLLM renders the template; with nothing to render the engine refuses it.
             raise VLLMValidationError("The decoder prompt cannot be empty")
-        text = render_chat(self.messages, self.add_generation_prompt)
+        text = render_chat(self.messages, self.add_generation_prompt, self.continue_final_message)
         last = self.messages[-1]
-        echo = content_text(last) if self.echo and last.get("role") == "assistant" else ""
+        echo = ""
+        if self.echo and last.get("role") == self.reply_role(role):
+            echo = content_text(last)
         return [Prompt(text, TOKENIZER.encode(text), echo)]
+
+    def reply_role(self, response_role: str) -> str:
+        """The reply's role: ``--response-role``, or the last message's without a
+        generation prompt (vLLM's ``get_chat_request_role``)."""
+        if self.add_generation_prompt:
+            return response_role
+        return str(self.messages[-1].get("role", response_role)) if self.messages else ""
 
     def match_text(self) -> str:
         """The text of the last ``user`` message."""
@@ -83,6 +139,11 @@ class ChatRequest(GenerationRequest):
         return self.max_tokens
 
     @property
+    def max_new_name(self) -> str:
+        """``max_completion_tokens`` when set, else ``max_tokens``."""
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+    @property
     def logprobs_wanted(self) -> int | None:
         """``top_logprobs`` when ``logprobs`` is on."""
         return (self.top_logprobs or 0) if self.logprobs else None
@@ -90,19 +151,33 @@ class ChatRequest(GenerationRequest):
     @property
     def tool_use(self) -> ToolUse | None:
         """The tools, unless ``tool_choice`` is ``"none"``."""
-        if self.tool_choice == "none":
+        if self.tool_choice == "none" or not self.tools:
             return None
         choice = self.tool_choice
         forced = choice["function"]["name"] if isinstance(choice, dict) else None
-        return ToolUse(list(self.tools or []), forced, choice == "required")
+        return ToolUse(list(self.tools), forced, choice == "required")
 
 
-def render_chat(messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
-    """The prompt a chat request becomes (a ChatML-like template; it fixes the token count)."""
+#: The mock's chat template, as a Jinja template would say it (``/tokenizer_info``).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def render_chat(
+    messages: list[dict[str, Any]], add_generation_prompt: bool, continue_final: bool = False
+) -> str:
+    """The prompt a chat request becomes (a ChatML-like template; it fixes the token count).
+
+    ``continue_final`` leaves the last message open, for the reply to continue it.
+    """
     parts = [
         f"<|{message.get('role', 'user')}|>\n{content_text(message)}\n" for message in messages
     ]
-    if add_generation_prompt:
+    if continue_final and parts:
+        parts[-1] = parts[-1][:-1]
+    elif add_generation_prompt:
         parts.append("<|assistant|>\n")
     return "".join(parts)
 
@@ -121,67 +196,92 @@ def content_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def chat_body(plan: Plan, request_id: str, created: int, model: str, role: str) -> dict[str, Any]:
+class BodyOptions:
+    """What a non-streamed body needs beyond the plan."""
+
+    __slots__ = ("as_ids", "fingerprint", "metrics", "model", "prompt_details", "request",
+                 "request_id", "role")  # fmt: skip
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        request_id: str,
+        model: str,
+        *,
+        role: str,
+        fingerprint: str | None,
+        prompt_details: bool,
+        metrics: bool,
+    ) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.model = model
+        self.role = role
+        self.fingerprint = fingerprint
+        self.prompt_details = prompt_details
+        self.metrics = metrics
+        self.as_ids = False
+
+
+def chat_body(plan: Plan, created: int, options: BodyOptions) -> dict[str, Any]:
     """The non-streamed ``chat.completion`` body."""
-    choices = []
-    for c in plan.choices:
-        message: dict[str, Any] = {
-            "role": role,
-            "content": None if c.tool_calls else c.echo + c.text,
-            "refusal": None,
-            "annotations": None,
-            "audio": None,
-            "function_call": None,
-        }
-        if c.tool_calls:
-            message["tool_calls"] = c.tool_calls
-        message["reasoning"] = None
-        choices.append(
-            {
-                "index": c.index,
-                "message": message,
-                "logprobs": _logprobs(c),
-                "finish_reason": c.finish_reason,
-                "stop_reason": c.stop_reason,
-                "token_ids": None,
-            }
-        )
+    request = options.request
+    options.as_ids = plan.as_ids
+    token_ids = bool(request.return_token_ids)
+    choices = [_choice(c, options, token_ids=token_ids) for c in plan.choices]
+    first = plan.choices[0] if plan.choices else None
+    prompt_logprobs = None
+    if (
+        first is not None
+        and request.prompt_logprobs is not None
+        and not getattr(request, "batch", False)
+    ):
+        prompt_logprobs = prompt_logprobs_body(first.prompt_ids, request.prompt_logprobs)
+    details = prompt_details(plan, chat=True) if options.prompt_details else None
+    metrics = per_request_metrics(plan) if options.metrics else None
     return {
-        "id": request_id,
+        "id": options.request_id,
         "object": "chat.completion",
         "created": created,
-        "model": model,
+        "model": options.model,
         "choices": choices,
         "service_tier": None,
-        "system_fingerprint": None,
-        "usage": _usage(plan),
-        "prompt_logprobs": None,
-        "prompt_token_ids": None,
+        "system_fingerprint": options.fingerprint,
+        "usage": usage(plan.prompt_tokens, sum(len(c.tokens) for c in plan.choices), details),
+        "prompt_logprobs": prompt_logprobs,
+        "prompt_token_ids": (
+            first.prompt_ids
+            if token_ids and first is not None and not getattr(request, "batch", False)
+            else None
+        ),
+        "prompt_text": None,
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": metrics,
     }
 
 
-def _usage(plan: Plan) -> dict[str, Any]:
-    return usage(plan.prompt_tokens, sum(len(c.tokens) for c in plan.choices))
-
-
-def _logprobs(choice: Choice) -> dict[str, Any] | None:
-    if choice.logprobs is None or choice.top is None:
-        return None
-    return {"content": [_token_logprobs(choice, k) for k in range(len(choice.tokens))]}
-
-
-def _token_logprobs(choice: Choice, k: int) -> dict[str, Any]:
-    assert choice.logprobs is not None and choice.top is not None
-    token = choice.tokens[k]
+def _choice(c: Choice, options: BodyOptions, *, token_ids: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": options.role,
+        "content": None if c.tool_calls else c.echo + c.text,
+        "refusal": None,
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+    }
+    if c.tool_calls:
+        message["tool_calls"] = c.tool_calls
+    message["reasoning"] = None
     return {
-        "token": TOKENIZER.token_str(token),
-        "logprob": choice.logprobs[k],
-        "bytes": list(TOKENIZER.token_bytes(token)),
-        "top_logprobs": [
-            {"token": TOKENIZER.token_str(t), "logprob": v, "bytes": list(TOKENIZER.token_bytes(t))}
-            for t, v in choice.top[k]
-        ],
+        "index": c.index,
+        "message": message,
+        "logprobs": chat_logprobs(c, 0, len(c.tokens), options.as_ids),
+        "finish_reason": c.finish_reason,
+        "stop_reason": c.stop_reason,
+        "token_ids": c.tokens if token_ids else None,
+        "routed_experts": None,
+        "weight_versions": None,
     }
 
 
@@ -190,16 +290,21 @@ class ChatChunks(ChunkWriter):
 
     chunk_object = "chat.completion.chunk"
 
+    def _running_usage(self, index: int) -> dict[str, Any]:
+        plan = self.plan
+        done = self._generated[index]
+        return {"prompt_tokens": plan.prompt_tokens, "total_tokens": plan.prompt_tokens + done,
+                "completion_tokens": done, "completion_tokens_details": None}  # fmt: skip
+
     def role_chunks(self) -> list[bytes]:
         """The first chunk of every choice, carrying the role (and any echo)."""
         out: list[bytes] = []
+        ids = self.plan.choices[0].prompt_ids if self.settings.return_token_ids else None
         for c in self.plan.choices:
             delta = {"role": self.role, "content": ""}
-            out.append(
-                self._event(
-                    {"index": c.index, "delta": delta, "logprobs": None, "finish_reason": None}
-                )
-            )
+            choice = {"index": c.index, "delta": delta, "logprobs": None, "finish_reason": None}
+            out.append(self._event(choice, prompt_token_ids=ids, prompt_text=None))
+        for c in self.plan.choices:
             if c.echo:
                 echo = {"content": c.echo}
                 choice = {"index": c.index, "delta": echo, "logprobs": None, "finish_reason": None}
@@ -207,19 +312,18 @@ class ChatChunks(ChunkWriter):
         return out
 
     def token(self, position: int, k: int) -> bytes:
-        """The event for token ``k`` of choice ``position`` (empty when vLLM sends none)."""
+        """The event for token ``k`` of choice ``position``."""
         c = self.plan.choices[position]
         last = k == len(c.tokens) - 1
         self._generated[position] = k + 1
         delta = c.deltas[k]
-        if not last and not self.continuous and c.logprobs is None:
-            if not delta:
-                return b""  # vLLM suppresses empty deltas
+        if not last and self._plain and c.logprobs is None and not c.tool_calls:
             return (
                 self._prefix
                 + f'{c.index},"delta":{{"content":'.encode()
                 + dumps(delta)
-                + b'},"logprobs":null,"finish_reason":null}]}\n\n'
+                + b'},"logprobs":null,"finish_reason":null,"token_ids":null}],'
+                b'"kv_transfer_params":null}\n\n'
             )
         return self._full(c, k, delta, last)
 
@@ -230,27 +334,30 @@ class ChatChunks(ChunkWriter):
                 message["tool_calls"] = [
                     {"index": i, **call} for i, call in enumerate(c.tool_calls)
                 ]
-        elif delta or last:
+        else:
             message["content"] = delta
-        if not message and not last:
-            return b""
-        logprobs = {"content": [_token_logprobs(c, k)]} if c.logprobs is not None else None
         choice: dict[str, Any] = {
             "index": c.index,
             "delta": message,
-            "logprobs": logprobs,
+            "logprobs": chat_logprobs(c, k, k + 1, self.plan.as_ids),
             "finish_reason": c.finish_reason if last else None,
         }
         if last:
             choice["stop_reason"] = c.stop_reason
-        return self._event(choice)
+        choice["token_ids"] = [c.tokens[k]] if self.settings.return_token_ids else None
+        if last:
+            choice["weight_versions"] = None
+            return self._event(choice, **self._finish_extra())
+        return self._event(choice, kv_transfer_params=None)
 
     def empty_finish(self, position: int) -> bytes:
         """The finish event of a choice that generated no token."""
         c = self.plan.choices[position]
-        delta: dict[str, Any] = {"content": ""}
+        delta: dict[str, Any] = {}
         if c.tool_calls:
             delta = {"tool_calls": [{"index": i, **call} for i, call in enumerate(c.tool_calls)]}
+        token_ids: list[int] | None = [] if self.settings.return_token_ids else None
         choice = {"index": c.index, "delta": delta, "logprobs": None,
-                  "finish_reason": c.finish_reason, "stop_reason": c.stop_reason}  # fmt: skip
-        return self._event(choice)
+                  "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
+                  "token_ids": token_ids, "weight_versions": None}  # fmt: skip
+        return self._event(choice, **self._finish_extra())

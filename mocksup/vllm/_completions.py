@@ -2,40 +2,93 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
+from mocksup.vllm._chat import BodyOptions
+from mocksup.vllm._checks import check_prompt_ids
 from mocksup.vllm._encoding import dumps, usage
-from mocksup.vllm._errors import APIError
-from mocksup.vllm._limits import MAX_PROMPT_ITEMS
+from mocksup.vllm._errors import VLLMValidationError
+from mocksup.vllm._limits import MAX_COMPLETION_PROMPTS
+from mocksup.vllm._logprobs import (
+    completion_logprobs,
+    prompt_logprob_rows,
+    prompt_logprobs_body,
+)
 from mocksup.vllm._plan import Choice, Plan
 from mocksup.vllm._sampling import GenerationRequest, Prompt
-from mocksup.vllm._stream import ChunkWriter
+from mocksup.vllm._stream import ChunkWriter, per_request_metrics
 from mocksup.vllm.tokenizer import TOKENIZER
 
 __all__ = ["CompletionChunks", "CompletionRequest", "completion_body"]
+
+_TokenId = Annotated[int, Field(ge=0)]
 
 
 class CompletionRequest(GenerationRequest):
     """``POST /v1/completions`` (vLLM's ``CompletionRequest``, the fields used)."""
 
-    prompt: str | list[str] | list[int] | list[list[int]] | None = None
+    prompt: list[_TokenId] | list[list[_TokenId]] | str | list[str] | None = None
     max_tokens: int | None = 16
     logprobs: int | None = None
     suffix: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _check_prompt(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("max_tokens", 0) is None:
+            data["max_tokens"] = 16  # null means the default, as in vLLM
+        prompt = data.get("prompt")
+        if prompt is None or prompt == "":
+            raise VLLMValidationError(
+                "Either prompt or prompt_embeds must be provided and non-empty.",
+                parameter="prompt",
+            )
+        many = isinstance(prompt, list) and not all(isinstance(p, int) for p in prompt)
+        if many and len(prompt) > MAX_COMPLETION_PROMPTS:
+            raise VLLMValidationError(
+                f"prompt list length {len(prompt)} exceeds the maximum allowed count of "
+                f"{MAX_COMPLETION_PROMPTS}. To increase this limit, set the "
+                "VLLM_MAX_COMPLETION_PROMPTS environment variable.",
+                parameter="prompt",
+            )
+        for name in ("prompt_logprobs", "logprobs"):
+            value = data.get(name)
+            if value is not None and not isinstance(value, (int, float)):
+                raise VLLMValidationError(
+                    f"`{name}` must be an integer.", parameter=name, value=value
+                )
+        wanted = data.get("prompt_logprobs")
+        if wanted is not None and data.get("stream") and (wanted > 0 or wanted == -1):
+            raise VLLMValidationError(
+                "`prompt_logprobs` are not available when `stream=True`.",
+                parameter="prompt_logprobs",
+            )
+        if wanted is not None and wanted < 0 and wanted != -1:
+            raise VLLMValidationError(
+                "`prompt_logprobs` must be a positive value or -1.",
+                parameter="prompt_logprobs",
+                value=wanted,
+            )
+        logprobs = data.get("logprobs")
+        if logprobs is not None and logprobs < 0 and logprobs != -1:
+            raise VLLMValidationError(
+                "`logprobs` must be a positive value or -1.", parameter="logprobs", value=logprobs
+            )
+        return data
+
     @model_validator(mode="after")
     def _check_completion(self) -> CompletionRequest:
-        if self.prompt is None or self.prompt in ("", []):
+        if self.prompt == []:
             raise ValueError("Either prompt or prompt_embeds must be provided and non-empty.")
-        if self.logprobs is not None and self.logprobs < 0 and self.logprobs != -1:
-            raise ValueError("`logprobs` must be a positive value or -1.")
         if self.suffix is not None:
             raise ValueError("suffix is not currently supported")
         return self
 
-    def prompts(self) -> list[Prompt]:
+    def prompts(self, role: str = "assistant") -> list[Prompt]:
         """Each prompt of ``prompt`` (a string, strings, token ids or lists of them)."""
         items: list[Any]
         if isinstance(self.prompt, str) or (
@@ -44,17 +97,15 @@ class CompletionRequest(GenerationRequest):
             items = [self.prompt]
         else:
             items = list(self.prompt or [])
-        if len(items) > MAX_PROMPT_ITEMS:
-            raise APIError(
-                413, f"More than {MAX_PROMPT_ITEMS} prompts in one request (a limit of the mock)."
-            )
         prompts = []
         for item in items:
             if isinstance(item, str):
                 prompt = Prompt(item, TOKENIZER.encode(item))
             else:
+                check_prompt_ids(item)
                 prompt = Prompt(TOKENIZER.decode(item), list(item))
-            prompt.echo = prompt.text if self.echo else ""
+            # With return_token_ids vLLM echoes no prompt text (the ids say it).
+            prompt.echo = prompt.text if self.echo and not self.return_token_ids else ""
             prompts.append(prompt)
         return prompts
 
@@ -70,55 +121,67 @@ class CompletionRequest(GenerationRequest):
         """``logprobs``."""
         return self.logprobs
 
-
-def _logprobs(choice: Choice, start: int, stop: int, offset: int) -> dict[str, Any]:
-    assert choice.logprobs is not None and choice.top is not None
-    tokens, offsets = [], []
-    for k in range(start, stop):
-        offsets.append(offset)
-        tokens.append(TOKENIZER.token_str(choice.tokens[k]))
-        offset += len(choice.deltas[k])
-    return {
-        "text_offset": offsets,
-        "token_logprobs": choice.logprobs[start:stop],
-        "tokens": tokens,
-        "top_logprobs": [
-            {TOKENIZER.token_str(t): v for t, v in choice.top[k]} for k in range(start, stop)
-        ],
-    }
+    @property
+    def prompt_logprobs_wanted(self) -> int | None:
+        """``prompt_logprobs``, else ``logprobs`` with ``echo`` (vLLM asks for both)."""
+        if self.prompt_logprobs is None and self.echo:
+            return self.logprobs
+        return self.prompt_logprobs
 
 
-def completion_body(
-    plan: Plan, request_id: str, created: int, model: str, role: str
-) -> dict[str, Any]:
+def _choice_logprobs(c: Choice, request: CompletionRequest, as_ids: bool) -> Any:
+    if request.logprobs is None or c.top is None:
+        return None
+    rows: list[list[tuple[int, float]] | None] = list(c.top)
+    tokens = list(c.tokens)
+    if request.echo:
+        # Echo covers the prompt too: its tokens, with the prompt's log-probabilities.
+        rows = [*prompt_logprob_rows(c.prompt_ids, request.logprobs), *rows]
+        tokens = [*c.prompt_ids, *tokens]
+    return completion_logprobs(tokens, rows, request.logprobs, 0, as_ids)
+
+
+def completion_body(plan: Plan, created: int, options: BodyOptions) -> dict[str, Any]:
     """The non-streamed ``text_completion`` body (``role`` is unused: no messages)."""
+    request = options.request
+    assert isinstance(request, CompletionRequest)
+    token_ids = bool(request.return_token_ids)
+    wanted = request.prompt_logprobs_wanted
     choices = []
     for c in plan.choices:
-        logprobs = None
-        if c.logprobs is not None:
-            logprobs = _logprobs(c, 0, len(c.tokens), len(c.echo))
         choices.append(
             {
                 "index": c.index,
                 "text": c.echo + c.text,
-                "logprobs": logprobs,
+                "logprobs": _choice_logprobs(c, request, plan.as_ids),
                 "finish_reason": c.finish_reason,
                 "stop_reason": c.stop_reason,
-                "token_ids": None,
-                "prompt_logprobs": None,
-                "prompt_token_ids": None,
+                "token_ids": c.tokens if token_ids else None,
+                "prompt_logprobs": (
+                    prompt_logprobs_body(c.prompt_ids, wanted) if wanted is not None else None
+                ),
+                "prompt_token_ids": c.prompt_ids if token_ids else None,
+                "routed_experts": None,
+                "weight_versions": None,
             }
         )
+    details = None
+    if options.prompt_details and plan.choices:
+        details = {"cached_tokens": plan.choices[-1].cached_tokens,
+                   "created_cache_tokens": None, "multimodal_tokens": None}  # fmt: skip
+    single = len({c.prompt_index for c in plan.choices}) == 1
     return {
-        "id": request_id,
+        "id": options.request_id,
         "object": "text_completion",
         "created": created,
-        "model": model,
+        "model": options.model,
         "choices": choices,
         "service_tier": None,
-        "system_fingerprint": None,
-        "usage": usage(plan.prompt_tokens, sum(len(c.tokens) for c in plan.choices)),
+        "system_fingerprint": options.fingerprint,
+        "usage": usage(plan.prompt_tokens, sum(len(c.tokens) for c in plan.choices), details),
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": per_request_metrics(plan) if options.metrics and single else None,
     }
 
 
@@ -129,37 +192,72 @@ class CompletionChunks(ChunkWriter):
 
     def __init__(self, plan: Plan, *args: Any, **kwargs: Any) -> None:
         super().__init__(plan, *args, **kwargs)
-        self._offsets = [len(c.echo) for c in plan.choices]
+        self._offsets = [0] * len(plan.choices)
+        self._first = [True] * len(plan.choices)
+
+    def _running_usage(self, index: int) -> dict[str, Any]:
+        c = self.plan.choices[index]
+        done = self._generated[index]
+        return {"prompt_tokens": c.prompt_tokens, "total_tokens": c.prompt_tokens + done,
+                "completion_tokens": done}  # fmt: skip
 
     def token(self, position: int, k: int) -> bytes:
-        """The event for token ``k`` of choice ``position`` (empty when vLLM sends none)."""
+        """The event for token ``k`` of choice ``position``."""
         c = self.plan.choices[position]
         last = k == len(c.tokens) - 1
         self._generated[position] = k + 1
         delta = c.deltas[k]
-        if k == 0 and c.echo:
-            delta = c.echo + delta
-        if not last and not self.continuous and c.logprobs is None:
-            if not delta:
-                return b""  # vLLM suppresses empty deltas
+        first = self._first[position]
+        if not last and not first and self._plain and c.logprobs is None:
             return (
                 self._prefix
                 + f'{c.index},"text":'.encode()
                 + dumps(delta)
-                + b',"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+                + b',"logprobs":null,"finish_reason":null,"stop_reason":null,'
+                b'"prompt_token_ids":null,"token_ids":null,"weight_versions":null}],'
+                b'"kv_transfer_params":null}\n\n'
             )
+        return self._full(c, position, k, last)
+
+    def _full(self, c: Choice, position: int, k: int, last: bool) -> bytes:
+        first, self._first[position] = self._first[position], False
+        settings = self.settings
+        text, tokens = c.deltas[k], [c.tokens[k]]
+        rows: list[list[tuple[int, float]] | None] = list(c.top[k : k + 1] if c.top else [])
+        prompt_ids = None
+        if first and (c.echo or settings.return_token_ids):
+            # The first chunk carries the echoed prompt (and its ids).
+            prompt_ids = c.prompt_ids
+            text = c.echo + text
+            if c.echo and c.top is not None:
+                wanted = c.logprobs_wanted
+                rows = [*prompt_logprob_rows(c.prompt_ids, wanted), *rows]
+                tokens = [*c.prompt_ids, *tokens]
         logprobs = None
         if c.logprobs is not None:
-            logprobs = _logprobs(c, k, k + 1, self._offsets[position])
-        self._offsets[position] += len(delta)
-        choice = {"index": c.index, "text": delta, "logprobs": logprobs,
+            logprobs = completion_logprobs(
+                tokens, rows, c.logprobs_wanted, self._offsets[position], self.plan.as_ids
+            )
+            if logprobs["tokens"]:
+                self._offsets[position] = logprobs["text_offset"][-1] + len(logprobs["tokens"][-1])
+        choice = {"index": c.index, "text": text, "logprobs": logprobs,
                   "finish_reason": c.finish_reason if last else None,
-                  "stop_reason": c.stop_reason if last else None}  # fmt: skip
-        return self._event(choice)
+                  "stop_reason": c.stop_reason if last else None,
+                  "prompt_token_ids": prompt_ids,
+                  "token_ids": [c.tokens[k]] if settings.return_token_ids else None,
+                  "weight_versions": None}  # fmt: skip
+        if last:
+            return self._event(choice, **self._finish_extra())
+        return self._event(choice, kv_transfer_params=None)
 
     def empty_finish(self, position: int) -> bytes:
         """The finish event of a choice that generated no token."""
         c = self.plan.choices[position]
+        ids = c.prompt_ids if self._first[position] and self.settings.return_token_ids else None
+        self._first[position] = False
+        token_ids: list[int] | None = [] if self.settings.return_token_ids else None
         choice = {"index": c.index, "text": c.echo, "logprobs": None,
-                  "finish_reason": c.finish_reason, "stop_reason": c.stop_reason}  # fmt: skip
-        return self._event(choice)
+                  "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
+                  "prompt_token_ids": ids, "token_ids": token_ids,
+                  "weight_versions": None}  # fmt: skip
+        return self._event(choice, **self._finish_extra())

@@ -1,43 +1,55 @@
-"""The control API under ``/mocksup``: journal, clear, latency, faults, scripts.
+"""The vLLM mock's control routes under ``/mocksup``, on :class:`mocksup.control.ControlApp`.
 
-Every route answers JSON; a bad body answers 400 ``{"error": "..."}``. The parent-side
-methods of :class:`~mocksup.vllm.MockVLLMServer` call these routes through
-:class:`~mocksup._control.ControlClient`. See ``docs/vllm.rst`` for every route and shape.
+The framework gives them its rules (declared query parameters, an unknown one is a 400,
+bounded JSON bodies, ``{"error": ...}`` answers, 404/405 from the route table); this module
+only says what each route does, through :class:`~._runtime.RuntimeState`. The journal's long
+poll takes ``timeout`` (seconds, at most :data:`mocksup.control.MAX_WAIT`). The parent-side
+methods of :class:`~mocksup.vllm.VLLMQueries` call these routes; ``docs/vllm.rst`` lists them.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
-from mocksup._control import PREFIX
-from mocksup.vllm._encoding import dumps
+from mocksup.control import ControlApp, ControlError, ControlRequest, Param, Route
 from mocksup.vllm._journal import journal_body
 from mocksup.vllm._runtime import RuntimeState
 from mocksup.vllm.settings import ScriptRule
 
-__all__ = ["ControlAPI"]
+__all__ = ["control_app"]
 
-#: The longest a journal long poll may hold a request.
-MAX_WAIT = 60.0
-
-
-class _BadRequest(Exception):
-    pass
+Handler = Callable[[ControlRequest], Any]
 
 
-class ControlAPI:
-    """WSGI handler of the ``/mocksup`` routes.
+def control_app(
+    state: RuntimeState,
+    config: dict[str, Any],
+    reset_metrics: Callable[[], None],
+    live: Callable[[], dict[str, int]],
+    *,
+    name: str,
+) -> ControlApp:
+    """The WSGI app of the ``/mocksup`` routes.
 
+    :param config: the fixed settings ``GET /mocksup/config`` shows.
     :param reset_metrics: zeroes the metrics (``POST /mocksup/clear`` with
         ``{"metrics": true}``).
     :param live: the live gauges, ``{"running": n, "waiting": n}``, for ``GET /mocksup/stats``.
+    :param name: the mock's name, in ``GET /mocksup/health``.
     """
+    routes = _Routes(state, config, reset_metrics, live)
+    return ControlApp(
+        routes.table(),
+        name=name,
+        kind="MockVLLMServer",
+        info=lambda: {"version": config.get("vllm_version")},
+    )
 
+
+class _Routes:
     def __init__(
         self,
         state: RuntimeState,
@@ -49,92 +61,87 @@ class ControlAPI:
         self.config = config
         self.reset_metrics = reset_metrics
         self.live = live
-        self._routes: dict[tuple[str, str], Callable[[dict[str, Any], Any], Any]] = {
-            ("GET", "/requests"): self._requests,
-            ("DELETE", "/requests"): self._delete_requests,
-            ("POST", "/clear"): self._clear,
-            ("GET", "/config"): self._config,
-            ("GET", "/stats"): self._stats,
-            ("GET", "/latency"): lambda q, b: self.state.latency.model_dump(),
-            ("PUT", "/latency"): lambda q, b: self.state.set_latency(_object(b)).model_dump(),
-            ("GET", "/faults"): lambda q, b: self.state.faults.model_dump(),
-            ("PUT", "/faults"): lambda q, b: self.state.set_faults(_object(b)).model_dump(),
-            ("GET", "/scripts"): self._scripts,
-            ("PUT", "/scripts"): self._put_scripts,
-            ("POST", "/scripts"): self._add_script,
+
+    def table(self) -> list[Route]:
+        journal = {
+            "path": Param.text("only requests to this path"),
+            "count": Param.integer("wait until this many match", default=0),
+            "timeout": Param.wait(default=0.0),
         }
+        return [
+            Route("/requests", ("GET",), self.requests, journal, "the request journal"),
+            Route("/requests", ("DELETE",), self.delete_requests, doc="empty the journal"),
+            Route("/clear", ("POST",), self.clear, doc='body {"metrics": bool}: reset'),
+            Route("/config", ("GET",), self.show_config, doc="settings and run-time state"),
+            Route("/stats", ("GET",), self.stats, doc="request counts and live gauges"),
+            Route("/latency", ("GET",), lambda r: self.state.latency.model_dump()),
+            Route("/latency", ("PUT",), _checked(self.put_latency), doc="change latency"),
+            Route("/faults", ("GET",), lambda r: self.state.faults.model_dump()),
+            Route("/faults", ("PUT",), _checked(self.put_faults), doc="change faults"),
+            Route("/scripts", ("GET",), self.scripts, doc="the scripted rules"),
+            Route("/scripts", ("PUT",), _checked(self.put_scripts), doc="replace the rules"),
+            Route("/scripts", ("POST",), _checked(self.add_script), doc="append one rule"),
+        ]
 
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        method = environ["REQUEST_METHOD"]
-        path = environ["PATH_INFO"][len(PREFIX) :]
-        handler = self._routes.get((method, path))
-        status, result = "200 OK", None
-        if handler is None:
-            known = any(p == path for _, p in self._routes)
-            status = "405 Method Not Allowed" if known else "404 Not Found"
-            result = {"error": f"no control route {method} {PREFIX}{path}"}
-        else:
-            try:
-                query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                raw = environ["wsgi.input"].read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                result = handler(query, body)
-            except (ValueError, RecursionError, ValidationError, _BadRequest) as error:
-                status, result = "400 Bad Request", {"error": str(error)}
-        payload = dumps(result)
-        start_response(
-            status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
-        )
-        return [payload]
-
-    def _requests(self, query: dict[str, str], body: Any) -> Any:
-        wait = min(float(query.get("wait", 0)), MAX_WAIT)
-        count = int(query.get("count", 0))
-        entries = self.state.journal.query(query.get("path"), count, wait)
+    def requests(self, request: ControlRequest) -> Any:
+        args = request.args
+        entries = self.state.journal.query(args["path"], args["count"], args["timeout"])
         return {
             "requests": [{**e, "body": journal_body(e["body"], e["body_size"])} for e in entries]
         }
 
-    def _delete_requests(self, query: dict[str, str], body: Any) -> Any:
+    def delete_requests(self, request: ControlRequest) -> Any:
         self.state.journal.clear()
         return {"cleared": True}
 
-    def _clear(self, query: dict[str, str], body: Any) -> Any:
+    def clear(self, request: ControlRequest) -> Any:
+        body = {} if request.body is None else request.json_object()
+        metrics = body.get("metrics", False)
+        if not isinstance(metrics, bool) or set(body) - {"metrics"}:
+            raise ControlError(400, 'the body must be {"metrics": true or false} or empty')
         self.state.clear()
-        metrics = bool(isinstance(body, dict) and body.get("metrics"))
         if metrics:
             self.reset_metrics()
         return {"cleared": True, "metrics": metrics}
 
-    def _stats(self, query: dict[str, str], body: Any) -> Any:
+    def stats(self, request: ControlRequest) -> Any:
         return {
             "requests": self.state.journal.total,
             "generation_calls": self.state.calls,
             **self.live(),
         }
 
-    def _config(self, query: dict[str, str], body: Any) -> Any:
+    def show_config(self, request: ControlRequest) -> Any:
         return {**self.config, **self.state.snapshot()}
 
-    def _scripts(self, query: dict[str, str], body: Any) -> Any:
+    def put_latency(self, request: ControlRequest) -> Any:
+        return self.state.set_latency(request.json_object()).model_dump()
+
+    def put_faults(self, request: ControlRequest) -> Any:
+        return self.state.set_faults(request.json_object()).model_dump()
+
+    def scripts(self, request: ControlRequest) -> Any:
         return {"rules": [r.model_dump() for r in self.state.rules]}
 
-    def _put_scripts(self, query: dict[str, str], body: Any) -> Any:
-        rules = _object(body).get("rules")
+    def put_scripts(self, request: ControlRequest) -> Any:
+        rules = request.json_object().get("rules")
         if not isinstance(rules, list):
-            raise _BadRequest('the body must be {"rules": [...]}')
+            raise ControlError(400, 'the body must be {"rules": [...]}')
         self.state.set_rules([ScriptRule.model_validate(r) for r in rules])
-        return self._scripts(query, None)
+        return self.scripts(request)
 
-    def _add_script(self, query: dict[str, str], body: Any) -> Any:
-        self.state.add_rule(ScriptRule.model_validate(_object(body)))
-        return self._scripts(query, None)
+    def add_script(self, request: ControlRequest) -> Any:
+        self.state.add_rule(ScriptRule.model_validate(request.json_object()))
+        return self.scripts(request)
 
 
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise _BadRequest("the body must be a JSON object")
-    return body
+def _checked(handler: Handler) -> Handler:
+    # Settings are pydantic models: a value they refuse is the client's error (400, with
+    # pydantic's explanation), never a 500 of the mock.
+    def checked(request: ControlRequest) -> Any:
+        try:
+            return handler(request)
+        except (ValidationError, ValueError) as error:
+            raise ControlError(400, str(error)) from None
+
+    return checked

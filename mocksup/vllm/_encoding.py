@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["dumps", "usage"]
+__all__ = ["dumps", "short_usage", "usage"]
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -20,13 +20,28 @@ def dumps(value: Any) -> bytes:
     return _encode(value).encode("utf-8", "backslashreplace")
 
 
-def usage(prompt: int, completion: int, details: bool = True) -> dict[str, Any]:
-    """vLLM's ``UsageInfo`` (field order as vLLM's)."""
+def usage(prompt: int, completion: int, details: Any = None) -> dict[str, Any]:
+    """vLLM's ``UsageInfo`` as a non-streamed body carries it (field order as vLLM's).
+
+    :param details: ``prompt_tokens_details`` (``None`` unless
+        ``--enable-prompt-tokens-details``).
+    """
+    return {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": None,
+    }
+
+
+def short_usage(prompt: int, completion: int, details: Any = None) -> dict[str, Any]:
+    """``UsageInfo`` as stream chunks carry it: ``None`` fields left out."""
     body: dict[str, Any] = {
         "prompt_tokens": prompt,
         "total_tokens": prompt + completion,
         "completion_tokens": completion,
     }
-    if details:
-        body["prompt_tokens_details"] = None
+    if details is not None:
+        body["prompt_tokens_details"] = details
     return body

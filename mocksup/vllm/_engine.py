@@ -2,13 +2,16 @@
 
 Token times are absolute deadlines from the moment the request is scheduled
 (``first = scheduled + ttft``, ``t[k] = t[k-1] + itl``), so oversleeping one token never
-delays the next and TTFT/ITL stay accurate. ``time.sleep`` here is the simulated latency
-itself, not synchronisation. With no delay due, consecutive events are written together
-(the events on the wire stay the same), which keeps zero-latency streams cheap.
+delays the next and TTFT/ITL stay accurate. The waits are the simulated latency itself, not
+synchronisation; they watch the client's connection (``mocksup.wait_disconnect``) so a
+request whose client went away is aborted at once, as vLLM's ``with_cancellation`` aborts
+it, and they notice an engine paused with ``mode=abort``. With no delay due, consecutive
+events are written together (the events on the wire stay the same), which keeps
+zero-latency streams cheap.
 
-Every engine request (a prompt and choice pair) ends in exactly one record: metrics always,
-and a span when tracing is on and it finished (not when the client went away, which vLLM
-aborts without a span).
+Every engine request (a prompt and choice pair) ends in exactly one record: metrics always
+(unless ``disable_log_stats``), and a span when tracing is on and it was not aborted (vLLM
+emits none for an aborted request).
 """
 
 from __future__ import annotations
@@ -17,25 +20,31 @@ import itertools
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from mocksup.vllm._engine_metrics import BLOCK_SIZE, EngineMetrics, Finished
+from mocksup.vllm._engine_metrics import EngineMetrics, Finished
 from mocksup.vllm._errors import APIError
-from mocksup.vllm._faults import Cut
+from mocksup.vllm._faults import ClientGone, Cut
 from mocksup.vllm._limits import QUEUE_TIMEOUT
 from mocksup.vllm._plan import Choice, Plan
+from mocksup.vllm._prefix_cache import PrefixCache
+from mocksup.vllm._slots import Slots
 from mocksup.vllm._stream import DONE, ChunkWriter
 from mocksup.vllm._tracing import SpanExporter, SpanInput, TraceContext, build_span
 from mocksup.vllm.settings import FaultKind, Faults
 
-__all__ = ["Engine", "Job", "Slots"]
+__all__ = ["Engine", "Job"]
 
 #: Bytes gathered before a write when no delay separates events.
 _COALESCE = 65536
 #: Faults that end a stream after ``after_tokens`` tokens.
 _MID_STREAM = frozenset({"stream_error", "stream_cut"})
+#: Longest single wait between two looks at the pause state, in seconds.
+_LOOK = 0.25
+
+#: Waits up to the given seconds; ``True`` at once when the client closed its connection.
+Waiter = Callable[[float], bool]
 
 
 class _Progress:
@@ -58,51 +67,6 @@ class _Progress:
         return data
 
 
-class Slots:
-    """At most ``limit`` sequences run at once; the rest wait in arrival order."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._running = 0
-        self._cond = threading.Condition()
-        self._queue: deque[object] = deque()
-
-    def acquire(self, count: int, timeout: float) -> None:
-        """Take ``count`` slots (capped at the limit), waiting in FIFO order.
-
-        :raises TimeoutError: they were not free within ``timeout`` seconds.
-        """
-        ticket = object()
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._queue.append(ticket)
-            try:
-                while True:
-                    wanted = min(count, self.limit)
-                    if self._queue[0] is ticket and self._running + wanted <= self.limit:
-                        self._running += wanted
-                        return
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"no slot free within {timeout} s")
-                    self._cond.wait(remaining)
-            finally:
-                self._queue.remove(ticket)
-                self._cond.notify_all()
-
-    def release(self, count: int) -> None:
-        """Give back what :meth:`acquire` took for ``count``."""
-        with self._cond:
-            self._running -= min(count, self.limit)
-            self._cond.notify_all()
-
-    def resize(self, limit: int) -> None:
-        """Change the limit; waiting requests are re-examined."""
-        with self._cond:
-            self.limit = limit
-            self._cond.notify_all()
-
-
 @dataclass
 class Job:
     """One generation request, validated and planned, about to run."""
@@ -119,25 +83,43 @@ class Job:
     faults: Faults
     parent: TraceContext | None
     #: The sampling parameters the span reports.
-    n: int
     temperature: float | None
     top_p: float | None
+    n: int = 1
     include_usage: bool = False
+    wait: Waiter | None = None
     times: list[float] = field(default_factory=list)
     scheduled: float = 0.0
+    epoch: int = 0
+    #: Per prompt: sequences not finished yet, and the most tokens one generated.
+    groups: dict[int, list[int]] = field(default_factory=dict)
 
 
 class Engine:
     """Schedules jobs on the slots and accounts them in metrics and spans."""
 
-    def __init__(self, slots: Slots, metrics: EngineMetrics, exporter: SpanExporter | None) -> None:
+    def __init__(
+        self,
+        slots: Slots,
+        metrics: EngineMetrics,
+        exporter: SpanExporter | None,
+        cache: PrefixCache,
+    ) -> None:
         self.slots = slots
         self.metrics = metrics
         self.exporter = exporter
+        self.cache = cache
+        #: Raised by a pause in ``abort`` mode: running requests with an older one abort.
+        self.epoch = 0
+        self._lock = threading.Lock()
+
+    def abort_running(self) -> None:
+        """Abort every request running now, at its next wait (``/pause``, ``/sleep``)."""
+        with self._lock:
+            self.epoch += 1
 
     def _admit(self, job: Job) -> int:
         count = len(job.plan.choices)
-        blocks = sum(-(-(c.prompt_tokens + len(c.tokens)) // BLOCK_SIZE) for c in job.plan.choices)
         self.metrics.queued()
         try:
             self.slots.acquire(count, QUEUE_TIMEOUT)
@@ -149,8 +131,20 @@ class Engine:
         except BaseException:
             self.metrics.left_queue()
             raise
-        self.metrics.admitted(blocks)
         job.scheduled = time.monotonic()
+        job.epoch = self.epoch
+        blocks = 0
+        size = self.cache.block_size
+        for c in job.plan.choices:
+            c.cached_tokens = self.cache.admit(c.prompt_ids)
+            if self.cache.enabled:
+                self.metrics.record_cache_query(c.prompt_tokens, c.cached_tokens)
+                full = c.prompt_tokens // size * size
+                c.created_cache_tokens = max(0, full - c.cached_tokens)
+            blocks += -(-(c.prompt_tokens + len(c.tokens)) // size)
+            group = job.groups.setdefault(c.prompt_index, [0, 0])
+            group[0] += 1
+        self.metrics.admitted(blocks)
         return blocks
 
     def _release(self, job: Job, blocks: int) -> None:
@@ -171,22 +165,58 @@ class Engine:
             out.append(at)
         return out
 
+    def _wait(self, job: Job, deadline: float) -> bool:
+        """Wait until ``deadline``; ``False`` when the request must abort meanwhile (its
+        client left, or the engine was paused with ``mode=abort``)."""
+        while True:
+            if job.epoch != self.epoch:
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            step = min(remaining, _LOOK)
+            if job.wait is None:
+                time.sleep(step)
+            elif job.wait(step):
+                raise ClientGone("the client closed its connection")
+
     def run_blocking(self, job: Job) -> None:
-        """A non-streamed request: wait out its whole generation (or until its fault)."""
+        """A non-streamed request: wait out its whole generation (or until its fault).
+
+        :raises ClientGone: the client left; the request was aborted.
+        """
         blocks = self._admit(job)
         try:
             steps = max((len(c.tokens) for c in job.plan.choices), default=0)
             deadlines = self._deadlines(job, max(steps, 1))
             if job.fault == "stream_error":
-                at = deadlines[min(job.faults.after_tokens, len(deadlines) - 1)]
-                _sleep_until(at)
+                upto = min(job.faults.after_tokens, len(deadlines) - 1)
+                self._run_until(job, deadlines, upto)
                 self._finish_all(job, deadlines, "error", upto=job.faults.after_tokens)
                 raise APIError(500, "Internal server error while generating (injected fault).")
-            _sleep_until(deadlines[-1])
+            self._run_until(job, deadlines, len(deadlines) - 1)
             job.times = deadlines
             self._finish_all(job, deadlines, None)
         finally:
             self._release(job, blocks)
+
+    def _run_until(self, job: Job, deadlines: list[float], last: int) -> None:
+        # Waits token by token while someone may abort it, in one go otherwise.
+        marks = deadlines[: last + 1] if job.wait is not None else deadlines[last : last + 1]
+        for k, at in enumerate(marks):
+            try:
+                running = self._wait(job, at)
+            except ClientGone:
+                reached = k if job.wait is not None else 0
+                self._finish_all(job, deadlines, "abort", upto=reached)
+                raise
+            if not running:
+                # Paused with mode=abort: the output so far, with finish_reason "abort".
+                self._finish_all(job, deadlines, "abort", upto=k)
+                for c in job.plan.choices:
+                    c.cut(min(k, len(c.tokens)))
+                    c.finish_reason, c.stop_reason = "abort", None
+                return
 
     def stream(self, job: Job) -> Iterator[bytes]:
         """A streamed request: yields SSE bytes at the simulated token times."""
@@ -196,7 +226,8 @@ class Engine:
             yield from self._tokens(job, progress)
             yield from self._ending(job, progress)
         finally:
-            # A client that went away lands here through GeneratorExit: abort what is left.
+            # A client that went away lands here (GeneratorExit, or ClientGone from a
+            # wait): abort what is left.
             self._finish_rest(job, progress.done, progress.times, "abort")
             self._release(job, blocks)
 
@@ -207,14 +238,18 @@ class Engine:
         choices, done, times = job.plan.choices, progress.done, progress.times
         steps = max(max((len(c.tokens) for c in choices), default=0), 1)
         deadlines = self._deadlines(job, steps)
-        _sleep_until(deadlines[0])
+        if not self._wait(job, deadlines[0]):
+            self._aborted(job, progress)
+            return
         progress.add(writer.role_chunks())
         cut_at = job.faults.after_tokens if job.fault in _MID_STREAM else steps
         for k in range(min(steps, cut_at)):
             if k and deadlines[k] > time.monotonic():
                 if progress.pending:
                     yield progress.take()
-                _sleep_until(deadlines[k])
+                if not self._wait(job, deadlines[k]):
+                    self._aborted(job, progress)
+                    return
             times.append(time.monotonic())
             for position, c in enumerate(choices):
                 if done[position]:
@@ -228,6 +263,19 @@ class Engine:
                     self._finish(job, c, times, None)
             if progress.size >= _COALESCE:
                 yield progress.take()
+
+    def _aborted(self, job: Job, progress: _Progress) -> None:
+        # Paused with mode=abort: every unfinished choice ends with finish_reason "abort"
+        # (the stream then ends as usual).
+        writer = job.writer
+        assert writer is not None
+        for position in range(len(job.plan.choices)):
+            if not progress.done[position]:
+                progress.add([writer.abort_finish(position)])
+        self._finish_rest(job, progress.done, progress.times, "abort")
+        for c in job.plan.choices:
+            c.cut(c.generated)
+        job.fault = None
 
     def _ending(self, job: Job, progress: _Progress) -> Iterator[bytes]:
         writer = job.writer
@@ -250,7 +298,8 @@ class Engine:
 
     def _finish_all(self, job: Job, times: list[float], reason: str | None, upto: int = 0) -> None:
         for c in job.plan.choices:
-            self._finish(job, c, times[:upto] if reason else times, reason)
+            if not c.recorded:
+                self._finish(job, c, times[:upto] if reason else times, reason)
 
     def _finish_rest(self, job: Job, done: list[bool], times: list[float], reason: str) -> None:
         for position, c in enumerate(job.plan.choices):
@@ -261,7 +310,9 @@ class Engine:
     def _finish(self, job: Job, c: Choice, times: list[float], reason: str | None) -> None:
         """Account one engine request. ``reason`` overrides (error/abort) the planned one."""
         end = time.monotonic()
+        c.recorded = True
         generated = len(c.tokens) if reason is None else min(len(c.tokens), len(times))
+        c.generated = generated
         own = times[: max(generated, 1)] if times else [end]
         first, last = own[0], own[-1]
         finish = reason or c.finish_reason
@@ -271,8 +322,7 @@ class Engine:
         record = Finished(
             prompt_tokens=c.prompt_tokens,
             generation_tokens=generated,
-            max_tokens_param=job.plan.max_tokens_param,
-            n=job.n,
+            max_tokens_param=c.max_tokens,
             finish_reason=finish,
             queue=job.scheduled - job.arrival,
             ttft=first - job.arrival,
@@ -281,8 +331,17 @@ class Engine:
             inference=last - job.scheduled,
             e2e=end - job.arrival,
             itls=itls,
+            cached_tokens=c.cached_tokens,
         )
+        c.timing = record
         self.metrics.record(record)
+        self.cache.finish(c.prompt_ids + c.tokens[:generated])
+        group = job.groups.get(c.prompt_index)
+        if group is not None:
+            group[0] -= 1
+            group[1] = max(group[1], generated)
+            if group[0] == 0:
+                self.metrics.record_request(job.n, group[1])
         if self.exporter is not None and reason != "abort":
             self.exporter.submit(
                 build_span(
@@ -297,9 +356,3 @@ class Engine:
                     )
                 )
             )
-
-
-def _sleep_until(deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)

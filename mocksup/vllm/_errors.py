@@ -124,13 +124,16 @@ class _DetailError(APIError):
         return {"detail": self.message}
 
 
-def from_validation_error(error: ValidationError | list[Any]) -> APIError:
+def from_validation_error(error: ValidationError | list[Any], where: str = "body") -> APIError:
     """The 400 vLLM's ``validation_exception_handler`` answers for these schema errors.
 
     ``error`` may also be a ready list of error entries (dicts, or plain strings as vLLM's
-    content-type check raises them).
+    content-type check raises them). ``where`` is FastAPI's first location segment: the
+    request ``body``, or ``query`` for a query parameter.
     """
     entries = error.errors(include_url=False) if isinstance(error, ValidationError) else error
+    if where != "body":
+        entries = [{**e, "loc": (where, *e.get("loc", ()))} for e in entries]
     param = None
     for entry in entries:
         cause = entry.get("ctx", {}).get("error") if isinstance(entry, dict) else None
@@ -189,7 +192,9 @@ _BRACKETED = re.compile(r"[\[\]{}()]")
 
 def _param(loc: Any) -> str:
     # FastAPI locates body errors under "body"; vLLM joins the meaningful segments.
-    segments = ["body", *(str(s) for s in loc)]
+    segments = [str(s) for s in loc]
+    if not segments or segments[0] not in ("body", "query"):
+        segments.insert(0, "body")
     kept = [s for s in segments if not (_BRACKETED.search(s) or s.lower() in _MARKERS)]
     return ".".join(kept or segments)
 

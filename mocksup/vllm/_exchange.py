@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mocksup.serving import request_headers
+from mocksup.vllm._faults import ClientGone, Cut
 
 __all__ = ["Exchange", "Headers", "Journaled", "StartResponse", "WSGIApp"]
 
@@ -28,18 +29,23 @@ JSON: Headers = [("Content-Type", "application/json")]
 class Exchange:
     """A request in flight: what came in, and the answer decided so far."""
 
-    __slots__ = ("body", "environ", "headers", "method", "path", "started", "status", "wall")
+    __slots__ = ("body", "disconnected", "environ", "headers", "method", "path", "route",
+                 "started", "status", "wall")  # fmt: skip
 
     def __init__(self, environ: dict[str, Any]) -> None:
         self.environ = environ
         self.method: str = environ["REQUEST_METHOD"]
         self.path: str = environ.get("PATH_INFO") or "/"
+        #: The path the routes see (``--root-path`` taken off).
+        self.route = self.path
         self.started = time.monotonic()
         self.wall = time.time()
         #: ``None`` once the connection was cut or reset.
         self.status: int | None = 500
         self.headers: Headers = JSON
         self.body = b""
+        #: The client left while the request ran (it was aborted).
+        self.disconnected = False
 
     def respond(self, status: int, headers: Headers) -> None:
         """Set the answer's status and headers (sent once the body is known)."""
@@ -60,6 +66,7 @@ class Exchange:
             "query": self.environ.get("QUERY_STRING", ""),
             "headers": self.request_headers(),
             "status": self.status,
+            "client_disconnected": self.disconnected,
             "start": self.wall,
             "first_byte": (first_byte or end) - self.started,
             "duration": end - self.started,
@@ -67,18 +74,40 @@ class Exchange:
 
 
 class Journaled:
-    """Wraps a streamed body so the exchange is recorded when it ends."""
+    """Wraps a streamed body so the exchange is recorded when it ends; a body closed before
+    its end (the client went away) marks the exchange ``disconnected``."""
 
-    def __init__(self, inner: Iterable[bytes], record: Callable[[float | None, int], None]) -> None:
+    def __init__(
+        self,
+        inner: Iterable[bytes],
+        exchange: Exchange,
+        record: Callable[[Exchange, float | None, int], None],
+    ) -> None:
         self._inner = iter(inner)
+        self._exchange = exchange
         self._record = record
         self._first: float | None = None
+        self._ended = False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        data = next(self._inner)
+        try:
+            data = next(self._inner)
+        except StopIteration:
+            self._ended = True
+            raise
+        except ClientGone:
+            self._ended = True  # the engine saw the client leave and said so
+            raise
+        except Cut:
+            self._ended = True
+            self._exchange.status = None  # an injected cut: no complete answer was sent
+            raise
+        except BaseException:
+            self._ended = True
+            raise
         if self._first is None:
             self._first = time.monotonic()
         return data
@@ -90,4 +119,6 @@ class Journaled:
             if close is not None:
                 close()
         finally:
-            self._record(self._first, 0)
+            if not self._ended:
+                self._exchange.disconnected = True
+            self._record(self._exchange, self._first, 0)

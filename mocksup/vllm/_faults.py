@@ -14,7 +14,7 @@ from mocksup.serving import DropConnection
 from mocksup.vllm._errors import APIError
 from mocksup.vllm.settings import FaultKind
 
-__all__ = ["EARLY", "Cut", "cut_body", "fail_early"]
+__all__ = ["EARLY", "ClientGone", "Cut", "cut_body", "fail_early"]
 
 #: The kinds answered before generation (no metrics, no span).
 EARLY = frozenset({"rate_limit", "unavailable", "server_error", "reset"})
@@ -23,6 +23,11 @@ EARLY = frozenset({"rate_limit", "unavailable", "server_error", "reset"})
 class Cut(DropConnection):
     """Raised inside a response to end the connection without finishing the body
     (``reset=True``: with a TCP RST); the HTTP server closes it, no error page, no log."""
+
+
+class ClientGone(Cut):
+    """The client closed its connection while its request ran: the request was aborted
+    (vLLM's ``with_cancellation``) and nothing more is sent."""
 
 
 def fail_early(environ: dict[str, Any], fault: FaultKind, retry_after: int) -> None:

@@ -1,15 +1,20 @@
-"""Request ids as vLLM makes them: uuid4 hex."""
+"""Request ids as vLLM 0.33 makes them: 16 hex characters (64 random bits)."""
 
 from __future__ import annotations
 
 import random
 import uuid
 
-__all__ = ["random_hex"]
+__all__ = ["random_hex", "uuid4_hex"]
 
 _ids = random.Random()  # seeded from os.urandom once; ids need uniqueness, not secrecy
 
 
 def random_hex() -> str:
-    """A uuid4 in hex, as vLLM's ``random_uuid()``, without a getrandom() call per request."""
+    """16 hex characters, as vLLM's ``random_uuid()``, without a getrandom() call each."""
+    return f"{_ids.getrandbits(64):016x}"
+
+
+def uuid4_hex() -> str:
+    """A uuid4 in hex (32 characters): the ``X-Request-Id`` vLLM's middleware makes up."""
     return uuid.UUID(int=_ids.getrandbits(128), version=4).hex

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "JOURNAL_BODY_BYTES",
     "JOURNAL_HEADER_BYTES",
+    "MAX_COMPLETION_PROMPTS",
     "MAX_JSON_CONTAINERS",
     "MAX_JSON_VALUES",
     "MAX_LOGPROBS",
@@ -19,12 +20,19 @@ __all__ = [
     "MAX_OUTPUT_TOKENS",
     "MAX_PROMPT_ITEMS",
     "MAX_SCRIPT_TEXT",
+    "MAX_STOP_STRINGS",
     "QUEUE_TIMEOUT",
     "REGEX_TIMEOUT",
 ]
 
 #: vLLM's ``--max-logprobs`` default: ``logprobs``/``top_logprobs`` above it get 400.
 MAX_LOGPROBS = 20
+
+#: vLLM's ``VLLM_MAX_COMPLETION_PROMPTS``: prompts in one completion request (400 past it).
+MAX_COMPLETION_PROMPTS = 1024
+
+#: vLLM's ``VLLM_MAX_STOP_STRINGS``: stop strings in one request (a schema error past it).
+MAX_STOP_STRINGS = 4
 
 #: Objects and arrays in one JSON body. Each costs a few hundred bytes once decoded and
 #: validated; 200,000 of them stay around 100 MiB.
@@ -34,7 +42,7 @@ MAX_JSON_CONTAINERS = 200_000
 #: strings count too). A million small values stay around 150 MiB decoded and validated.
 MAX_JSON_VALUES = 1_000_000
 
-#: Prompts (strings or token lists) and embedding inputs in one request.
+#: Embedding inputs in one request (a limit of the mock: 413 past it).
 MAX_PROMPT_ITEMS = 10_000
 
 #: Tokens one request may generate over all its choices (``n`` x ``max_tokens``).

@@ -8,27 +8,28 @@ from typing import Any
 __all__ = ["model_card", "models_body"]
 
 
-def models_body(names: list[str], max_model_len: int, created: int) -> dict[str, Any]:
-    """The ``/v1/models`` list; the first name is the base every card's ``root`` names."""
+def models_body(names: list[str], root: str, max_model_len: int, created: int) -> dict[str, Any]:
+    """The ``/v1/models`` list: a card per served name, each with the model path as
+    ``root`` (vLLM's ``BaseModelPath.model_path``)."""
     return {
         "object": "list",
-        "data": [model_card(name, names[0], max_model_len, created) for name in names],
+        "data": [model_card(name, root, max_model_len, created) for name in names],
     }
 
 
-def model_card(name: str, base: str, max_model_len: int, created: int) -> dict[str, Any]:
+def model_card(name: str, root: str, max_model_len: int, created: int) -> dict[str, Any]:
     """One entry of ``/v1/models``."""
     return {
         "id": name,
         "object": "model",
         "created": created,
         "owned_by": "vllm",
-        "root": base,
+        "root": root,
         "parent": None,
         "max_model_len": max_model_len,
         "permission": [
             {
-                "id": f"modelperm-{hashlib.sha256(name.encode()).hexdigest()[:32]}",
+                "id": f"modelperm-{hashlib.sha256(name.encode()).hexdigest()[:16]}",
                 "object": "model_permission",
                 "created": created,
                 "allow_create_engine": False,

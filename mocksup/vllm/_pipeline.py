@@ -1,9 +1,10 @@
 """One generation request from its validated body to the bytes of its answer, for any surface.
 
-A :class:`Surface` says what differs between ``/v1/chat/completions`` and ``/v1/completions``
-(and, later, ``/v1/responses`` and ``/v1/messages``): its request model, id prefix, body and
-chunk writer. :class:`Generation` does the rest in stages: admission (script rule, fault),
-planning, the per-request timing, then the engine, streamed or whole.
+A :class:`Surface` says what differs between ``/v1/chat/completions``, ``/v1/completions`` and
+``/v1/chat/completions/batch`` (and, later, ``/v1/responses`` and ``/v1/messages``): its
+request model, id prefix, body and chunk writer. :class:`Generation` does the rest in stages:
+validation as vLLM orders it, admission (script rule, fault), planning, the per-request
+timing, then the engine, streamed or whole.
 """
 
 from __future__ import annotations
@@ -19,47 +20,31 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from mocksup.vllm._body import decode_json, validate
+from mocksup.vllm._chat import BodyOptions, ChatRequest
+from mocksup.vllm._checks import check_sampling
+from mocksup.vllm._config import ServerConfig
 from mocksup.vllm._encoding import dumps
 from mocksup.vllm._engine import Engine, Job
 from mocksup.vllm._errors import APIError, VLLMValidationError, rule_error
 from mocksup.vllm._exchange import JSON, Exchange, Headers
-from mocksup.vllm._faults import EARLY, cut_body, fail_early
+from mocksup.vllm._faults import EARLY, ClientGone, cut_body, fail_early
 from mocksup.vllm._ids import random_hex
+from mocksup.vllm._orca import orca_header
+from mocksup.vllm._pause import PAUSED_MESSAGE, PauseState
 from mocksup.vllm._plan import Plan, Settings, plan_request
 from mocksup.vllm._runtime import Admission, RuntimeState
 from mocksup.vllm._sampling import GenerationRequest
-from mocksup.vllm._stream import ChunkWriter
+from mocksup.vllm._stream import DONE, ChunkWriter, StreamSettings
 from mocksup.vllm._tracing import TraceContext, parse_traceparent
 from mocksup.vllm.settings import FAULT_KINDS, MAX_DELAY, FaultKind
 
-__all__ = ["Generation", "ServerConfig", "Surface"]
+__all__ = ["Generation", "Surface"]
 
 _log = logging.getLogger(__name__)
 
-_SSE: Headers = [
-    ("Content-Type", "text/event-stream; charset=utf-8"),
-    ("Cache-Control", "no-cache"),
-]
+_SSE: Headers = [("Content-Type", "text/event-stream; charset=utf-8")]
 #: Stands in for a jitter generator when there is no jitter (seeding one costs a few µs).
 _NO_JITTER = random.Random(0)
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """The fixed settings the app needs (copied from the server model in the child)."""
-
-    models: list[str]
-    max_model_len: int
-    api_keys: list[str]
-    seed: int
-    output_tokens: tuple[int, int]
-    version: str
-    request_id_headers: bool
-    role: str
-    max_request_bytes: int
-    embedding_dim: int
-    tracing: bool
-    journal_credentials: bool
 
 
 @dataclass(frozen=True)
@@ -68,24 +53,30 @@ class Surface:
 
     request_model: type[GenerationRequest]
     id_prefix: str
-    #: Engine request ids ``<id>-<prompt index>`` (completions) rather than ``<id>``.
-    per_prompt_ids: bool
-    #: The non-streamed body: ``(plan, request_id, created, model, role)``.
-    body: Callable[[Plan, str, int, str, str], dict[str, Any]]
-    chunks: type[ChunkWriter]
+    #: Engine request ids ``<id><sep><prompt index>``; ``""``: one id for the request.
+    per_prompt_ids: str
+    #: The non-streamed body: ``(plan, created, options)``.
+    body: Callable[[Plan, int, BodyOptions], dict[str, Any]]
+    chunks: type[ChunkWriter] | None
 
 
 class Generation:
     """Serves the generation routes on one engine."""
 
-    def __init__(self, config: ServerConfig, state: RuntimeState, engine: Engine) -> None:
+    def __init__(
+        self, config: ServerConfig, state: RuntimeState, engine: Engine, pause: PauseState
+    ) -> None:
         self.config = config
         self.state = state
         self.engine = engine
-        self.load = 0  # generation requests in flight, for /load
+        self.pause = pause
+        self.load = 0  # generation requests in flight, for /load (with load tracking)
         self._load_lock = threading.Lock()
         self._warned_trace = False
-        self._plan_settings = Settings(config.max_model_len, config.seed, config.output_tokens)
+        self._plan_settings = Settings(
+            config.max_model_len, config.seed, config.output_tokens, config.role,
+            config.tokens_as_token_ids,
+        )  # fmt: skip
 
     def handle(self, surface: Surface, exchange: Exchange) -> Iterable[bytes]:
         """Answer one request of ``surface``."""
@@ -94,21 +85,18 @@ class Generation:
         request = validate(surface.request_model, data)
         model = self.check_model(request.model)
         headers = exchange.request_headers()
-        forced = headers.get("x-mocksup-fault")
-        if forced is not None and forced not in FAULT_KINDS:
-            raise APIError(400, f"X-Mocksup-Fault must be one of {sorted(FAULT_KINDS)}")
-        fault = cast("FaultKind | None", forced)
-        ttft = _seconds(headers, "x-mocksup-ttft")
-        itl = _seconds(headers, "x-mocksup-itl")
+        fault = _forced_fault(headers)
+        overrides = (_seconds(headers, "x-mocksup-ttft"), _seconds(headers, "x-mocksup-itl"))
         try:
-            request.check_sampling()
+            self._check_tools(request)
+            check_sampling(request, self.config.max_logprobs)
             admission = self.state.admit(model, request.match_text(), headers, fault)
             if admission.reply is not None and admission.reply.error_status is not None:
                 raise APIError(admission.reply.error_status, admission.reply.error_message)
             if admission.fault is not None and admission.fault in EARLY:
                 fail_early(exchange.environ, admission.fault, admission.faults.retry_after)
-            header_id = exchange.environ.get("HTTP_X_REQUEST_ID")
-            request_id = surface.id_prefix + (header_id or random_hex())
+            suffix = exchange.environ.get("HTTP_X_REQUEST_ID") or request.request_id
+            request_id = surface.id_prefix + (suffix or random_hex())
             plan = plan_request(
                 request, request_id, self._plan_settings, admission.reply,
                 per_prompt_ids=surface.per_prompt_ids,
@@ -117,20 +105,51 @@ class Generation:
             raise rule_error(error) from None
         job = self._job(
             request=request, plan=plan, admission=admission, exchange=exchange,
-            arrival=(arrival, arrival_ns), overrides=(ttft, itl),
+            arrival=(arrival, arrival_ns), overrides=overrides,
         )  # fmt: skip
-        return self._run(surface, exchange, request, job, ids=(model, request_id, header_id))
+        return self._run(surface, exchange, request, job, ids=(model, request_id))
 
     def check_model(self, model: Any) -> str:
         """The served name a request names (the first when it names none).
 
         :raises APIError: vLLM's 404 for a name not served.
         """
-        if model is None:
+        if model is None or model == "":
             return self.config.models[0]
         if model not in self.config.models:
-            raise APIError(404, f"The model `{model}` does not exist.", param="model")
+            raise APIError(
+                404,
+                f"The model `{model}` does not exist. Valid aliases: "
+                f"{', '.join(self.config.models)}.",
+                param="model",
+            )
         return str(model)
+
+    def _check_tools(self, request: GenerationRequest) -> None:
+        # vLLM parses tool calls only with --tool-call-parser (and "auto" only with
+        # --enable-auto-tool-choice too); without one it refuses to promise a call.
+        if not isinstance(request, ChatRequest):
+            return
+        choice = request.tool_choice
+        if choice in (None, "none"):
+            return
+        config = self.config
+        if config.tool_call_parser is None:
+            if choice == "auto" and not config.auto_tool_choice:
+                raise APIError(
+                    400,
+                    '"auto" tool choice requires --enable-auto-tool-choice and '
+                    "--tool-call-parser to be set",
+                )
+            if choice != "auto":
+                name = (
+                    f'function "{choice["function"]["name"]}"'
+                    if isinstance(choice, dict)
+                    else f'"{choice}"'
+                )
+                raise APIError(400, f"tool_choice={name} requires --tool-call-parser to be set")
+        if choice == "auto" and not config.auto_tool_choice:
+            request.tool_choice = "none"  # parsed as plain content, as vLLM does
 
     def _job(
         self,
@@ -159,7 +178,7 @@ class Generation:
             n=request.choices,
             temperature=request.temperature,
             top_p=request.top_p,
-            include_usage=bool(request.stream_options and request.stream_options.include_usage),
+            wait=exchange.environ.get("mocksup.wait_disconnect"),
         )
 
     def _parent(self, environ: dict[str, Any]) -> TraceContext | None:
@@ -179,38 +198,76 @@ class Generation:
         request: GenerationRequest,
         job: Job,
         *,
-        ids: tuple[str, str, str | None],
+        ids: tuple[str, str],
     ) -> Iterable[bytes]:
-        model, request_id, header_id = ids
+        model, request_id = ids
         created = int(time.time())
-        echo: Headers = (
-            [("X-Request-Id", header_id)] if header_id and self.config.request_id_headers else []
-        )
-        if request.stream:
-            options = request.stream_options
+        config = self.config
+        if request.stream and surface.chunks is not None:
             job.writer = surface.chunks(
-                job.plan, request_id, created, model, role=self.config.role,
-                continuous_usage=bool(
-                    options and options.include_usage and options.continuous_usage_stats
-                ),
-            )  # fmt: skip
-            exchange.respond(200, [*_SSE, *echo])
-            return self._counted(self.engine.stream(job))
+                job.plan, request_id, created, model, self._stream_settings(request)
+            )
+            job.include_usage = job.writer.settings.include_usage
+            exchange.respond(200, _SSE)
+            if self.pause.rejects_new():
+                return [job.writer.error_chunk(_paused_chunk()), DONE]
+            return self._streamed(exchange, job)
+        if self.pause.rejects_new():
+            raise APIError(503, PAUSED_MESSAGE, type="ServiceUnavailableError")
         with self._in_flight():
-            self.engine.run_blocking(job)
-        payload = dumps(surface.body(job.plan, request_id, created, model, self.config.role))
+            try:
+                self.engine.run_blocking(job)
+            except ClientGone:
+                exchange.disconnected = True
+                raise
+        options = BodyOptions(
+            request, request_id, model, role=_reply_role(request, config.role),
+            fingerprint=config.fingerprint, prompt_details=config.prompt_tokens_details,
+            metrics=config.per_request_metrics,
+        )  # fmt: skip
+        payload = dumps(surface.body(job.plan, created, options))
+        orca = orca_header(
+            exchange.environ.get("HTTP_ENDPOINT_LOAD_METRICS_FORMAT", ""), self.engine.metrics
+        )
         if job.fault == "stream_cut":
-            exchange.respond(200, [*JSON, ("Content-Length", str(len(payload))), *echo])
+            exchange.respond(200, [*JSON, ("Content-Length", str(len(payload))), *orca])
             return cut_body(payload)
-        exchange.respond(200, [*JSON, *echo])
+        exchange.respond(200, [*JSON, *orca])
         return [payload]
 
-    def _counted(self, inner: Iterator[bytes]) -> Iterator[bytes]:
+    def _stream_settings(self, request: GenerationRequest) -> StreamSettings:
+        config = self.config
+        options = request.stream_options
+        if config.force_include_usage:
+            include, continuous = True, True
+        elif options:
+            include = bool(options.include_usage)
+            continuous = include and bool(options.continuous_usage_stats)
+        else:
+            include = continuous = False
+        return StreamSettings(
+            role=_reply_role(request, config.role),
+            include_usage=include,
+            continuous_usage=continuous,
+            fingerprint=config.fingerprint,
+            return_token_ids=bool(request.return_token_ids),
+            prompt_details=config.prompt_tokens_details,
+            request_metrics=config.per_request_metrics,
+        )
+
+    def _streamed(self, exchange: Exchange, job: Job) -> Iterator[bytes]:
         with self._in_flight():
-            yield from inner
+            try:
+                yield from self.engine.stream(job)
+            except ClientGone:
+                exchange.disconnected = True
+                raise
 
     @contextmanager
     def _in_flight(self) -> Iterator[None]:
+        if not self.config.server_load_tracking:
+            yield
+            return
         with self._load_lock:
             self.load += 1
         try:
@@ -218,6 +275,27 @@ class Generation:
         finally:
             with self._load_lock:
                 self.load -= 1
+
+
+def _reply_role(request: GenerationRequest, response_role: str) -> str:
+    # Chat surfaces answer as --response-role, or as the last message without a generation
+    # prompt; completions have no role.
+    reply_role = getattr(request, "reply_role", None)
+    return str(reply_role(response_role)) if reply_role is not None else response_role
+
+
+def _paused_chunk() -> dict[str, Any]:
+    # A stream rejected by a paused engine: vLLM's stream generator reports the engine's
+    # retryable error in an error frame, typed as an internal error, with its 503 code.
+    return {"error": {"message": PAUSED_MESSAGE, "type": "InternalServerError", "param": None,
+                      "code": 503}}  # fmt: skip
+
+
+def _forced_fault(headers: dict[str, str]) -> FaultKind | None:
+    forced = headers.get("x-mocksup-fault")
+    if forced is not None and forced not in FAULT_KINDS:
+        raise APIError(400, f"X-Mocksup-Fault must be one of {sorted(FAULT_KINDS)}")
+    return cast("FaultKind | None", forced)
 
 
 def _seconds(headers: dict[str, str], name: str) -> float | None:

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from mocksup.vllm._errors import APIError
+from mocksup.vllm._errors import APIError, VLLMValidationError
 from mocksup.vllm._generation import Ask, draft
 from mocksup.vllm._limits import MAX_OUTPUT_FLOATS, MAX_OUTPUT_TOKENS
 from mocksup.vllm._sampling import GenerationRequest
@@ -44,10 +44,30 @@ class Choice:
     stop_reason: str | int | None = None
     echo: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    #: The engine's ``max_tokens``: the request's, else what the context leaves.
+    #: The engine's ``max_tokens``: the request's, capped by what the context leaves.
     max_tokens: int = 0
     logprobs: list[float] | None = None
+    #: Per token: the sampled token and its alternatives with their log-probabilities.
     top: list[list[tuple[int, float]]] | None = None
+    logprobs_wanted: int = 0
+    #: The prompt's token ids (shared by its choices) and its index in the request.
+    prompt_ids: list[int] = field(default_factory=list)
+    prompt_index: int = 0
+    #: Set by the engine: prompt tokens found in the prefix cache, tokens generated before
+    #: the request ended, whether it was accounted, and its timing record.
+    cached_tokens: int = 0
+    created_cache_tokens: int = 0
+    generated: int = 0
+    recorded: bool = False
+    timing: Any = None
+
+    def cut(self, count: int) -> None:
+        """Keep only the first ``count`` tokens (an aborted request's output)."""
+        self.tokens, self.deltas = self.tokens[:count], self.deltas[:count]
+        self.text = "".join(self.deltas)
+        self.tool_calls = []
+        if self.logprobs is not None and self.top is not None:
+            self.logprobs, self.top = self.logprobs[:count], self.top[:count]
 
 
 @dataclass
@@ -57,6 +77,8 @@ class Plan:
     choices: list[Choice]
     prompt_tokens: int
     max_tokens_param: int | None
+    #: ``return_tokens_as_token_ids``: log-probability tokens as ``token_id:N``.
+    as_ids: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,8 @@ class Settings:
     max_model_len: int
     seed: int
     length_range: tuple[int, int]
+    role: str = "assistant"
+    tokens_as_token_ids: bool = False
 
 
 def plan_request(
@@ -74,37 +98,53 @@ def plan_request(
     settings: Settings,
     reply: ScriptReply | None,
     *,
-    per_prompt_ids: bool,
+    per_prompt_ids: str,
 ) -> Plan:
     """Compute every choice of ``request``.
 
-    :param per_prompt_ids: engine request ids ``<id>-<prompt index>`` (completions) rather
-        than ``<id>`` (chat).
-    :raises APIError: 400 when the prompt or ``max_tokens`` exceed ``max_model_len``; 413
-        past the mock's output limits.
+    :param per_prompt_ids: the separator of engine request ids ``<id><sep><prompt index>``
+        (``"-"`` for completions, ``"_"`` for batch chat), or ``""`` for one id (chat).
+        The ``n`` choices of a prompt share its id, as vLLM's child requests report it.
+    :raises VLLMValidationError: vLLM's 400 for a prompt or ``max_tokens`` past
+        ``max_model_len`` (``max_tokens`` is otherwise capped to what the context leaves).
+    :raises APIError: 413 past the mock's output limits.
     """
     max_param = request.max_new
     seed = request.seed if request.seed is not None else settings.seed
     n = request.choices
-    prompts = request.prompts()
+    _check_max_tokens(max_param, request.max_new_name, settings.max_model_len)
+    prompts = request.prompts(settings.role)
     _check_output_size(request, len(prompts), settings)
     choices: list[Choice] = []
     total_prompt = 0
     for p, prompt in enumerate(prompts):
-        n_prompt = len(prompt.ids)
+        ids = _truncated(prompt.ids, request, settings.max_model_len)
+        n_prompt = len(ids)
         total_prompt += n_prompt
-        _check_length(n_prompt, max_param, settings.max_model_len)
-        limit = max_param if max_param is not None else settings.max_model_len - n_prompt
+        _check_prompt(n_prompt, settings.max_model_len)
+        room = settings.max_model_len - n_prompt
+        limit = room if max_param is None else min(max_param, room)
+        if limit < 1:
+            raise VLLMValidationError(
+                f"max_tokens must be at least 1, got {limit}.", parameter="max_tokens",
+                value=limit,
+            )  # fmt: skip
+        rid = f"{request_id}{per_prompt_ids}{p}" if per_prompt_ids else request_id
         for i in range(n):
-            rid = f"{request_id}-{p}" if per_prompt_ids else request_id
-            if n > 1:
-                rid = f"{i}_{rid}"
             ask = Ask(request, _rng(seed, prompt.text, i), limit, settings.length_range, reply)
             choice = _make_choice(ask, p * n + i, rid, n_prompt)
             choice.echo = prompt.echo
             choice.max_tokens = limit
+            choice.prompt_ids = ids
+            choice.prompt_index = p
             choices.append(choice)
-    return Plan(choices=choices, prompt_tokens=total_prompt, max_tokens_param=max_param)
+    as_ids = request.return_tokens_as_token_ids
+    return Plan(
+        choices=choices,
+        prompt_tokens=total_prompt,
+        max_tokens_param=max_param,
+        as_ids=settings.tokens_as_token_ids if as_ids is None else as_ids,
+    )
 
 
 def _rng(seed: int, prompt: str, index: int) -> random.Random:
@@ -135,22 +175,48 @@ def _check_output_size(request: GenerationRequest, prompts: int, settings: Setti
         )
 
 
-def _check_length(n_prompt: int, max_tokens: int | None, max_model_len: int) -> None:
-    # vLLM's serving_engine ``_validate_input`` messages, word for word.
-    if n_prompt >= max_model_len:
-        raise APIError(
-            400,
+def _check_max_tokens(max_tokens: int | None, name: str, max_model_len: int) -> None:
+    # vLLM's TokenizeParams: a limit past the context is refused before tokenization.
+    if max_tokens is not None and max_tokens > max_model_len:
+        raise VLLMValidationError(
+            f"{name}={max_tokens} cannot be greater than max_model_len={max_model_len}. "
+            "Please request fewer output tokens.",
+            parameter=name,
+            value=max_tokens,
+        )
+
+
+def _check_prompt(n_prompt: int, max_model_len: int) -> None:
+    # vLLM's token-length check, after truncation (a prompt of max_model_len tokens passes
+    # it, and is then refused for leaving no room for output).
+    if n_prompt > max_model_len:
+        raise VLLMValidationError(
             f"This model's maximum context length is {max_model_len} tokens. However, your "
-            f"request has {n_prompt} input tokens. Please reduce the length of the input "
-            "messages.",
+            f"prompt contains {n_prompt} input tokens, which exceeds this limit even without "
+            "any output tokens. Please reduce the length of the input prompt.",
+            parameter="input_tokens",
+            value=n_prompt,
         )
-    if max_tokens is not None and n_prompt + max_tokens > max_model_len:
-        raise APIError(
-            400,
-            f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's "
-            f"maximum context length is {max_model_len} tokens and your request has "
-            f"{n_prompt} input tokens ({max_tokens} > {max_model_len} - {n_prompt}).",
+
+
+def _truncated(ids: list[int], request: GenerationRequest, max_model_len: int) -> list[int]:
+    # ``truncate_prompt_tokens``: keep that many (-1: as many as leave one for output),
+    # from the right unless ``truncation_side`` is "left".
+    keep = request.truncate_prompt_tokens
+    if keep is None:
+        return ids
+    if keep > max_model_len:
+        raise VLLMValidationError(
+            f"truncate_prompt_tokens={keep} cannot be greater than max_model_len "
+            f"= {max_model_len}. Please request a smaller truncation size.",
+            parameter="truncate_prompt_tokens",
+            value=keep,
         )
+    if keep < 0:
+        keep = max_model_len - 1
+    if keep >= len(ids):
+        return ids
+    return ids[-keep:] if request.truncation_side == "left" and keep else ids[:keep]
 
 
 def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice:
@@ -175,7 +241,7 @@ def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice
     choice = Choice(index, request_id, n_prompt, tokens, deltas, text, reason, stop_reason)
     wanted = request.logprobs_wanted
     if wanted is not None:
-        _add_logprobs(choice, ask.rng, TOKENIZER.vocab_size if wanted == -1 else wanted)
+        _add_logprobs(choice, ask.rng, wanted)
     return choice
 
 
@@ -219,14 +285,20 @@ def _split_like(text: str, deltas: list[str]) -> list[str]:
     return out
 
 
-def _add_logprobs(choice: Choice, rng: random.Random, top: int) -> None:
+def _add_logprobs(choice: Choice, rng: random.Random, wanted: int) -> None:
+    # Each row: the sampled token first, then ``wanted`` other tokens, less likely.
+    count = TOKENIZER.vocab_size if wanted == -1 else wanted
     values = [-round(rng.random() ** 2 * 2.5, 6) for _ in choice.tokens]
-    choice.logprobs = values
-    alternatives: list[list[tuple[int, float]]] = []
+    words = TOKENIZER.spaced_word_ids
+    rows: list[list[tuple[int, float]]] = []
     for token, value in zip(choice.tokens, values, strict=True):
         row = [(token, value)]
-        for k in range(1, top):
-            other = rng.choice(TOKENIZER.spaced_word_ids)
-            row.append((other, round(value - k * 0.75 - rng.random() * 0.1, 6)))
-        alternatives.append(row[:top] if top else [])
-    choice.top = alternatives
+        start = int(rng.random() * len(words))
+        for k in range(1, count + 1):
+            other = words[(start + k) % len(words)] if count < len(words) else k - 1
+            if other != token:
+                row.append((other, round(value - k * 0.75 - rng.random() * 0.1, 6)))
+        rows.append(row)
+    choice.logprobs = values
+    choice.top = rows
+    choice.logprobs_wanted = wanted

@@ -12,9 +12,9 @@ import random
 import threading
 from typing import Any
 
-from mocksup.vllm._engine import Slots
 from mocksup.vllm._journal import Journal
 from mocksup.vllm._matching import matches
+from mocksup.vllm._slots import Slots
 from mocksup.vllm.settings import FaultKind, Faults, Latency, ScriptReply, ScriptRule
 
 __all__ = ["Admission", "RuntimeState"]
@@ -44,11 +44,19 @@ class RuntimeState:
     """Latency, faults, scripted rules and call counting of one running mock."""
 
     def __init__(
-        self, latency: Latency, faults: Faults, rules: list[ScriptRule], seed: int, journal: int
+        self,
+        latency: Latency,
+        faults: Faults,
+        rules: list[ScriptRule],
+        seed: int,
+        journal: int,
+        *,
+        max_num_seqs: int = 256,
     ) -> None:
         self._lock = threading.Lock()
+        self.max_num_seqs = max_num_seqs
         self.latency = latency
-        self.slots = Slots(latency.max_num_seqs)
+        self.slots = Slots(latency.max_num_seqs or max_num_seqs)
         self.journal = Journal(journal)
         self._seed = seed
         self.faults = faults
@@ -65,7 +73,7 @@ class RuntimeState:
         """Merge ``update`` into the latency settings; return the new ones."""
         with self._lock:
             self.latency = Latency.model_validate({**self.latency.model_dump(), **update})
-            self.slots.resize(self.latency.max_num_seqs)
+            self.slots.resize(self.latency.max_num_seqs or self.max_num_seqs)
             return self.latency
 
     def set_faults(self, update: dict[str, Any]) -> Faults:

@@ -9,15 +9,13 @@ generation strategies, the engine) only sees this interface.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mocksup.vllm._errors import VLLMValidationError
-from mocksup.vllm._limits import MAX_LOGPROBS
-from mocksup.vllm.tokenizer import TOKENIZER
+from mocksup.vllm._limits import MAX_STOP_STRINGS
 
 __all__ = ["GenerationRequest", "Prompt", "StreamOptions", "Tool", "ToolFunction", "ToolUse"]
 
@@ -44,11 +42,11 @@ class Prompt:
 
 
 class StreamOptions(BaseModel):
-    """``stream_options``; ``include_usage`` defaults to true once the object is given."""
+    """``stream_options``; ``include_usage`` is false unless set (vLLM 0.33)."""
 
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool | None = True
+    include_usage: bool | None = False
     continuous_usage_stats: bool | None = False
 
 
@@ -81,7 +79,7 @@ class GenerationRequest(BaseModel):
     n: int | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
     seed: int | None = Field(None, ge=-_INT64, le=_INT64 - 1)
     temperature: float | None = None
     top_p: float | None = None
@@ -90,6 +88,24 @@ class GenerationRequest(BaseModel):
     min_tokens: int = 0
     include_stop_str_in_output: bool = False
     echo: bool = False
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    logit_bias: dict[str, float] | None = None
+    stop_token_ids: list[int] | None = None
+    allowed_token_ids: list[int] | None = None
+    bad_words: list[str] = Field(default_factory=list)
+    prompt_logprobs: int | None = None
+    truncate_prompt_tokens: int | None = Field(None, ge=-1, le=_INT64 - 1)
+    truncation_side: Literal["left", "right"] | None = None
+    return_token_ids: bool | None = None
+    return_tokens_as_token_ids: bool | None = None
+    request_id: str | None = None
+    structured_outputs: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    priority: int = Field(0, ge=-_INT64, le=_INT64 - 1)
 
     @model_validator(mode="before")
     @classmethod
@@ -103,8 +119,9 @@ class GenerationRequest(BaseModel):
 
     # -- what a surface provides ----------------------------------------------------------
 
-    def prompts(self) -> list[Prompt]:
-        """The prompts, each one or ``n`` engine requests."""
+    def prompts(self, role: str = "assistant") -> list[Prompt]:
+        """The prompts, each one or ``n`` engine requests (``role``: the server's
+        ``--response-role``)."""
         raise NotImplementedError
 
     def match_text(self) -> str:
@@ -115,6 +132,11 @@ class GenerationRequest(BaseModel):
     def max_new(self) -> int | None:
         """The request's limit on generated tokens, if it sets one."""
         return self.max_tokens
+
+    @property
+    def max_new_name(self) -> str:
+        """The field that set :attr:`max_new`, as vLLM names it in its errors."""
+        return "max_tokens"
 
     @property
     def logprobs_wanted(self) -> int | None:
@@ -139,75 +161,3 @@ class GenerationRequest(BaseModel):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
-    def check_sampling(self) -> None:
-        """The rules vLLM's ``SamplingParams`` applies before a request runs.
-
-        :raises VLLMValidationError: vLLM's wording, parameter and value.
-        """
-        n = self.choices
-        if n < 1:
-            raise VLLMValidationError(f"n must be at least 1, got {n}.")
-        if n > 16384:
-            raise VLLMValidationError(
-                f"n must be at most 16384, got {n}. To increase this limit, set the "
-                "VLLM_MAX_N_SEQUENCES environment variable."
-            )
-        self._check_temperature_and_top_p()
-        self._check_lengths()
-        if any(not s for s in self.stop_list):
-            raise VLLMValidationError("stop cannot contain an empty string.")
-        wanted = self.logprobs_wanted
-        if wanted:
-            count = TOKENIZER.vocab_size if wanted == -1 else wanted
-            if count > MAX_LOGPROBS:
-                raise VLLMValidationError(
-                    f"Requested sample logprobs of {count}, which is greater than max "
-                    f"allowed: {MAX_LOGPROBS}",
-                    parameter="logprobs",
-                    value=count,
-                )
-
-    def _check_temperature_and_top_p(self) -> None:
-        temperature = 1.0 if self.temperature is None else float(self.temperature)
-        if not math.isfinite(temperature):
-            raise VLLMValidationError(
-                f"temperature must be a finite number, got {temperature}.",
-                parameter="temperature",
-                value=temperature,
-            )
-        if temperature < 0.0:
-            raise VLLMValidationError(
-                f"temperature must be non-negative, got {temperature}.",
-                parameter="temperature",
-                value=temperature,
-            )
-        if temperature > 2.0:
-            raise VLLMValidationError(
-                f"temperature must be in [0, 2], got {temperature}.",
-                parameter="temperature",
-                value=temperature,
-            )
-        top_p = 1.0 if self.top_p is None else float(self.top_p)
-        if not 0.0 < top_p <= 1.0:
-            raise VLLMValidationError(
-                f"top_p must be in (0, 1], got {top_p}.", parameter="top_p", value=top_p
-            )
-
-    def _check_lengths(self) -> None:
-        wanted = self.max_new
-        if wanted is not None and wanted < 1:
-            raise VLLMValidationError(
-                f"max_tokens must be at least 1, got {wanted}.",
-                parameter="max_tokens",
-                value=wanted,
-            )
-        if self.min_tokens < 0:
-            raise VLLMValidationError(
-                f"min_tokens must be greater than or equal to 0, got {self.min_tokens}."
-            )
-        if wanted is not None and self.min_tokens > wanted:
-            raise VLLMValidationError(
-                f"min_tokens must be less than or equal to max_tokens={wanted}, "
-                f"got {self.min_tokens}."
-            )

@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mocksup.vllm._chat import render_chat
+from mocksup.vllm._chat import CHAT_TEMPLATE, render_chat
 from mocksup.vllm._errors import from_validation_error
-from mocksup.vllm.tokenizer import TOKENIZER
+from mocksup.vllm.tokenizer import SPECIAL, TOKENIZER
 
-__all__ = ["DetokenizeRequest", "detokenize", "tokenize"]
+__all__ = ["DetokenizeRequest", "detokenize", "tokenize", "tokenizer_info"]
 
 
 class _Form(BaseModel):
@@ -78,3 +78,18 @@ def tokenize(
 def detokenize(request: DetokenizeRequest) -> dict[str, Any]:
     """``/detokenize``: ``tokens`` back to text."""
     return {"prompt": TOKENIZER.decode(request.tokens)}
+
+
+def tokenizer_info(max_model_len: int) -> dict[str, Any]:
+    """``/tokenizer_info`` (``--enable-tokenizer-info-endpoint``): the tokenizer's settings,
+    as vLLM reports a tokenizer's ``tokenizer_config.json``."""
+    return {
+        "model_max_length": max_model_len,
+        "vocab_size": TOKENIZER.vocab_size,
+        "added_tokens_decoder": {
+            str(TOKENIZER.encode(marker)[0]): {"content": marker, "special": True}
+            for marker in SPECIAL
+        },
+        "tokenizer_class": "MockTokenizer",
+        "chat_template": CHAT_TEMPLATE,
+    }

@@ -2,24 +2,28 @@
 
 vLLM (``OutputProcessor.do_tracing``) emits one span per finished request: name
 ``llm_request``, kind SERVER, start at arrival, parent taken from the incoming W3C
-``traceparent`` (``tracestate`` kept), and its own ``gen_ai.*`` attributes. This module builds
-exactly that span with ``opentelemetry-proto`` messages and sends it from one background
-thread, over gRPC (``TraceService/Export``, vLLM's default) or HTTP/protobuf, without the
-OpenTelemetry SDK. :meth:`SpanExporter.close` drains the queue, so a graceful stop loses no
-span.
+``traceparent`` (``tracestate`` kept; an unsampled parent means no span, as the SDK's
+parent-based sampler decides), and its own ``gen_ai.*`` attributes. This module builds
+exactly that span with ``opentelemetry-proto`` messages, as vLLM's OpenTelemetry SDK encodes
+it (scope ``vllm.tracing.otel``, the SDK's resource, span flags saying whether the parent is
+remote), and sends it from one background thread, over gRPC (``TraceService/Export``,
+vLLM's default) or HTTP/protobuf, without the SDK. At start it also exports the spans vLLM's
+instrumented start-up functions make (:mod:`._startup_spans`). :meth:`SpanExporter.close`
+drains the queue, so a graceful stop loses no span.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import os
 import queue
 import re
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +37,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from mocksup.vllm._engine_metrics import Finished
 
-__all__ = ["SpanExporter", "SpanInput", "TraceContext", "build_span", "parse_traceparent"]
+__all__ = [
+    "SpanExporter",
+    "SpanInput",
+    "TraceContext",
+    "build_span",
+    "kv",
+    "parse_traceparent",
+    "resource",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +57,10 @@ _BATCH = 512
 _MAX_QUEUE = 2048
 #: Seconds one export may take; stop() must finish within the child's hard-exit budget.
 _EXPORT_TIMEOUT = 1.0
+#: The scope of the ``llm_request`` span: the module of vLLM's ``instrument_manual``.
+SCOPE = "vllm.tracing.otel"
+#: The OTLP span flags the SDK writes: "has is-remote", and "is remote" for a remote parent.
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,8 @@ class SpanInput:
     max_tokens: int | None
 
 
-def _kv(key: str, value: Any) -> KeyValue:
+def kv(key: str, value: Any) -> KeyValue:
+    """An OTLP attribute of the value's type."""
     if isinstance(value, bool):
         any_value = AnyValue(bool_value=value)
     elif isinstance(value, int):
@@ -109,47 +126,73 @@ def _kv(key: str, value: Any) -> KeyValue:
     return KeyValue(key=key, value=any_value)
 
 
-def build_span(data: SpanInput) -> Span:
-    """The ``llm_request`` span of one request, with vLLM's attributes and their types."""
+def build_span(data: SpanInput) -> Span | None:
+    """The ``llm_request`` span of one request, with vLLM's attributes, in vLLM's order and
+    types; ``None`` when the parent is not sampled (the SDK records nothing then)."""
     done = data.finished
-    attributes = [
-        _kv("gen_ai.usage.prompt_tokens", done.prompt_tokens),
-        _kv("gen_ai.usage.completion_tokens", done.generation_tokens),
-        _kv("gen_ai.request.id", data.request_id),
-    ]
-    # vLLM sets the sampling parameters only when truthy (temperature 0.0 is left out).
-    if data.top_p:
-        attributes.append(_kv("gen_ai.request.top_p", float(data.top_p)))
-    if data.max_tokens:
-        attributes.append(_kv("gen_ai.request.max_tokens", int(data.max_tokens)))
-    if data.temperature:
-        attributes.append(_kv("gen_ai.request.temperature", float(data.temperature)))
-    if done.n:
-        attributes.append(_kv("gen_ai.request.n", int(done.n)))
-    attributes += [
-        _kv("gen_ai.latency.time_in_queue", float(done.queue)),
-        _kv("gen_ai.latency.time_to_first_token", float(done.ttft)),
-        _kv("gen_ai.latency.e2e", float(done.e2e)),
-        _kv("gen_ai.latency.time_in_model_prefill", float(done.prefill)),
-        _kv("gen_ai.latency.time_in_model_decode", float(done.decode)),
-        _kv("gen_ai.latency.time_in_model_inference", float(done.inference)),
-        _kv("gen_ai.response.finish_reasons", json.dumps([done.finish_reason])),
-    ]
     parent = data.parent
-    span = Span(
+    if parent is not None and not parent.sampled:
+        return None
+    attributes = [
+        kv("gen_ai.latency.time_to_first_token", float(done.ttft)),
+        kv("gen_ai.latency.e2e", float(done.e2e)),
+        kv("gen_ai.latency.time_in_queue", float(done.queue)),
+        kv("gen_ai.usage.prompt_tokens", done.prompt_tokens),
+        kv("gen_ai.usage.completion_tokens", done.generation_tokens),
+        kv("gen_ai.latency.time_in_model_prefill", float(done.prefill)),
+        kv("gen_ai.latency.time_in_model_decode", float(done.decode)),
+        kv("gen_ai.latency.time_in_model_inference", float(done.inference)),
+        kv("gen_ai.request.id", data.request_id),
+    ]
+    # vLLM sets the sampling parameters only when truthy (temperature 0.0 is left out); each
+    # sequence is an engine request of its own, so n is 1 even when the request asked more.
+    if data.top_p:
+        attributes.append(kv("gen_ai.request.top_p", float(data.top_p)))
+    if data.max_tokens:
+        attributes.append(kv("gen_ai.request.max_tokens", int(data.max_tokens)))
+    if data.temperature:
+        attributes.append(kv("gen_ai.request.temperature", float(data.temperature)))
+    attributes.append(kv("gen_ai.request.n", 1))
+    return Span(
         trace_id=parent.trace_id if parent else os.urandom(16),
         span_id=os.urandom(8),
         parent_span_id=parent.span_id if parent else b"",
         trace_state=parent.state if parent else "",
-        # W3C flags: sampled; bit 8 says whether the parent is remote (it is, when present).
-        flags=0x1 | (0x300 if parent else 0x100),
+        flags=_HAS_IS_REMOTE | (_IS_REMOTE if parent else 0),
         name="llm_request",
         kind=Span.SPAN_KIND_SERVER,
         start_time_unix_nano=data.start_ns,
         end_time_unix_nano=data.start_ns + int(done.e2e * 1e9),
         attributes=attributes,
     )
-    return span
+
+
+def resource(service_name: str | None, extra: dict[str, str] | None = None) -> Resource:
+    """The resource vLLM's tracer provider has: the SDK's (``telemetry.sdk.*``, a
+    ``service.instance.id``, ``$OTEL_RESOURCE_ATTRIBUTES``, ``$OTEL_SERVICE_NAME``), then
+    vLLM's own attributes, then the SDK's default ``service.name``."""
+    try:
+        sdk_version = metadata.version("opentelemetry-proto")
+    except metadata.PackageNotFoundError:
+        sdk_version = "1.27.0"
+    attributes: dict[str, str] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
+        "service.instance.id": str(uuid.uuid4()),
+    }
+    for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, eq, value = item.partition("=")
+        if eq and key.strip():
+            attributes[key.strip()] = value.strip()
+    name = service_name or os.environ.get("OTEL_SERVICE_NAME")
+    if name:
+        attributes["service.name"] = name
+    attributes["vllm.instrumenting_module_name"] = "vllm.llm_engine"
+    attributes["vllm.process_id"] = str(os.getpid())
+    attributes.update(extra or {})
+    attributes.setdefault("service.name", "unknown_service:python")
+    return Resource(attributes=[kv(k, v) for k, v in attributes.items()])
 
 
 class SpanExporter:
@@ -158,21 +201,16 @@ class SpanExporter:
     :param endpoint: the OTLP endpoint: ``host:port`` or ``http://host:port`` for gRPC; for
         ``http/protobuf`` a URL whose path defaults to ``/v1/traces``.
     :param protocol: ``grpc`` or ``http/protobuf``, as ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``.
-    :param service_name: the resource's ``service.name``.
+    :param service_name: the resource's ``service.name`` (``None``: as the SDK decides).
     """
 
-    def __init__(self, endpoint: str, protocol: str, service_name: str) -> None:
+    def __init__(self, endpoint: str, protocol: str, service_name: str | None) -> None:
         if protocol not in ("grpc", "http/protobuf"):
-            raise ValueError(f"Unsupported OTLP traces protocol {protocol!r}")
-        self._queue: queue.SimpleQueue[Span | None] = queue.SimpleQueue()
-        self._resource = Resource(
-            attributes=[
-                _kv("service.name", service_name),
-                _kv("vllm.instrumenting_module_name", "vllm.llm_engine"),
-                _kv("vllm.process_id", os.getpid()),
-            ]
-        )
-        self._scope = InstrumentationScope(name="vllm.llm_engine")
+            raise ValueError(f"Unsupported OTLP protocol '{protocol}' is configured")
+        self._queue: queue.SimpleQueue[Span | bytes | None] = queue.SimpleQueue()
+        self.service_name = service_name
+        self._resource = resource(service_name)
+        self._scope = InstrumentationScope(name=SCOPE)
         self._send = (
             self._grpc_sender(endpoint) if protocol == "grpc" else self._http_sender(endpoint)
         )
@@ -182,14 +220,24 @@ class SpanExporter:
         self._thread = threading.Thread(target=self._run, name="vllm-span-exporter", daemon=True)
         self._thread.start()
 
-    def submit(self, span: Span) -> None:
+    def submit(self, span: Span | None) -> None:
         """Queue one span for export (never blocks; drops it when the queue is full)."""
+        if span is None:
+            return
         if self._queue.qsize() >= _MAX_QUEUE:
             self.dropped += 1
             if self.dropped == 1:
                 _log.warning("span queue full (%d): dropping spans", _MAX_QUEUE)
             return
         self._queue.put(span)
+
+    def startup(self, start_ns: int, end_ns: int) -> None:
+        """Export the start-up spans vLLM's instrumented functions make, over the mock's
+        own start-up (``start_ns`` to ``end_ns``)."""
+        from mocksup.vllm._startup_spans import startup_request
+
+        request = startup_request(self._resource, self.service_name, start_ns, end_ns)
+        self._queue.put(request.SerializeToString())  # sent by the thread, in order
 
     def close(self, timeout: float = 1.2) -> None:
         """Export everything queued, then stop the thread (waits at most ``timeout``)."""
@@ -201,23 +249,29 @@ class SpanExporter:
     def _run(self) -> None:
         closing = False
         while not closing:
-            first = self._queue.get()
+            item = self._queue.get()
             batch: list[Span] = []
-            if first is None:
-                closing = True
-            else:
-                batch.append(first)
-            while len(batch) < _BATCH:
+            while True:
+                if item is None:
+                    closing = True
+                elif isinstance(item, bytes):
+                    self._export_raw(item)  # a whole request (the start-up spans)
+                else:
+                    batch.append(item)
+                if closing or len(batch) >= _BATCH:
+                    break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
-                    closing = True
-                else:
-                    batch.append(item)
             if batch:
                 self._export(batch)
+
+    def _export_raw(self, payload: bytes) -> None:
+        try:
+            self._send(payload)
+        except Exception as error:
+            _log.warning("could not export the start-up spans: %s", error)
 
     def _export(self, batch: list[Span]) -> None:
         request = ExportTraceServiceRequest(

@@ -12,11 +12,12 @@ API; :class:`~mocksup.vllm.MockVLLMServer` has them (on the server it started), 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mocksup._control import ControlClient
+from mocksup.control import MAX_WAIT, ControlClient
 from mocksup.errors import WaitTimeoutError
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
 
@@ -31,8 +32,10 @@ class JournalEntry:
     with ``journal_credentials=True``. ``body`` is the decoded JSON, else text (a body cut
     to the journal's 64 KiB ends in a ``...[truncated: N bytes in all]`` marker), else
     ``None``; ``body_size`` is its size in bytes as received. ``status`` is ``None`` for a
-    connection the mock reset or cut. ``start`` is Unix time; ``first_byte`` and
-    ``duration`` are seconds since arrival on the server's clock.
+    connection the mock reset or cut, or whose client went away; ``client_disconnected``
+    says the client closed its connection while its request ran (the request was aborted,
+    as vLLM aborts it). ``start`` is Unix time; ``first_byte`` and ``duration`` are seconds
+    since arrival on the server's clock.
     """
 
     index: int
@@ -46,6 +49,7 @@ class JournalEntry:
     start: float
     first_byte: float
     duration: float
+    client_disconnected: bool = False
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> JournalEntry:
@@ -81,8 +85,15 @@ class VLLMQueries:
         :raises WaitTimeoutError: fewer came within ``timeout`` seconds; its message lists
             what did arrive.
         """
-        params = {"path": path, "count": count, "wait": timeout}
-        result = self.control.call("GET", "/requests", params=params, wait=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            # The server holds one poll at most MAX_WAIT seconds: wait longer in turns.
+            left = max(deadline - time.monotonic(), 0.0)
+            poll = min(left, MAX_WAIT)
+            params = {"path": path, "count": count, "timeout": poll}
+            result = self.control.call("GET", "/requests", params=params, wait=poll)
+            if len(result["requests"]) >= count or poll >= left:
+                break
         entries = [JournalEntry.from_json(doc) for doc in result["requests"]]
         if len(entries) >= count:
             return entries

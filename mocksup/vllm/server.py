@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from mocksup.base import MockServerBase
+from mocksup.control import ControlClient
 from mocksup.vllm.client import VLLMQueries
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
 
@@ -16,10 +20,12 @@ if TYPE_CHECKING:
 
     from mocksup._context import ServeContext
     from mocksup.vllm._app import VLLMApp
-    from mocksup.vllm._pipeline import ServerConfig
     from mocksup.vllm._tracing import SpanExporter
 
-__all__ = ["MockVLLMServer"]
+__all__ = ["VLLM_VERSION", "MockVLLMServer"]
+
+#: The vLLM release the mock imitates; its behaviour follows this version's server code.
+VLLM_VERSION = "0.33.0"
 
 _log = logging.getLogger(__name__)
 
@@ -42,19 +48,33 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     default_name: ClassVar[str] = "vllm"
 
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind; 0 for a free one.")
-    served_model_names: list[str] = Field(
-        default_factory=lambda: ["mock-model"],
-        min_length=1,
-        description="Model names served (``--served-model-name``); the first is the base, "
-        "the default of requests and the metrics' ``model_name``.",
+    vllm_serve_args: list[str] = Field(
+        default_factory=list,
+        description="A ``vllm serve`` command line read into these settings (settings given "
+        "by name win); see :meth:`from_cli_args`.",
     )
-    max_model_len: int = Field(default=4096, ge=2, description="Context length (prompt + output).")
+    model: str = Field(
+        default="mock-model",
+        description="``vllm serve MODEL``: the model path, the cards' ``root``, and the name "
+        "served when ``served_model_name`` is not set.",
+    )
+    served_model_name: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        validation_alias=AliasChoices("served_model_name", "served_model_names"),
+        description="``--served-model-name``: the names served (``model`` when unset); the "
+        "first is the default of requests and the metrics' ``model_name``.",
+    )
+    max_model_len: int = Field(
+        default=4096, ge=2, description="``--max-model-len``: prompt plus output tokens."
+    )
     api_key: str | list[str] | None = Field(
         default=None,
-        description="Bearer key(s) required on all but the open routes (``--api-key``).",
+        description="``--api-key``: bearer key(s) required under ``/v1``, ``/v2``, "
+        "``/inference`` and ``/cohere`` (else ``$VLLM_API_KEY`` in ``env``).",
     )
     seed: int = Field(
-        default=0, description="Seed of content (unless a request sets its own) and faults."
+        default=0, description="``--seed``: content (unless a request sets its own) and faults."
     )
     output_tokens: tuple[int, int] = Field(
         default=(10, 40), description="Range of the natural length of generated text, in tokens."
@@ -62,23 +82,93 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     latency: Latency = Field(default=Latency(), description="Simulated timing.")
     faults: Faults = Field(default=Faults(), description="Injected failures.")
     scripts: list[ScriptRule] = Field(default_factory=list, description="Scripted replies.")
+    max_num_seqs: int = Field(
+        default=256, ge=1, description="``--max-num-seqs``: sequences run at once; more wait."
+    )
     otlp_traces_endpoint: str | None = Field(
         default=None,
-        description="Where to export ``llm_request`` spans (``--otlp-traces-endpoint``).",
+        description="``--otlp-traces-endpoint``: where ``llm_request`` spans go.",
     )
-    otlp_traces_protocol: Literal["grpc", "http/protobuf"] = Field(
-        default="grpc",
-        description="``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``: ``grpc`` or ``http/protobuf``.",
+    otlp_traces_protocol: Literal["grpc", "http/protobuf"] | None = Field(
+        default=None,
+        description="``grpc`` or ``http/protobuf``; else ``$OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, "
+        "else ``grpc``.",
     )
-    otel_service_name: str = Field(default="vllm", description="The spans' ``service.name``.")
+    otel_service_name: str | None = Field(
+        default=None,
+        description="The spans' ``service.name``; else ``$OTEL_SERVICE_NAME``, else vLLM's "
+        "``unknown_service:python``.",
+    )
     request_log: bool = Field(default=False, description="Log every request (an access log).")
-    vllm_version: str = Field(default="0.32.0", description="What ``/version`` answers.")
+    vllm_version: str = Field(
+        default=VLLM_VERSION, description="The vLLM version ``/version`` and fingerprints name."
+    )
     enable_request_id_headers: bool = Field(
-        default=False,
-        description="Echo ``X-Request-Id`` in responses (``--enable-request-id-headers``).",
+        default=False, description="``--enable-request-id-headers``: X-Request-Id on answers."
     )
     response_role: str = Field(
-        default="assistant", description="The role of replies (``--response-role``)."
+        default="assistant", description="``--response-role``: the role of replies."
+    )
+    enable_force_include_usage: bool = Field(
+        default=False, description="``--enable-force-include-usage``: usage on every stream."
+    )
+    enable_prompt_tokens_details: bool = Field(
+        default=False,
+        description="``--enable-prompt-tokens-details``: ``usage.prompt_tokens_details``.",
+    )
+    enable_per_request_metrics: bool = Field(
+        default=False, description="``--enable-per-request-metrics``: a ``metrics`` object."
+    )
+    enable_server_load_tracking: bool = Field(
+        default=False,
+        description="``--enable-server-load-tracking``: ``/load`` counts (0 otherwise).",
+    )
+    enable_tokenizer_info_endpoint: bool = Field(
+        default=False, description="``--enable-tokenizer-info-endpoint``: ``/tokenizer_info``."
+    )
+    enable_auto_tool_choice: bool = Field(
+        default=False, description="``--enable-auto-tool-choice``: ``tool_choice=auto``."
+    )
+    tool_call_parser: str | None = Field(
+        default=None,
+        description="``--tool-call-parser``: needed for tool calls, as in vLLM (any name).",
+    )
+    return_tokens_as_token_ids: bool = Field(
+        default=False,
+        description="``--return-tokens-as-token-ids``: log-prob tokens as ``token_id:N``.",
+    )
+    root_path: str | None = Field(
+        default=None, description="``--root-path``: routes also answer under this prefix."
+    )
+    max_logprobs: int = Field(
+        default=20, ge=-1, description="``--max-logprobs``: the most log-probabilities asked."
+    )
+    disable_fastapi_docs: bool = Field(
+        default=False, description="``--disable-fastapi-docs``: no /docs, /redoc, /openapi.json."
+    )
+    disable_log_stats: bool = Field(
+        default=False, description="``--disable-log-stats``: engine metrics stay at 0."
+    )
+    enable_prefix_caching: bool = Field(
+        default=True, description="``--enable-prefix-caching`` (vLLM's default: on)."
+    )
+    block_size: int = Field(default=16, ge=1, le=4096, description="``--block-size``, tokens.")
+    num_gpu_blocks_override: int | None = Field(
+        default=None, ge=1, description="``--num-gpu-blocks-override``: KV-cache blocks (8192)."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.92, gt=0, le=1, description="``--gpu-memory-utilization`` (reported only)."
+    )
+    kv_cache_dtype: str = Field(default="auto", description="``--kv-cache-dtype`` (reported).")
+    fingerprint_mode: Literal["full", "hash", "custom", "none"] = Field(
+        default="full", description="``--fingerprint-mode`` of ``system_fingerprint``."
+    )
+    fingerprint_value: str | None = Field(
+        default=None, description="``--fingerprint-value`` (with ``fingerprint_mode=custom``)."
+    )
+    server_dev_mode: bool = Field(
+        default=False,
+        description="``VLLM_SERVER_DEV_MODE=1``: the development routes (``/sleep``, ...).",
     )
     embedding_dim: int = Field(
         default=384, ge=1, le=65536, description="Length of embedding vectors."
@@ -93,6 +183,27 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         "values) in the journal instead of ``[redacted]``.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_serve_args(cls, data: Any) -> Any:
+        # A vLLM command line gives defaults; settings given by name win over it.
+        if not isinstance(data, dict) or not data.get("vllm_serve_args"):
+            return data
+        from mocksup.vllm._cli_args import parse_serve_args
+
+        parsed, ignored = parse_serve_args(data["vllm_serve_args"])
+        if ignored:
+            _log.info("vllm serve flags with no effect on the mock, ignored: %s", " ".join(ignored))
+        named = {k for k in data if k != "vllm_serve_args"}
+        if "served_model_names" in named:
+            named.add("served_model_name")
+        return {**{k: v for k, v in parsed.items() if k not in named}, **data}
+
+    @field_validator("served_model_name", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
     @field_validator("output_tokens")
     @classmethod
     def _check_range(cls, value: tuple[int, int]) -> tuple[int, int]:
@@ -102,9 +213,36 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:
-        if len(set(self.served_model_names)) != len(self.served_model_names):
-            raise ValueError("served_model_names must be distinct")
+        names = self.served_names
+        if len(set(names)) != len(names):
+            raise ValueError("served_model_name must be distinct names")
         return self
+
+    @classmethod
+    def from_cli_args(cls, args: Sequence[str], **settings: Any) -> Self:
+        """A mock configured by a ``vllm serve`` command line, as a test hands real vLLM.
+
+        ``args`` may start with ``vllm serve``; the model is positional or ``--model``.
+        Flags the mock implements become settings of the same name (``--max-model-len``
+        is ``max_model_len``); the other real vLLM 0.33 flags are accepted, logged and
+        ignored; ``settings`` given here win over the command line::
+
+            MockVLLMServer.from_cli_args(["Qwen/Qwen3-0.6B", "--max-model-len", "1024",
+                                          "--dtype", "bfloat16"], port=0)
+
+        :raises pydantic.ValidationError: a flag vLLM does not know, or a bad value.
+        """
+        return cls(vllm_serve_args=list(args), **settings)
+
+    @property
+    def served_names(self) -> list[str]:
+        """The names served: ``served_model_name``, else ``[model]``."""
+        return list(self.served_model_name or [self.model])
+
+    @property
+    def served_model_names(self) -> list[str]:
+        """The names served (an older spelling of :attr:`served_names`)."""
+        return self.served_names
 
     # -- the child side ------------------------------------------------------------------
 
@@ -113,11 +251,14 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         from mocksup.serving import bind_tcp, serve_wsgi
         from mocksup.vllm._errors import uvicorn_error_page
 
+        started_ns = time.time_ns()
         app, exporter = self.make_app()
         sock = bind_tcp(self.host, self.port)
         port = sock.getsockname()[1]  # serve_wsgi closes our copy of the socket
         try:
             with serve_wsgi(app, sock, request_log=self.request_log, error_page=uvicorn_error_page):
+                if exporter is not None:
+                    exporter.startup(started_ns, time.time_ns())
                 ctx.ready(port=port)
                 ctx.wait()
         finally:
@@ -131,63 +272,34 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         when done with it.
         """
         from mocksup.vllm._app import VLLMApp
-        from mocksup.vllm._control_routes import ControlAPI
-        from mocksup.vllm._engine_metrics import EngineMetrics
-        from mocksup.vllm._http_metrics import HTTPMetrics
+        from mocksup.vllm._config import server_config
         from mocksup.vllm._runtime import RuntimeState
 
-        state = RuntimeState(self.latency, self.faults, self.scripts, self.seed, self.journal_limit)
-        metrics = EngineMetrics(self.served_model_names[0], self.max_model_len)
-        http_metrics = HTTPMetrics()
         exporter = self._exporter()
-
-        def reset_metrics() -> None:
-            metrics.reset()
-            http_metrics.reset()
-
-        def live() -> dict[str, int]:
-            return {"running": metrics.running, "waiting": metrics.waiting}
-
-        control = ControlAPI(state, self._public_settings(), reset_metrics, live)
-        config = self._server_config(tracing=exporter is not None)
-        app = VLLMApp(
-            config, state, metrics=metrics, http_metrics=http_metrics, exporter=exporter,
-            control=control,
+        config = server_config(self, tracing=exporter is not None)
+        state = RuntimeState(
+            self.latency, self.faults, self.scripts, self.seed, self.journal_limit,
+            max_num_seqs=self.max_num_seqs,
         )  # fmt: skip
-        return app, exporter
+        return VLLMApp(config, state, exporter=exporter, settings=self._public_settings(),
+                       name=self.name), exporter  # fmt: skip
 
     def _exporter(self) -> SpanExporter | None:
         if not self.otlp_traces_endpoint:
             return None
         from mocksup.vllm._tracing import SpanExporter
 
-        return SpanExporter(
-            self.otlp_traces_endpoint, self.otlp_traces_protocol, self.otel_service_name
+        protocol = self.otlp_traces_protocol or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"
         )
-
-    def _server_config(self, *, tracing: bool) -> ServerConfig:
-        from mocksup.vllm._pipeline import ServerConfig
-
-        keys = [self.api_key] if isinstance(self.api_key, str) else list(self.api_key or [])
-        return ServerConfig(
-            models=list(self.served_model_names),
-            max_model_len=self.max_model_len,
-            api_keys=keys,
-            seed=self.seed,
-            output_tokens=self.output_tokens,
-            version=self.vllm_version,
-            request_id_headers=self.enable_request_id_headers,
-            role=self.response_role,
-            max_request_bytes=self.max_request_bytes,
-            embedding_dim=self.embedding_dim,
-            tracing=tracing,
-            journal_credentials=self.journal_credentials,
-        )
+        return SpanExporter(self.otlp_traces_endpoint, protocol, self.otel_service_name)
 
     def _public_settings(self) -> dict[str, Any]:
         return {
-            "served_model_names": list(self.served_model_names),
+            "model": self.model,
+            "served_model_name": self.served_names,
             "max_model_len": self.max_model_len,
+            "max_num_seqs": self.max_num_seqs,
             "seed": self.seed,
             "vllm_version": self.vllm_version,
             "otlp_traces_endpoint": self.otlp_traces_endpoint,

@@ -41,7 +41,8 @@ class _Model(BaseModel):
 class Latency(_Model):
     """Simulated engine timing of each request.
 
-    A request first waits for one of ``max_num_seqs`` slots (the queue time), then its first
+    A request first waits for one of ``max_num_seqs`` slots (the queue time; the server's
+    ``max_num_seqs`` unless changed here at run time), then its first
     token comes ``ttft`` seconds later and every further token ``itl`` seconds after the one
     before. Deadlines are absolute from the start of decoding, so sleeps never drift.
     Headers ``X-Mocksup-TTFT`` and ``X-Mocksup-ITL`` (seconds) override them per request.
@@ -57,8 +58,11 @@ class Latency(_Model):
         le=1,
         description="Relative spread: each delay is scaled by 1 +/- U(0, jitter).",
     )
-    max_num_seqs: int = Field(
-        default=256, ge=1, description="Sequences served at once; more queue."
+    max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequences served at once (more queue); ``None``: the server's "
+        "``max_num_seqs``.",
     )
 
 

@@ -33,7 +33,13 @@ MOCK_SERVERS = [
     MockServerConfig(
         name="vllm",
         server_class=MockVLLMServer,
-        init_kwargs={"port": 0, "otlp_traces_endpoint": Endpoint("otlp", "otlp_grpc")},
+        # As a deployment names vLLM's service with OTEL_SERVICE_NAME (its default is the
+        # SDK's "unknown_service:python").
+        init_kwargs={
+            "port": 0,
+            "otlp_traces_endpoint": Endpoint("otlp", "otlp_grpc"),
+            "env": {"OTEL_SERVICE_NAME": "vllm"},
+        },
     ),
 ]
 

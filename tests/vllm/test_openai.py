@@ -36,7 +36,13 @@ class ChatTest(ServerTestCase):
                 reply=ScriptReply(tool_calls=[ToolCall(name="lookup", arguments={"q": "x"})]),
             ),
         ]
-        return MockVLLMServer(port=0, served_model_names=["base", "alias"], scripts=rules)
+        return MockVLLMServer(
+            port=0,
+            served_model_name=["base", "alias"],
+            scripts=rules,
+            enable_auto_tool_choice=True,
+            tool_call_parser="hermes",
+        )
 
     def test_chat_completion_shape_and_usage(self) -> None:
         response = self.client.chat.completions.create(
@@ -75,25 +81,44 @@ class ChatTest(ServerTestCase):
         self.assertTrue(all(c.usage is None for c in chunks))
 
     def test_sse_framing_is_vllms(self) -> None:
-        body = {"model": "base", "messages": MESSAGES, "stream": True, "stream_options": {}}
+        body = {"model": "base", "messages": MESSAGES, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
         status, headers, raw = raw_post(self.server, "/v1/chat/completions", body)
         self.assertEqual(status, 200)
         self.assertTrue(headers["content-type"].startswith("text/event-stream"))
         events = sse_events(raw)
         self.assertEqual(events[-1], "[DONE]")
-        first, *middle, usage = (json.loads(e) for e in events[:-1])
+        first, *middle, last, usage = (json.loads(e) for e in events[:-1])
         self.assertEqual(
             first["choices"],
             [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
               "finish_reason": None}],
         )  # fmt: skip
+        # vLLM 0.33 sends the keys it sets explicitly, even as null.
+        self.assertEqual((first["prompt_token_ids"], first["prompt_text"]), (None, None))
         for chunk in middle:
             self.assertNotIn("usage", chunk)
             self.assertEqual(chunk["object"], "chat.completion.chunk")
-        self.assertIn("stop_reason", middle[-1]["choices"][0])
+            self.assertEqual(
+                set(chunk["choices"][0]),
+                {"index", "delta", "logprobs", "finish_reason", "token_ids"},
+            )
+            self.assertEqual(list(chunk)[-1], "kv_transfer_params")  # fmt: skip
+        self.assertEqual(last["choices"][0]["stop_reason"], None)
+        self.assertEqual(last["choices"][0]["weight_versions"], None)
+        self.assertNotIn("system_fingerprint", last)  # the usage chunk carries it
         self.assertEqual(usage["choices"], [])
-        self.assertEqual(usage["usage"]["completion_tokens"], len(middle))
+        self.assertEqual(usage["usage"]["completion_tokens"], len(middle) + 1)
         self.assertNotIn("prompt_tokens_details", usage["usage"])
+        self.assertTrue(usage["system_fingerprint"].startswith("vllm-0.33.0-"))
+
+    def test_stream_options_without_include_usage_sends_no_usage(self) -> None:
+        # vLLM 0.33: include_usage defaults to false even when stream_options is given.
+        body = {"model": "base", "messages": MESSAGES, "stream": True, "stream_options": {}}
+        events = [json.loads(e) for e in sse_events(raw_post(
+            self.server, "/v1/chat/completions", body)[2])[:-1]]  # fmt: skip
+        self.assertTrue(all(e["choices"] for e in events))
+        self.assertTrue(all("usage" not in e for e in events))
 
     def test_n_choices_and_seed_determinism(self) -> None:
         def ask(seed: int) -> list[str]:
@@ -115,9 +140,10 @@ class ChatTest(ServerTestCase):
         self.assertEqual(response.choices[0].message.content, "It is ")
         self.assertEqual(response.choices[0].finish_reason, "stop")
         self.assertEqual(
-            response.model_extra and response.choices[0].model_extra,
-            {"stop_reason": "sunny", "token_ids": None},
-        )
+            response.choices[0].model_extra,
+            {"stop_reason": "sunny", "token_ids": None, "routed_experts": None,
+             "weight_versions": None},
+        )  # fmt: skip
 
     def test_scripted_tool_call(self) -> None:
         tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
@@ -190,8 +216,11 @@ class ChatTest(ServerTestCase):
     def test_errors_map_to_openai_exceptions(self) -> None:
         with self.assertRaises(openai.NotFoundError) as caught:
             self.client.chat.completions.create(model="gpt-9", messages=MESSAGES)
-        self.assertEqual(caught.exception.body, {"message": "The model `gpt-9` does not exist.",
-                         "type": "NotFoundError", "param": "model", "code": 404})  # fmt: skip
+        self.assertEqual(
+            caught.exception.body,
+            {"message": "The model `gpt-9` does not exist. Valid aliases: base, alias.",
+             "type": "NotFoundError", "param": "model", "code": 404},
+        )  # fmt: skip
         with self.assertRaises(openai.BadRequestError):
             self.client.chat.completions.create(model="base", messages=MESSAGES, max_tokens=10**6)
         # and the server still serves

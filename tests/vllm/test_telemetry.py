@@ -15,7 +15,7 @@ from tests.vllm.support import ServerTestCase, raw_post
 
 def scrape(server: MockVLLMServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert response.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
         text = response.read().decode()
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -30,7 +30,9 @@ def scrape(server: MockVLLMServer) -> dict[tuple[str, tuple[tuple[str, str], ...
 class MetricsTest(ServerTestCase):
     @classmethod
     def make_server(cls) -> MockVLLMServer:
-        return MockVLLMServer(port=0, served_model_names=["base", "alias"])
+        return MockVLLMServer(
+            port=0, served_model_name=["base", "alias"], enable_server_load_tracking=True
+        )
 
     def test_vllm_metrics_counts_after_traffic(self) -> None:
         # vLLM's tests/entrypoints/openai/test_metrics.py, replayed over HTTP.

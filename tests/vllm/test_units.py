@@ -15,18 +15,21 @@ from werkzeug.test import Client
 from mocksup.vllm import TOKENIZER, MockVLLMServer, ScriptReply, ScriptRule
 from mocksup.vllm._chat import ChatRequest
 from mocksup.vllm._completions import CompletionRequest
+from mocksup.vllm._config import ServerConfig, server_config
 from mocksup.vllm._engine_metrics import FINISH_REASONS, EngineMetrics, Finished, buckets_1_2_5
 from mocksup.vllm._plan import Settings, plan_request
 from mocksup.vllm._tracing import SpanInput, build_span, parse_traceparent
+
+
+def _config(names: list[str]) -> ServerConfig:
+    return server_config(MockVLLMServer(served_model_name=names), tracing=False, environ={})
 
 
 def _plan_digest(seed: int) -> str:
     request = ChatRequest.model_validate(
         {"messages": [{"role": "user", "content": "Tell me a story"}], "n": 2, "seed": seed}
     )
-    plan = plan_request(
-        request, "chatcmpl-x", Settings(4096, 0, (10, 40)), None, per_prompt_ids=False
-    )
+    plan = plan_request(request, "chatcmpl-x", Settings(4096, 0, (10, 40)), None, per_prompt_ids="")
     chunks = [c.deltas for c in plan.choices]
     return hashlib.sha256(json.dumps(chunks).encode()).hexdigest()
 
@@ -60,9 +63,7 @@ class GenerationTest(unittest.TestCase):
 
     def test_generated_text_retokenizes_to_the_count(self) -> None:
         request = CompletionRequest.model_validate({"prompt": "Once", "max_tokens": 30})
-        plan = plan_request(
-            request, "cmpl-1", Settings(4096, 3, (5, 60)), None, per_prompt_ids=True
-        )
+        plan = plan_request(request, "cmpl-1", Settings(4096, 3, (5, 60)), None, per_prompt_ids="-")
         choice = plan.choices[0]
         self.assertEqual(TOKENIZER.count(choice.text), len(choice.tokens))
         self.assertEqual(choice.request_id, "cmpl-1-0")
@@ -72,7 +73,7 @@ class GenerationTest(unittest.TestCase):
         request = ChatRequest.model_validate(
             {"messages": [{"role": "user", "content": "x"}], "stop": ["gamma"]}
         )
-        plan = plan_request(request, "c", Settings(4096, 0, (1, 2)), reply, per_prompt_ids=False)
+        plan = plan_request(request, "c", Settings(4096, 0, (1, 2)), reply, per_prompt_ids="")
         choice = plan.choices[0]
         self.assertEqual(choice.text, "alpha beta ")
         self.assertEqual((choice.finish_reason, choice.stop_reason), ("stop", "gamma"))
@@ -81,13 +82,14 @@ class GenerationTest(unittest.TestCase):
 
 class MetricsTest(unittest.TestCase):
     def test_vllm_test_metrics_counts_formulas(self) -> None:
-        metrics = EngineMetrics("m", 4096)
+        metrics = EngineMetrics(_config(["m"]))
         n, p, m = 10, 7, 10
         for _ in range(n):
             metrics.record(
-                Finished(p, m, m, 1, "length", 0.001, 0.02, 0.019, 0.09, 0.1, 0.11, [0.01] * 9)
+                Finished(p, m, m, "length", 0.001, 0.02, 0.019, 0.09, 0.1, 0.11, [0.01] * 9)
             )
-        families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+            metrics.record_request(1, m)
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
 
         def value(family: str, suffix: str, **labels: str) -> float:
             for sample in families[family].samples:
@@ -104,6 +106,9 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(value("vllm:iteration_tokens_total", "_sum"), n * (p + m))
         self.assertEqual(value("vllm:iteration_tokens_total", "_count"), n * m)
         self.assertEqual(value("vllm:request_params_max_tokens", "_sum"), n * m)
+        self.assertEqual(value("vllm:request_params_n", "_count"), n)
+        self.assertEqual(value("vllm:request_max_num_generation_tokens", "_sum"), n * m)
+        self.assertEqual(value("vllm:request_num_preemptions", "_count"), n)
         self.assertEqual(value("vllm:prompt_tokens", "_total"), n * p)
         self.assertEqual(value("vllm:generation_tokens", "_total"), n * m)
         for reason in FINISH_REASONS:
@@ -113,6 +118,8 @@ class MetricsTest(unittest.TestCase):
             )
         sample = families["vllm:num_requests_running"].samples[0]
         self.assertEqual(sample.labels, {"model_name": "m", "engine": "0"})
+        # prometheus_client writes labels sorted by name.
+        self.assertIn('vllm:num_requests_running{engine="0",model_name="m"} 0.0', metrics.render())
 
     def test_token_buckets(self) -> None:
         self.assertEqual(buckets_1_2_5(100), (1, 2, 5, 10, 20, 50, 100))
@@ -130,13 +137,14 @@ class SpanTest(unittest.TestCase):
                 parent=parent,
                 start_ns=10,
                 finished=Finished(
-                    5, 3, 3, 1, "length", 0.001, 0.01, 0.009, 0.02, 0.029, 0.03, [0.01, 0.01]
+                    5, 3, 3, "length", 0.001, 0.01, 0.009, 0.02, 0.029, 0.03, [0.01, 0.01]
                 ),
                 temperature=0.0,
                 top_p=0.9,
                 max_tokens=3,
             )
         )
+        assert span is not None
         self.assertEqual(span.name, "llm_request")
         self.assertEqual(span.trace_id.hex(), "0af7651916cd43dd8448eb211c80319c")
         self.assertEqual(span.parent_span_id.hex(), "b7ad6b7169203331")
@@ -145,7 +153,9 @@ class SpanTest(unittest.TestCase):
         self.assertNotIn("gen_ai.request.temperature", attributes)  # 0.0 is falsy in vLLM
         self.assertEqual(attributes["gen_ai.request.top_p"].double_value, 0.9)
         self.assertEqual(attributes["gen_ai.usage.prompt_tokens"].int_value, 5)
-        self.assertEqual(attributes["gen_ai.response.finish_reasons"].string_value, '["length"]')
+        self.assertNotIn("gen_ai.response.finish_reasons", attributes)  # vLLM 0.33 sets none
+        self.assertEqual(attributes["gen_ai.request.n"].int_value, 1)
+        self.assertEqual(span.flags, 0x300)  # the SDK's "parent is remote"
         self.assertEqual(attributes["gen_ai.usage.completion_tokens"].int_value, 3)
         self.assertEqual(attributes["gen_ai.latency.e2e"].double_value, 0.03)
         self.assertEqual(span.end_time_unix_nano, 10 + 30_000_000)
@@ -170,14 +180,20 @@ class AppTest(unittest.TestCase):
     def post(self, path: str, body: Any, **headers: str) -> Any:
         return self.client.post(path, json=body, headers={**self.auth, **headers})
 
-    def test_auth_guards_all_but_open_routes(self) -> None:
-        for path in ("/v1/models", "/tokenize", "/nothing"):
+    def test_auth_guards_only_vllms_api_prefixes(self) -> None:
+        # vLLM's middleware guards paths starting /v1, /v2, /inference and /cohere only.
+        for path in ("/v1/models", "/v1/nothing", "/v2/rerank", "/inference/v1/generate",
+                     "/cohere/x", "/v1"):  # fmt: skip
             response = self.client.get(path)
             self.assertEqual(
-                (response.status_code, response.json), (401, {"error": "Unauthorized"})
+                (response.status_code, response.json), (401, {"error": "Unauthorized"}), path
             )
-        for path in ("/health", "/ping", "/load", "/version", "/metrics"):
+        for path in ("/health", "/ping", "/load", "/version", "/metrics", "/openapi.json"):
             self.assertEqual(self.client.get(path).status_code, 200, path)
+        self.assertEqual(self.client.get("/nothing").status_code, 404)
+        tokenized = self.client.post("/tokenize", json={"prompt": "hi"})
+        self.assertEqual(tokenized.status_code, 200)
+        self.assertEqual(self.client.options("/v1/models").status_code, 405)  # never guarded
         self.assertEqual(self.client.get("/v1/models", headers=self.auth).status_code, 200)
 
     def test_validation_and_parse_errors_are_400(self) -> None:
@@ -214,16 +230,41 @@ class AppTest(unittest.TestCase):
         long = " the" * 100
         response = self.post("/v1/completions", {"prompt": long})
         self.assertEqual(response.status_code, 400)
-        self.assertIn("This model's maximum context length is 64 tokens. However, your request "
-                      "has 100 input tokens.", response.json["error"]["message"])  # fmt: skip
+        error = response.json["error"]
+        self.assertEqual(
+            error["message"],
+            "This model's maximum context length is 64 tokens. However, your prompt contains "
+            "100 input tokens, which exceeds this limit even without any output tokens. Please "
+            "reduce the length of the input prompt. (parameter=input_tokens, value=100)",
+        )
+        self.assertEqual((error["type"], error["param"]), ("BadRequestError", "input_tokens"))
         response = self.post("/v1/completions", {"prompt": " the", "max_tokens": 100})
-        self.assertIn("'max_tokens' or 'max_completion_tokens' is too large: 100.",
-                      response.json["error"]["message"])  # fmt: skip
+        error = response.json["error"]
+        self.assertEqual(
+            error["message"],
+            "max_tokens=100 cannot be greater than max_model_len=64. Please request fewer "
+            "output tokens. (parameter=max_tokens, value=100)",
+        )
+        self.assertEqual(error["param"], "max_tokens")
+        # Within the context but past what the prompt leaves: capped, not refused.
+        response = self.post("/v1/completions", {"prompt": " the" * 60, "max_tokens": 64,
+                                                 "ignore_eos": True})  # fmt: skip
+        self.assertEqual(response.status_code, 200, response.json)
+        self.assertEqual(response.json["usage"]["completion_tokens"], 4)
+        self.assertEqual(response.json["choices"][0]["finish_reason"], "length")
+        # A prompt filling the context leaves no room for one token.
+        response = self.post("/v1/completions", {"prompt": " the" * 64})
+        self.assertEqual(response.json["error"]["message"],
+                         "max_tokens must be at least 1, got 0. (parameter=max_tokens, "
+                         "value=0)")  # fmt: skip
 
     def test_unknown_model_route_and_method(self) -> None:
         response = self.post("/v1/completions", {"model": "gpt-9", "prompt": "x"})
         self.assertEqual(response.status_code, 404)
-        self.assertEqual(response.json["error"]["message"], "The model `gpt-9` does not exist.")
+        self.assertEqual(
+            response.json["error"]["message"],
+            "The model `gpt-9` does not exist. Valid aliases: mock-model.",
+        )
         self.assertEqual(self.client.get("/nope", headers=self.auth).json, {"detail": "Not Found"})
         self.assertEqual(self.client.get("/v1/completions", headers=self.auth).status_code, 405)
 

@@ -1,0 +1,227 @@
+"""The rules vLLM applies to a generation request's parameters before it runs.
+
+vLLM checks them in three places, in this order: building ``SamplingParams`` (``logit_bias``
+keys to token ids), ``SamplingParams._verify_args`` (ranges) and, in the engine's input
+processor, ``SamplingParams.verify`` (against the model: ``--max-logprobs``, the vocabulary,
+structured-output constraints). :func:`check_sampling` applies the same rules in the same
+order with vLLM's wording, parameter and value; every failure is a
+:class:`~._errors.VLLMValidationError`, answered 400.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import regex
+
+from mocksup.vllm._errors import VLLMValidationError
+from mocksup.vllm._sampling import GenerationRequest
+from mocksup.vllm.tokenizer import TOKENIZER
+
+__all__ = ["check_prompt_ids", "check_sampling"]
+
+#: vLLM's ``VLLM_MAX_N_SEQUENCES`` default.
+MAX_N = 16384
+
+
+def check_sampling(request: GenerationRequest, max_logprobs: int) -> None:
+    """Apply vLLM's sampling-parameter rules to ``request``.
+
+    :param max_logprobs: ``--max-logprobs`` (-1: the vocabulary size).
+    :raises VLLMValidationError: the first rule broken, in vLLM's words.
+    """
+    _logit_bias_keys(request.logit_bias)
+    _ranges(request)
+    _lengths(request)
+    _logprobs(request, TOKENIZER.vocab_size if max_logprobs == -1 else max_logprobs)
+    _vocabulary(request)
+    _structured_outputs(request.structured_outputs)
+
+
+def check_prompt_ids(ids: list[int]) -> None:
+    """A prompt given as token ids must stay within the vocabulary."""
+    if not ids:
+        return
+    low, high = min(ids), max(ids)
+    if low < 0:
+        raise VLLMValidationError(f"Token id {low} is out of vocabulary")
+    if high >= TOKENIZER.vocab_size:
+        raise VLLMValidationError(f"Token id {high} is out of vocabulary")
+
+
+def _logit_bias_keys(bias: dict[str, float] | None) -> None:
+    if not bias:
+        return
+    invalid = []
+    for key in bias:
+        try:
+            int(key)
+        except ValueError:
+            invalid.append(key)
+    if invalid:
+        raise VLLMValidationError(
+            f"logit_bias contains key(s) that cannot be converted to integer token IDs: "
+            f"{invalid!r}",
+            parameter="logit_bias",
+            value=invalid,
+        )
+
+
+def _ranges(request: GenerationRequest) -> None:
+    n = request.choices
+    if n < 1:
+        raise VLLMValidationError(f"n must be at least 1, got {n}.")
+    if n > MAX_N:
+        raise VLLMValidationError(
+            f"n must be at most {MAX_N}, got {n}. To increase this limit, set the "
+            "VLLM_MAX_N_SEQUENCES environment variable."
+        )
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(request, name)
+        if value is not None and not -2.0 <= value <= 2.0:
+            raise VLLMValidationError(f"{name} must be in [-2, 2], got {float(value)}.")
+    repetition = request.repetition_penalty
+    if repetition is not None and not math.isfinite(repetition):
+        raise VLLMValidationError(
+            f"repetition_penalty must be a finite number, got {float(repetition)}."
+        )
+    if repetition is not None and repetition <= 0.0:
+        raise VLLMValidationError(
+            f"repetition_penalty must be greater than zero, got {float(repetition)}."
+        )
+    _temperature_and_top_p(request)
+    if request.top_k is not None and request.top_k < -1:
+        raise VLLMValidationError(f"top_k must be 0 (disable), or at least 1, got {request.top_k}.")
+    if request.min_p is not None and not 0.0 <= request.min_p <= 1.0:
+        raise VLLMValidationError(f"min_p must be in [0, 1], got {float(request.min_p)}.")
+
+
+def _temperature_and_top_p(request: GenerationRequest) -> None:
+    temperature = 1.0 if request.temperature is None else float(request.temperature)
+    problem = None
+    if not math.isfinite(temperature):
+        problem = f"temperature must be a finite number, got {temperature}."
+    elif temperature < 0.0:
+        problem = f"temperature must be non-negative, got {temperature}."
+    elif temperature > 2.0:
+        problem = f"temperature must be in [0, 2], got {temperature}."
+    if problem:
+        raise VLLMValidationError(problem, parameter="temperature", value=temperature)
+    top_p = 1.0 if request.top_p is None else float(request.top_p)
+    if not 0.0 < top_p <= 1.0:
+        raise VLLMValidationError(
+            f"top_p must be in (0, 1], got {top_p}.", parameter="top_p", value=top_p
+        )
+
+
+def _lengths(request: GenerationRequest) -> None:
+    wanted = request.max_new
+    if wanted is not None and wanted < 1:
+        raise VLLMValidationError(
+            f"max_tokens must be at least 1, got {wanted}.", parameter="max_tokens", value=wanted
+        )
+    if request.min_tokens < 0:
+        raise VLLMValidationError(
+            f"min_tokens must be greater than or equal to 0, got {request.min_tokens}."
+        )
+    if wanted is not None and request.min_tokens > wanted:
+        raise VLLMValidationError(
+            f"min_tokens must be less than or equal to max_tokens={wanted}, "
+            f"got {request.min_tokens}."
+        )
+    if any(not s for s in request.stop_list):
+        raise VLLMValidationError("stop cannot contain an empty string.")
+    if any(not word for word in request.bad_words):
+        raise VLLMValidationError(
+            f"bad_words cannot contain an empty string. Got bad_words={request.bad_words}"
+        )
+
+
+def _logprobs(request: GenerationRequest, allowed: int) -> None:
+    vocabulary = TOKENIZER.vocab_size
+    for name, wanted, what in (
+        ("logprobs", request.logprobs_wanted, "sample"),
+        ("prompt_logprobs", request.prompt_logprobs, "prompt"),
+    ):
+        if wanted is not None and wanted < 0 and wanted != -1:
+            raise VLLMValidationError(
+                f"{name} must be non-negative or -1, got {wanted}.", parameter=name, value=wanted
+            )
+        count = vocabulary if wanted == -1 else wanted
+        if count and count > allowed:
+            raise VLLMValidationError(
+                f"Requested {what} logprobs of {count}, which is greater than max allowed: "
+                f"{allowed}",
+                parameter=name,
+                value=count,
+            )
+
+
+def _out_of_vocabulary(ids: list[int]) -> list[int]:
+    size = TOKENIZER.vocab_size
+    return [token for token in ids if token < 0 or token >= size]
+
+
+def _vocabulary(request: GenerationRequest) -> None:
+    size = TOKENIZER.vocab_size
+    bias = [int(key) for key in request.logit_bias or {}]
+    for name, ids in (("logit_bias", bias), ("stop_token_ids", request.stop_token_ids or [])):
+        invalid = _out_of_vocabulary(ids)
+        if invalid:
+            raise VLLMValidationError(
+                f"token_id(s) {invalid} in {name} contain out-of-vocab token ids. "
+                f"Vocabulary size: {size}",
+                parameter=name,
+                value=invalid,
+            )
+    allowed = request.allowed_token_ids
+    if allowed is not None and not allowed:
+        raise VLLMValidationError(
+            "allowed_token_ids is not None and empty!", parameter="allowed_token_ids", value=[]
+        )
+    if allowed and _out_of_vocabulary(allowed):
+        raise VLLMValidationError(
+            "allowed_token_ids contains out-of-vocab token id!",
+            parameter="allowed_token_ids",
+            value=allowed,
+        )
+
+
+def _structured_outputs(options: dict[str, Any] | None) -> None:
+    # What vLLM refuses before a grammar backend runs, and what no backend compiles.
+    if not options:
+        return
+    kinds = [k for k in ("json", "regex", "choice") if options.get(k) is not None]
+    if len(kinds) > 1:
+        raise VLLMValidationError(
+            "You can only use one kind of constraints for structured outputs "
+            "('json', 'regex' or 'choice')."
+        )
+    choice = options.get("choice")
+    if choice is not None and not choice:
+        raise VLLMValidationError(f"Choice '{choice}' cannot be an empty list")
+    for key in ("grammar", "json", "structural_tag"):
+        value = options.get(key)
+        if isinstance(value, str) and not value.strip():
+            raise VLLMValidationError(f"structured_outputs.{key} cannot be an empty string")
+    pattern = options.get("regex")
+    if isinstance(pattern, str):
+        if "\x00" in pattern:
+            raise VLLMValidationError(
+                "structured_outputs.regex must not contain a NUL character ('\\x00')"
+            )
+        try:
+            regex.compile(pattern)
+        except regex.error as error:
+            raise VLLMValidationError(
+                f"Failed to transform regex into a grammar: {error}"
+            ) from None
+    schema = options.get("json")
+    if isinstance(schema, str):
+        import json
+
+        try:
+            json.loads(schema)
+        except ValueError as error:
+            raise VLLMValidationError(f"Invalid JSON schema: {error}") from None
