@@ -31,6 +31,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from mocksup import cli
 from mocksup.serving import url_host
+from mocksup.vllm._startup_spans import STARTUP_SPANS
 from tests.support import ProcessTestCase, has_ipv6_loopback
 
 FREE_PORTS = ["--otlp-port", "0", "--otlp-grpc-port", "0", "--vllm-port", "0"]
@@ -189,7 +190,8 @@ class UpTest(CLITestCase):
         self.assertIn("export OPENAI_BASE_URL=", banner)
         self.assertEqual(ready["servers"]["otlp"]["log"], str(logs / "otlp.log"))
         post_span(otlp, "from-the-test")
-        self.read_until(proc, "otlp: 1 spans")
+        # The vLLM mock traces to the collector, so its start-up spans are there too.
+        self.read_until(proc, f"otlp: {1 + len(STARTUP_SPANS)} spans")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=10)
         self.assertEqual(proc.returncode, 0)

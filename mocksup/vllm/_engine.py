@@ -202,6 +202,8 @@ class Engine:
 
     def _run_until(self, job: Job, deadlines: list[float], last: int) -> None:
         # Waits token by token while someone may abort it, in one go otherwise.
+        if deadlines[last] <= time.monotonic() and job.epoch == self.epoch:
+            return  # all due already (zero latency): nothing to wait for
         marks = deadlines[: last + 1] if job.wait is not None else deadlines[last : last + 1]
         for k, at in enumerate(marks):
             try:
