@@ -222,6 +222,10 @@ def _truncated(ids: list[int], request: GenerationRequest, max_model_len: int) -
 def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice:
     drafted = draft(ask)
     tokens = drafted.tokens
+    if drafted.content is not None:
+        deltas = [drafted.content] + [""] * (len(tokens) - 1) if tokens else []
+        return Choice(index, request_id, n_prompt, tokens, deltas, drafted.content,
+                      drafted.finish_reason)  # fmt: skip
     if drafted.tool_calls:
         return Choice(index, request_id, n_prompt, tokens, [""] * len(tokens), "",
                       drafted.finish_reason, tool_calls=drafted.tool_calls)  # fmt: skip

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import unittest
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import openai
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from mocksup.vllm import MockVLLMServer
 
@@ -31,6 +36,54 @@ class ServerTestCase(unittest.TestCase):
         key = cls.server.openai_env()["OPENAI_API_KEY"]
         cls.client = openai.OpenAI(base_url=cls.server.base_url, api_key=key, max_retries=0)
         cls.addClassCleanup(cls.client.close)
+
+
+#: A sample by name and its labels other than ``model_name`` and ``engine``.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_families(server: MockVLLMServer) -> dict[str, Metric]:
+    """``GET /metrics`` parsed by prometheus_client, by family name."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
+        text = response.read().decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def scrape(server: MockVLLMServer) -> Samples:
+    """Every sample of ``/metrics``, keyed by name and labels (less model and engine)."""
+    samples = {}
+    for family in metric_families(server).values():
+        for s in family.samples:
+            labels = tuple(
+                sorted((k, v) for k, v in s.labels.items() if k not in ("model_name", "engine"))
+            )
+            samples[(s.name, labels)] = float(s.value)
+    return samples
+
+
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Return once ``condition()`` holds (asked again as soon as it answered); fail after
+    ``timeout`` seconds. For states only a query shows, such as a gauge."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the condition did not hold within {timeout} s")
+
+
+def raw_request(
+    server: MockVLLMServer, method: str, path: str, body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    """Any request with http.client; returns status, headers (lower-case) and the body."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+    finally:
+        conn.close()
 
 
 def raw_post(

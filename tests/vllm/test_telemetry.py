@@ -7,24 +7,8 @@ import json
 import time
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from mocksup.vllm import MockVLLMServer
-from tests.vllm.support import ServerTestCase, raw_post
-
-
-def scrape(server: MockVLLMServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = tuple(
-                sorted((k, v) for k, v in s.labels.items() if k not in ("model_name", "engine"))
-            )
-            samples[(s.name, labels)] = float(s.value)
-    return samples
+from tests.vllm.support import ServerTestCase, raw_post, scrape
 
 
 class MetricsTest(ServerTestCase):

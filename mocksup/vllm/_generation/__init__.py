@@ -42,6 +42,8 @@ class Draft:
     tokens: list[int]
     finish_reason: str
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: The text shown instead of the tokens' own (a tool call cut short shows none).
+    content: str | None = None
 
 
 #: A strategy: a draft, or ``None`` to let the next one answer.

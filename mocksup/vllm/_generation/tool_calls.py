@@ -40,16 +40,20 @@ def draft(ask: Ask) -> Draft | None:
         calls = [(tool.function.name, synthesize_arguments(tool.function.parameters))]
     if not calls:
         return None
+    text = json.dumps([{"name": n, "arguments": json.dumps(a)} for n, a in calls])
+    tokens = TOKENIZER.encode(text)
+    if len(tokens) > ask.limit:
+        # Cut before the call is whole: vLLM parses no call and reports the cut, with empty
+        # content (as OpenAI does).
+        return Draft(tokens[: ask.limit], "length", [], content="")
     encoded = [
         {
-            "id": f"chatcmpl-tool-{ask.rng.getrandbits(128):032x}",
+            "id": f"chatcmpl-tool-{ask.rng.getrandbits(64):016x}",
             "type": "function",
             "function": {"name": name, "arguments": json.dumps(arguments)},
         }
         for name, arguments in calls
     ]
-    text = json.dumps([{"name": n, "arguments": json.dumps(a)} for n, a in calls])
-    tokens = TOKENIZER.encode(text)[: ask.limit]
     # A named tool choice keeps "stop"; "auto"/"required" report the calls.
     return Draft(tokens, "stop" if forced is not None else "tool_calls", encoded)
 
