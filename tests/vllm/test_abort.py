@@ -66,16 +66,21 @@ class AbortTest(ServerTestCase):
         self.assertIsNone(entry.status)
         after = scrape(self.server)
         self.assertEqual(after[ABORT], before[ABORT] + 1)
-        for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                      "vllm:kv_cache_usage_perc"):  # fmt: skip
+        for gauge in (
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            "vllm:kv_cache_usage_perc",
+        ):
             self.assertEqual(after[(gauge, ())], 0, gauge)
         self.assertEqual(self.load(), 0)
         for reason in ("stop", "length"):
             key = ("vllm:request_success_total", (("finished_reason", reason),))
             self.assertEqual(after[key], before[key], reason)
         # vLLM's cancellation wrapper answers an (unheard) empty 200: the HTTP metrics say so.
-        requests = ("http_requests_total", (("handler", "/v1/completions"), ("method", "POST"),
-                                            ("status", "2xx")))  # fmt: skip
+        requests = (
+            "http_requests_total",
+            (("handler", "/v1/completions"), ("method", "POST"), ("status", "2xx")),
+        )
         self.assertEqual(after[requests], before.get(requests, 0) + 1)
         # No span for it: the next request's span comes, the aborted one never did.
         response = raw_post(self.server, "/v1/completions", {"prompt": "next", "max_tokens": 1})
@@ -106,7 +111,10 @@ class AbortTest(ServerTestCase):
         self.server.wait_for_requests(count=3, path="/v1/completions", timeout=20)
         after = scrape(self.server)
         self.assertEqual(
-            (after[("vllm:num_requests_running", ())], after[("vllm:num_requests_waiting", ())],
-             after[("vllm:kv_cache_usage_perc", ())]),
+            (
+                after[("vllm:num_requests_running", ())],
+                after[("vllm:num_requests_waiting", ())],
+                after[("vllm:kv_cache_usage_perc", ())],
+            ),
             (0, 0, 0),
-        )  # fmt: skip
+        )

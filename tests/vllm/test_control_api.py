@@ -33,8 +33,10 @@ class ControlAPITest(ServerTestCase):
         self.assertEqual(status, 400)
         self.assertIn("unknown parameter 'wait'", str(body["error"]))
         status, body = self.get("/mocksup/stats?verbose=1")
-        self.assertEqual((status, body["error"]), (400, "unknown parameter 'verbose' for GET "
-                                                        "/mocksup/stats; known: none"))  # fmt: skip
+        self.assertEqual(
+            (status, body["error"]),
+            (400, "unknown parameter 'verbose' for GET /mocksup/stats; known: none"),
+        )
 
     def test_timeout_is_capped_at_the_frameworks_limit_and_said_so(self) -> None:
         status, body = self.get(f"/mocksup/requests?count=1&timeout={MAX_WAIT + 1:g}")
@@ -64,9 +66,13 @@ class ControlAPITest(ServerTestCase):
         status, index = self.get("/mocksup")
         self.assertEqual(status, 200)
         routes = {(r["path"], tuple(r["methods"])) for r in index["routes"]}  # type: ignore[union-attr,index]
-        for route in [("/mocksup/requests", ("GET",)), ("/mocksup/requests", ("DELETE",)),
-                      ("/mocksup/clear", ("POST",)), ("/mocksup/latency", ("PUT",)),
-                      ("/mocksup/scripts", ("POST",))]:  # fmt: skip
+        for route in [
+            ("/mocksup/requests", ("GET",)),
+            ("/mocksup/requests", ("DELETE",)),
+            ("/mocksup/clear", ("POST",)),
+            ("/mocksup/latency", ("PUT",)),
+            ("/mocksup/scripts", ("POST",)),
+        ]:
             self.assertIn(route, routes)
         status, health = self.get("/mocksup/health")
         self.assertEqual((health["status"], health["class"]), ("ok", "MockVLLMServer"))
@@ -100,8 +106,7 @@ class ControlAPITest(ServerTestCase):
         self.assertEqual(self.server.requests(), [])
         _, _, text = raw_request(self.server, "GET", "/metrics")
         self.assertIn(b"vllm:generation_tokens_total{", text)
-        self.assertIn(b'vllm:generation_tokens_total{engine="0",model_name="mock-model"} 0.0',
-                      text)  # fmt: skip
+        self.assertIn(b'vllm:generation_tokens_total{engine="0",model_name="mock-model"} 0.0', text)
 
     def test_a_wait_longer_than_one_poll_polls_again(self) -> None:
         self.server.clear()

@@ -40,18 +40,24 @@ class ContextTest(ServerTestCase):
         self.assertEqual(response.choices[0].finish_reason, "length")
 
     def test_max_tokens_past_the_context_and_prompts_past_it(self) -> None:
-        status, error = error_of(raw_post(self.server, CHAT,
-                                          {"messages": USER, "max_completion_tokens": 10000}))  # fmt: skip
+        status, error = error_of(
+            raw_post(self.server, CHAT, {"messages": USER, "max_completion_tokens": 10000})
+        )
         self.assertEqual((status, error["param"]), (400, "max_completion_tokens"))
-        self.assertTrue(error["message"].startswith(
-            "max_completion_tokens=10000 cannot be greater than max_model_len=8192."))  # fmt: skip
+        self.assertTrue(
+            error["message"].startswith(
+                "max_completion_tokens=10000 cannot be greater than max_model_len=8192."
+            )
+        )
         status, error = error_of(
             raw_post(self.server, "/v1/completions", {"prompt": [7] * 9000, "max_tokens": 1})
         )
-        self.assertEqual((status, error["type"], error["param"]), (400, "BadRequestError",
-                                                                   "input_tokens"))  # fmt: skip
-        self.assertIn("your prompt contains 9000 input tokens, which exceeds this limit",
-                      error["message"])  # fmt: skip
+        self.assertEqual(
+            (status, error["type"], error["param"]), (400, "BadRequestError", "input_tokens")
+        )
+        self.assertIn(
+            "your prompt contains 9000 input tokens, which exceeds this limit", error["message"]
+        )
         with self.assertRaises(openai.BadRequestError):
             self.client.completions.create(model="mock-model", prompt=[7] * 9000)
 
@@ -74,16 +80,21 @@ class ValidationTest(ServerTestCase):
 
     def test_rule_errors_name_their_parameter(self) -> None:
         status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, "temperature": 3}))
-        self.assertEqual((status, error["type"], error["param"]), (400, "BadRequestError",
-                                                                   "temperature"))  # fmt: skip
-        self.assertEqual(error["message"], "temperature must be in [0, 2], got 3.0. "
-                                           "(parameter=temperature, value=3.0)")  # fmt: skip
+        self.assertEqual(
+            (status, error["type"], error["param"]), (400, "BadRequestError", "temperature")
+        )
+        self.assertEqual(
+            error["message"],
+            "temperature must be in [0, 2], got 3.0. (parameter=temperature, value=3.0)",
+        )
         status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, "top_logprobs": 2}))
         self.assertEqual((error["type"], error["param"]), ("Bad Request", "top_logprobs"))
-        for field, value, words in [("presence_penalty", 3, "presence_penalty must be in [-2, 2]"),
-                                    ("top_k", -5, "top_k must be 0 (disable)"),
-                                    ("min_p", 2, "min_p must be in [0, 1]"),
-                                    ("repetition_penalty", 0, "repetition_penalty must be greater")]:  # fmt: skip
+        for field, value, words in [
+            ("presence_penalty", 3, "presence_penalty must be in [-2, 2]"),
+            ("top_k", -5, "top_k must be 0 (disable)"),
+            ("min_p", 2, "min_p must be in [0, 1]"),
+            ("repetition_penalty", 0, "repetition_penalty must be greater"),
+        ]:
             status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, field: value}))
             self.assertEqual(status, 400, field)
             self.assertIn(words, error["message"])
@@ -96,31 +107,43 @@ class ValidationTest(ServerTestCase):
             ({"1": "not_a_number"}, "valid number", "body.logit_bias.1"),
         ]
         for bias, words, param in cases:
-            status, error = error_of(raw_post(self.server, CHAT,
-                                              {"messages": USER, "logit_bias": bias}))  # fmt: skip
+            status, error = error_of(
+                raw_post(self.server, CHAT, {"messages": USER, "logit_bias": bias})
+            )
             self.assertEqual((status, error["param"]), (400, param), bias)
             self.assertIn(words, error["message"])
-        ok = raw_post(self.server, CHAT, {"messages": USER, "logit_bias": {"300": 1.0},
-                                          "max_tokens": 1})  # fmt: skip
+        ok = raw_post(
+            self.server, CHAT, {"messages": USER, "logit_bias": {"300": 1.0}, "max_tokens": 1}
+        )
         self.assertEqual(ok[0], 200)
 
     def test_log_probability_limits(self) -> None:
-        status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, "logprobs": True,
-                                                              "top_logprobs": 21}))  # fmt: skip
+        status, error = error_of(
+            raw_post(self.server, CHAT, {"messages": USER, "logprobs": True, "top_logprobs": 21})
+        )
         self.assertEqual((status, error["param"]), (400, "logprobs"))
-        self.assertIn("Requested sample logprobs of 21, which is greater than max allowed: 20",
-                      error["message"])  # fmt: skip
-        status, error = error_of(raw_post(self.server, "/v1/completions",
-                                          {"prompt": "x", "prompt_logprobs": -1}))  # fmt: skip
+        self.assertIn(
+            "Requested sample logprobs of 21, which is greater than max allowed: 20",
+            error["message"],
+        )
+        status, error = error_of(
+            raw_post(self.server, "/v1/completions", {"prompt": "x", "prompt_logprobs": -1})
+        )
         self.assertEqual((status, error["param"]), (400, "prompt_logprobs"))
         self.assertIn(f"Requested prompt logprobs of {TOKENIZER.vocab_size}", error["message"])
-        status, error = error_of(raw_post(self.server, "/v1/completions",
-                                          {"prompt": "x", "prompt_logprobs": 1, "stream": True}))  # fmt: skip
+        status, error = error_of(
+            raw_post(
+                self.server,
+                "/v1/completions",
+                {"prompt": "x", "prompt_logprobs": 1, "stream": True},
+            )
+        )
         self.assertIn("`prompt_logprobs` are not available when `stream=True`", error["message"])
 
     def test_prompt_token_ids_must_be_in_the_vocabulary(self) -> None:
-        status, error = error_of(raw_post(self.server, "/v1/completions",
-                                          {"prompt": [1, 99999999]}))  # fmt: skip
+        status, error = error_of(
+            raw_post(self.server, "/v1/completions", {"prompt": [1, 99999999]})
+        )
         self.assertEqual(
             (status, error["message"]), (400, "Token id 99999999 is out of vocabulary")
         )
@@ -131,10 +154,12 @@ class ValidationTest(ServerTestCase):
             ({"structured_outputs": {"choice": []}}, "cannot be an empty list"),
             ({"structured_outputs": {"json": "{", "regex": "a"}}, "only use one kind"),
             ({"structured_outputs": {"grammar": "  "}}, "grammar cannot be an empty string"),
-            ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {}},
-             "Invalid value for `function`: `None` in `tool_choice`"),
+            (
+                {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {}},
+                "Invalid value for `function`: `None` in `tool_choice`",
+            ),
             ({"response_format": {"type": "json_schema"}}, "'json_schema' field must be provided"),
-        ]  # fmt: skip
+        ]
         for extra, words in cases:
             status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, **extra}))
             self.assertEqual(status, 400, extra)
@@ -144,11 +169,17 @@ class ValidationTest(ServerTestCase):
         tools = [{"type": "function", "function": {"name": "f"}}]
         status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, "tools": tools}))
         self.assertEqual(status, 400)
-        self.assertEqual(error["message"], '"auto" tool choice requires '
-                                           "--enable-auto-tool-choice and --tool-call-parser to "
-                                           "be set")  # fmt: skip
-        status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, "tools": tools,
-                                                              "tool_choice": "required"}))  # fmt: skip
+        self.assertEqual(
+            error["message"],
+            '"auto" tool choice requires '
+            "--enable-auto-tool-choice and --tool-call-parser to "
+            "be set",
+        )
+        status, error = error_of(
+            raw_post(
+                self.server, CHAT, {"messages": USER, "tools": tools, "tool_choice": "required"}
+            )
+        )
         self.assertEqual(
             error["message"], 'tool_choice="required" requires --tool-call-parser to be set'
         )
@@ -169,15 +200,20 @@ class FeaturesTest(ServerTestCase):
         choice = reply["choices"][0]
         self.assertEqual(len(choice["token_ids"]), reply["usage"]["completion_tokens"])
         self.assertEqual(TOKENIZER.decode(choice["token_ids"]), choice["message"]["content"])
-        events = [json.loads(e) for e in sse_events(raw_post(self.server, CHAT,
-                                                             {**body, "stream": True})[2])[:-1]]  # fmt: skip
+        events = [
+            json.loads(e)
+            for e in sse_events(raw_post(self.server, CHAT, {**body, "stream": True})[2])[:-1]
+        ]
         self.assertEqual(events[0]["prompt_token_ids"], tokenized["tokens"])
         streamed = [t for e in events[1:] for t in e["choices"][0]["token_ids"]]
         self.assertEqual(streamed, choice["token_ids"])
 
     def test_prompt_logprobs(self) -> None:
-        reply = json.loads(raw_post(self.server, CHAT, {"messages": USER, "max_tokens": 1,
-                                                        "prompt_logprobs": 2})[2])  # fmt: skip
+        reply = json.loads(
+            raw_post(self.server, CHAT, {"messages": USER, "max_tokens": 1, "prompt_logprobs": 2})[
+                2
+            ]
+        )
         rows = reply["prompt_logprobs"]
         self.assertEqual(len(rows), reply["usage"]["prompt_tokens"])
         self.assertIsNone(rows[0])
@@ -186,42 +222,63 @@ class FeaturesTest(ServerTestCase):
             self.assertIn(str(token), row)
             self.assertIn(len(row), (2, 3))
             self.assertEqual(set(row[str(token)]), {"logprob", "rank", "decoded_token"})
-        completion = json.loads(raw_post(self.server, "/v1/completions",
-                                         {"prompt": "the world is", "prompt_logprobs": 0,
-                                          "max_tokens": 1})[2])  # fmt: skip
+        completion = json.loads(
+            raw_post(
+                self.server,
+                "/v1/completions",
+                {"prompt": "the world is", "prompt_logprobs": 0, "max_tokens": 1},
+            )[2]
+        )
         self.assertEqual(len(completion["choices"][0]["prompt_logprobs"]), 3)
 
     def test_truncate_prompt_tokens_and_request_id(self) -> None:
         reply = self.client.completions.create(
-            model="mock-model", prompt=" the" * 50, max_tokens=1,
+            model="mock-model",
+            prompt=" the" * 50,
+            max_tokens=1,
             extra_body={"truncate_prompt_tokens": 10, "request_id": "mine-1"},
-        )  # fmt: skip
+        )
         assert reply.usage is not None
         self.assertEqual(reply.usage.prompt_tokens, 10)
         self.assertEqual(reply.id, "cmpl-mine-1")
         # The X-Request-Id header wins over the body's request_id, as in vLLM.
         reply = self.client.completions.create(
-            model="mock-model", prompt="x", max_tokens=1, extra_body={"request_id": "body"},
+            model="mock-model",
+            prompt="x",
+            max_tokens=1,
+            extra_body={"request_id": "body"},
             extra_headers={"X-Request-Id": "header"},
-        )  # fmt: skip
+        )
         self.assertEqual(reply.id, "cmpl-header")
 
     def test_continue_final_message(self) -> None:
-        messages = [{"role": "user", "content": "say it"},
-                    {"role": "assistant", "content": "An apple a day"}]  # fmt: skip
+        messages = [
+            {"role": "user", "content": "say it"},
+            {"role": "assistant", "content": "An apple a day"},
+        ]
         reply = self.client.chat.completions.create(
-            model="mock-model", messages=messages,  # type: ignore[arg-type]
+            model="mock-model",
+            messages=messages,  # type: ignore[arg-type]
             extra_body={"continue_final_message": True, "add_generation_prompt": False},
-        )  # fmt: skip
+        )
         self.assertEqual(reply.choices[0].message.role, "assistant")
         assert reply.usage is not None
         rendered = "<|user|>\nsay it\n<|assistant|>\nAn apple a day"
         self.assertEqual(reply.usage.prompt_tokens, TOKENIZER.count(rendered))
-        status, error = error_of(raw_post(self.server, CHAT, {"messages": messages,
-                                                              "continue_final_message": True,
-                                                              "add_generation_prompt": True}))  # fmt: skip
-        self.assertIn("Cannot set both `continue_final_message` and `add_generation_prompt`",
-                      error["message"])  # fmt: skip
+        _, error = error_of(
+            raw_post(
+                self.server,
+                CHAT,
+                {
+                    "messages": messages,
+                    "continue_final_message": True,
+                    "add_generation_prompt": True,
+                },
+            )
+        )
+        self.assertIn(
+            "Cannot set both `continue_final_message` and `add_generation_prompt`", error["message"]
+        )
 
     def test_echo_with_logprobs_covers_the_prompt(self) -> None:
         reply = self.client.completions.create(
@@ -238,20 +295,32 @@ class FeaturesTest(ServerTestCase):
         self.assertEqual("".join(logprobs.tokens), reply.choices[0].text)
 
     def test_a_required_tool_past_max_tokens_makes_no_call(self) -> None:
-        tools = [{"type": "function", "function": {"name": "forecast", "parameters": {
-            "type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": "forecast",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            }
+        ]
         reply = self.client.chat.completions.create(
-            model="mock-model", messages=USER, tools=tools,  # type: ignore[arg-type]
-            tool_choice="required", max_completion_tokens=1,
-        )  # fmt: skip
+            model="mock-model",
+            messages=USER,
+            tools=tools,  # type: ignore[arg-type]
+            tool_choice="required",
+            max_completion_tokens=1,
+        )
         choice = reply.choices[0]
         self.assertEqual(choice.finish_reason, "length")
         self.assertIsNone(choice.message.tool_calls)
         self.assertEqual(choice.message.content, "")
         reply = self.client.chat.completions.create(
-            model="mock-model", messages=USER, tools=tools,  # type: ignore[arg-type]
+            model="mock-model",
+            messages=USER,
+            tools=tools,  # type: ignore[arg-type]
             tool_choice="required",
-        )  # fmt: skip
+        )
         (call,) = reply.choices[0].message.tool_calls or []
         self.assertRegex(call.id, r"^chatcmpl-tool-[0-9a-f]{16}$")
 
@@ -262,10 +331,16 @@ class ServerOptionsTest(ServerTestCase):
     @classmethod
     def make_server(cls) -> MockVLLMServer:
         return MockVLLMServer(
-            port=0, enable_force_include_usage=True, root_path="/llm", max_logprobs=5,
-            enable_tokenizer_info_endpoint=True, enable_request_id_headers=True,
-            api_key="k", enable_prompt_tokens_details=True, enable_per_request_metrics=True,
-        )  # fmt: skip
+            port=0,
+            enable_force_include_usage=True,
+            root_path="/llm",
+            max_logprobs=5,
+            enable_tokenizer_info_endpoint=True,
+            enable_request_id_headers=True,
+            api_key="k",
+            enable_prompt_tokens_details=True,
+            enable_per_request_metrics=True,
+        )
 
     def test_force_include_usage_streams_usage_on_every_chunk(self) -> None:
         body = {"messages": USER, "stream": True, "max_tokens": 3}
@@ -280,21 +355,28 @@ class ServerOptionsTest(ServerTestCase):
 
     def test_root_path_serves_both_spellings_and_keeps_the_key(self) -> None:
         for prefix in ("", "/llm"):
-            client = openai.OpenAI(base_url=self.server.url + prefix + "/v1", api_key="k",
-                                   max_retries=0)  # fmt: skip
+            client = openai.OpenAI(
+                base_url=self.server.url + prefix + "/v1", api_key="k", max_retries=0
+            )
             self.addCleanup(client.close)
             reply = client.chat.completions.create(model="mock-model", messages=USER, max_tokens=1)  # type: ignore[arg-type]
             self.assertEqual(len(reply.choices), 1)
-            wrong = openai.OpenAI(base_url=self.server.url + prefix + "/v1", api_key="bad",
-                                  max_retries=0)  # fmt: skip
+            wrong = openai.OpenAI(
+                base_url=self.server.url + prefix + "/v1", api_key="bad", max_retries=0
+            )
             self.addCleanup(wrong.close)
             with self.assertRaises(openai.AuthenticationError):
                 wrong.models.list()
 
     def test_max_logprobs_and_tokenizer_info(self) -> None:
-        status, error = error_of(raw_post(self.server, CHAT, {"messages": USER, "logprobs": True,
-                                                              "top_logprobs": 6},
-                                          {"Authorization": "Bearer k"}))  # fmt: skip
+        status, error = error_of(
+            raw_post(
+                self.server,
+                CHAT,
+                {"messages": USER, "logprobs": True, "top_logprobs": 6},
+                {"Authorization": "Bearer k"},
+            )
+        )
         self.assertIn("greater than max allowed: 5", error["message"])
         status, _, data = raw_request(self.server, "GET", "/tokenizer_info")
         self.assertEqual(status, 200)
@@ -308,64 +390,129 @@ class ServerOptionsTest(ServerTestCase):
         self.assertEqual(headers["x-request-id"], "abc")
 
     def test_prompt_tokens_details_and_per_request_metrics_in_bodies(self) -> None:
-        reply = json.loads(raw_post(self.server, CHAT, {"messages": USER, "max_tokens": 3},
-                                    {"Authorization": "Bearer k"})[2])  # fmt: skip
-        self.assertEqual(reply["usage"]["prompt_tokens_details"],
-                         {"cached_tokens": 0, "created_cache_tokens": 0,
-                          "multimodal_tokens": None})  # fmt: skip
+        reply = json.loads(
+            raw_post(
+                self.server,
+                CHAT,
+                {"messages": USER, "max_tokens": 3},
+                {"Authorization": "Bearer k"},
+            )[2]
+        )
+        self.assertEqual(
+            reply["usage"]["prompt_tokens_details"],
+            {"cached_tokens": 0, "created_cache_tokens": 0, "multimodal_tokens": None},
+        )
         metrics = reply["metrics"]
-        self.assertEqual(set(metrics), {"time_to_first_token_ms", "generation_time_ms",
-                                        "queue_time_ms", "mean_itl_ms", "tokens_per_second",
-                                        "speculative_decoding"})  # fmt: skip
+        self.assertEqual(
+            set(metrics),
+            {
+                "time_to_first_token_ms",
+                "generation_time_ms",
+                "queue_time_ms",
+                "mean_itl_ms",
+                "tokens_per_second",
+                "speculative_decoding",
+            },
+        )
 
 
 class DefaultsTest(ServerTestCase):
     """Items 11 to 13 with the default settings."""
 
     def test_load_is_zero_without_load_tracking(self) -> None:
-        status, _, data = raw_request(self.server, "GET", "/load")
+        _, _, data = raw_request(self.server, "GET", "/load")
         self.assertEqual(json.loads(data), {"server_load": 0})
 
     def test_orca_load_report_on_request(self) -> None:
-        for kind, prefix in (("TEXT", "TEXT named_metrics.num_requests_waiting="),
-                             ("json", 'JSON {"named_metrics": {"num_requests_waiting": ')):  # fmt: skip
-            _, headers, _ = raw_post(self.server, CHAT, {"messages": USER, "max_tokens": 1},
-                                     {"endpoint-load-metrics-format": kind})  # fmt: skip
+        for kind, prefix in (
+            ("TEXT", "TEXT named_metrics.num_requests_waiting="),
+            ("json", 'JSON {"named_metrics": {"num_requests_waiting": '),
+        ):
+            _, headers, _ = raw_post(
+                self.server,
+                CHAT,
+                {"messages": USER, "max_tokens": 1},
+                {"endpoint-load-metrics-format": kind},
+            )
             self.assertTrue(headers["endpoint-load-metrics"].startswith(prefix), headers)
             self.assertIn("kv_cache_usage_perc", headers["endpoint-load-metrics"])
         _, headers, _ = raw_post(self.server, CHAT, {"messages": USER, "max_tokens": 1})
         self.assertNotIn("endpoint-load-metrics", headers)
-        _, headers, _ = raw_post(self.server, CHAT, {"messages": USER, "max_tokens": 1,
-                                                     "stream": True},
-                                 {"endpoint-load-metrics-format": "TEXT"})  # fmt: skip
+        _, headers, _ = raw_post(
+            self.server,
+            CHAT,
+            {"messages": USER, "max_tokens": 1, "stream": True},
+            {"endpoint-load-metrics-format": "TEXT"},
+        )
         self.assertNotIn("endpoint-load-metrics", headers)
 
     def test_bodies_carry_vllms_null_keys_and_short_ids(self) -> None:
         chat = json.loads(raw_post(self.server, CHAT, {"messages": USER, "max_tokens": 2})[2])
         self.assertEqual(
             list(chat),
-            ["id", "object", "created", "model", "choices", "service_tier",
-             "system_fingerprint", "usage", "prompt_logprobs", "prompt_token_ids",
-             "prompt_text", "kv_transfer_params", "ec_transfer_params", "metrics"],
-        )  # fmt: skip
-        self.assertEqual(list(chat["choices"][0]),
-                         ["index", "message", "logprobs", "finish_reason", "stop_reason",
-                          "token_ids", "routed_experts", "weight_versions"])  # fmt: skip
-        self.assertEqual(list(chat["usage"]), ["prompt_tokens", "total_tokens",
-                                               "completion_tokens", "prompt_tokens_details",
-                                               "completion_tokens_details"])  # fmt: skip
+            [
+                "id",
+                "object",
+                "created",
+                "model",
+                "choices",
+                "service_tier",
+                "system_fingerprint",
+                "usage",
+                "prompt_logprobs",
+                "prompt_token_ids",
+                "prompt_text",
+                "kv_transfer_params",
+                "ec_transfer_params",
+                "metrics",
+            ],
+        )
+        self.assertEqual(
+            list(chat["choices"][0]),
+            [
+                "index",
+                "message",
+                "logprobs",
+                "finish_reason",
+                "stop_reason",
+                "token_ids",
+                "routed_experts",
+                "weight_versions",
+            ],
+        )
+        self.assertEqual(
+            list(chat["usage"]),
+            [
+                "prompt_tokens",
+                "total_tokens",
+                "completion_tokens",
+                "prompt_tokens_details",
+                "completion_tokens_details",
+            ],
+        )
         self.assertRegex(chat["id"], r"^chatcmpl-[0-9a-f]{16}$")
         self.assertRegex(chat["system_fingerprint"], r"^vllm-0\.33\.0-[0-9a-f]{8}$")
         completion = json.loads(raw_post(self.server, "/v1/completions", {"prompt": "x"})[2])
         self.assertRegex(completion["id"], r"^cmpl-[0-9a-f]{16}$")
-        self.assertEqual(list(completion["choices"][0]),
-                         ["index", "text", "logprobs", "finish_reason", "stop_reason",
-                          "token_ids", "prompt_logprobs", "prompt_token_ids", "routed_experts",
-                          "weight_versions"])  # fmt: skip
+        self.assertEqual(
+            list(completion["choices"][0]),
+            [
+                "index",
+                "text",
+                "logprobs",
+                "finish_reason",
+                "stop_reason",
+                "token_ids",
+                "prompt_logprobs",
+                "prompt_token_ids",
+                "routed_experts",
+                "weight_versions",
+            ],
+        )
         self.assertEqual(completion["metrics"], None)
         models = json.loads(raw_request(self.server, "GET", "/v1/models")[2])
         self.assertTrue(HEX16.match(models["data"][0]["permission"][0]["id"][len("modelperm-") :]))
 
     def test_version_is_the_imitated_release(self) -> None:
-        status, _, data = raw_request(self.server, "GET", "/version")
+        _, _, data = raw_request(self.server, "GET", "/version")
         self.assertEqual(json.loads(data), {"version": "0.33.0"})

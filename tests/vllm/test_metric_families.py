@@ -71,8 +71,12 @@ EXPECTED_TYPES = {
 }
 
 #: The client library's own families: they carry no ``_created`` series.
-_NO_CREATED = {"python_gc_objects_collected_total", "python_gc_objects_uncollectable_total",
-               "python_gc_collections_total", "process_cpu_seconds_total"}  # fmt: skip
+_NO_CREATED = {
+    "python_gc_objects_collected_total",
+    "python_gc_objects_uncollectable_total",
+    "python_gc_collections_total",
+    "process_cpu_seconds_total",
+}
 
 
 def declared_types(server: MockVLLMServer) -> dict[str, str]:
@@ -114,17 +118,27 @@ class FamiliesTest(ServerTestCase):
         before = scrape(self.server)
         # vLLM's test_metrics_counts traffic: 10 completions of 7 prompt ids, 10 tokens each.
         for _ in range(10):
-            raw_post(self.server, "/v1/completions",
-                     {"prompt": [300, 301, 302, 303, 304, 305, 306], "max_tokens": 10,
-                      "ignore_eos": True})  # fmt: skip
+            raw_post(
+                self.server,
+                "/v1/completions",
+                {
+                    "prompt": [300, 301, 302, 303, 304, 305, 306],
+                    "max_tokens": 10,
+                    "ignore_eos": True,
+                },
+            )
         # A 40-token prompt twice: the second finds two 16-token blocks in the prefix cache.
         long = {"prompt": " the" * 40, "max_tokens": 2, "ignore_eos": True}
         raw_post(self.server, "/v1/completions", long)
         second = json.loads(raw_post(self.server, "/v1/completions", long)[2])
         self.assertEqual(second["usage"]["prompt_tokens_details"]["cached_tokens"], 32)
         # One chat request asking for two choices.
-        chat = {"messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 3,
-                "ignore_eos": True}  # fmt: skip
+        chat = {
+            "messages": [{"role": "user", "content": "hi"}],
+            "n": 2,
+            "max_tokens": 3,
+            "ignore_eos": True,
+        }
         reply = json.loads(raw_post(self.server, "/v1/chat/completions", chat)[2])
         pc = reply["usage"]["prompt_tokens"]  # once per request, as vLLM counts it
         prompt = 70 + 80 + 2 * pc
@@ -182,17 +196,26 @@ class FamiliesTest(ServerTestCase):
         for (name, labels), value in expectations.items():
             with self.subTest(family=name, labels=labels):
                 self.assertEqual(moved(name, **dict(labels)), value)
-        for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                      "vllm:kv_cache_usage_perc"):  # fmt: skip
+        for gauge in (
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            "vllm:kv_cache_usage_perc",
+        ):
             self.assertEqual(after[(gauge, ())], 0, gauge)
         for reason in ("capacity", "deferred"):
             self.assertEqual(
                 after[("vllm:num_requests_waiting_by_reason", (("reason", reason),))], 0
             )
         self.assertEqual(after[("vllm:engine_sleep_state", (("sleep_state", "awake"),))], 1)
-        self.assertEqual(after[("http_requests_total", (("handler", "/v1/completions"),
-                                                        ("method", "POST"), ("status", "2xx")))],
-                         12)  # fmt: skip
+        self.assertEqual(
+            after[
+                (
+                    "http_requests_total",
+                    (("handler", "/v1/completions"), ("method", "POST"), ("status", "2xx")),
+                )
+            ],
+            12,
+        )
 
     def test_process_and_python_families_describe_the_mock(self) -> None:
         families = metric_families(self.server)
@@ -210,8 +233,11 @@ class FamiliesTest(ServerTestCase):
     def test_labels_are_written_sorted_as_prometheus_client_writes_them(self) -> None:
         text = raw_request(self.server, "GET", "/metrics")[2].decode()
         self.assertIn('vllm:num_requests_running{engine="0",model_name="mock-model"} ', text)
-        self.assertIn('vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001",'
-                      'model_name="mock-model"} ', text)  # fmt: skip
+        self.assertIn(
+            'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001",'
+            'model_name="mock-model"} ',
+            text,
+        )
 
 
 class NoStatsTest(ServerTestCase):
