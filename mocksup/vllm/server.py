@@ -192,11 +192,13 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         from mocksup.vllm._cli_args import parse_serve_args
 
         parsed, ignored = parse_serve_args(data["vllm_serve_args"])
-        if ignored:
-            _log.info("vllm serve flags with no effect on the mock, ignored: %s", " ".join(ignored))
         named = {k for k in data if k != "vllm_serve_args"}
         if "served_model_names" in named:
             named.add("served_model_name")
+        if not set(parsed) - named and len(named) > len(parsed):
+            return data  # validated again (an assignment): the command line was read already
+        if ignored:
+            _log.info("vllm serve flags with no effect on the mock, ignored: %s", " ".join(ignored))
         return {**{k: v for k, v in parsed.items() if k not in named}, **data}
 
     @field_validator("served_model_name", mode="before")

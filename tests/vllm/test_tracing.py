@@ -103,3 +103,95 @@ class TracingTest(unittest.TestCase):
         server.stop()
         # stop() returned: every span must already be in, without waiting.
         self.assertEqual(len(self.collector.spans("llm_request", service_name="vllm-http")), 20)
+
+
+class SpanShapeTest(unittest.TestCase):
+    """Item 3 to 5: the span as vLLM's OpenTelemetry SDK exports it."""
+
+    collector: MockOTLPCollector
+    server: MockVLLMServer
+    client: openai.OpenAI
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.collector = MockOTLPCollector(port=0, grpc_port=0)
+        cls.addClassCleanup(cls.collector.stop)
+        cls.collector.start()
+        cls.server = MockVLLMServer(
+            port=0,
+            otlp_traces_endpoint=cls.collector.grpc_endpoint,
+            env={"OTEL_SERVICE_NAME": "my-vllm", "OTEL_RESOURCE_ATTRIBUTES": "team=llm"},
+        )
+        cls.addClassCleanup(cls.server.stop)
+        cls.server.start()
+        cls.client = openai.OpenAI(base_url=cls.server.base_url, api_key="x", max_retries=0)
+        cls.addClassCleanup(cls.client.close)
+
+    def test_resource_scope_and_flags(self) -> None:
+        trace_id, parent = os.urandom(16).hex(), os.urandom(8).hex()
+        self.client.completions.create(
+            model="mock-model",
+            prompt="x",
+            max_tokens=1,
+            extra_headers={"traceparent": f"00-{trace_id}-{parent}-01"},
+        )
+        root = self.client.completions.create(model="mock-model", prompt="y", max_tokens=1)
+        (child,) = self.collector.wait_for_spans("llm_request", trace_id=trace_id)
+        (alone,) = self.collector.wait_for_spans(
+            "llm_request", attributes={"gen_ai.request.id": root.id + "-0"}
+        )
+        self.assertEqual((child.flags, alone.flags), (0x300, 0x100))
+        self.assertEqual(child.scope.name, "vllm.tracing.otel")
+        resource = child.resource.attributes
+        self.assertEqual(resource["service.name"], "my-vllm")
+        self.assertEqual(resource["team"], "llm")
+        self.assertEqual(resource["vllm.process_id"], str(self.server.pid))
+        self.assertEqual(
+            (resource["telemetry.sdk.language"], resource["telemetry.sdk.name"]),
+            ("python", "opentelemetry"),
+        )
+        self.assertRegex(str(resource["telemetry.sdk.version"]), r"^\d+\.\d+")
+        self.assertRegex(str(resource["service.instance.id"]), r"^[0-9a-f-]{36}$")
+
+    def test_startup_spans_join_one_trace_across_the_processes(self) -> None:
+        (load,) = self.collector.wait_for_spans("Load model")
+        spans = {s.name: s for s in self.collector.spans(trace_id=load.trace_id)}
+        self.assertEqual(spans["Overall Loading"].parent_span_id, "")
+        self.assertEqual(
+            spans["EngineCoreProc init"].parent_span_id, spans["AsyncMPClient init"].span_id
+        )
+        self.assertEqual(load.resource.attributes["vllm.process_kind"], "worker")
+        self.assertEqual(load.resource.attributes["vllm.instrumenting_module_name"], "vllm.worker")
+        self.assertEqual(load.attributes["code.function"], "BaseModelLoader.load_model")
+        self.assertEqual(
+            spans["Overall Loading"].resource.attributes["vllm.instrumenting_module_name"],
+            "vllm.llm_engine",
+        )
+
+    def test_an_unsampled_parent_gets_no_span(self) -> None:
+        unsampled = os.urandom(16).hex()
+        self.client.completions.create(
+            model="mock-model",
+            prompt="x",
+            max_tokens=1,
+            extra_headers={"traceparent": f"00-{unsampled}-{os.urandom(8).hex()}-00"},
+        )
+        sampled = os.urandom(16).hex()
+        self.client.completions.create(
+            model="mock-model",
+            prompt="x",
+            max_tokens=1,
+            extra_headers={"traceparent": f"00-{sampled}-{os.urandom(8).hex()}-01"},
+        )
+        self.collector.wait_for_spans("llm_request", trace_id=sampled)
+        self.assertEqual(self.collector.spans(trace_id=unsampled), [])
+
+    def test_n_choices_share_the_request_id_and_report_n_1(self) -> None:
+        response = self.client.chat.completions.create(
+            model="mock-model", messages=[{"role": "user", "content": "hi"}], n=3, max_tokens=2
+        )
+        spans = self.collector.wait_for_spans(
+            "llm_request", count=3, attributes={"gen_ai.request.id": response.id}
+        )
+        self.assertEqual([s.attributes["gen_ai.request.n"] for s in spans], [1, 1, 1])
+        self.assertTrue(all("gen_ai.response.finish_reasons" not in s.attributes for s in spans))
