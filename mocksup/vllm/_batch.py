@@ -47,6 +47,11 @@ class BatchChatRequest(GenerationRequest):
                 "`use_beam_search` to False.",
                 parameter="use_beam_search",
             )
+        if data.get("logprob_token_ids") and not data.get("logprobs"):
+            raise VLLMValidationError(
+                "when using `logprob_token_ids`, `logprobs` must be set to true.",
+                parameter="logprob_token_ids",
+            )
         n = data.get("n", 1)
         if n is not None and n != 1:
             raise VLLMValidationError(

@@ -45,6 +45,11 @@ class ChatRequest(GenerationRequest):
     def _check_logprobs(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        if data.get("logprob_token_ids") and not data.get("logprobs"):
+            raise VLLMValidationError(
+                "when using `logprob_token_ids`, `logprobs` must be set to true.",
+                parameter="logprob_token_ids",
+            )
         for name in ("prompt_logprobs", "top_logprobs"):
             value = data.get(name)
             if value is not None and not isinstance(value, (int, float)):

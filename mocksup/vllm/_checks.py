@@ -10,19 +10,22 @@ order with vLLM's wording, parameter and value; every failure is a
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import regex
 
 from mocksup.vllm._errors import VLLMValidationError
-from mocksup.vllm._sampling import GenerationRequest
+from mocksup.vllm._sampling import GenerationRequest, StructuredOutputs
 from mocksup.vllm.tokenizer import TOKENIZER
 
 __all__ = ["check_prompt_ids", "check_sampling"]
 
 #: vLLM's ``VLLM_MAX_N_SEQUENCES`` default.
 MAX_N = 16384
+#: vLLM's ``MAX_LOGPROB_TOKEN_IDS``.
+MAX_LOGPROB_TOKEN_IDS = 128
 
 
 def check_sampling(request: GenerationRequest, max_logprobs: int) -> None:
@@ -36,7 +39,7 @@ def check_sampling(request: GenerationRequest, max_logprobs: int) -> None:
     _lengths(request)
     _logprobs(request, TOKENIZER.vocab_size if max_logprobs == -1 else max_logprobs)
     _vocabulary(request)
-    _structured_outputs(request.structured_outputs)
+    _structured_outputs(request.structured_outputs, request.response_format)
 
 
 def check_prompt_ids(ids: list[int]) -> None:
@@ -140,8 +143,27 @@ def _lengths(request: GenerationRequest) -> None:
 
 def _logprobs(request: GenerationRequest, allowed: int) -> None:
     vocabulary = TOKENIZER.vocab_size
+    ids = request.logprob_token_ids
+    if ids is not None:
+        if len(ids) > MAX_LOGPROB_TOKEN_IDS:
+            raise VLLMValidationError(
+                f"Requested logprob_token_ids of length {len(ids)}, which is greater than max "
+                f"allowed: {MAX_LOGPROB_TOKEN_IDS}",
+                parameter="logprob_token_ids",
+                value=len(ids),
+            )
+        invalid = _out_of_vocabulary(ids)
+        if invalid:
+            raise VLLMValidationError(
+                f"token_id(s) {invalid} in logprob_token_ids contain out-of-vocab token ids. "
+                f"Vocabulary size: {vocabulary}",
+                parameter="logprob_token_ids",
+                value=invalid,
+            )
+    # With logprob_token_ids vLLM samples no top log-probabilities of its own.
+    sampled = None if ids else request.logprobs_wanted
     for name, wanted, what in (
-        ("logprobs", request.logprobs_wanted, "sample"),
+        ("logprobs", sampled, "sample"),
         ("prompt_logprobs", request.prompt_logprobs, "prompt"),
     ):
         if wanted is not None and wanted < 0 and wanted != -1:
@@ -188,40 +210,121 @@ def _vocabulary(request: GenerationRequest) -> None:
         )
 
 
-def _structured_outputs(options: dict[str, Any] | None) -> None:
-    # What vLLM refuses before a grammar backend runs, and what no backend compiles.
-    if not options:
+def _structured_outputs(options: StructuredOutputs | None, response_format: Any) -> None:
+    # What vLLM refuses before a grammar backend runs, and what its backend cannot compile.
+    if response_format is not None and isinstance(response_format, dict):
+        spec = response_format.get("json_schema")
+        if response_format.get("type") == "json_schema" and isinstance(spec, dict):
+            _json_schema(spec.get("schema", {}))
+    if options is None:
         return
-    kinds = [k for k in ("json", "regex", "choice") if options.get(k) is not None]
+    kinds = [v for v in (options.json_schema, options.regex, options.choice) if v is not None]
     if len(kinds) > 1:
         raise VLLMValidationError(
             "You can only use one kind of constraints for structured outputs "
             "('json', 'regex' or 'choice')."
         )
-    choice = options.get("choice")
-    if choice is not None and not choice:
-        raise VLLMValidationError(f"Choice '{choice}' cannot be an empty list")
-    for key in ("grammar", "json", "structural_tag"):
-        value = options.get(key)
+    if options.choice is not None and not options.choice:
+        raise VLLMValidationError(f"Choice '{options.choice}' cannot be an empty list")
+    for key, value in (("grammar", options.grammar), ("json", options.json_schema),
+                       ("structural_tag", options.structural_tag)):  # fmt: skip
         if isinstance(value, str) and not value.strip():
             raise VLLMValidationError(f"structured_outputs.{key} cannot be an empty string")
-    pattern = options.get("regex")
-    if isinstance(pattern, str):
-        if "\x00" in pattern:
-            raise VLLMValidationError(
-                "structured_outputs.regex must not contain a NUL character ('\\x00')"
-            )
-        try:
-            regex.compile(pattern)
-        except regex.error as error:
-            raise VLLMValidationError(
-                f"Failed to transform regex into a grammar: {error}"
-            ) from None
-    schema = options.get("json")
-    if isinstance(schema, str):
-        import json
+    if options.regex is not None:
+        _regex(options.regex)
+    if options.json_schema is not None:
+        schema: Any = options.json_schema
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except ValueError:
+                raise VLLMValidationError("Invalid JSON grammar specification.") from None
+        _json_schema(schema)
+    if options.grammar and grammar_problem(options.grammar):
+        raise VLLMValidationError("Invalid grammar specification.")
 
-        try:
-            json.loads(schema)
-        except ValueError as error:
-            raise VLLMValidationError(f"Invalid JSON schema: {error}") from None
+
+def _regex(pattern: str) -> None:
+    if "\x00" in pattern:
+        raise VLLMValidationError(
+            "structured_outputs.regex must not contain a NUL character ('\\x00')"
+        )
+    try:
+        regex.compile(pattern)
+    except regex.error as error:
+        raise VLLMValidationError(f"Failed to transform regex into a grammar: {error}") from None
+
+
+def _json_schema(schema: Any) -> None:
+    problem = schema_problem(schema, schema)
+    if problem:
+        raise VLLMValidationError(f"Failed to transform json schema into a grammar: {problem}")
+
+
+_JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "contains", "propertyNames", "if",
+               "then", "else", "additionalItems", "unevaluatedProperties")  # fmt: skip
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+def schema_problem(node: Any, root: Any, depth: int = 0) -> str | None:
+    """What makes ``node`` no JSON schema a grammar compiler takes (``None``: nothing)."""
+    if isinstance(node, bool):
+        return None
+    if not isinstance(node, dict) or depth > 64:
+        return f"a schema must be an object or a boolean, not {node!r:.60}"
+    kinds = node.get("type")
+    for kind in kinds if isinstance(kinds, list) else [kinds] if kinds is not None else []:
+        if kind not in _JSON_TYPES:
+            return f"unknown type {kind!r:.60}"
+    ref = node.get("$ref")
+    if ref is not None and not _resolves(ref, root):
+        return f"cannot resolve $ref {ref!r:.60}"
+    children: list[Any] = [node[key] for key in _SUBSCHEMAS if key in node]
+    for key in _SUBSCHEMA_MAPS:
+        mapping = node.get(key, {})
+        if not isinstance(mapping, dict):
+            return f"{key} must be an object"
+        children.extend(mapping.values())
+    for key in _SUBSCHEMA_LISTS:
+        listed = node.get(key, [])
+        if not isinstance(listed, list):
+            return f"{key} must be an array"
+        children.extend(listed)
+    for child in children:
+        problem = schema_problem(child, root, depth + 1)
+        if problem:
+            return problem
+    return None
+
+
+def _resolves(ref: Any, root: Any) -> bool:
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        return False
+    node = root
+    for part in [p for p in ref[1:].split("/") if p]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+_RULE = regex.compile(r"^\s*([A-Za-z_][\w-]*)\s*::=", regex.MULTILINE)
+_LITERALS = regex.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\'(?:\\.|[^\'\\])*\'')
+_NAME = regex.compile(r"[A-Za-z_][\w-]*")
+
+
+def grammar_problem(grammar: str) -> str | None:
+    """What makes an EBNF grammar fail to parse (an undefined rule, no ``root``); grammars
+    in Lark's syntax (no ``::=``) are taken as they are."""
+    if "::=" not in grammar:
+        return None
+    names = set(_RULE.findall(grammar))
+    if "root" not in names:
+        return "no root rule"
+    bodies = _RULE.sub(" ", _LITERALS.sub(" ", grammar))
+    for name in _NAME.findall(bodies):
+        if name not in names:
+            return f"undefined rule {name}"
+    return None

@@ -55,6 +55,11 @@ class CompletionRequest(GenerationRequest):
                 "VLLM_MAX_COMPLETION_PROMPTS environment variable.",
                 parameter="prompt",
             )
+        if data.get("logprob_token_ids") and data.get("logprobs") is None:
+            raise VLLMValidationError(
+                "when using `logprob_token_ids`, `logprobs` must be set.",
+                parameter="logprob_token_ids",
+            )
         for name in ("prompt_logprobs", "logprobs"):
             value = data.get(name)
             if value is not None and not isinstance(value, (int, float)):
@@ -138,7 +143,7 @@ def _choice_logprobs(c: Choice, request: CompletionRequest, as_ids: bool) -> Any
         # Echo covers the prompt too: its tokens, with the prompt's log-probabilities.
         rows = [*prompt_logprob_rows(c.prompt_ids, request.logprobs), *rows]
         tokens = [*c.prompt_ids, *tokens]
-    return completion_logprobs(tokens, rows, request.logprobs, 0, as_ids)
+    return completion_logprobs(tokens, rows, c.logprobs_wanted, 0, as_ids)
 
 
 def completion_body(plan: Plan, created: int, options: BodyOptions) -> dict[str, Any]:

@@ -97,12 +97,14 @@ def prompt_logprob_rows(ids: list[int], wanted: int) -> list[list[tuple[int, flo
     alternatives per position (deterministic from the prompt)."""
     digest = hashlib.sha256(repr(ids[:4096]).encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
+    # The prompt token is taken as the likeliest: with the alternatives, ``wanted`` entries
+    # (at least the token itself), as a model that predicted its prompt well reports them.
     count = TOKENIZER.vocab_size if wanted == -1 else wanted
     rows: list[list[tuple[int, float]] | None] = [None]
     for token in ids[1:]:
         value = -round(rng.random() ** 2 * 6, 6)
         row = [(token, value)]
-        for k in range(1, count + 1):
+        for k in range(1, count):
             other = TOKENIZER.spaced_word_ids[(token + 7 * k) % len(TOKENIZER.spaced_word_ids)]
             if other != token:
                 row.append((other, round(value - k * 0.5 - rng.random() * 0.1, 6)))

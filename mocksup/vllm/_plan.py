@@ -245,12 +245,13 @@ def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice
     choice = Choice(index, request_id, n_prompt, tokens, deltas, text, reason, stop_reason)
     wanted = request.logprobs_wanted
     if wanted is not None:
-        _add_logprobs(choice, ask.rng, wanted)
+        _add_logprobs(choice, ask.rng, wanted, request.logprob_token_ids)
     return choice
 
 
 def _deltas(tokens: list[int]) -> list[str]:
-    if all(t >= 256 for t in tokens):
+    top = 256 + len(TOKENIZER.pieces)
+    if all(256 <= t < top for t in tokens):
         # Vocabulary pieces are whole characters: no decoding state needed.
         return [TOKENIZER.pieces[t - 256] for t in tokens]
     # vLLM's incremental detokenizer holds back an incomplete UTF-8 character; so do we.
@@ -289,8 +290,11 @@ def _split_like(text: str, deltas: list[str]) -> list[str]:
     return out
 
 
-def _add_logprobs(choice: Choice, rng: random.Random, wanted: int) -> None:
-    # Each row: the sampled token first, then ``wanted`` other tokens, less likely.
+def _add_logprobs(
+    choice: Choice, rng: random.Random, wanted: int, ids: list[int] | None = None
+) -> None:
+    # Each row: the sampled token first, then ``wanted`` other tokens, less likely (or the
+    # ``logprob_token_ids`` asked for, every one of them returned).
     count = TOKENIZER.vocab_size if wanted == -1 else wanted
     values = [-round(rng.random() ** 2 * 2.5, 6) for _ in choice.tokens]
     words = TOKENIZER.spaced_word_ids
@@ -298,11 +302,14 @@ def _add_logprobs(choice: Choice, rng: random.Random, wanted: int) -> None:
     for token, value in zip(choice.tokens, values, strict=True):
         row = [(token, value)]
         start = int(rng.random() * len(words))
-        for k in range(1, count + 1):
-            other = words[(start + k) % len(words)] if count < len(words) else k - 1
+        others = ids if ids else [
+            words[(start + k) % len(words)] if count < len(words) else k - 1
+            for k in range(1, count + 1)
+        ]  # fmt: skip
+        for k, other in enumerate(others, 1):
             if other != token:
                 row.append((other, round(value - k * 0.75 - rng.random() * 0.1, 6)))
         rows.append(row)
     choice.logprobs = values
     choice.top = rows
-    choice.logprobs_wanted = wanted
+    choice.logprobs_wanted = -1 if ids else wanted

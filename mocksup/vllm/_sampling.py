@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mocksup.vllm._errors import VLLMValidationError
 from mocksup.vllm._limits import MAX_STOP_STRINGS
 
-__all__ = ["GenerationRequest", "Prompt", "StreamOptions", "Tool", "ToolFunction", "ToolUse"]
+__all__ = ["GenerationRequest", "Prompt", "StreamOptions", "StructuredOutputs", "Tool", "ToolFunction", "ToolUse"]
 
 _INT64 = 2**63
 
@@ -48,6 +48,20 @@ class StreamOptions(BaseModel):
 
     include_usage: bool | None = False
     continuous_usage_stats: bool | None = False
+
+
+class StructuredOutputs(BaseModel):
+    """``structured_outputs`` (vLLM's ``StructuredOutputsParams``, its fields' types)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    json_schema: str | dict[str, Any] | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    structural_tag: str | None = None
+    whitespace_pattern: str | None = None
 
 
 class ToolFunction(BaseModel):
@@ -98,12 +112,13 @@ class GenerationRequest(BaseModel):
     allowed_token_ids: list[int] | None = None
     bad_words: list[str] = Field(default_factory=list)
     prompt_logprobs: int | None = None
+    logprob_token_ids: list[int] | None = None
     truncate_prompt_tokens: int | None = Field(None, ge=-1, le=_INT64 - 1)
     truncation_side: Literal["left", "right"] | None = None
     return_token_ids: bool | None = None
     return_tokens_as_token_ids: bool | None = None
     request_id: str | None = None
-    structured_outputs: dict[str, Any] | None = None
+    structured_outputs: StructuredOutputs | None = None
     response_format: dict[str, Any] | None = None
     priority: int = Field(0, ge=-_INT64, le=_INT64 - 1)
 

@@ -9,7 +9,10 @@ process and run:
 * a piece found in the built-in vocabulary (:data:`WORDS` in four spellings: ``word``,
   `` word``, ``Word``, `` Word``; chat-template markers such as ``<|user|>``;
   punctuation) is one token with id ``256 + index``;
-* any other piece falls back to one token per UTF-8 byte (ids 0-255), as byte-level BPE does.
+* any other piece falls back to one token per UTF-8 byte (ids 0-255), as byte-level BPE does;
+* the vocabulary has :data:`VOCAB_SIZE` ids, as large as a common model's, so token ids an
+  application sends (``logit_bias``, prompts of ids) fit as they would on vLLM; the ids past
+  the mock's own pieces are unused and decode to nothing.
 
 So every text round-trips through :meth:`MockTokenizer.decode`, and generated text (made of
 vocabulary pieces only) re-tokenizes to exactly the tokens generated.
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TOKENIZER", "WORDS", "MockTokenizer"]
+__all__ = ["TOKENIZER", "VOCAB_SIZE", "WORDS", "MockTokenizer"]
+
+#: Token ids the mock's vocabulary has (Qwen's 151,936, as many models' embedding tables).
+VOCAB_SIZE = 151_936
 
 #: The words generated text is made of; also the bulk of the vocabulary.
 WORDS: tuple[str, ...] = tuple(
@@ -136,8 +142,9 @@ class MockTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        """The number of distinct token ids."""
-        return len(self._bytes)
+        """The number of token ids (:data:`VOCAB_SIZE`; the ids past the mock's pieces are
+        unused)."""
+        return VOCAB_SIZE
 
     def encode(self, text: str) -> list[int]:
         """The token ids of ``text``."""

@@ -516,3 +516,86 @@ class DefaultsTest(ServerTestCase):
     def test_version_is_the_imitated_release(self) -> None:
         _, _, data = raw_request(self.server, "GET", "/version")
         self.assertEqual(json.loads(data), {"version": "0.33.0"})
+
+
+class StructuredAndTokenIdsTest(ServerTestCase):
+    """Items 9 and 10: what vLLM's grammar backend refuses, and token-id features."""
+
+    def test_schemas_and_grammars_vllm_cannot_compile_are_refused(self) -> None:
+        bad_schema = {"type": "object", "properties": {"a": {"type": "string"}, "foo": "bar"}}
+        good_schema = {
+            "$defs": {"C": {"enum": ["x"], "type": "string"}},
+            "properties": {"c": {"$ref": "#/$defs/C"}},
+            "type": "object",
+        }
+        grammar = 'root ::= rule\nrule ::= "a" | "b"\n'
+        cases = [
+            ({"json": bad_schema}, 400, "Failed to transform json schema into a grammar"),
+            ({"json": {"type": "text"}}, 400, "unknown type 'text'"),
+            ({"json": {"$ref": "#/$defs/Missing"}}, 400, "cannot resolve $ref"),
+            ({"json": "{not json"}, 400, "Invalid JSON grammar specification."),
+            (
+                {"grammar": grammar.replace("rule\n", "rulez\n", 1)},
+                400,
+                "Invalid grammar specification.",
+            ),
+            ({"regex": {"1": "Python"}}, 400, "body.structured_outputs.regex"),
+            ({"json": good_schema}, 200, ""),
+            ({"grammar": grammar}, 200, ""),
+        ]
+        for options, status, words in cases:
+            body = {"messages": USER, "max_tokens": 1, "structured_outputs": options}
+            got, _, data = raw_post(self.server, CHAT, body)
+            self.assertEqual(got, status, options)
+            if words:
+                self.assertIn(words, json.dumps(json.loads(data)["error"]))
+        body = {
+            "messages": USER,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": bad_schema},
+            },
+        }
+        self.assertEqual(raw_post(self.server, CHAT, body)[0], 400)
+
+    def test_logprob_token_ids_and_allowed_token_ids(self) -> None:
+        reply = self.client.completions.create(
+            model="mock-model",
+            prompt="Hello",
+            max_tokens=2,
+            logprobs=5,
+            extra_body={
+                "logprob_token_ids": [5000],
+                "allowed_token_ids": [300],
+                "return_tokens_as_token_ids": True,
+            },
+        )
+        logprobs = reply.choices[0].logprobs
+        assert logprobs is not None and logprobs.top_logprobs is not None
+        self.assertEqual(logprobs.tokens, ["token_id:300", "token_id:300"])
+        self.assertEqual(
+            [set(t) for t in logprobs.top_logprobs], [{"token_id:300", "token_id:5000"}] * 2
+        )
+        chat = self.client.chat.completions.create(
+            model="mock-model",
+            messages=USER,
+            max_tokens=1,
+            logprobs=True,
+            top_logprobs=5,
+            extra_body={"logprob_token_ids": [100, 1000]},
+        )
+        content = chat.choices[0].logprobs
+        assert content is not None and content.content is not None
+        self.assertEqual(len(content.content[0].top_logprobs), 3)  # sampled + the two asked
+        status, error = error_of(
+            raw_post(self.server, CHAT, {"messages": USER, "logprob_token_ids": [1]})
+        )
+        self.assertEqual((status, error["param"]), (400, "logprob_token_ids"))
+        status, error = error_of(
+            raw_post(
+                self.server,
+                "/v1/completions",
+                {"prompt": "x", "logprobs": 1, "logprob_token_ids": [10**7]},
+            )
+        )
+        self.assertIn("out-of-vocab token ids. Vocabulary size: 151936", error["message"])

@@ -17,11 +17,16 @@ __all__ = ["draft", "word_ids"]
 
 
 def draft(ask: Ask) -> Draft:
-    """Draw the text's length, then its words."""
+    """Draw the text's length, then its words (only ``allowed_token_ids``, when given)."""
     length = max(ask.rng.randint(*ask.length_range), ask.request.min_tokens)
+    reason = "stop"
     if ask.request.ignore_eos or length >= ask.limit:
-        return Draft(word_ids(ask.rng, ask.limit), "length")
-    return Draft(word_ids(ask.rng, length), "stop")
+        length, reason = ask.limit, "length"
+    allowed = ask.request.allowed_token_ids
+    if allowed:
+        draw = ask.rng.random
+        return Draft([allowed[int(draw() * len(allowed))] for _ in range(length)], reason)
+    return Draft(word_ids(ask.rng, length), reason)
 
 
 def word_ids(rng: random.Random, length: int) -> list[int]:
