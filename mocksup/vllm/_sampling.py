@@ -17,7 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mocksup.vllm._errors import VLLMValidationError
 from mocksup.vllm._limits import MAX_STOP_STRINGS
 
-__all__ = ["GenerationRequest", "Prompt", "StreamOptions", "StructuredOutputs", "Tool", "ToolFunction", "ToolUse"]
+__all__ = [
+    "GenerationRequest",
+    "Prompt",
+    "StreamOptions",
+    "StructuredOutputs",
+    "Tool",
+    "ToolFunction",
+    "ToolUse",
+]
 
 _INT64 = 2**63
 
