@@ -31,13 +31,16 @@ _log = logging.getLogger(__name__)
 
 
 class MockVLLMServer(VLLMQueries, MockServerBase):
-    """A mock of vLLM's OpenAI-compatible server, with vLLM's metrics and ``llm_request`` span.
+    """A mock of vLLM 0.33.0's OpenAI-compatible server, with vLLM's metrics and spans.
 
     It answers ``/v1/chat/completions``, ``/v1/completions`` (streamed or not),
-    ``/v1/models``, ``/v1/embeddings``, ``/tokenize``, ``/detokenize``, ``/health``, ``/ping``,
-    ``/load``, ``/version`` and ``/metrics`` as vLLM does, with deterministic content, simulated
-    latency and injected faults; a control API under ``/mocksup`` reads the request journal
-    and changes latency, faults and scripts at run time (see ``docs/vllm.rst``).
+    ``/v1/chat/completions/batch``, ``/invocations``, ``/v1/models``, ``/v1/embeddings``,
+    ``/tokenize``, ``/detokenize``, ``/health``, ``/ping``, ``/load``, ``/version``,
+    ``/metrics`` and the API docs as vLLM does (and, with ``VLLM_SERVER_DEV_MODE=1``, its
+    development routes), with deterministic content, simulated latency and injected faults;
+    a control API under ``/mocksup`` reads the request journal and changes latency, faults
+    and scripts at run time (see ``docs/vllm.rst``). Settings that are ``vllm serve`` flags
+    have the flag's name; :meth:`from_cli_args` takes a ``vllm serve`` command line.
 
     Parent-side methods (:meth:`requests`, :meth:`wait_for_requests`, :meth:`clear`,
     :meth:`set_latency`, ...; see :class:`~mocksup.vllm.VLLMQueries`) need a started server
