@@ -79,7 +79,11 @@ MOCK_SERVERS = [
     MockServerConfig(
         name="vllm",
         server_class=MockVLLMServer,
-        init_kwargs={"port": 0, "otlp_traces_endpoint": Endpoint("otlp", "otlp_grpc")},
+        init_kwargs={
+            "port": 0,
+            "otlp_traces_endpoint": Endpoint("otlp", "otlp_grpc"),
+            "otel_service_name": "vllm",  # as OTEL_SERVICE_NAME=vllm names a real vLLM's spans
+        },
     ),
     MockServerConfig(
         name="weather", server_class=MockWeatherServer, init_kwargs={"temperature_c": 18.5}

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from mocksup.base import MockServerBase
-from mocksup.control import ControlClient
 from mocksup.vllm.client import VLLMQueries
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
 

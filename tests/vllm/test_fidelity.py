@@ -149,7 +149,7 @@ class ValidationTest(ServerTestCase):
         )
 
     def test_structured_outputs_and_tool_choice_shapes(self) -> None:
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"structured_outputs": {"regex": "("}}, "Failed to transform regex"),
             ({"structured_outputs": {"choice": []}}, "cannot be an empty list"),
             ({"structured_outputs": {"json": "{", "regex": "a"}}, "only use one kind"),
