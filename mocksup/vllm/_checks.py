@@ -34,12 +34,21 @@ def check_sampling(request: GenerationRequest, max_logprobs: int) -> None:
     :param max_logprobs: ``--max-logprobs`` (-1: the vocabulary size).
     :raises VLLMValidationError: the first rule broken, in vLLM's words.
     """
-    _logit_bias_keys(request.logit_bias)
+    # Rules about fields most requests leave out run only when the field is set.
+    if request.logit_bias:
+        _logit_bias_keys(request.logit_bias)
     _ranges(request)
     _lengths(request)
-    _logprobs(request, TOKENIZER.vocab_size if max_logprobs == -1 else max_logprobs)
-    _vocabulary(request)
-    _structured_outputs(request.structured_outputs, request.response_format)
+    if (
+        request.logprob_token_ids is not None
+        or request.prompt_logprobs is not None
+        or request.logprobs_wanted is not None
+    ):
+        _logprobs(request, TOKENIZER.vocab_size if max_logprobs == -1 else max_logprobs)
+    if request.logit_bias or request.stop_token_ids or request.allowed_token_ids is not None:
+        _vocabulary(request)
+    if request.structured_outputs is not None or request.response_format is not None:
+        _structured_outputs(request.structured_outputs, request.response_format)
 
 
 def check_prompt_ids(ids: list[int]) -> None:

@@ -136,7 +136,7 @@ class Engine:
         blocks = 0
         size = self.cache.block_size
         for c in job.plan.choices:
-            c.cached_tokens = self.cache.admit(c.prompt_ids)
+            c.cached_tokens, c.block_hashes = self.cache.admit(c.prompt_ids)
             if self.cache.enabled:
                 self.metrics.record_cache_query(c.prompt_tokens, c.cached_tokens)
                 full = c.prompt_tokens // size * size
@@ -337,7 +337,7 @@ class Engine:
         )
         c.timing = record
         self.metrics.record(record)
-        self.cache.finish(c.prompt_ids + c.tokens[:generated])
+        self.cache.finish(c.block_hashes, c.prompt_ids, c.tokens[:generated])
         group = job.groups.get(c.prompt_index)
         if group is not None:
             group[0] -= 1

@@ -57,6 +57,7 @@ class Choice:
     #: the request ended, whether it was accounted, and its timing record.
     cached_tokens: int = 0
     created_cache_tokens: int = 0
+    block_hashes: list[int] = field(default_factory=list)
     generated: int = 0
     recorded: bool = False
     timing: Any = None

@@ -27,42 +27,54 @@ class PrefixCache:
         self._blocks: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _hashes(self, tokens: list[int]) -> list[int]:
+    def _hashes(self, tokens: list[int], parent: int = 0, start: int = 0) -> list[int]:
+        # The chained hashes of the full blocks of tokens[start:], after ``parent``.
         size = self.block_size
         hashes: list[int] = []
-        parent = 0
-        for start in range(0, len(tokens) - size + 1, size):
-            parent = hash((parent, *tokens[start : start + size]))
+        for first in range(start, len(tokens) - size + 1, size):
+            parent = hash((parent, *tokens[first : first + size]))
             hashes.append(parent)
         return hashes
 
-    def admit(self, prompt: list[int]) -> int:
-        """Look the prompt up, cache its blocks, and return how many of its tokens hit."""
+    def admit(self, prompt: list[int]) -> tuple[int, list[int]]:
+        """Look the prompt up and cache its blocks.
+
+        :returns: how many of its tokens hit, and its block hashes (for :meth:`finish`).
+        """
         if not self.enabled or len(prompt) < self.block_size:
-            return 0
+            return 0, []
         hashes = self._hashes(prompt)
         hits = 0
         with self._lock:
+            blocks = self._blocks
             for digest in hashes:
-                if digest not in self._blocks:
+                if digest not in blocks:
                     break
                 hits += 1
             self._store(hashes)
         # The last prompt token is always computed: hits stop at the block before it.
-        return min(hits * self.block_size, (len(prompt) - 1) // self.block_size * self.block_size)
+        size = self.block_size
+        return min(hits * size, (len(prompt) - 1) // size * size), hashes
 
-    def finish(self, tokens: list[int]) -> None:
-        """Cache the full blocks of a finished sequence (prompt and output)."""
-        if self.enabled and len(tokens) >= self.block_size:
-            hashes = self._hashes(tokens)
-            with self._lock:
-                self._store(hashes)
+    def finish(self, prompt_hashes: list[int], prompt: list[int], output: list[int]) -> None:
+        """Cache the full blocks of a finished sequence (the prompt, whose block hashes
+        :meth:`admit` gave, then the output)."""
+        if not self.enabled or len(prompt) + len(output) < self.block_size:
+            return
+        done = len(prompt_hashes) * self.block_size
+        tail = prompt[done:] + output
+        parent = prompt_hashes[-1] if prompt_hashes else 0
+        hashes = prompt_hashes + self._hashes(tail, parent)
+        with self._lock:
+            self._store(hashes)
 
     def _store(self, hashes: list[int]) -> None:
         blocks = self._blocks
         for digest in hashes:
-            blocks[digest] = None
-            blocks.move_to_end(digest)
+            if digest in blocks:
+                blocks.move_to_end(digest)
+            else:
+                blocks[digest] = None
         while len(blocks) > self.capacity:
             blocks.popitem(last=False)
 
