@@ -29,9 +29,13 @@ class Slots:
 
         :raises TimeoutError: they were not free within ``timeout`` seconds.
         """
-        ticket = object()
-        deadline = time.monotonic() + timeout
         with self._cond:
+            wanted = min(count, self.limit)
+            if not self._queue and not self._held and self._running + wanted <= self.limit:
+                self._running += wanted  # nobody waits and there is room: the common case
+                return
+            ticket = object()
+            deadline = time.monotonic() + timeout
             self._queue.append(ticket)
             try:
                 while True:
@@ -52,7 +56,8 @@ class Slots:
         """Give back what :meth:`acquire` took for ``count``."""
         with self._cond:
             self._running -= min(count, self.limit)
-            self._cond.notify_all()
+            if self._queue:  # every waiter holds a ticket in the queue
+                self._cond.notify_all()
 
     def resize(self, limit: int) -> None:
         """Change the limit; waiting requests are re-examined."""
