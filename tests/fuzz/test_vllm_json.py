@@ -141,7 +141,13 @@ class VLLMJSONFuzzTest(ProcessTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.server = MockVLLMServer(port=0, output_tokens=(1, 4), journal_limit=200)
+        cls.server = MockVLLMServer(
+            port=0,
+            output_tokens=(1, 4),
+            journal_limit=200,
+            enable_auto_tool_choice=True,  # else vLLM refuses tool_choice="auto"
+            tool_call_parser="hermes",
+        )
         cls.addClassCleanup(cls.server.stop)
         cls.server.start()
 
