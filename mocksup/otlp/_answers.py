@@ -163,19 +163,35 @@ def json_lines(frames: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
         yield (otlp_json(signal, part) + "\n").encode()
 
 
-def feed_protobuf(frames: Iterable[tuple[str, bytes]]) -> bytes:
-    """Feed frames as protobuf: each ``*Data`` message as a length-delimited field whose
-    number names its signal (:data:`FEED_FIELDS`), in arrival order."""
+def feed_protobuf(frames: Iterable[tuple[str, bytes]], cursor: int, generation: int) -> bytes:
+    """A feed page as protobuf: each ``*Data`` message a length-delimited field whose number
+    names its signal (:data:`FEED_FIELDS`), in arrival order, then the cursor (field 4) and
+    the generation (field 5) as varints. That is the wire form of::
+
+        message FeedPage {
+          repeated TracesData traces = 1; repeated MetricsData metrics = 2;
+          repeated LogsData logs = 3; uint64 cursor = 4; uint64 generation = 5;
+        }
+
+    (read in wire order to keep the signals interleaved as they arrived).
+    """
     out = bytearray()
     for signal, part in frames:
         out.append(FEED_FIELDS[signal] << 3 | 2)
-        size = len(part)
-        while size > 0x7F:
-            out.append(size & 0x7F | 0x80)
-            size >>= 7
-        out.append(size)
+        _varint(out, len(part))
         out += part
+    out.append(4 << 3)
+    _varint(out, cursor)
+    out.append(5 << 3)
+    _varint(out, generation)
     return bytes(out)
+
+
+def _varint(out: bytearray, value: int) -> None:
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
 
 
 def feed_json(frames: Iterable[tuple[str, bytes]], head: dict[str, Any]) -> bytes:

@@ -212,7 +212,8 @@ class _Handlers:
                 *_headers(page.count, page.generation),
                 ("X-Mocksup-Cursor", str(page.cursor)),
             ]
-            return Raw(_PROTOBUF, _answers.feed_protobuf(page.frames), headers)
+            body = _answers.feed_protobuf(page.frames, page.cursor, page.generation)
+            return Raw(_PROTOBUF, body, headers)
         head = {"cursor": page.cursor, "generation": page.generation, "count": page.count}
         return Raw(_JSON, _answers.feed_json(page.frames, head))
 

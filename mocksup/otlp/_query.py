@@ -41,9 +41,11 @@ __all__ = (
     "ITEM_KEYS",
     "Query",
     "Result",
+    "filter_params",
     "items_from_protobuf",
     "json_document",
     "parse_attr_filters",
+    "select",
     "summarise",
 )
 
@@ -355,3 +357,21 @@ def items_from_protobuf(signal: str, data: bytes) -> list[Any]:
                 scope = Scope.from_protobuf(sl.scope, sl.schema_url)
                 out.extend([LogRecord(r, resource, scope) for r in sl.log_records])
     return out
+
+
+def filter_params(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The control API parameters of the query methods' keyword arguments (``None``: unset;
+    ``count``, ``timeout`` and ``self`` are not filters)."""
+    params: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("self", "count", "timeout") or value is None:
+            continue
+        if key in ("attributes", "resource"):
+            params["attr" if key == "attributes" else "resource"] = [
+                k if v is None else f"{k}={json.dumps(v)}" for k, v in value.items()
+            ]
+        elif key == "event_name":
+            params["name"] = value
+        else:
+            params[key] = value
+    return params
