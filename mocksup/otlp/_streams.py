@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from mocksup.control import PREFIX, ControlClient
 from mocksup.errors import ControlAPIError
 from mocksup.otlp._query import filter_params, items_from_protobuf
-from mocksup.otlp.dump import Source, replay
+from mocksup.otlp.dump import _Source, replay
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
 from mocksup.otlp.records import FeedPage
@@ -88,7 +88,7 @@ class CollectorStreams:
                 lines += chunk.count(b"\n")
         return lines
 
-    def load(self, source: Source) -> int:
+    def load(self, source: _Source) -> int:
         """Replay a dump into this collector (through its OTLP/HTTP endpoint, so every line
         is a request it records); return the requests sent. See :func:`~mocksup.otlp.replay`.
         """

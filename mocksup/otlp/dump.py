@@ -25,7 +25,7 @@ from mocksup.otlp._json import OTLPJSONError, parse_request
 
 __all__ = ("ReplayError", "read_dump", "replay", "signal_of")
 
-Source = str | os.PathLike[str] | IO[bytes] | IO[str]
+_Source = str | os.PathLike[str] | IO[bytes] | IO[str]
 
 #: The top-level key of each signal's document, as OTLP/JSON and proto3 JSON spell it.
 _KEYS = {
@@ -68,7 +68,7 @@ def signal_of(document: Mapping[str, Any]) -> str | None:
     return None
 
 
-def read_dump(source: Source) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def read_dump(source: _Source) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """The documents of a dump: ``(line number, signal, document)``, blank lines skipped.
 
     :param source: a path, or a file opened in binary or text mode.
@@ -96,7 +96,7 @@ def read_dump(source: Source) -> Iterator[tuple[int, str, dict[str, Any]]]:
 
 
 def replay(
-    source: Source,
+    source: _Source,
     url: str,
     *,
     encoding: Literal["protobuf", "json"] = "protobuf",

@@ -18,8 +18,9 @@ from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import DataPoint, Metric
 from mocksup.otlp.records import Trace
 
-__all__ = ("format_duration", "render", "render_trace")
+__all__ = ("Verbosity", "format_duration", "render", "render_trace")
 
+#: How much :func:`render` writes: one line, or every field.
 Verbosity = Literal["basic", "detailed"]
 _MAX_VALUE = 80
 
