@@ -231,6 +231,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         stats = self.stats()
         items = stats["items"]
         return (
-            f"{items['traces']} spans, {items['metrics']} metric points, {items['logs']} logs "
+            f"{items['traces']} spans, {stats['metric_points']} metric points, "
+            f"{items['logs']} logs "
             f"in {stats['requests']} requests ({stats['rejected_requests']} rejected)"
         )
