@@ -63,23 +63,23 @@ class _Index:
         self.resource_docs: list[str] = []
         self.scope_docs: list[str] = []
 
-    def resource(self, top: Any) -> tuple[int, Resource]:
+    def resource(self, top: Any) -> int:
         key = (top.resource.SerializeToString(), top.schema_url)
         found = self.resources.get(key)
-        resource = Resource.from_protobuf(top.resource, top.schema_url)
         if found is None:
             found = self.resources[key] = len(self.resource_docs)
+            resource = Resource.from_protobuf(top.resource, top.schema_url)
             self.resource_docs.append(_DUMPS(resource.to_json()))
-        return found, resource
+        return found
 
-    def scope(self, group: Any) -> tuple[int, Scope]:
+    def scope(self, group: Any) -> int:
         key = (group.scope.SerializeToString(), group.schema_url)
         found = self.scopes.get(key)
-        scope = Scope.from_protobuf(group.scope, group.schema_url)
         if found is None:
             found = self.scopes[key] = len(self.scope_docs)
+            scope = Scope.from_protobuf(group.scope, group.schema_url)
             self.scope_docs.append(_DUMPS(scope.to_json()))
-        return found, scope
+        return found
 
 
 def document_chunks(signal: str, parts: Iterable[bytes], head: dict[str, Any]) -> Iterator[bytes]:
@@ -108,9 +108,11 @@ def _items_text(signal: str, part: bytes, index: _Index) -> list[str]:
         return _spans_text(part, message, index)
     texts: list[str] = []
     for top in resources_of(signal, message):
-        r, resource = index.resource(top)
+        r = index.resource(top)
+        resource = Resource.from_protobuf(top.resource, top.schema_url)
         for group in scopes_of(signal, top):
-            s, scope = index.scope(group)
+            s = index.scope(group)
+            scope = Scope.from_protobuf(group.scope, group.schema_url)
             if signal == "metrics":
                 texts.extend(
                     _DUMPS({**Metric(m, resource, scope).to_json(), "resource": r, "scope": s})
@@ -128,9 +130,9 @@ def _spans_text(part: bytes, message: Any, index: _Index) -> list[str]:
     texts: list[str] = []
     columns = span_columns(part, message)
     for i, top in enumerate(message.resource_spans):
-        r, _ = index.resource(top)
+        r = index.resource(top)
         for j, group in enumerate(top.scope_spans):
-            s, _ = index.scope(group)
+            s = index.scope(group)
             column = None if columns is None else columns.resource_spans[i].scope_spans[j]
             texts.extend(span_documents(group, column, r, s))
     return texts

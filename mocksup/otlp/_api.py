@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from mocksup.control import ControlApp, ControlError, ControlRequest, Param, Raw, Route
 from mocksup.otlp import _answers
-from mocksup.otlp._feed import StaleCursorError, read_page
+from mocksup.otlp._feed import StaleCursorError, read_page, stored_after
 from mocksup.otlp._ingest import FaultBook
 from mocksup.otlp._query import Query, Result, json_document, select, summarise
 from mocksup.otlp._store import SIGNALS, Batch, Store
@@ -222,8 +222,8 @@ class _Handlers:
         signals = request.args["signal"] or SIGNALS
         queries = {signal: _query(signal, request.args) for signal in signals}
         with self.store.cond:
-            stored = [(b.seq, s, b) for s in signals for b in self.store.batches[s]]
-        stored.sort(key=lambda entry: entry[0])
+            # What is stored now, merged in arrival order as it is read (no copy).
+            stored = stored_after(self.store, signals, 0)
         frames = (
             (signal, part)
             for _, signal, batch in stored

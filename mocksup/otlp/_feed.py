@@ -21,7 +21,7 @@ from mocksup.otlp._query import Query, select
 from mocksup.otlp._store import Batch, Store
 from mocksup.otlp._values import no_gc
 
-__all__ = ("Page", "StaleCursorError", "read_page")
+__all__ = ("Page", "StaleCursorError", "read_page", "stored_after")
 
 
 class StaleCursorError(ValueError):
@@ -58,7 +58,7 @@ def read_page(
     try:
         while True:
             with store.cond:
-                pending = _after(store, list(queries), after)
+                pending = stored_after(store, list(queries), after)
                 generation = store.generation
             page = _collect(queries, pending, after, limit, generation)
             if page.count:
@@ -79,7 +79,9 @@ def read_page(
             store.waiting -= 1
 
 
-def _after(store: Store, signals: Sequence[str], after: int) -> Iterator[tuple[int, str, Batch]]:
+def stored_after(
+    store: Store, signals: Sequence[str], after: int
+) -> Iterator[tuple[int, str, Batch]]:
     """The stored requests of ``signals`` numbered above ``after``, in arrival order.
 
     Called under the store's lock, read after it: only the bounds are taken here (the
