@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
-from mocksup.control import PREFIX, ControlClient
+from mocksup.control import CHECK_GRACE, PREFIX, ControlClient
 from mocksup.errors import ControlAPIError
 from mocksup.otlp._query import filter_params, items_from_protobuf
 from mocksup.otlp.dump import _Source, replay
@@ -208,6 +208,8 @@ def _stream(control: ControlClient, path: str, params: dict[str, Any]) -> Iterat
                        for v in (vs if isinstance(vs, list) else [vs])])  # fmt: skip
     target = PREFIX + path + ("?" + query if query else "")
     url = control.base_url + target
+    if control.check is not None:
+        control.check(0.0)  # a crashed or suspended mock: its own error, at once
     conn = http.client.HTTPConnection(control.host, control.port, timeout=control.timeout)
     try:
         conn.request("GET", target)
@@ -223,6 +225,8 @@ def _stream(control: ControlClient, path: str, params: dict[str, Any]) -> Iterat
         while chunk := response.read1(1 << 16):
             yield chunk
     except (OSError, http.client.HTTPException) as error:
+        if control.check is not None:
+            control.check(CHECK_GRACE)
         raise ControlAPIError(
             f"mock server {control.server!r} did not answer GET {url} ({error})",
             server=control.server,

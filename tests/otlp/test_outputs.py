@@ -258,3 +258,17 @@ def _request(spans: list[Span]) -> ExportTraceServiceRequest:
 def _frame(number: int, payload: bytes) -> bytes:
     assert len(payload) < 128
     return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+class CrashedCollectorTest(ProcessTestCase):
+    def test_an_export_from_a_dead_collector_says_it_crashed(self) -> None:
+        import signal
+
+        from mocksup import ChildCrashedError
+
+        collector = self.start_server(MockOTLPCollector(port=0, grpc_port=None))
+        assert collector.pid is not None
+        os.kill(collector.pid, signal.SIGKILL)
+        with self.assertRaises(ChildCrashedError) as caught:
+            collector.export(io.BytesIO())
+        self.assertEqual(caught.exception.returncode, -signal.SIGKILL)
