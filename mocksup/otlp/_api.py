@@ -90,7 +90,8 @@ def control_app(store: Store, faults: FaultBook, info: Callable[[], dict[str, An
         }, doc="the environment for an OpenTelemetry SDK"),
         Route("/feed", ("GET",), api.feed, {
             **COMMON_FILTERS, "signal": _many(SIGNALS, "signals (default: all)"),
-            "after": Param.integer("the cursor of the last page read (0: from the start)"),
+            "after": Param.integer("the cursor of the last page read (0: from the start)",
+                                   default=0),
             "limit": Param.integer("items per page, about", low=1, default=10_000),
             "encoding": Param.choice("otlp-json", "protobuf", default="otlp-json"),
             "timeout": Param.wait(),
@@ -201,7 +202,7 @@ class _Handlers:
         signals = args["signal"] or SIGNALS
         queries = {signal: _query(signal, args) for signal in signals}
         try:
-            page = read_page(self.store, queries, args["after"] or 0, args["limit"],
+            page = read_page(self.store, queries, args["after"], args["limit"],
                              args["timeout"])  # fmt: skip
         except StaleCursorError as error:
             raise ControlError(400, str(error)) from None
