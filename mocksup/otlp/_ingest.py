@@ -56,12 +56,8 @@ class Ingest:
     def export(self, signal: str, envelope: Envelope, record: dict[str, Any]) -> Answer:
         """Apply faults, store the items that fit and fill ``record``; return the answer."""
         count = envelope.count
-        if (
-            count
-            and signal == "metrics"
-            and self.limits.mode.drop_pointless_metrics
-            and data_point_count(envelope.raw) == 0
-        ):
+        points = data_point_count(envelope.raw) if count and signal == "metrics" else 0
+        if count and not points and signal == "metrics" and self.limits.mode.drop_pointless_metrics:
             # The Collector answers a metrics export without a data point and passes nothing
             # on (its receiver counts points, not metrics).
             count = 0
@@ -74,7 +70,7 @@ class Ingest:
             if fault.drop or fault.is_error:
                 record["items"] = 0
                 return Answer(fault)
-        stored, dropped = self._store(signal, envelope, count)
+        stored, dropped = self._store(signal, envelope, count, points)
         record["items"] = stored
         if dropped:
             record["dropped"] = dropped
@@ -83,7 +79,7 @@ class Ingest:
             return Answer(fault, fault.rejected, fault.message)
         return Answer(fault)
 
-    def _store(self, signal: str, envelope: Envelope, count: int) -> tuple[int, int]:
+    def _store(self, signal: str, envelope: Envelope, count: int, points: int) -> tuple[int, int]:
         store = self.store
         if not count:
             return 0, 0
@@ -96,7 +92,8 @@ class Ingest:
             if keep < count:
                 # Only at a cap's edge: keep what fits, in request order, and say so.
                 raw = envelope.trimmed(keep) if keep else b""
-            store.add(signal, raw, keep, count - keep)
+                points = data_point_count(raw) if signal == "metrics" and keep else 0
+            store.add(signal, raw, keep, count - keep, points)
         return keep, count - keep
 
 

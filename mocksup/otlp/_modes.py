@@ -53,6 +53,9 @@ class Mode:
     #: messages and lists, integers without fraction or exponent, standard padded base64,
     #: the first JSON value of the body (what follows is ignored; an empty body is a 400).
     pdata_json: bool
+    #: An HTTP/1.1 request without ``Host`` is refused with 400 (Go's net/http: "missing
+    #: required Host header").
+    require_host: bool
 
 
 COLLECTOR = Mode(
@@ -69,6 +72,7 @@ COLLECTOR = Mode(
     encoding_first=True,
     strict_media_type=True,
     pdata_json=True,
+    require_host=True,
 )
 
 SPEC = Mode(
@@ -85,6 +89,7 @@ SPEC = Mode(
     encoding_first=False,
     strict_media_type=False,
     pdata_json=False,
+    require_host=False,
 )
 
 MODES: dict[str, Mode] = {"collector": COLLECTOR, "spec": SPEC}

@@ -41,9 +41,11 @@ __all__ = (
     "ITEM_KEYS",
     "Query",
     "Result",
+    "filter_params",
     "items_from_protobuf",
     "json_document",
     "parse_attr_filters",
+    "select",
     "summarise",
 )
 
@@ -164,66 +166,69 @@ class Query:
         )
 
 
+def select(signal: str, query: Query, batch: Batch) -> tuple[bytes, int]:
+    """The items of one stored batch that ``query`` matches, as a serialised ``*Data``
+    message (the stored bytes themselves when nothing is filtered), and how many."""
+    if query.is_empty:
+        return batch.raw, batch.count
+    parts = []
+    count = 0
+    message = _PARSERS[signal](batch.raw)
+    for top in resources_of(signal, message):
+        if not _attrs_match(top.resource.attributes, query.resource):
+            continue
+        for group in scopes_of(signal, top):
+            if query.scope is not None and group.scope.name != query.scope:
+                continue
+            items = _select(signal, query, group)
+            if items:
+                parts.append(_group_bytes(signal, top, group, items))
+                count += len(items)
+    # Repeated fields concatenate: the groups' messages joined are one message.
+    return b"".join(parts), count
+
+
+def _group_bytes(signal: str, top: Any, group: Any, items: list[Any]) -> bytes:
+    data = _DATA_TYPES[signal]()
+    out_top = resources_of(signal, data).add()
+    out_top.resource.CopyFrom(top.resource)
+    out_top.schema_url = top.schema_url
+    out_group = scopes_of(signal, out_top).add()
+    out_group.scope.CopyFrom(group.scope)
+    out_group.schema_url = group.schema_url
+    items_of(signal, out_group).extend(items)
+    serialised: bytes = data.SerializeToString()
+    return serialised
+
+
 class Result:
     """The growing selection of a query, kept serialised."""
 
     def __init__(self, signal: str) -> None:
         self.signal = signal
         self.count = 0
-        # In arrival order: serialised *Data messages (whole batches or selections).
+        # In arrival order: serialised *Data messages (whole batches or selections). Each
+        # is serialised at once: holding a selected item would keep its whole request's
+        # parsed message (about 1.5 KiB a span) alive until the answer.
         self.parts: list[bytes] = []
 
     def add(self, query: Query, batches: Iterable[Batch]) -> None:
         """Append the items of ``batches`` that ``query`` matches."""
         with no_gc():
-            self._add(query, batches)
-
-    def _add(self, query: Query, batches: Iterable[Batch]) -> None:
-        if query.is_empty:
             for batch in batches:
-                self.parts.append(batch.raw)
-                self.count += batch.count
-            return
-        parse = _PARSERS[self.signal]
-        for batch in batches:
-            message = parse(batch.raw)
-            for top in resources_of(self.signal, message):
-                if not _attrs_match(top.resource.attributes, query.resource):
-                    continue
-                for group in scopes_of(self.signal, top):
-                    if query.scope is not None and group.scope.name != query.scope:
-                        continue
-                    items = _select(self.signal, query, group)
-                    if items:
-                        # Serialise now: holding an item would keep its whole request's
-                        # parsed message (about 1.5 KiB a span) alive until the answer.
-                        self.parts.append(self._group_bytes(top, group, items))
-                        self.count += len(items)
+                part, count = select(self.signal, query, batch)
+                if count:
+                    self.parts.append(part)
+                    self.count += count
 
     def protobuf(self) -> bytes:
         """The selection as a serialised ``TracesData``/``MetricsData``/``LogsData``."""
         return b"".join(self.parts)
 
-    def _group_bytes(self, top: Any, group: Any, items: list[Any]) -> bytes:
-        data = _DATA_TYPES[self.signal]()
-        out_top = resources_of(self.signal, data).add()
-        out_top.resource.CopyFrom(top.resource)
-        out_top.schema_url = top.schema_url
-        out_group = scopes_of(self.signal, out_top).add()
-        out_group.scope.CopyFrom(group.scope)
-        out_group.schema_url = group.schema_url
-        items_of(self.signal, out_group).extend(items)
-        serialised: bytes = data.SerializeToString()
-        return serialised
-
     def items(self) -> list[Any]:
         """The selected items as :mod:`~mocksup.otlp.items` objects (in the child)."""
         with no_gc():
             return items_from_protobuf(self.signal, self.protobuf())
-
-    def document(self) -> dict[str, Any]:
-        """The selection as the control API's JSON document."""
-        return json_document(self.signal, self.items())
 
 
 def json_document(signal: str, items: list[Any]) -> dict[str, Any]:
@@ -352,3 +357,21 @@ def items_from_protobuf(signal: str, data: bytes) -> list[Any]:
                 scope = Scope.from_protobuf(sl.scope, sl.schema_url)
                 out.extend([LogRecord(r, resource, scope) for r in sl.log_records])
     return out
+
+
+def filter_params(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The control API parameters of the query methods' keyword arguments (``None``: unset;
+    ``count``, ``timeout`` and ``self`` are not filters)."""
+    params: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("self", "count", "timeout") or value is None:
+            continue
+        if key in ("attributes", "resource"):
+            params["attr" if key == "attributes" else "resource"] = [
+                k if v is None else f"{k}={json.dumps(v)}" for k, v in value.items()
+            ]
+        elif key == "event_name":
+            params["name"] = value
+        else:
+            params[key] = value
+    return params

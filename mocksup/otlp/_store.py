@@ -57,7 +57,10 @@ class Store:
         self.generation = 0
         self.batches: dict[str, list[Batch]] = {signal: [] for signal in SIGNALS}
         self.requests: deque[dict[str, Any]] = deque(maxlen=max_requests)
-        self._seq = 0
+        #: The number of the last request stored or refused by the caps (the feed's cursors).
+        self.seq = 0
+        #: The number of the newest stored batch, of any signal.
+        self.last_batch = 0
         self._request_seq = 0
         self._reset_counters()
 
@@ -69,6 +72,7 @@ class Store:
         self.statuses: Counter[str] = Counter()
         self.requests_forgotten = 0
         self.stored_bytes = 0
+        self.points = 0
 
     def total_items(self) -> int:
         """Items stored now, all signals together."""
@@ -82,14 +86,17 @@ class Store:
                 return items, None
             return items, max(0, self.max_stored_bytes - self.stored_bytes)
 
-    def add(self, signal: str, raw: bytes, count: int, dropped: int = 0) -> None:
-        """Keep one accepted request's items (already trimmed to the cap by the caller)."""
+    def add(self, signal: str, raw: bytes, count: int, dropped: int = 0, points: int = 0) -> None:
+        """Keep one accepted request's items (already trimmed to the cap by the caller);
+        ``points`` counts the data points of the metrics kept."""
         with self.cond:
-            self._seq += 1
+            self.seq += 1
             if count:
-                self.batches[signal].append(Batch(self._seq, raw, count, time.time()))
+                self.batches[signal].append(Batch(self.seq, raw, count, time.time()))
+                self.last_batch = self.seq
                 self.items[signal] += count
                 self.stored_bytes += len(raw)
+                self.points += points
             if dropped:
                 self.dropped[signal] += dropped
             self.cond.notify_all()
@@ -143,6 +150,7 @@ class Store:
                 "bytes": self.counters["bytes"],
                 "statuses": dict(self.statuses),
                 "items": {s: self.items[s] for s in SIGNALS},
+                "metric_points": self.points,
                 "rejected_items": {s: self.rejected_items[s] for s in SIGNALS},
                 "dropped": {s: self.dropped[s] for s in SIGNALS},
                 "stored_items": self.total_items(),
@@ -151,4 +159,5 @@ class Store:
                 "max_stored_bytes": self.max_stored_bytes,
                 "requests_forgotten": self.requests_forgotten,
                 "waiting": self.waiting,
+                "cursor": self.seq,
             }

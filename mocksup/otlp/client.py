@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from mocksup.control import ControlClient
 from mocksup.errors import WaitTimeoutError
-from mocksup.otlp._query import items_from_protobuf
+from mocksup.otlp._query import filter_params, items_from_protobuf
+from mocksup.otlp._streams import CollectorStreams
 from mocksup.otlp.faults import Fault, Signal, Transport
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
@@ -42,8 +43,10 @@ class TelemetryTimeoutError(WaitTimeoutError):
         return {**super()._fields(), "signal": self.signal}
 
 
-class CollectorQueries:
-    """The query, wait and fault methods of a collector, for any class with ``control``."""
+class CollectorQueries(CollectorStreams):
+    """The query, wait and fault methods of a collector, for any class with ``control``
+    (and, from :class:`~mocksup.otlp._streams.CollectorStreams`, ``otlp_json``, ``export``,
+    ``load``, ``feed`` and ``follow``)."""
 
     if TYPE_CHECKING:  # provided by the class that mixes this in (MockServerBase there)
         name: str
@@ -79,7 +82,7 @@ class CollectorQueries:
         :param trace_id: hex, any case.
         :raises ControlAPIError: the collector is unreachable or refused a filter.
         """
-        items: list[Span] = self._query("traces", "/spans", _filters(locals()))
+        items: list[Span] = self._query("traces", "/spans", filter_params(locals()))
         return items
 
     def metrics(
@@ -99,7 +102,7 @@ class CollectorQueries:
         ``"histogram"``, ``"exponential_histogram"`` or ``"summary"``. Other filters as in
         :meth:`spans`.
         """
-        items: list[Metric] = self._query("metrics", "/metrics", _filters(locals()))
+        items: list[Metric] = self._query("metrics", "/metrics", filter_params(locals()))
         return items
 
     def logs(
@@ -123,7 +126,7 @@ class CollectorQueries:
         :param min_severity: the lowest ``severity_number`` wanted.
         Other filters as in :meth:`spans`.
         """
-        items: list[LogRecord] = self._query("logs", "/logs", _filters(locals()))
+        items: list[LogRecord] = self._query("logs", "/logs", filter_params(locals()))
         return items
 
     # -- waits ----------------------------------------------------------------------------
@@ -216,7 +219,7 @@ class CollectorQueries:
     def _wait(
         self, signal: str, path: str, count: int, timeout: float, arguments: dict[str, Any]
     ) -> Any:
-        params = _filters(arguments)
+        params = filter_params(arguments)
         params.update(count=count, timeout=timeout)
         data, doc = self._fetch_protobuf(path, params, wait=timeout)
         if data is not None:
@@ -380,20 +383,3 @@ class CollectorClient(CollectorQueries):
 
     def __repr__(self) -> str:
         return f"<CollectorClient {self.name!r} {self.url}>"
-
-
-def _filters(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn the query methods' keyword arguments into control API parameters."""
-    params: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in ("self", "count", "timeout") or value is None:
-            continue
-        if key in ("attributes", "resource"):
-            params["attr" if key == "attributes" else "resource"] = [
-                k if v is None else f"{k}={json.dumps(v)}" for k, v in value.items()
-            ]
-        elif key == "event_name":
-            params["name"] = value
-        else:
-            params[key] = value
-    return params

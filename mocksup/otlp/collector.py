@@ -19,7 +19,7 @@ from mocksup.otlp._limits import Limits
 from mocksup.otlp._modes import MODES, Compat
 from mocksup.otlp.client import CollectorQueries
 from mocksup.otlp.records import exporter_env
-from mocksup.serving import url_host
+from mocksup.serving import HTTPLimits, url_host
 
 __all__ = ("CORSConfig", "MockOTLPCollector")
 
@@ -99,6 +99,11 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
     )
     max_requests: int = Field(10_000, ge=0, description="Request records kept (newest).")
     grpc_workers: int = Field(16, gt=0, description="gRPC handler threads.")
+    max_connections: int = Field(
+        256,
+        gt=0,
+        description="HTTP connections served at once; more wait in the listen backlog.",
+    )
     cors: CORSConfig | None = Field(None, description="CORS for the OTLP/HTTP routes.")
 
     # -- the child side ------------------------------------------------------------------
@@ -121,6 +126,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         from mocksup.serving import bind_tcp, serve_wsgi
 
         parts = self._parts()
+        limits = self.http_limits()
         sock = bind_tcp(self.host, self.port)
         try:
             grpc = self._grpc_server(parts.ingest, parts.ports)
@@ -128,7 +134,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
             sock.close()
             raise
         parts.ports["port"] = sock.getsockname()[1]
-        with serve_wsgi(parts.app, sock):
+        with serve_wsgi(parts.app, sock, limits=limits):
             try:
                 if grpc is not None:
                     grpc.start()
@@ -143,9 +149,16 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
                 if grpc is not None:
                     grpc.stop(0.5).wait()
 
+    def http_limits(self) -> HTTPLimits:
+        """The HTTP server's limits: ``max_connections``; in ``"collector"`` mode an
+        HTTP/1.1 request without ``Host`` is refused with 400, as Go's net/http does."""
+        return HTTPLimits(
+            max_connections=self.max_connections, require_host=MODES[self.compat].require_host
+        )
+
     def _parts(self) -> _Parts:
         """The child's pieces, wired (the tests drive the HTTP app in-process with them)."""
-        from mocksup.otlp._api import ControlAPI
+        from mocksup.otlp._api import control_app
         from mocksup.otlp._cors import CORSPolicy
         from mocksup.otlp._http import OTLPHTTPApp
         from mocksup.otlp._ingest import FaultBook, Ingest
@@ -159,7 +172,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         cors = None
         if self.cors is not None and self.cors.allowed_origins:
             cors = CORSPolicy(**self.cors.model_dump())
-        app = OTLPHTTPApp(ingest, ControlAPI(store, faults, ports), cors)
+        app = OTLPHTTPApp(ingest, control_app(store, faults, lambda: dict(ports)), cors)
         return _Parts(ingest, app, ports)
 
     def _grpc_server(self, ingest: Any, ports: dict[str, Any]) -> Any:
@@ -218,6 +231,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         stats = self.stats()
         items = stats["items"]
         return (
-            f"{items['traces']} spans, {items['metrics']} metric points, {items['logs']} logs "
+            f"{items['traces']} spans, {stats['metric_points']} metric points, "
+            f"{items['logs']} logs "
             f"in {stats['requests']} requests ({stats['rejected_requests']} rejected)"
         )

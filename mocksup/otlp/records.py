@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mocksup.otlp.items import Span
+from mocksup.otlp.items import LogRecord, Span
+from mocksup.otlp.metrics import Metric
 
-__all__ = ("RequestRecord", "Trace", "exporter_env", "trace_tree")
+__all__ = ("FeedPage", "RequestRecord", "Trace", "exporter_env", "trace_tree")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,20 @@ class RequestRecord:
         """Build a record from its control API document."""
         names = cls.__dataclass_fields__
         return cls(**{key: value for key, value in doc.items() if key in names})
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """One page of a collector's live feed (:meth:`~mocksup.otlp.client.CollectorQueries.feed`).
+
+    ``items`` are spans, metrics and log records in arrival order; ``cursor`` is what to pass
+    as the next page's ``after``; ``generation`` counts the collector's clears (a reader that
+    sees it change knows that what it showed was forgotten).
+    """
+
+    items: tuple[Span | Metric | LogRecord, ...]
+    cursor: int
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)

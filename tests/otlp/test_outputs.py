@@ -1,0 +1,274 @@
+"""What arrived, taken out: OTLP/JSON documents, dumps, replay into another collector, and
+the span documents written from the protobuf."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import tempfile
+import unittest
+from typing import Any
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
+
+from mocksup.otlp import MockOTLPCollector, ReplayError, replay
+from mocksup.otlp._encode import span_columns, span_documents
+from mocksup.otlp._query import items_from_protobuf
+from tests.otlp.support import CollectorTestCase, Pipelines, post
+from tests.otlp.test_json import LOGS, METRICS, TRACES
+from tests.support import ProcessTestCase
+
+_IDS = {"traceId", "spanId", "parentSpanId"}
+
+
+def reference_otlp_json(message: Any) -> dict[str, Any]:
+    """OTLP/JSON by protobuf's own proto3 JSON printer, ids turned from base64 to hex."""
+    doc = json_format.MessageToDict(message, use_integers_for_enums=True)
+    return _hex_ids(doc)
+
+
+def _hex_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: base64.b64decode(v).hex() if k in _IDS else _hex_ids(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_hex_ids(v) for v in value]
+    return value
+
+
+class OTLPJSONTest(CollectorTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        for path, message in (("/v1/traces", TRACES), ("/v1/metrics", METRICS), ("/v1/logs", LOGS)):
+            self.assertEqual(post(self.collector, path, message.SerializeToString())[0], 200)
+
+    def test_documents_are_what_the_proto3_json_printer_writes_with_hex_ids(self) -> None:
+        for signal, message, data in (
+            ("traces", TRACES, TracesData),
+            ("metrics", METRICS, MetricsData),
+            ("logs", LOGS, LogsData),
+        ):
+            with self.subTest(signal):
+                document = self.collector.otlp_json(signal)  # type: ignore[arg-type]
+                expected = reference_otlp_json(data.FromString(message.SerializeToString()))
+                self.assertEqual(document, expected)
+
+    def test_the_shape_people_rely_on(self) -> None:
+        (resource_spans,) = self.collector.otlp_json("traces")["resourceSpans"]
+        span = resource_spans["scopeSpans"][0]["spans"][0]
+        self.assertEqual(span["traceId"], bytes(range(1, 17)).hex())
+        self.assertEqual(span["kind"], 3)  # an integer, never "SPAN_KIND_CLIENT"
+        self.assertEqual(span["startTimeUnixNano"], str(2**63 + 5))  # int64 as a string
+        self.assertEqual(span["status"], {"code": 2, "message": "m"})
+        resource = {a["key"]: a.get("value") for a in resource_spans["resource"]["attributes"]}
+        self.assertEqual(resource["s"], {"stringValue": "x"})
+        self.assertEqual(resource["bytes"], {"bytesValue": "AP8="})
+        self.assertEqual(resource_spans["schemaUrl"], "https://schema")
+        (metrics,) = self.collector.otlp_json("metrics", name="g")["resourceMetrics"]
+        (gauge,) = metrics["scopeMetrics"][0]["metrics"]
+        self.assertEqual(gauge["gauge"]["dataPoints"][0]["asDouble"], "Infinity")
+
+    def test_filters_are_the_query_methods_own(self) -> None:
+        document = self.collector.otlp_json("traces", name="no ids")
+        (resource_spans,) = document["resourceSpans"]
+        self.assertEqual([s["name"] for s in resource_spans["scopeSpans"][0]["spans"]], ["no ids"])
+        self.assertEqual(
+            self.collector.otlp_json("logs", service_name="other"), {"resourceLogs": []}
+        )
+        with self.assertRaises(TypeError):
+            self.collector.otlp_json("metrics", kind="SERVER")
+        with self.assertRaises(ValueError):
+            self.collector.otlp_json("profiles")  # type: ignore[arg-type]
+
+
+class DumpTest(ProcessTestCase):
+    """Export from one collector, replay into another: the same items, field for field."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.source = self.start_server(MockOTLPCollector(port=0, grpc_port=0))
+        self.target = self.start_server(MockOTLPCollector(port=0, grpc_port=None))
+        for transport in ("http", "grpc"):
+            sdk = Pipelines(self, self.source, transport, service=f"dump-{transport}")
+            tracer = sdk.tracer
+            with (
+                tracer.start_as_current_span("parent", attributes={"a": 'ünïcödé "q"'}),
+                tracer.start_as_current_span("child") as child,
+            ):
+                child.add_event("ev", {"n": 1})
+            sdk.meter.create_counter("count").add(3, {"route": "/x"})
+            sdk.meter.create_histogram("latency").record(0.5)
+            sdk.flush_metrics()
+            sdk.logger.emit(body={"structured": [1, 2]}, event_name="ev")
+        self.source.wait_for_spans(count=4)
+        self.source.wait_for_logs(count=2)
+        self.source.wait_for_metrics(count=4)
+
+    def assert_same_items(self, a: MockOTLPCollector, b: MockOTLPCollector) -> None:
+        for query in ("spans", "metrics", "logs"):
+            left, right = getattr(a, query)(), getattr(b, query)()
+            self.assertEqual(len(left), len(right))
+            for x, y in zip(left, right, strict=True):
+                self.assertEqual(x.to_protobuf(), y.to_protobuf())
+                self.assertEqual((x.resource, x.scope), (y.resource, y.scope))
+
+    def test_the_dump_is_otlp_json_lines_in_arrival_order(self) -> None:
+        out = io.BytesIO()
+        lines = self.source.export(out)
+        text = out.getvalue().decode("utf-8")
+        self.assertTrue(text.endswith("\n"))
+        documents = [json.loads(line) for line in text.splitlines()]
+        self.assertEqual(lines, len(documents))
+        records = [r for r in self.source.requests() if r.items]
+        self.assertEqual(len(documents), len(records))
+        keys = {"traces": "resourceSpans", "metrics": "resourceMetrics", "logs": "resourceLogs"}
+        # One object per stored request, in the order the requests came, signals mixed.
+        self.assertEqual([list(d) for d in documents], [[keys[r.signal or ""]] for r in records])
+        self.assertIn("ünïcödé", text)  # UTF-8, as the file format says
+        spans_only = io.BytesIO()
+        self.source.export(spans_only, signals=["traces"])
+        self.assertEqual(
+            {next(iter(json.loads(line))) for line in spans_only.getvalue().splitlines()},
+            {"resourceSpans"},
+        )
+
+    def test_replay_round_trips_field_for_field(self) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "dump.jsonl")
+            lines = self.source.export(path)
+            for encoding in ("protobuf", "json"):
+                with self.subTest(encoding):
+                    self.target.clear()
+                    self.assertEqual(
+                        replay(path, self.target.http_endpoint, encoding=encoding), lines
+                    )  # type: ignore[arg-type]
+                    self.assert_same_items(self.source, self.target)
+                    self.assertEqual(self.target.stats()["items"], self.source.stats()["items"])
+            self.target.clear()
+            self.assertEqual(self.target.load(path), lines)
+            self.assert_same_items(self.source, self.target)
+
+    def test_replay_stops_at_a_refused_line_and_names_it(self) -> None:
+        out = io.BytesIO()
+        self.source.export(out)
+        self.target.fail_next(1, status=400, signal="metrics")
+        first_metrics = 1 + next(
+            i for i, line in enumerate(out.getvalue().splitlines()) if b"resourceMetrics" in line
+        )
+        out.seek(0)
+        with self.assertRaises(ReplayError) as caught:
+            replay(out, self.target.http_endpoint)
+        self.assertEqual((caught.exception.line, caught.exception.status), (first_metrics, 400))
+        self.assertIn(f"line {first_metrics}", str(caught.exception))
+
+    def test_unreadable_lines(self) -> None:
+        for text, line in (
+            ('{"resourceSpans": []}\nnot json\n', 2),
+            ('\n{"unknown": 1}\n', 2),
+            ("[1]\n", 1),
+        ):
+            with self.subTest(text):
+                with self.assertRaises(ReplayError) as caught:
+                    replay(io.StringIO(text), self.target.http_endpoint)
+                self.assertEqual(caught.exception.line, line)
+
+
+class SpanDocumentTest(unittest.TestCase):
+    """The span documents written from the protobuf say what ``Span.to_json`` says."""
+
+    def documents(self, request: ExportTraceServiceRequest) -> tuple[list[Any], bool]:
+        raw = request.SerializeToString()
+        message = TracesData.FromString(raw)
+        columns = span_columns(raw, message)
+        texts = []
+        for i, top in enumerate(message.resource_spans):
+            for j, group in enumerate(top.scope_spans):
+                column = None if columns is None else columns.resource_spans[i].scope_spans[j]
+                texts.extend(span_documents(group, column, 0, 0))
+        return [json.loads(text) for text in texts], columns is not None
+
+    def expected(self, request: ExportTraceServiceRequest) -> list[Any]:
+        items = items_from_protobuf("traces", request.SerializeToString())
+        return [json.loads(json.dumps({**s.to_json(), "resource": 0, "scope": 0})) for s in items]
+
+    def check(self, request: ExportTraceServiceRequest, *, columns: bool = True) -> None:
+        documents, used = self.documents(request)
+        self.assertEqual(used, columns)
+        self.assertEqual(documents, self.expected(request))
+
+    def test_plain_and_mixed_spans(self) -> None:
+        self.check(TRACES)  # every value type, events, links, an unknown-free request
+        plain = [
+            Span(name=f"s{i}", trace_id=bytes([i + 1] * 16), span_id=bytes([i + 1] * 8), kind=2,
+                 attributes=[KeyValue(key=f"k{j}", value=AnyValue(string_value=f"v{i}{j}"))
+                             for j in range(i % 4)])
+            for i in range(9)
+        ]  # fmt: skip
+        plain[4].attributes.append(KeyValue(key='quote"d\\', value=AnyValue(string_value='a\n"b')))
+        plain[5].attributes.append(KeyValue(key="", value=AnyValue(string_value="no key")))
+        plain[6].attributes.append(KeyValue(key="no value"))
+        plain[7].attributes.append(KeyValue(key="i", value=AnyValue(int_value=7)))
+        plain[8].attributes.append(KeyValue(key="empty", value=AnyValue(string_value="")))
+        self.check(_request(plain))
+        self.check(_request([Span(name="x", kind=9)]))  # an enum value no one knows
+
+    def test_misaligned_columns_are_not_used(self) -> None:
+        # A key without a value and a value without a key: as many keys as string values,
+        # but they do not pair up; the counts per span must catch it.
+        span = Span(name="x", attributes=[KeyValue(key="a"),
+                                          KeyValue(value=AnyValue(string_value="b"))])  # fmt: skip
+        self.check(_request([span]))
+
+    def test_a_field_sent_twice_is_read_as_protobuf_reads_it(self) -> None:
+        # Two keys in one KeyValue (the last wins) and none in the next: same totals.
+        kv = b"\x0a\x01a\x0a\x01b\x12\x03\x0a\x01x"
+        no_key = b"\x12\x03\x0a\x01y"
+        span = (
+            b"\x2a\x01s" + b"\x4a" + bytes([len(kv)]) + kv + b"\x4a" + bytes([len(no_key)]) + no_key
+        )
+        raw = _frame(1, _frame(2, _frame(2, span)))
+        request = ExportTraceServiceRequest.FromString(raw)
+        documents, used = self.documents_raw(raw)
+        self.assertFalse(used)
+        self.assertEqual(documents[0]["attributes"], {"b": "x", "": "y"})
+        self.assertEqual(documents, self.expected(request))
+
+    def documents_raw(self, raw: bytes) -> tuple[list[Any], bool]:
+        message = TracesData.FromString(raw)
+        columns = span_columns(raw, message)
+        group = message.resource_spans[0].scope_spans[0]
+        column = None if columns is None else columns.resource_spans[0].scope_spans[0]
+        return [json.loads(t) for t in span_documents(group, column, 0, 0)], columns is not None
+
+
+def _request(spans: list[Span]) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    )
+
+
+def _frame(number: int, payload: bytes) -> bytes:
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+class CrashedCollectorTest(ProcessTestCase):
+    def test_an_export_from_a_dead_collector_says_it_crashed(self) -> None:
+        import signal
+
+        from mocksup import ChildCrashedError
+
+        collector = self.start_server(MockOTLPCollector(port=0, grpc_port=None))
+        assert collector.pid is not None
+        os.kill(collector.pid, signal.SIGKILL)
+        with self.assertRaises(ChildCrashedError) as caught:
+            collector.export(io.BytesIO())
+        self.assertEqual(caught.exception.returncode, -signal.SIGKILL)
