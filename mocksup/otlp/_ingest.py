@@ -8,6 +8,9 @@ what was stored before.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -88,10 +91,7 @@ class Ingest:
             room_items, room_bytes = store.room()
             keep = count if room_items is None else min(count, room_items)
             if room_bytes is not None and len(raw) > room_bytes:
-                # A full store drops whole requests at once: sizing items one by one there
-                # cost as much as the parse (a soak past the budget went 30 % slower).
-                fits = room_bytes >= _FULL and _fitting(envelope, room_bytes)
-                keep = min(keep, int(fits))
+                keep = min(keep, _fitting(envelope, room_bytes))
             if keep < count:
                 # Only at a cap's edge: keep what fits, in request order, and say so.
                 raw = envelope.trimmed(keep) if keep else b""
@@ -100,28 +100,21 @@ class Ingest:
         return keep, count - keep
 
 
-#: Room in the store's byte budget below which it counts as full (no item is sized).
-_FULL = 4096
-
-
 def _fitting(envelope: Envelope, room: int) -> int:
-    """How many leading items of the request fit in ``room`` bytes once trimmed."""
+    """How many leading items of the request fit in ``room`` bytes once trimmed.
+
+    Runs on every request once the store is full, so it stays in C: each item is costed
+    at its size plus 4 bytes of framing (a tag and a length of at most 3 bytes: items are
+    under 2 MiB) and the rest of the request at what is left with 2 bytes an item. Both
+    err on the generous side, so the budget is never passed; at most an item is dropped
+    that would just have fitted.
+    """
     sizes = list(envelope.item_sizes())
-    # What the request costs beyond its items: resources, scopes, framing.
-    total = len(envelope.raw)
-    overhead = total - sum(size + 1 + _varint_size(size) for size in sizes)
-    used = overhead
-    keep = 0
-    for size in sizes:
-        used += size + 1 + _varint_size(size)
-        if used > room:
-            break
-        keep += 1
-    return keep
-
-
-def _varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
+    overhead = max(len(envelope.raw) - sum(sizes) - 2 * len(sizes), 0)
+    if overhead >= room:
+        return 0
+    costs = list(itertools.accumulate(map(operator.add, sizes, itertools.repeat(4))))
+    return bisect.bisect_right(costs, room - overhead)
 
 
 class FaultBook:
