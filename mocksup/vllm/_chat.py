@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import model_validator
 
-from mocksup.vllm._encoding import dumps, usage
+from mocksup.vllm._encoding import dumps, reasoning_details, usage
 from mocksup.vllm._errors import VLLMValidationError
+from mocksup.vllm._generation.reasoning import check_reasoning_fields, thinking_enabled
 from mocksup.vllm._logprobs import chat_logprobs, prompt_logprobs_body
 from mocksup.vllm._plan import Choice, Plan
 from mocksup.vllm._sampling import GenerationRequest, Prompt, Tool, ToolUse
@@ -22,8 +23,13 @@ __all__ = [
     "ChatRequest",
     "chat_body",
     "content_text",
+    "hides_reasoning",
     "render_chat",
 ]
+
+
+#: vLLM's ``ReasoningEffort``.
+_Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
 class ChatRequest(GenerationRequest):
@@ -38,6 +44,10 @@ class ChatRequest(GenerationRequest):
     parallel_tool_calls: bool | None = True
     add_generation_prompt: bool = True
     continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: _Effort | None = None
+    include_reasoning: bool = True
+    thinking_token_budget: int | None = None
 
     # Model validators run last-defined first, as vLLM's: tools, then log-probabilities.
     @model_validator(mode="before")
@@ -88,6 +98,11 @@ class ChatRequest(GenerationRequest):
     @classmethod
     def _check_tools(cls, data: Any) -> Any:
         return check_tool_usage(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_reasoning(cls, data: Any) -> Any:
+        return check_reasoning_fields(data)
 
     @model_validator(mode="before")
     @classmethod
@@ -162,6 +177,17 @@ class ChatRequest(GenerationRequest):
         forced = choice["function"]["name"] if isinstance(choice, dict) else None
         return ToolUse(list(self.tools), forced, choice == "required")
 
+    def thinks(self, defaults: dict[str, Any] | None) -> bool:
+        """``enable_thinking`` as the chat template sees it: the request's
+        ``chat_template_kwargs``, else ``reasoning_effort`` (``"none"`` turns it off), else
+        the server's defaults, else on."""
+        return thinking_enabled(self.chat_template_kwargs, self.reasoning_effort, defaults)
+
+    @property
+    def thinking_budget(self) -> int | None:
+        """``thinking_token_budget`` (``None``: unlimited)."""
+        return self.thinking_token_budget
+
 
 #: The mock's chat template, as a Jinja template would say it (``/tokenizer_info``).
 CHAT_TEMPLATE = (
@@ -204,8 +230,8 @@ def content_text(message: dict[str, Any]) -> str:
 class BodyOptions:
     """What a non-streamed body needs beyond the plan."""
 
-    __slots__ = ("as_ids", "fingerprint", "metrics", "model", "prompt_details", "request",
-                 "request_id", "role")  # fmt: skip
+    __slots__ = ("as_ids", "fingerprint", "metrics", "model", "prompt_details", "reasoning",
+                 "request", "request_id", "role")  # fmt: skip
 
     def __init__(
         self,
@@ -226,14 +252,17 @@ class BodyOptions:
         self.prompt_details = prompt_details
         self.metrics = metrics
         self.as_ids = False
+        #: ``--reasoning-parser`` is set.
+        self.reasoning = False
 
 
 def chat_body(plan: Plan, created: int, options: BodyOptions) -> dict[str, Any]:
     """The non-streamed ``chat.completion`` body."""
     request = options.request
     options.as_ids = plan.as_ids
-    token_ids = bool(request.return_token_ids)
-    choices = [_choice(c, options, token_ids=token_ids) for c in plan.choices]
+    hidden = hides_reasoning(request, options.reasoning)
+    token_ids = bool(request.return_token_ids) and not hidden
+    choices = [_choice(c, options, token_ids=token_ids, hidden=hidden) for c in plan.choices]
     first = plan.choices[0] if plan.choices else None
     prompt_logprobs = None
     if (
@@ -252,7 +281,12 @@ def chat_body(plan: Plan, created: int, options: BodyOptions) -> dict[str, Any]:
         "choices": choices,
         "service_tier": None,
         "system_fingerprint": options.fingerprint,
-        "usage": usage(plan.prompt_tokens, sum(len(c.tokens) for c in plan.choices), details),
+        "usage": usage(
+            plan.prompt_tokens,
+            sum(len(c.tokens) for c in plan.choices),
+            details,
+            sum(c.reasoning_tokens for c in plan.choices) if options.reasoning else None,
+        ),
         "prompt_logprobs": prompt_logprobs,
         "prompt_token_ids": (
             first.prompt_ids
@@ -266,10 +300,19 @@ def chat_body(plan: Plan, created: int, options: BodyOptions) -> dict[str, Any]:
     }
 
 
-def _choice(c: Choice, options: BodyOptions, *, token_ids: bool) -> dict[str, Any]:
+def hides_reasoning(request: GenerationRequest, parser: bool) -> bool:
+    """``include_reasoning: false`` with a reasoning parser: vLLM then drops the reasoning,
+    and the log-probabilities and token ids that would reveal it."""
+    return parser and getattr(request, "include_reasoning", True) is False
+
+
+def _choice(c: Choice, options: BodyOptions, *, token_ids: bool, hidden: bool) -> dict[str, Any]:
+    content: str | None = c.echo + c.text
+    if c.tool_calls or (c.reasoning is not None and not content):
+        content = None  # a parser that split off the reasoning reports no empty content
     message: dict[str, Any] = {
         "role": options.role,
-        "content": None if c.tool_calls else c.echo + c.text,
+        "content": content,
         "refusal": None,
         "annotations": None,
         "audio": None,
@@ -277,11 +320,11 @@ def _choice(c: Choice, options: BodyOptions, *, token_ids: bool) -> dict[str, An
     }
     if c.tool_calls:
         message["tool_calls"] = c.tool_calls
-    message["reasoning"] = None
+    message["reasoning"] = None if hidden else c.reasoning
     return {
         "index": c.index,
         "message": message,
-        "logprobs": chat_logprobs(c, 0, len(c.tokens), options.as_ids),
+        "logprobs": None if hidden else chat_logprobs(c, 0, len(c.tokens), options.as_ids),
         "finish_reason": c.finish_reason,
         "stop_reason": c.stop_reason,
         "token_ids": c.tokens if token_ids else None,
@@ -298,8 +341,9 @@ class ChatChunks(ChunkWriter):
     def _running_usage(self, index: int) -> dict[str, Any]:
         plan = self.plan
         done = self._generated[index]
+        reasoning = reasoning_details(self.reasoning_count(index))
         return {"prompt_tokens": plan.prompt_tokens, "total_tokens": plan.prompt_tokens + done,
-                "completion_tokens": done, "completion_tokens_details": None}  # fmt: skip
+                "completion_tokens": done, "completion_tokens_details": reasoning}  # fmt: skip
 
     def role_chunks(self) -> list[bytes]:
         """The first chunk of every choice, carrying the role (and any echo)."""
@@ -322,6 +366,8 @@ class ChatChunks(ChunkWriter):
         last = k == len(c.tokens) - 1
         self._generated[position] = k + 1
         delta = c.deltas[k]
+        if k < c.answer_start:
+            return self._thought(c, k, delta, last)
         if not last and self._plain and c.logprobs is None and not c.tool_calls:
             return (
                 self._prefix
@@ -332,24 +378,39 @@ class ChatChunks(ChunkWriter):
             )
         return self._full(c, k, delta, last)
 
-    def _full(self, c: Choice, k: int, delta: str, last: bool) -> bytes:
+    def _thought(self, c: Choice, k: int, delta: str, last: bool) -> bytes:
+        # A token of the thinking block: a reasoning delta (none for a marker, or when the
+        # request hides reasoning), and no chunk at all unless something else must go out.
+        hidden = self.settings.hide_reasoning
+        key = None if hidden or not delta else "reasoning"
+        shown = not hidden and (c.logprobs is not None or self.settings.return_token_ids)
+        if key is None and not last and not shown:
+            return b""
+        return self._full(c, k, delta, last, key)
+
+    def _full(
+        self, c: Choice, k: int, delta: str, last: bool, key: str | None = "content"
+    ) -> bytes:
         message: dict[str, Any] = {}
-        if c.tool_calls:
+        if c.tool_calls and key != "reasoning":
             if last:
                 message["tool_calls"] = [
                     {"index": i, **call} for i, call in enumerate(c.tool_calls)
                 ]
-        else:
-            message["content"] = delta
+        elif key is not None:
+            message[key] = delta
+        hidden = self.settings.hide_reasoning
         choice: dict[str, Any] = {
             "index": c.index,
             "delta": message,
-            "logprobs": chat_logprobs(c, k, k + 1, self.plan.as_ids),
+            "logprobs": None if hidden else chat_logprobs(c, k, k + 1, self.plan.as_ids),
             "finish_reason": c.finish_reason if last else None,
         }
         if last:
             choice["stop_reason"] = c.stop_reason
-        choice["token_ids"] = [c.tokens[k]] if self.settings.return_token_ids else None
+        choice["token_ids"] = (
+            [c.tokens[k]] if self.settings.return_token_ids and not hidden else None
+        )
         if last:
             choice["weight_versions"] = None
             return self._event(choice, **self._finish_extra())

@@ -11,6 +11,7 @@ vLLM does not know is refused, as ``vllm serve`` refuses it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,6 +59,8 @@ _VALUED: dict[str, Callable[[str], Any]] = {
     "kv-cache-dtype": _text,
     "fingerprint-mode": _text,
     "fingerprint-value": _text,
+    "reasoning-parser": _text,
+    "default-chat-template-kwargs": json.loads,
 }
 
 #: Switches the mock implements.

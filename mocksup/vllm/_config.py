@@ -1,7 +1,8 @@
 """The fixed settings the app reads, resolved once in the child from the server's settings.
 
 vLLM reads a few settings from its environment as well as from its flags (``VLLM_API_KEY``,
-``VLLM_SERVER_DEV_MODE``, ``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``);
+``VLLM_SERVER_DEV_MODE``, ``VLLM_ENABLE_RESPONSES_API_STORE``, ``OTEL_SERVICE_NAME``,
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``);
 :func:`server_config` applies them the same way, so ``env={...}`` on the mock works as the
 environment of ``vllm serve`` does.
 """
@@ -12,7 +13,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mocksup.vllm.server import MockVLLMServer
@@ -59,6 +60,12 @@ class ServerConfig:
     cache_dtype: str = "auto"
     fingerprint: str | None = None
     dev_mode: bool = False
+    #: ``--reasoning-parser`` (``None``: replies carry no reasoning).
+    reasoning_parser: str | None = None
+    #: ``--default-chat-template-kwargs``.
+    default_chat_template_kwargs: dict[str, Any] | None = None
+    #: ``VLLM_ENABLE_RESPONSES_API_STORE``: the Responses API keeps responses.
+    responses_store: bool = False
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -108,6 +115,10 @@ def server_config(
         cache_dtype=server.kv_cache_dtype,
         fingerprint=_fingerprint(server),
         dev_mode=server.server_dev_mode or _truthy(env.get("VLLM_SERVER_DEV_MODE")),
+        reasoning_parser=server.reasoning_parser or None,
+        default_chat_template_kwargs=server.default_chat_template_kwargs,
+        responses_store=server.enable_responses_api_store
+        or _truthy(env.get("VLLM_ENABLE_RESPONSES_API_STORE")),
     )
 
 

@@ -30,7 +30,7 @@ from mocksup.vllm._limits import QUEUE_TIMEOUT
 from mocksup.vllm._plan import Choice, Plan
 from mocksup.vllm._prefix_cache import PrefixCache
 from mocksup.vllm._slots import Slots
-from mocksup.vllm._stream import DONE, ChunkWriter
+from mocksup.vllm._stream import ChunkWriter
 from mocksup.vllm._tracing import SpanExporter, SpanInput, TraceContext, build_span
 from mocksup.vllm.settings import FaultKind, Faults
 
@@ -285,7 +285,7 @@ class Engine:
         if job.fault == "stream_error":
             error = APIError(500, "Internal server error while generating (injected fault).")
             self._finish_rest(job, progress.done, progress.times, "error")
-            progress.add([writer.error_chunk(error.body()), DONE])
+            progress.add([writer.error_chunk(error.body()), writer.end])
             yield progress.take()
             return
         if job.fault == "stream_cut":
@@ -295,7 +295,7 @@ class Engine:
             raise Cut("stream cut (injected fault)")
         if job.include_usage:
             progress.pending.append(writer.usage_chunk())
-        progress.pending.append(DONE)
+        progress.pending.append(writer.end)
         yield progress.take()
 
     def _finish_all(self, job: Job, times: list[float], reason: str | None, upto: int = 0) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from mocksup.vllm._body import decode_json, validate
-from mocksup.vllm._chat import BodyOptions, ChatRequest
+from mocksup.vllm._chat import BodyOptions, ChatRequest, hides_reasoning
 from mocksup.vllm._checks import check_sampling
 from mocksup.vllm._config import ServerConfig
 from mocksup.vllm._encoding import dumps
@@ -34,7 +34,7 @@ from mocksup.vllm._pause import PAUSED_MESSAGE, PauseState
 from mocksup.vllm._plan import Plan, Settings, plan_request
 from mocksup.vllm._runtime import Admission, RuntimeState
 from mocksup.vllm._sampling import GenerationRequest
-from mocksup.vllm._stream import DONE, ChunkWriter, StreamSettings
+from mocksup.vllm._stream import ChunkWriter, StreamSettings
 from mocksup.vllm._tracing import TraceContext, parse_traceparent
 from mocksup.vllm.settings import FAULT_KINDS, MAX_DELAY, FaultKind
 
@@ -57,7 +57,9 @@ class Surface:
     per_prompt_ids: str
     #: The non-streamed body: ``(plan, created, options)``.
     body: Callable[[Plan, int, BodyOptions], dict[str, Any]]
-    chunks: type[ChunkWriter] | None
+    chunks: Callable[..., ChunkWriter] | None
+    #: ``X-Request-Id`` names the request (the Responses API ignores the header).
+    header_ids: bool = True
 
 
 class Generation:
@@ -75,14 +77,19 @@ class Generation:
         self._warned_trace = False
         self._plan_settings = Settings(
             config.max_model_len, config.seed, config.output_tokens, config.role,
-            config.tokens_as_token_ids,
+            config.tokens_as_token_ids, config.reasoning_parser,
+            config.default_chat_template_kwargs,
         )  # fmt: skip
 
-    def handle(self, surface: Surface, exchange: Exchange) -> Iterable[bytes]:
-        """Answer one request of ``surface``."""
+    def handle(
+        self, surface: Surface, exchange: Exchange, request: GenerationRequest | None = None
+    ) -> Iterable[bytes]:
+        """Answer one request of ``surface`` (``request``: already read from the body, as
+        the surfaces that translate another API into a chat request do)."""
         arrival, arrival_ns = time.monotonic(), time.time_ns()
-        data = decode_json(exchange.environ.get("CONTENT_TYPE", ""), exchange.body)
-        request = validate(surface.request_model, data)
+        if request is None:
+            data = decode_json(exchange.environ.get("CONTENT_TYPE", ""), exchange.body)
+            request = validate(surface.request_model, data)
         model = self.check_model(request.model)
         headers = exchange.request_headers()
         fault = _forced_fault(headers)
@@ -95,7 +102,8 @@ class Generation:
                 raise APIError(admission.reply.error_status, admission.reply.error_message)
             if admission.fault is not None and admission.fault in EARLY:
                 fail_early(exchange.environ, admission.fault, admission.faults.retry_after)
-            suffix = exchange.environ.get("HTTP_X_REQUEST_ID") or request.request_id
+            header = exchange.environ.get("HTTP_X_REQUEST_ID") if surface.header_ids else None
+            suffix = header or request.request_id
             request_id = surface.id_prefix + (suffix or random_hex())
             plan = plan_request(
                 request, request_id, self._plan_settings, admission.reply,
@@ -210,7 +218,7 @@ class Generation:
             job.include_usage = job.writer.settings.include_usage
             exchange.respond(200, _SSE)
             if self.pause.rejects_new():
-                return [job.writer.error_chunk(_paused_chunk()), DONE]
+                return [job.writer.error_chunk(_paused_chunk()), job.writer.end]
             return self._streamed(exchange, job)
         if self.pause.rejects_new():
             raise APIError(503, PAUSED_MESSAGE, type="ServiceUnavailableError")
@@ -225,6 +233,7 @@ class Generation:
             fingerprint=config.fingerprint, prompt_details=config.prompt_tokens_details,
             metrics=config.per_request_metrics,
         )  # fmt: skip
+        options.reasoning = config.reasoning_parser is not None
         payload = dumps(surface.body(job.plan, created, options))
         orca = orca_header(
             exchange.environ.get("HTTP_ENDPOINT_LOAD_METRICS_FORMAT", ""), self.engine.metrics
@@ -253,11 +262,16 @@ class Generation:
             return_token_ids=bool(request.return_token_ids),
             prompt_details=config.prompt_tokens_details,
             request_metrics=config.per_request_metrics,
+            reasoning=config.reasoning_parser is not None,
+            hide_reasoning=hides_reasoning(request, config.reasoning_parser is not None),
         )
 
     def _streamed(self, exchange: Exchange, job: Job) -> Iterator[bytes]:
         with self._in_flight():
             try:
+                opening = job.writer.opening() if job.writer is not None else b""
+                if opening:
+                    yield opening
                 yield from self.engine.stream(job)
             except ClientGone:
                 exchange.disconnected = True

@@ -15,11 +15,11 @@ from __future__ import annotations
 import codecs
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mocksup.vllm._errors import APIError, VLLMValidationError
-from mocksup.vllm._generation import Ask, draft
+from mocksup.vllm._generation import Ask, Draft, draft
 from mocksup.vllm._limits import MAX_OUTPUT_FLOATS, MAX_OUTPUT_TOKENS
 from mocksup.vllm._sampling import GenerationRequest
 from mocksup.vllm.settings import ScriptReply
@@ -53,6 +53,12 @@ class Choice:
     #: The prompt's token ids (shared by its choices) and its index in the request.
     prompt_ids: list[int] = field(default_factory=list)
     prompt_index: int = 0
+    #: With a reasoning parser: the reasoning text (``None``: the choice did not think),
+    #: its token count as vLLM's parsers count it (between the markers), and the index of
+    #: the first answer token (the tokens before it are the thinking block).
+    reasoning: str | None = None
+    reasoning_tokens: int = 0
+    answer_start: int = 0
     #: Set by the engine: prompt tokens found in the prefix cache, tokens generated before
     #: the request ended, whether it was accounted, and its timing record.
     cached_tokens: int = 0
@@ -61,6 +67,10 @@ class Choice:
     generated: int = 0
     recorded: bool = False
     timing: Any = None
+
+    def reasoning_within(self, count: int) -> int:
+        """Reasoning tokens among the first ``count`` tokens: the words after ``<think>``."""
+        return min(max(count - 1, 0), self.reasoning_tokens)
 
     def cut(self, count: int) -> None:
         """Keep only the first ``count`` tokens (an aborted request's output)."""
@@ -91,6 +101,10 @@ class Settings:
     length_range: tuple[int, int]
     role: str = "assistant"
     tokens_as_token_ids: bool = False
+    #: ``--reasoning-parser``: chat requests that think write a thinking block first.
+    reasoning_parser: str | None = None
+    #: ``--default-chat-template-kwargs`` (``enable_thinking`` decides thinking).
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 def plan_request(
@@ -131,8 +145,12 @@ def plan_request(
                 value=limit,
             )  # fmt: skip
         rid = f"{request_id}{per_prompt_ids}{p}" if per_prompt_ids else request_id
+        thinking = settings.reasoning_parser is not None and request.thinks(
+            settings.chat_template_kwargs
+        )
         for i in range(n):
-            ask = Ask(request, _rng(seed, prompt.text, i), limit, settings.length_range, reply)
+            ask = Ask(request, _rng(seed, prompt.text, i), limit, settings.length_range, reply,
+                      thinking, request.thinking_budget)  # fmt: skip
             choice = _make_choice(ask, p * n + i, rid, n_prompt)
             choice.echo = prompt.echo
             choice.max_tokens = limit
@@ -222,6 +240,30 @@ def _truncated(ids: list[int], request: GenerationRequest, max_model_len: int) -
 
 def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice:
     drafted = draft(ask)
+    head = drafted.reasoning
+    choice = _answer(ask, replace(drafted, tokens=drafted.tokens[head:]), index, request_id,
+                     n_prompt)  # fmt: skip
+    if ask.thinking:
+        _think(choice, drafted.tokens[:head])
+    wanted = ask.request.logprobs_wanted
+    if wanted is not None and not choice.tool_calls and drafted.content is None:
+        _add_logprobs(choice, ask.rng, wanted, ask.request.logprob_token_ids)
+    return choice
+
+
+def _think(choice: Choice, block: list[int]) -> None:
+    # The thinking block goes before the answer: its markers add no text, its words are the
+    # reasoning (streamed as reasoning deltas), and stop strings never looked at it.
+    start, end = TOKENIZER.think_ids
+    deltas = ["" if t in (start, end) else d for t, d in zip(block, _deltas(block), strict=True)]
+    choice.reasoning = "".join(deltas)
+    choice.reasoning_tokens = sum(1 for t in block if t not in (start, end))
+    choice.answer_start = len(block)
+    choice.tokens = block + choice.tokens
+    choice.deltas = deltas + choice.deltas
+
+
+def _answer(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt: int) -> Choice:
     tokens = drafted.tokens
     if drafted.content is not None:
         deltas = [drafted.content] + [""] * (len(tokens) - 1) if tokens else []
@@ -243,11 +285,7 @@ def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice
             reason, stop_reason = "stop", hit
     if ask.reply is not None and ask.reply.finish_reason is not None:
         reason = ask.reply.finish_reason
-    choice = Choice(index, request_id, n_prompt, tokens, deltas, text, reason, stop_reason)
-    wanted = request.logprobs_wanted
-    if wanted is not None:
-        _add_logprobs(choice, ask.rng, wanted, request.logprob_token_ids)
-    return choice
+    return Choice(index, request_id, n_prompt, tokens, deltas, text, reason, stop_reason)
 
 
 def _deltas(tokens: list[int]) -> list[str]:

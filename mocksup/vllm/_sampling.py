@@ -171,6 +171,16 @@ class GenerationRequest(BaseModel):
         """The tools this request lets the model call (``None``: no tool calls at all)."""
         return None
 
+    def thinks(self, defaults: dict[str, Any] | None) -> bool:
+        """Whether a reasoning model thinks before answering (chat templates decide;
+        ``defaults``: the server's ``--default-chat-template-kwargs``)."""
+        return False
+
+    @property
+    def thinking_budget(self) -> int | None:
+        """The most reasoning tokens (``None``: no limit)."""
+        return None
+
     # -- shared ---------------------------------------------------------------------------
 
     @property

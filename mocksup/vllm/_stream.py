@@ -34,6 +34,10 @@ class StreamSettings:
     prompt_details: bool = False
     #: ``--enable-per-request-metrics``.
     request_metrics: bool = False
+    #: ``--reasoning-parser`` is set: usage counts reasoning tokens.
+    reasoning: bool = False
+    #: ``include_reasoning: false`` with a parser: no reasoning, log-probabilities or ids.
+    hide_reasoning: bool = False
 
 
 class ChunkWriter:
@@ -41,6 +45,8 @@ class ChunkWriter:
 
     #: The ``object`` of every chunk.
     chunk_object = ""
+    #: What ends the stream (the Responses and Messages APIs have no ``[DONE]``).
+    end = DONE
 
     def __init__(
         self,
@@ -84,6 +90,11 @@ class ChunkWriter:
         extra["kv_transfer_params"] = None
         return extra
 
+    def opening(self) -> bytes:
+        """What the stream sends before the engine admits the request (nothing, unless the
+        surface opens its stream at once, as the Responses API does)."""
+        return b""
+
     def role_chunks(self) -> list[bytes]:
         """The events sent before the first token (none unless the surface has some)."""
         return []
@@ -111,7 +122,7 @@ class ChunkWriter:
         body: dict[str, Any] = {
             **self._head,
             "choices": [],
-            "usage": short_usage(plan.prompt_tokens, total, details),
+            "usage": short_usage(plan.prompt_tokens, total, details, self.reasoning_count()),
         }
         if self.settings.fingerprint is not None:
             body["system_fingerprint"] = self.settings.fingerprint
@@ -119,6 +130,17 @@ class ChunkWriter:
         if metrics is not None:
             body["metrics"] = {k: v for k, v in metrics.items() if v is not None}
         return b"data: " + dumps(body) + b"\n\n"
+
+    def reasoning_count(self, position: int | None = None) -> int | None:
+        """Reasoning tokens generated so far (of one choice, or all), with a reasoning
+        parser; ``None`` without one."""
+        if not self.settings.reasoning:
+            return None
+        choices = self.plan.choices if position is None else [self.plan.choices[position]]
+        return sum(
+            c.reasoning_within(c.generated if c.recorded else self._generated[c.index])
+            for c in choices
+        )
 
     @staticmethod
     def error_chunk(error: dict[str, Any]) -> bytes:

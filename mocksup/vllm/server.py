@@ -172,6 +172,21 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         default=False,
         description="``VLLM_SERVER_DEV_MODE=1``: the development routes (``/sleep``, ...).",
     )
+    reasoning_parser: str | None = Field(
+        default=None,
+        description="``--reasoning-parser``: replies carry ``reasoning`` (a name vLLM 0.33 "
+        "registers, such as ``qwen3`` or ``deepseek_r1``; ``none`` is unset).",
+    )
+    default_chat_template_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description='``--default-chat-template-kwargs``: ``{"enable_thinking": false}`` '
+        "turns thinking off unless a request turns it on.",
+    )
+    enable_responses_api_store: bool = Field(
+        default=False,
+        description="``VLLM_ENABLE_RESPONSES_API_STORE=1``: the Responses API keeps responses "
+        "(``store``, ``previous_response_id``, ``background``, retrieve and cancel).",
+    )
     embedding_dim: int = Field(
         default=384, ge=1, le=65536, description="Length of embedding vectors."
     )
@@ -207,6 +222,18 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     @classmethod
     def _one_name(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("reasoning_parser")
+    @classmethod
+    def _known_parser(cls, value: str | None) -> str | None:
+        # vLLM maps "none" (any case) to unset and refuses a name it has not registered.
+        if value is None or value.lower() == "none" or value == "":
+            return None
+        from mocksup.vllm._generation.reasoning import REASONING_PARSERS
+
+        if value not in REASONING_PARSERS:
+            raise ValueError(f"reasoning_parser_name={value!r} has not been registered")
+        return value
 
     @field_validator("output_tokens")
     @classmethod

@@ -8,7 +8,8 @@ process and run:
   punctuation and runs of whitespace;
 * a piece found in the built-in vocabulary (:data:`WORDS` in four spellings: ``word``,
   `` word``, ``Word``, `` Word``; chat-template markers such as ``<|user|>``;
-  punctuation) is one token with id ``256 + index``;
+  punctuation; the reasoning markers ``<think>`` and ``</think>``) is one token with id
+  ``256 + index``;
 * any other piece falls back to one token per UTF-8 byte (ids 0-255), as byte-level BPE does;
 * the vocabulary has :data:`VOCAB_SIZE` ids, as large as a common model's, so token ids an
   application sends (``logit_bias``, prompts of ids) fit as they would on vLLM; the ids past
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TOKENIZER", "VOCAB_SIZE", "WORDS", "MockTokenizer"]
+__all__ = ["THINK_END", "THINK_START", "TOKENIZER", "VOCAB_SIZE", "WORDS", "MockTokenizer"]
 
 #: Token ids the mock's vocabulary has (Qwen's 151,936, as many models' embedding tables).
 VOCAB_SIZE = 151_936
@@ -99,7 +100,12 @@ _PUNCTUATION = (".", ",", "!", "?", ":", ";", "\n", "\n\n", " ", "-", "'", '"', 
 #: Chat-template markers (see :func:`~mocksup.vllm.generate.render_chat`): one token each.
 SPECIAL = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|developer|>")
 
-_PIECE = re.compile(r"<\|[a-z]+\|>| ?[^\W\d_]+| ?\d+| ?[^\w\s]+|\s+(?!\S)|\s+")
+#: The markers around a reasoning model's thinking (``--reasoning-parser``): one token each,
+#: as in the models whose parsers count reasoning tokens between them. Last in the
+#: vocabulary, so the other pieces keep their ids.
+THINK_START, THINK_END = "<think>", "</think>"
+
+_PIECE = re.compile(r"<\|[a-z]+\|>|</?think>| ?[^\W\d_]+| ?\d+| ?[^\w\s]+|\s+(?!\S)|\s+")
 
 
 def _vocabulary() -> list[str]:
@@ -107,7 +113,7 @@ def _vocabulary() -> list[str]:
     for word in dict.fromkeys(WORDS):
         for piece in (word, " " + word, word.capitalize(), " " + word.capitalize()):
             seen.setdefault(piece, None)
-    for piece in (*SPECIAL, *_PUNCTUATION):
+    for piece in (*SPECIAL, *_PUNCTUATION, THINK_START, THINK_END):
         seen.setdefault(piece, None)
     return list(seen)
 
@@ -139,6 +145,8 @@ class MockTokenizer:
         )
         self.period_id = self._ids["."]
         self.comma_id = self._ids[","]
+        #: The ids of :data:`THINK_START` and :data:`THINK_END`.
+        self.think_ids = (self._ids[THINK_START], self._ids[THINK_END])
 
     @property
     def vocab_size(self) -> int:

@@ -3,7 +3,8 @@
 A strategy takes an :class:`Ask` (the request, the choice's seeded generator, how many
 tokens it may generate, the matching script reply) and returns a :class:`Draft` (its tokens,
 finish reason and tool calls), or ``None`` when it does not apply. :func:`draft` asks them in
-order: tool calls, then scripted content, then free text, which always answers. Stop strings
+order: reasoning (a thinking block before whatever the others draft), tool calls, then
+scripted content, then free text, which always answers. Stop strings
 and log-probabilities are applied afterwards to whatever text a strategy drafted
 (:mod:`mocksup.vllm._plan`), so a new strategy (JSON Schema, regex, reasoning) only decides
 tokens.
@@ -33,6 +34,10 @@ class Ask:
     #: The server's range of natural text lengths, in tokens.
     length_range: tuple[int, int]
     reply: ScriptReply | None
+    #: A reasoning parser is set and the request thinks: a thinking block comes first.
+    thinking: bool = False
+    #: The most reasoning tokens (Anthropic's ``thinking.budget_tokens``), if any.
+    thinking_budget: int | None = None
 
 
 @dataclass
@@ -44,6 +49,8 @@ class Draft:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     #: The text shown instead of the tokens' own (a tool call cut short shows none).
     content: str | None = None
+    #: Leading tokens that are the thinking block, its markers included (0: none).
+    reasoning: int = 0
 
 
 #: A strategy: a draft, or ``None`` to let the next one answer.
@@ -51,9 +58,9 @@ Strategy = Callable[[Ask], "Draft | None"]
 
 
 def _strategies() -> tuple[Strategy, ...]:
-    from mocksup.vllm._generation import free_text, scripted, tool_calls
+    from mocksup.vllm._generation import free_text, reasoning, scripted, tool_calls
 
-    return (tool_calls.draft, scripted.draft, free_text.draft)
+    return (reasoning.draft, tool_calls.draft, scripted.draft, free_text.draft)
 
 
 def draft(ask: Ask) -> Draft:
