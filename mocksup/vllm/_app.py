@@ -2,7 +2,8 @@
 
 Plain WSGI on ``environ`` (no request/response objects) keeps the per-request cost low. Each
 route is a handler taking an :class:`~._exchange.Exchange`; generation routes go through
-:mod:`._pipeline` (one per surface, sharing one engine), the utility routes are
+:mod:`._pipeline` (one per surface, sharing one engine; the Responses and Messages APIs in
+:mod:`._responses_routes` and :mod:`._messages_routes`), the utility routes are
 :mod:`._utility_routes`, the development ones (``VLLM_SERVER_DEV_MODE``)
 :mod:`._dev_routes`, and the control API under ``/mocksup`` is :mod:`._control_routes`.
 What vLLM's middleware does for every route happens here: ``--root-path`` (routes answer
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -36,9 +38,12 @@ from mocksup.vllm._faults import Cut
 from mocksup.vllm._http_metrics import HTTPMetrics
 from mocksup.vllm._ids import uuid4_hex
 from mocksup.vllm._journal import redact
+from mocksup.vllm._messages_routes import MessagesRoutes
 from mocksup.vllm._pause import PauseState
 from mocksup.vllm._pipeline import Generation, Surface
 from mocksup.vllm._prefix_cache import PrefixCache
+from mocksup.vllm._response_store import ResponseStore
+from mocksup.vllm._responses_routes import ResponsesRoutes
 from mocksup.vllm._runtime import RuntimeState
 from mocksup.vllm._tracing import SpanExporter
 from mocksup.vllm._utility_routes import UtilityRoutes
@@ -51,6 +56,8 @@ Handler = Callable[[Exchange], Iterable[bytes]]
 
 #: vLLM's auth middleware guards paths starting with these (and never OPTIONS).
 _GUARDED = ("/v1", "/v2", "/inference", "/cohere")
+#: ``/v1/responses/{response_id}`` and ``.../cancel`` (FastAPI's path parameter: a segment).
+_RESPONSE_PATH = re.compile(r"^/v1/responses/([^/]+)(/cancel)?$")
 #: Exceptions vLLM's fallback handlers answer 400 with their text.
 _CLIENT_ERRORS = (ValueError, TypeError, OverflowError)
 
@@ -58,7 +65,7 @@ CHAT = Surface(ChatRequest, "chatcmpl-", "", chat_body, ChatChunks)
 COMPLETIONS = Surface(CompletionRequest, "cmpl-", "-", completion_body, CompletionChunks)
 
 
-class VLLMApp(UtilityRoutes, DevRoutes):
+class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes):
     """The WSGI callable of the mock.
 
     :param settings: the settings ``GET /mocksup/config`` shows.
@@ -84,9 +91,12 @@ class VLLMApp(UtilityRoutes, DevRoutes):
         self.generation = Generation(config, state, self.engine, self.pause)
         self._control = control_app(state, settings, self._reset_metrics, self._live, name=name)
         self._key_digests = [hashlib.sha256(k.encode()).digest() for k in config.api_keys]
+        self.responses = ResponseStore()
         self._routes: dict[str, tuple[tuple[str, ...], Handler]] = {
             "/v1/chat/completions": (("POST",), self._chat),
             "/v1/completions": (("POST",), self._completions),
+            **self.responses_routes(),
+            **self.messages_routes(),
             **self.utility_routes(),
         }
         if config.dev_mode:
@@ -102,7 +112,7 @@ class VLLMApp(UtilityRoutes, DevRoutes):
     # -- entry -----------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        route = self._route_of(environ.get("PATH_INFO") or "/")
+        route = self._route_of(environ.get("PATH_INFO") or "/", environ)
         if route.startswith(PREFIX):
             return self._control({**environ, "PATH_INFO": route}, start_response)
         exchange = Exchange(environ)
@@ -129,11 +139,17 @@ class VLLMApp(UtilityRoutes, DevRoutes):
         start_response(status_line(exchange.status or 500), exchange.headers)
         return Journaled(result, exchange, self._record)
 
-    def _route_of(self, path: str) -> str:
+    def _route_of(self, path: str, environ: dict[str, Any]) -> str:
         # --root-path: the routes answer under the prefix as well as without it.
         root = self.config.root_path
         if root and (path == root or path.startswith(root + "/")):
-            return path[len(root) :] or "/"
+            path = path[len(root) :] or "/"
+        # A path with a parameter is known by its template (the handler label vLLM's HTTP
+        # metrics use); the parameter goes to the handler through the environ.
+        found = _RESPONSE_PATH.match(path)
+        if found is not None:
+            environ["mocksup.path_params"] = {"response_id": found[1]}
+            return "/v1/responses/{response_id}" + (found[2] or "")
         return path
 
     def _error_answer(self, exchange: Exchange, error: Exception) -> list[bytes]:

@@ -21,6 +21,8 @@ __all__ = [
     "MAX_PROMPT_ITEMS",
     "MAX_SCRIPT_TEXT",
     "MAX_STOP_STRINGS",
+    "MAX_STORED_BYTES",
+    "MAX_STORED_RESPONSES",
     "QUEUE_TIMEOUT",
     "REGEX_TIMEOUT",
 ]
@@ -67,3 +69,11 @@ REGEX_TIMEOUT = 0.25
 
 #: Seconds a request may wait for a slot (``max_num_seqs``) before it is answered 503.
 QUEUE_TIMEOUT = 600.0
+
+#: Responses the Responses API's store keeps (``VLLM_ENABLE_RESPONSES_API_STORE``); past
+#: it the oldest is forgotten (its id then answers 404). vLLM's store never forgets.
+MAX_STORED_RESPONSES = 1_000
+
+#: Bytes the store keeps, roughly (the JSON of the stored responses and of their input
+#: messages); past it the oldest responses are forgotten.
+MAX_STORED_BYTES = 64 * 1024 * 1024
