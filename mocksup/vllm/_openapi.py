@@ -9,6 +9,7 @@ difference). The two HTML pages load Swagger UI and ReDoc from a CDN, as FastAPI
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +34,11 @@ _HANDLERS = {
     "/detokenize": "detokenize",
     "/tokenizer_info": "get_tokenizer_info",
     "/invocations": "invocations",
+    "/v1/responses": "create_responses",
+    "/v1/responses/{response_id}": "retrieve_responses",
+    "/v1/responses/{response_id}/cancel": "cancel_responses",
+    "/v1/messages": "create_messages",
+    "/v1/messages/count_tokens": "count_tokens",
 }
 
 
@@ -45,10 +51,10 @@ def schema(routes: Iterable[tuple[str, tuple[str, ...]]], root_path: str) -> dic
         for method in methods:
             if method == "HEAD":
                 continue
-            slug = path.strip("/").replace("/", "_").replace("-", "_")
+            slug = re.sub(r"\W", "_", path)  # FastAPI's unique id: every non-word char
             operations[method.lower()] = {
                 "summary": handler.replace("_", " ").title(),
-                "operationId": f"{handler}_{slug}_{method.lower()}",
+                "operationId": f"{handler}{slug}_{method.lower()}",
                 "responses": {
                     "200": {
                         "description": "Successful Response",

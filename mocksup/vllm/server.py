@@ -32,8 +32,10 @@ _log = logging.getLogger(__name__)
 class MockVLLMServer(VLLMQueries, MockServerBase):
     """A mock of vLLM 0.33.0's OpenAI-compatible server, with vLLM's metrics and spans.
 
-    It answers ``/v1/chat/completions``, ``/v1/completions`` (streamed or not),
-    ``/v1/chat/completions/batch``, ``/invocations``, ``/v1/models``, ``/v1/embeddings``,
+    It answers ``/v1/chat/completions``, ``/v1/completions``, ``/v1/responses`` (with
+    retrieve and cancel) and ``/v1/messages`` (streamed or not),
+    ``/v1/messages/count_tokens``, ``/v1/chat/completions/batch``, ``/invocations``,
+    ``/v1/models``, ``/v1/embeddings``,
     ``/tokenize``, ``/detokenize``, ``/health``, ``/ping``, ``/load``, ``/version``,
     ``/metrics`` and the API docs as vLLM does (and, with ``VLLM_SERVER_DEV_MODE=1``, its
     development routes), with deterministic content, simulated latency and injected faults;
