@@ -4,11 +4,13 @@ real ``anthropic`` SDK and raw HTTP: messages, events, tools, thinking, usage an
 from __future__ import annotations
 
 import json
+import unittest
 from typing import Any
 
 import anthropic
 
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule
+from mocksup.vllm._messages import error_type
 from mocksup.vllm.tokenizer import TOKENIZER
 from tests.vllm.support import ServerTestCase, raw_post, scrape
 
@@ -41,7 +43,10 @@ class MessagesServerTest(ServerTestCase):
 
     @classmethod
     def make_server(cls) -> MockVLLMServer:
-        rules = [ScriptRule(contains="stop test", reply=ScriptReply(content="One two. END three."))]
+        rules = [
+            ScriptRule(contains="stop test", reply=ScriptReply(content="One two. END three.")),
+            ScriptRule(contains="say nothing", reply=ScriptReply(content="")),
+        ]
         return MockVLLMServer(
             port=0,
             served_model_name="claude-3-7-sonnet-latest",
@@ -152,6 +157,14 @@ class MessagesTest(MessagesServerTest):
         self.assertEqual((message.stop_reason, message.stop_sequence), ("stop_sequence", "END"))
         self.assertEqual(message.content[0].text, "One two. ")
 
+    def test_an_empty_answer_is_one_empty_text_block(self) -> None:
+        message = self.create(messages=[{"role": "user", "content": "say nothing"}])
+        self.assertEqual(
+            [b.model_dump() for b in message.content],
+            [{"type": "text", "text": "", "citations": None}],
+        )
+        self.assertEqual(message.usage.output_tokens, 0)
+
     def test_tool_use_and_its_result(self) -> None:
         message = self.create(
             messages=[{"role": "user", "content": "What's the weather in New York?"}],
@@ -234,6 +247,24 @@ class MessagesTest(MessagesServerTest):
         self.assertEqual(status, 200)
         self.assertEqual([k for k, _ in got[-2:]], ["content_block_stop", "error"])
         self.assertEqual(got[-1][1]["error"]["type"], "api_error")
+
+
+class ErrorTypeTest(unittest.TestCase):
+    def test_anthropic_error_types_by_status(self) -> None:
+        expected = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            403: "permission_error",
+            404: "not_found_error",
+            413: "request_too_large",
+            418: "invalid_request_error",
+            422: "invalid_request_error",
+            429: "rate_limit_error",
+            500: "api_error",
+            501: "api_error",
+            503: "overloaded_error",
+        }
+        self.assertEqual({status: error_type(status) for status in expected}, expected)
 
 
 class ThinkingTest(MessagesServerTest):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import re
 import threading
+import unittest
 from typing import Any
 
 import openai
 
 from mocksup.otlp import MockOTLPCollector
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule, ToolCall
+from mocksup.vllm._response_store import ResponseStore
 from mocksup.vllm.tokenizer import TOKENIZER
 from tests.vllm.support import ServerTestCase, raw_post, raw_request, scrape, until
 
@@ -361,7 +363,11 @@ class ResponsesTest(ServerTestCase):
 
     def test_metrics_and_span_as_vllm_counts_them(self) -> None:
         before = scrape(self.server)
-        response = self.client.responses.create(input="Count me", max_output_tokens=12)
+        # X-Request-Id names chat requests, never responses (nor their engine requests).
+        response = self.client.responses.create(
+            input="Count me", max_output_tokens=12, extra_headers={"X-Request-Id": "mine"}
+        )
+        self.assertRegex(response.id, r"^resp_[0-9a-f]{16}$")
         self.client.responses.retrieve(response.id)
         after = scrape(self.server)
         assert response.usage is not None
@@ -478,3 +484,39 @@ class ResponsesWithoutStoreTest(ServerTestCase):
             thread.join(timeout=30)
         self.assertEqual(len(set(results)), 8)
         self.assertTrue(all(re.fullmatch(r"resp_[0-9a-f]{16}", r) for r in results))
+
+
+class ResponseStoreTest(unittest.TestCase):
+    """The store in-process: what a race between a cancel and the end of a generation, and
+    the bounds, do."""
+
+    def test_a_cancelled_response_stays_cancelled(self) -> None:
+        store = ResponseStore()
+        cancelled = threading.Event()
+        store.queue("resp_a", {"id": "resp_a", "status": "queued"}, cancelled, None)
+        self.assertEqual(store.cancel("resp_a"), {"id": "resp_a", "status": "cancelled"})
+        self.assertTrue(cancelled.is_set())
+        store.finish("resp_a", {"id": "resp_a", "status": "completed"})  # it ended meanwhile
+        entry = store.get("resp_a")
+        assert entry is not None and entry.body is not None
+        self.assertEqual(entry.body["status"], "cancelled")
+        self.assertEqual(store.cancel("resp_a"), "sync")
+        self.assertIsNone(store.cancel("resp_b"))
+
+    def test_the_oldest_are_forgotten_past_the_bounds(self) -> None:
+        store = ResponseStore(limit=3, max_bytes=10**6)
+        for i in range(5):
+            store.keep_messages(f"r{i}", [{"role": "user", "content": "x"}])
+            store.finish(f"r{i}", {"id": f"r{i}", "status": "completed"})
+        self.assertEqual(len(store), 3)
+        self.assertEqual(
+            [store.get(f"r{i}") is None for i in range(5)], [True, True, False, False, False]
+        )
+        # Each body is about 80 bytes of JSON: two fit in 200.
+        small = ResponseStore(limit=100, max_bytes=200)
+        for i in range(5):
+            small.finish(f"r{i}", {"id": f"r{i}", "text": "y" * 60})
+        self.assertEqual(len(small), 2)
+        self.assertEqual(
+            [small.get(f"r{i}") is None for i in range(5)], [True, True, True, False, False]
+        )
