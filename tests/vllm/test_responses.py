@@ -361,6 +361,47 @@ class ResponsesTest(ServerTestCase):
         self.assertEqual(len(part.logprobs[0].top_logprobs), 5)
         self.assertEqual(response.top_logprobs, 5)
 
+    def test_streamed_logprobs(self) -> None:
+        stream = self.client.responses.create(
+            input="Say hello.",
+            stream=True,
+            top_logprobs=3,
+            include=["message.output_text.logprobs"],
+        )
+        with stream:
+            deltas = [e for e in stream if e.type == "response.output_text.delta"]
+        self.assertTrue(deltas)
+        for delta in deltas:
+            (entry,) = delta.logprobs
+            self.assertLessEqual(entry.logprob, 0.0)
+            assert entry.top_logprobs is not None
+            self.assertEqual(len(entry.top_logprobs), 3)
+
+    def test_input_items_and_thinking_switched_off(self) -> None:
+        response = self.client.responses.create(
+            input=[
+                {"role": "system", "content": "Finish with QED."},
+                {"role": "user", "content": [{"type": "input_text", "text": "5 * 3?"}]},
+                {"role": "assistant", "content": "15. QED."},
+                {"type": "message", "role": "user", "content": "Double it."},
+                {
+                    "type": "reasoning",
+                    "id": "rs_1",
+                    "summary": [],
+                    "content": [{"type": "reasoning_text", "text": "Doubling."}],
+                },
+            ],
+        )
+        self.assertEqual(response.status, "completed")
+        self.assertEqual([i.type for i in response.output], ["reasoning", "message"])
+        for extra in ({"chat_template_kwargs": {"enable_thinking": False}}, {}):
+            kwargs: Any = {"reasoning": {"effort": "none"}} if not extra else {}
+            plain = self.client.responses.create(input="Hi", extra_body=extra, **kwargs)
+            self.assertEqual([i.type for i in plain.output], ["message"])
+            self.assertIsNone(plain.incomplete_details)
+            assert plain.usage is not None
+            self.assertEqual(plain.usage.output_tokens_details.reasoning_tokens, 0)
+
     def test_metrics_and_span_as_vllm_counts_them(self) -> None:
         before = scrape(self.server)
         # X-Request-Id names chat requests, never responses (nor their engine requests).
