@@ -394,6 +394,15 @@ class ResponsesTest(ServerTestCase):
         )
         self.assertEqual(response.status, "completed")
         self.assertEqual([i.type for i in response.output], ["reasoning", "message"])
+        chat = [
+            {"role": "system", "content": "Finish with QED."},
+            {"role": "user", "content": "5 * 3?"},
+            {"role": "assistant", "content": "15. QED."},
+            {"role": "user", "content": "Double it."},
+            {"role": "assistant", "content": ""},
+        ]
+        assert response.usage is not None
+        self.assertEqual(response.usage.input_tokens, prompt_tokens(self.server, chat))
         for extra in ({"chat_template_kwargs": {"enable_thinking": False}}, {}):
             kwargs: Any = {"reasoning": {"effort": "none"}} if not extra else {}
             plain = self.client.responses.create(input="Hi", extra_body=extra, **kwargs)
