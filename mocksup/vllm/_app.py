@@ -146,7 +146,7 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes):
             path = path[len(root) :] or "/"
         # A path with a parameter is known by its template (the handler label vLLM's HTTP
         # metrics use); the parameter goes to the handler through the environ.
-        found = _RESPONSE_PATH.match(path)
+        found = _RESPONSE_PATH.match(path) if path.startswith("/v1/responses/") else None
         if found is not None:
             environ["mocksup.path_params"] = {"response_id": found[1]}
             return "/v1/responses/{response_id}" + (found[2] or "")

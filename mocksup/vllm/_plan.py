@@ -241,8 +241,8 @@ def _truncated(ids: list[int], request: GenerationRequest, max_model_len: int) -
 def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice:
     drafted = draft(ask)
     head = drafted.reasoning
-    choice = _answer(ask, replace(drafted, tokens=drafted.tokens[head:]), index, request_id,
-                     n_prompt)  # fmt: skip
+    answer = replace(drafted, tokens=drafted.tokens[head:]) if head else drafted
+    choice = _answer(ask, answer, index, request_id, n_prompt)
     if ask.thinking:
         _think(choice, drafted.tokens[:head])
     wanted = ask.request.logprobs_wanted
