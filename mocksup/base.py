@@ -37,6 +37,10 @@ __all__ = (
     "check_seconds",
 )
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 _log = logging.getLogger(__name__)
 
 #: What a server name may be: it names log files, so letters, digits, ``_``, ``.`` and ``-``

@@ -49,6 +49,10 @@ __all__ = (
     "dumps",
 )
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 #: Every control route of every mock lives under this path; no real API uses it.
 PREFIX = "/mocksup"
 #: The longest a long poll (a ``timeout`` parameter) may hold a request, in seconds.

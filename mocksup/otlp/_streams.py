@@ -27,6 +27,10 @@ from mocksup.otlp.records import FeedPage
 
 __all__ = ("CollectorStreams",)
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 Signal = Literal["traces", "metrics", "logs"]
 Item = Span | Metric | LogRecord
 _Attrs = Mapping[str, Any] | None

@@ -25,6 +25,10 @@ from mocksup.otlp.records import RequestRecord, Trace
 
 __all__ = ("CollectorClient", "CollectorQueries", "TelemetryTimeoutError")
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 _Attrs = Mapping[str, Any] | None
 
 

@@ -25,6 +25,10 @@ from mocksup.otlp._json import OTLPJSONError, parse_request
 
 __all__ = ("ReplayError", "read_dump", "replay", "signal_of")
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 _Source = str | os.PathLike[str] | IO[bytes] | IO[str]
 
 #: The top-level key of each signal's document, as OTLP/JSON and proto3 JSON spell it.
