@@ -54,7 +54,7 @@ from mocksup.base import MockServerBase
 from mocksup.errors import MockServerError
 from mocksup.harness import MockServerConfig, start_mock_servers_async, stop_mock_servers
 
-__all__ = ["UsageError", "load_config", "main", "summary"]
+__all__ = ("UsageError", "load_config", "main", "summary")
 
 
 class _Parser(argparse.ArgumentParser):

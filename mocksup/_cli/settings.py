@@ -224,12 +224,12 @@ def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
             raise UsageError(where + _one_line(error, config.name, how)) from None
         option = how.options.get((config.name, "host"))
         hosts.setdefault(model.host, option or f"{where}server {config.name!r}: host")
-    for host, label in hosts.items():
-        check_host(host, label)
     try:
         _plan(configs)
     except ValueError as error:  # a reference to an unknown server or role, a cycle
         raise UsageError(f"{where}{error}") from None
+    for host, label in hosts.items():
+        check_host(host, label)
 
 
 def _describe(error: ValidationError) -> str:
