@@ -35,9 +35,9 @@ from mocksup.harness import (
 
 if TYPE_CHECKING:
     from mocksup.otlp import MockOTLPCollector
-    from mocksup.remote import attach
     from mocksup.process import ProcessServer
     from mocksup.redis import MockRedisServer
+    from mocksup.remote import attach
     from mocksup.vllm import MockVLLMServer
 
 __version__ = "0.1.0"

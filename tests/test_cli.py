@@ -445,6 +445,7 @@ class QueryTest(CLITestCase):
         everything = ["first", "second", "third", "other"]
         self.assertEqual(self.names(self.query("spans")), everything)
         code, out, err = run_main("spans", "--limit", "2", "--url", self.url)
+        self.assertEqual(code, 0)
         self.assertEqual(self.names(out.splitlines()), ["third", "other"])
         # The limit is never silent.
         self.assertEqual(err, "mocksup: showing the last 2 of 4 spans (--limit 0 shows all)\n")
@@ -480,6 +481,7 @@ class QueryTest(CLITestCase):
         )
         # --limit keeps the last items; the resources and scopes left empty go.
         code, out, err = run_main("spans", "--json", "--limit", "1", "--url", self.url)
+        self.assertEqual(code, 0)
         (resource,) = json.loads(out)["resourceSpans"]
         self.assertEqual([s["name"] for s in resource["scopeSpans"][0]["spans"]], ["other"])
         self.assertIn("last 1 of 4 spans", err)

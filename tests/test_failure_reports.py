@@ -166,8 +166,11 @@ class FailureReportTest(ProcessTestCase):
 
     def test_unittest_classes_write_dumps_under_both_runners(self) -> None:
         (self.folder / "test_checkout.py").write_text(UNITTEST_MODULE)
-        for runner in (["-m", "unittest", "-v", "test_checkout"],
-                       ["-m", "pytest", "-p", "no:cacheprovider", "-q", "test_checkout.py"]):  # fmt: skip
+        runners = (
+            ["-m", "unittest", "-v", "test_checkout"],
+            ["-m", "pytest", "-p", "no:cacheprovider", "-q", "test_checkout.py"],
+        )
+        for runner in runners:
             dumps = self.folder / runner[1]
             with self.subTest(runner[1]):
                 result = self.run_in_folder(*runner, MOCKSUP_DUMP_DIR=str(dumps))
