@@ -86,6 +86,11 @@ class MockServerBase(BaseModel):
     :class:`pydantic.ValidationError` before any process starts). After a start, ``port``
     (and any other port field the child reports) holds the port really bound.
 
+    Default ports: ``0`` (a free port) unless a mock imitates a server with a well-known port
+    (the collector's 4318 and 4317, vLLM's 8000), which it then takes by default when
+    created directly; the harness's default servers, the pytest fixtures and
+    :mod:`mocksup.testing`'s examples always ask for free ports.
+
     Subclasses implement :meth:`serve`. A subclass may instead override
     :meth:`await_start` and :meth:`stop` entirely (``stop()`` with or without a
     ``timeout`` parameter); the harness only ever calls those two.
