@@ -716,5 +716,20 @@ class BadInputTest(CLITestCase):
         self.assertRegex(result.stdout, r"^mocksup \d+\.\d+")
 
 
+class DocumentedTest(unittest.TestCase):
+    def test_every_option_of_up_and_its_variable_is_in_the_docs(self) -> None:
+        text = (Path(__file__).resolve().parent.parent / "docs" / "cli.rst").read_text()
+        rows = {line.split("``")[1].split()[0]: line for line in text.splitlines()
+                if line.startswith("``--") and "  ``MOCKSUP_" in line}  # fmt: skip
+        _, commands = cli._parser()
+        options = [a for a in commands["up"]._actions if a.option_strings and a.dest != "help"]
+        self.assertEqual(len(options), len(rows))
+        for action in options:
+            option = action.option_strings[-1]
+            with self.subTest(option):
+                self.assertIn(option, rows)
+                self.assertIn(f"``MOCKSUP_{action.dest.upper()}``", rows[option])
+
+
 if __name__ == "__main__":
     unittest.main()
