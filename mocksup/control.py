@@ -12,11 +12,12 @@ everything"), bounded JSON bodies, one long-poll parameter (``timeout``, seconds
 :data:`MAX_WAIT`), and errors as ``{"error": "..."}``. ``GET /mocksup`` lists the routes with
 their parameters and ``GET /mocksup/health`` answers ``{"status": "ok", ...}`` on every mock.
 
-The client side is :class:`ControlClient`, which a custom mock's parent-side methods use::
+The client side is :class:`ControlClient`; a custom mock's parent-side methods use it
+through :attr:`MockServerBase.control <mocksup.MockServerBase.control>`::
 
     class MyMock(MockServerBase):
         def hits(self) -> int:
-            return ControlClient(self.url, self.name).call("GET", "/hits")["hits"]
+            return self.control.call("GET", "/hits")["hits"]
 """
 
 from __future__ import annotations
