@@ -3,7 +3,7 @@
 The pytest plugin and :mod:`mocksup.testing` call :func:`write_dumps` when a test fails and
 a dump folder is set (``--mocksup-dump-dir``, the ``dump_dir`` of a test class, or
 ``$MOCKSUP_DUMP_DIR``): every collector among the test's servers writes what it received as
-OTLP JSON lines (:meth:`~mocksup.otlp.client.CollectorQueries.export`; ``mocksup replay``
+OTLP JSON lines (:meth:`~mocksup.MockOTLPCollector.export`; ``mocksup replay``
 sends it anywhere). Other reports (an HTML view of the same data) can call it too.
 """
 

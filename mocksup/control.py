@@ -402,7 +402,7 @@ class ControlClient:
     :param timeout: seconds to wait for an answer beyond any server-side wait.
     :param check: ``check(grace)``, called before each call (``grace`` 0) and when one gets
         no answer (``grace`` :data:`CHECK_GRACE`, for a mock caught exiting); raises the
-        error that says why the mock cannot answer (:meth:`MockServerBase.check_running`:
+        error that says why the mock cannot answer (:meth:`mocksup.MockServerBase.check_running`:
         it crashed, with its exit code and output; it is suspended), so a call fails at
         once with the cause instead of waiting out its timeout.
     """

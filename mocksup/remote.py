@@ -1,7 +1,7 @@
-"""Mocks another process runs: :func:`attach` returns handles to them.
+"""Mocks another process runs: :func:`mocksup.attach` returns handles to them.
 
 ``mocksup up`` may run in another process, a container or on another host (docker compose,
-Kubernetes). :func:`attach` takes its ready file (``mocksup up --ready-file``, or the line
+Kubernetes). :func:`~mocksup.attach` takes its ready file (``mocksup up --ready-file``, or the line
 ``--json`` prints) or one mock's URL and returns the same typed handles a test gets for the
 mocks it starts: a :class:`~mocksup.otlp.CollectorClient` for a collector, a
 :class:`~mocksup.vllm.VLLMClient` for a vLLM mock, and a :class:`RemoteMock` (``clear``,
@@ -48,7 +48,7 @@ _READY_POLL = 0.02
 
 
 class NotOwnedError(MockServerError):
-    """A handle from :func:`attach` was asked to stop a mock that another process runs.
+    """A handle from :func:`mocksup.attach` was asked to stop a mock that another process runs.
 
     ``where`` says who runs it (``mocksup up`` with its pid and host, or the mock's URL).
     """
@@ -147,16 +147,16 @@ class AttachedVLLM(_Attached, VLLMClient):
 
     @property
     def base_url(self) -> str:
-        """The URL an OpenAI client wants: :attr:`url` + ``/v1``."""
+        """The URL an OpenAI client wants: ``url + "/v1"``."""
         return self.url + "/v1"
 
 
-#: What :func:`attach` returns for one mock.
+#: What :func:`mocksup.attach` returns for one mock.
 Handle = AttachedCollector | AttachedVLLM | RemoteMock
 
 
 class AttachedServers(Mapping[str, Handle]):
-    """The mocks :func:`attach` found, by name; ``collector`` and ``vllm`` are the only ones
+    """The mocks :func:`mocksup.attach` found, by name; ``collector`` and ``vllm`` are the only ones
     of their kind, typed.
 
     ``ready`` is the ready document they came from (``{}`` for a URL); ``where`` who runs
@@ -212,7 +212,7 @@ class AttachedServers(Mapping[str, Handle]):
             handle.clear()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Refused (see :meth:`RemoteMock.stop`).
+        """Refused, as each handle's ``stop()`` is.
 
         :raises NotOwnedError: always.
         """

@@ -234,7 +234,7 @@ class MockServersMixin(_TestCaseBase):
 
     @classmethod
     def server_of(cls, kind: type[_S]) -> _S:
-        """The only server that is a ``kind`` (a :class:`MockServerBase` subclass).
+        """The only server that is a ``kind`` (a :class:`~mocksup.MockServerBase` subclass).
 
         :raises LookupError: there is none, or more than one (then look it up by name).
         """

@@ -156,6 +156,7 @@ class CollectorStreams:
 
         :param timeout: stop after this many seconds (``None``: never; break out of the loop).
         :param from_start: begin with what is already stored (else only what comes next).
+
         Other parameters as in :meth:`feed`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -128,6 +128,7 @@ class CollectorQueries(CollectorStreams):
         :param event_name: the record's ``event_name``.
         :param body: the body, compared as text (non-string bodies as their JSON).
         :param min_severity: the lowest ``severity_number`` wanted.
+
         Other filters as in :meth:`spans`.
         """
         items: list[LogRecord] = self._query("logs", "/logs", filter_params(locals()))
@@ -198,7 +199,7 @@ class CollectorQueries(CollectorStreams):
         return items
 
     def trace(self, trace_id: str) -> Trace:
-        """The spans of one trace, with roots, orphans and children (see :class:`Trace`)."""
+        """The spans of one trace, with roots, orphans and children (see :class:`~mocksup.otlp.Trace`)."""
         return Trace.from_spans(trace_id, self.spans(trace_id=trace_id))
 
     def _query(self, signal: str, path: str, params: dict[str, Any]) -> Any:
