@@ -199,7 +199,8 @@ class CollectorQueries(CollectorStreams):
         return items
 
     def trace(self, trace_id: str) -> Trace:
-        """The spans of one trace, with roots, orphans and children (see :class:`~mocksup.otlp.Trace`)."""
+        """The spans of one trace, with roots, orphans and children
+        (see :class:`~mocksup.otlp.Trace`)."""
         return Trace.from_spans(trace_id, self.spans(trace_id=trace_id))
 
     def _query(self, signal: str, path: str, params: dict[str, Any]) -> Any:
