@@ -27,8 +27,10 @@ def check(ready_file: Path) -> None:
     )
     (request,) = mocks.vllm.wait_for_requests(count=1, path="/v1/chat/completions")
     (span,) = mocks.collector.wait_for_spans("llm_request", timeout=10)
-    assert span.attributes["gen_ai.usage.completion_tokens"] == reply.usage.completion_tokens
-    print(f"vllm answered {request.status} with {reply.usage.completion_tokens} tokens")
+    assert reply.usage is not None
+    tokens = reply.usage.completion_tokens
+    assert span.attributes["gen_ai.usage.completion_tokens"] == tokens
+    print(f"vllm answered {request.status} with {tokens} tokens")
     print(f"collector got {span.name!r} in trace {span.trace_id}")
     try:
         mocks.stop()

@@ -32,6 +32,7 @@ __all__ = (
     "AttachedCollector",
     "AttachedServers",
     "AttachedVLLM",
+    "Handle",
     "NotOwnedError",
     "RemoteMock",
     "attach",

@@ -71,9 +71,11 @@ class ControlConventionTest(ProcessTestCase):
                 self.assertLess(time.monotonic() - started, 10)  # refused, not waited
 
     def test_one_wait_convention(self) -> None:
-        waits = {
-            "collector": (self.servers["otlp"].wait_for_spans, ("never",)),
-            "vllm": (self.servers["vllm"].wait_for_requests, ()),
+        collector = self.servers.server_of(MockOTLPCollector)
+        vllm = self.servers.server_of(MockVLLMServer)
+        waits: dict[str, tuple[Any, tuple[str, ...]]] = {
+            "collector": (collector.wait_for_spans, ("never",)),
+            "vllm": (vllm.wait_for_requests, ()),
         }
         for name, (wait, args) in waits.items():
             with self.subTest(name):

@@ -154,8 +154,9 @@ class FailureReportTest(ProcessTestCase):
             for scope in resource["scopeSpans"]
             for span in scope["spans"]
         ]
-        # (vLLM's start-up spans may come in after the fixture's clear: the last is ours.)
-        self.assertEqual(spans[-1], "arrived")
+        # (vLLM's start-up spans may come in after the fixture's clear, before or after ours.)
+        self.assertIn("arrived", spans)
+        self.assertNotIn("kept out of the dumps", spans)
 
     def test_no_dump_folder_no_dumps(self) -> None:
         (self.folder / "test_failing.py").write_text(FAILING)
