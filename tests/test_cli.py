@@ -18,10 +18,11 @@ import subprocess
 import sys
 import tempfile
 import termios
+import threading
 import time
 import unittest
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
@@ -37,6 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from mocksup import MockOTLPCollector, cli
+from mocksup._cli.live import Follower
 from mocksup.otlp.dump import signal_of
 from mocksup.serving import url_host
 from mocksup.vllm import VLLMClient
@@ -714,6 +716,37 @@ class BadInputTest(CLITestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, r"^mocksup \d+\.\d+")
+
+
+class FollowerTest(unittest.TestCase):
+    """``--print`` and ``--dump`` read the rest themselves at stop, without duplicates."""
+
+    def test_finish_reads_what_the_thread_has_not_yet(self) -> None:
+        pages = {0: (["a"], 1), 1: (["b", "c"], 3), 3: ([], 3)}
+        held = threading.Event()
+        release = threading.Event()
+        emitted: list[str] = []
+        first = threading.Event()
+
+        def fetch(cursor: int, timeout: float) -> tuple[list[str], int]:
+            if timeout > 0 and cursor == 1:  # the thread's next long poll: held
+                held.set()
+                release.wait(30)
+            return pages[cursor]
+
+        def emit(items: Sequence[str]) -> None:
+            emitted.extend(items)
+            first.set()
+
+        follower = Follower(fetch, emit, "otlp")
+        follower.start()
+        self.assertTrue(first.wait(30) and held.wait(30))
+        follower.finish()
+        self.assertEqual(emitted, ["a", "b", "c"])
+        release.set()  # the held poll answers now: what it brings was read already
+        follower.thread.join(30)
+        self.assertFalse(follower.thread.is_alive())
+        self.assertEqual(emitted, ["a", "b", "c"])
 
 
 class DocumentedTest(unittest.TestCase):
