@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mocksup.otlp import MockOTLPCollector
     from mocksup.process import ProcessServer
     from mocksup.redis import MockRedisServer
+    from mocksup.remote import attach
     from mocksup.vllm import MockVLLMServer
 
 __version__ = "0.1.0"
@@ -62,6 +63,7 @@ __all__ = (
     "StopError",
     "WaitTimeoutError",
     "__version__",
+    "attach",
     "start_all",
     "start_mock_servers_async",
     "stop_all",
@@ -71,6 +73,7 @@ __all__ = (
 # The mocks are imported on first use: every child process imports this package, and a
 # child serving one mock should not pay for importing the others.
 _LAZY = {
+    "attach": "mocksup.remote",
     "MockOTLPCollector": "mocksup.otlp",
     "MockRedisServer": "mocksup.redis",
     "ProcessServer": "mocksup.process",

@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = ("TAIL_LINES", "ChildProcess", "stop_live")
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 _log = logging.getLogger(__name__)
 
 #: Of a stop's budget, what is kept back for SIGKILL and reaping after the graceful part.

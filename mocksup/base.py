@@ -37,6 +37,10 @@ __all__ = (
     "check_seconds",
 )
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 _log = logging.getLogger(__name__)
 
 #: What a server name may be: it names log files, so letters, digits, ``_``, ``.`` and ``-``
@@ -81,6 +85,11 @@ class MockServerBase(BaseModel):
     Settings are keyword arguments, validated at construction (a bad value raises
     :class:`pydantic.ValidationError` before any process starts). After a start, ``port``
     (and any other port field the child reports) holds the port really bound.
+
+    Default ports: ``0`` (a free port) unless a mock imitates a server with a well-known port
+    (the collector's 4318 and 4317, vLLM's 8000), which it then takes by default when
+    created directly; the harness's default servers, the pytest fixtures and
+    :mod:`mocksup.testing`'s examples always ask for free ports.
 
     Subclasses implement :meth:`serve`. A subclass may instead override
     :meth:`await_start` and :meth:`stop` entirely (``stop()`` with or without a

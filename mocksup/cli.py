@@ -3,68 +3,67 @@
 ``mocksup up`` starts the OTLP collector and the vLLM mock (or the servers a TOML file lists),
 prints their endpoints and the environment a system under test needs, then a live summary
 of what arrived, until Ctrl-C or SIGTERM stops everything (exit 0). ``--ready-file`` and
-``--json`` give harnesses in any language the ports really bound. ``mocksup spans``,
-``metrics``, ``logs`` and ``stats`` look at what a running collector holds.
+``--json`` give harnesses in any language the ports really bound; ``--print`` shows each
+item as it arrives and ``--dump`` keeps them all as OTLP JSON lines. Every option can come
+from a ``MOCKSUP_<OPTION>`` environment variable (:mod:`mocksup._cli.settings`). ``mocksup
+spans``, ``metrics``, ``logs``, ``stats`` and ``tail`` look at what a running collector
+holds; ``replay``, ``env`` and ``health`` are in :mod:`mocksup._cli.tools`.
 
-Exit codes: 0 on a clean stop, 1 when a server fails to start, 2 for bad options or a bad
-configuration file (with a one-line message).
+Exit codes: 0 on a clean stop, 1 when a server fails to start, 2 for bad options, a bad
+environment variable or a bad configuration file (with a one-line message), 141 when the
+reader of the output went away (``mocksup spans | head``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
-
-from pydantic import ValidationError
+from typing import IO, Any, NoReturn
 
 from mocksup import __version__
+from mocksup._cli.errors import Advice, UsageError, advice, quiet_broken_pipe
+from mocksup._cli.live import (
+    Follower,
+    StatusLine,
+    close_dump,
+    dump_follower,
+    print_follower,
+    summary,
+)
+from mocksup._cli.query import add_query_commands
+from mocksup._cli.settings import (
+    DEFAULT_SERVERS,
+    VLLM_OPTIONS,
+    add_vllm_options,
+    apply_environment,
+    default_server_configs,
+    load_config,
+)
+from mocksup._cli.tools import add_tool_commands
 from mocksup._sync import run_sync
 from mocksup.base import MockServerBase
 from mocksup.errors import MockServerError
-from mocksup.harness import (
-    Endpoint,
-    MockServerConfig,
-    _plan,
-    default_configs,
-    start_mock_servers_async,
-    stop_mock_servers,
-)
+from mocksup.harness import MockServerConfig, start_mock_servers_async, stop_mock_servers
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
-__all__ = ["main"]
-
-DEFAULT_SERVERS = ("otlp", "vllm")
-
-
-class UsageError(Exception):
-    """Bad options or a bad configuration file: one line, exit 2."""
+__all__ = ("UsageError", "load_config", "main", "summary")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: harnesses parse stderr too.
-        self.exit(2, f"mocksup: error: {message} (see mocksup {self._sub()}--help)\n")
-
-    def _sub(self) -> str:
-        name = self.prog.split()[-1]
-        return "" if name == "mocksup" else f"{name} "
+        self.exit(2, f"mocksup: error: {message} (see {self.prog} --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = _Parser(prog="mocksup", description="Mock servers for end-to-end telemetry tests.")
     parser.add_argument("--version", action="version", version=f"mocksup {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -76,38 +75,59 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(DEFAULT_SERVERS),
         help="which default servers to start: otlp, vllm or both (default otlp,vllm)",
     )
-    up.add_argument("--otlp-port", type=_port, default=4318, help="OTLP/HTTP port (4318)")
-    up.add_argument("--otlp-grpc-port", type=_port, default=4317, help="OTLP/gRPC port (4317)")
-    up.add_argument("--vllm-port", type=_port, default=8000, help="vLLM mock port (8000)")
     up.add_argument(
-        "--config", type=Path, help="a TOML file listing the servers (instead of the defaults)"
+        "--otlp-port", type=_port, metavar="PORT", default=4318, help="OTLP/HTTP port (4318)"
     )
-    up.add_argument("--ready-file", type=Path, help="write the endpoints here as JSON once ready")
+    up.add_argument(
+        "--otlp-grpc-port", type=_port, metavar="PORT", default=4317, help="OTLP/gRPC port (4317)"
+    )
+    up.add_argument(
+        "--vllm-port", type=_port, metavar="PORT", default=8000, help="vLLM mock port (8000)"
+    )
+    up.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file listing the servers (instead of the defaults)",
+    )
+    up.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="FILE",
+        help="write the endpoints here as JSON once ready",
+    )
     up.add_argument("--json", action="store_true", help="print one JSON line once ready")
-    up.add_argument("--log-dir", type=Path, help="folder for the servers' log files")
+    up.add_argument("--log-dir", type=Path, metavar="DIR", help="folder for the servers' log files")
     up.add_argument("--quiet", action="store_true", help="no live summary")
-    up.set_defaults(func=_up)
-
-    for name in ("spans", "metrics", "logs"):
-        query = commands.add_parser(name, help=f"list the {name} a running collector holds")
-        _collector_options(query)
-        query.add_argument("--name", help="only items with this name")
-        query.add_argument("--service", help="only items of this service.name")
-        query.add_argument("--limit", type=int, default=50, help="the last N only (50; 0: all)")
-        query.add_argument("--json", action="store_true", help="one OTLP/JSON object a line")
-        query.set_defaults(func=_query, signal=name)
-    stats = commands.add_parser("stats", help="a running collector's counters, as JSON")
-    _collector_options(stats)
-    stats.set_defaults(func=_stats)
-    return parser
-
-
-def _collector_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("MOCKSUP_COLLECTOR_URL", "http://127.0.0.1:4318"),
-        help="the collector's OTLP/HTTP URL (default $MOCKSUP_COLLECTOR_URL or :4318)",
+    up.add_argument(
+        "--print",
+        action="store_true",
+        help="print each span, metric and log as it arrives (instead of the live summary)",
     )
+    up.add_argument(
+        "--verbosity",
+        choices=("basic", "detailed"),
+        default="basic",
+        help="with --print: one line an item (basic) or every field (detailed)",
+    )
+    up.add_argument(
+        "--dump",
+        type=Path,
+        metavar="FILE",
+        help="write everything the collector receives to this file as OTLP JSON lines "
+        "(as it arrives; complete and flushed at stop)",
+    )
+    up.add_argument(
+        "--start-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds each server may take to start (30)",
+    )
+    add_vllm_options(up)
+    up.set_defaults(func=_up)
+    add_query_commands(commands)
+    add_tool_commands(commands)
+    return parser, dict(commands.choices)
 
 
 def _port(text: str) -> int:
@@ -120,103 +140,12 @@ def _port(text: str) -> int:
     return port
 
 
-# -- configuration ---------------------------------------------------------------------------
-
-
-def _default_configs(args: argparse.Namespace) -> list[MockServerConfig]:
-    chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
-    if unknown or not chosen:
-        raise UsageError(f"--servers takes otlp and/or vllm, not {','.join(unknown) or 'nothing'}")
-    return default_configs(
-        host=args.host,
-        otlp_port=args.otlp_port,
-        otlp_grpc_port=args.otlp_grpc_port,
-        vllm_port=args.vllm_port,
-        log_dir=args.log_dir,
-        servers=chosen,
-    )
-
-
-def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfig]:
-    """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
-    (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
-    A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's :class:`Endpoint`.
-
-    :raises UsageError: the file cannot be read, parsed or validated.
-    """
-    try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path}: cannot read it: {error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{path}: not valid TOML: {error}") from None
-    entries = document.get("servers")
-    if not isinstance(entries, list) or not entries:
-        raise UsageError(f"{path}: expected one or more [[servers]] tables")
-    configs = []
-    for number, entry in enumerate(entries, 1):
-        where = f"{path}: server {entry.get('name', number)!r}"
-        unknown = sorted(set(entry) - {"name", "server_class", "init_kwargs"})
-        if unknown:
-            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        kwargs = {k: _endpoint(v) for k, v in dict(entry.get("init_kwargs", {})).items()}
-        if log_dir is not None:
-            kwargs.setdefault("log_dir", str(log_dir))
-        try:
-            config = MockServerConfig(
-                name=entry.get("name", ""),
-                server_class=_import_class(str(entry.get("server_class", "")), where),
-                init_kwargs=kwargs,
-            )
-        except ValidationError as error:
-            raise UsageError(f"{where}: {_one_line(error)}") from None
-        configs.append(config)
-    try:
-        _plan(configs)  # every setting and reference checked before anything starts
-    except ValidationError as error:
-        raise UsageError(f"{path}: {_one_line(error)}") from None
-    except ValueError as error:
-        raise UsageError(f"{path}: {error}") from None
-    return configs
-
-
-def _endpoint(value: Any) -> Any:
-    """``{endpoint = "otlp:otlp_grpc"}`` in the file: another server's endpoint."""
-    if isinstance(value, dict) and set(value) == {"endpoint"}:
-        server, _, role = str(value["endpoint"]).partition(":")
-        return Endpoint(server, role)
-    return value
-
-
-def _import_class(spec: str, where: str) -> type[MockServerBase]:
-    module_name, _, class_name = spec.partition(":")
-    if not class_name:
-        module_name, _, class_name = spec.rpartition(".")
-    try:
-        value = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise UsageError(f"{where}: cannot import server_class {spec!r}: {error}") from None
-    if not (isinstance(value, type) and issubclass(value, MockServerBase)):
-        raise UsageError(f"{where}: {spec!r} is not a MockServerBase subclass")
-    return value
-
-
-def _one_line(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
-        for e in error.errors()
-    )
-
-
 # -- up ---------------------------------------------------------------------------------------
 
 
 def _up(args: argparse.Namespace) -> int:
-    if args.config is not None:
-        configs = load_config(args.config, args.log_dir)
-    else:
-        configs = _default_configs(args)
+    configs, how = _configs(args)
+    dump = _open_dump(args.dump)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -228,8 +157,11 @@ def _up(args: argparse.Namespace) -> int:
     try:
         servers = _start(configs)
     except MockServerError as error:
-        print(f"mocksup: {error}", file=sys.stderr)
+        if dump is not None:
+            close_dump(dump)
+        print(f"mocksup: {advice(error, how, _settings_of(configs, error))}", file=sys.stderr)
         return 1
+    followers = _followers(servers, args, dump)
     try:
         ready = _ready_document(servers)
         if args.ready_file is not None:
@@ -238,14 +170,67 @@ def _up(args: argparse.Namespace) -> int:
             print(json.dumps(ready), flush=True)
         else:
             _print_banner(servers, ready, time.monotonic() - started)
-        _summarise_until(stop, servers, quiet=args.quiet or args.json)
+        _summarise_until(stop, servers, quiet=args.quiet or args.json or args.print)
     finally:
+        # What arrived is read before the collectors stop: nothing is missed.
+        for follower in followers:
+            follower.finish()
+        if dump is not None:
+            close_dump(dump)
         stop_mock_servers(servers)
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)
     if not args.json:
         print("mocksup: stopped", flush=True)
     return 0
+
+
+def _configs(args: argparse.Namespace) -> tuple[list[MockServerConfig], Advice]:
+    if args.config is None:
+        return default_server_configs(args)
+    given = [o for o in VLLM_OPTIONS if getattr(args, o[2:].replace("-", "_")) is not None]
+    if given or args.vllm_args:
+        raise UsageError(f"{(given or ['--vllm-args'])[0]} sets the default vllm server; with "
+                         f"--config, set it in {args.config}'s init_kwargs")  # fmt: skip
+    configs = load_config(args.config, args.log_dir)
+    return configs, Advice(config=str(args.config))
+
+
+def _settings_of(configs: list[MockServerConfig], error: MockServerError) -> dict[str, Any]:
+    for config in configs:
+        if config.name == error.server:
+            return dict(config.init_kwargs)
+    return {}
+
+
+def _open_dump(path: Path | None) -> IO[str] | None:
+    if path is None:
+        return None
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"--dump {path}: cannot write it: {error.strerror or error}") from None
+
+
+def _followers(
+    servers: dict[str, MockServerBase], args: argparse.Namespace, dump: IO[str] | None
+) -> list[Follower[Any]]:
+    from mocksup.otlp import MockOTLPCollector
+
+    collectors = [s for s in servers.values() if isinstance(s, MockOTLPCollector)]
+    followers: list[Follower[Any]] = []
+    for collector in collectors:
+        if args.print:
+            prefix = f"{collector.name}: " if len(collectors) > 1 else ""
+            followers.append(print_follower(collector, args.verbosity, prefix))
+        if dump is not None:
+            followers.append(dump_follower(collector, dump))
+    if dump is not None and not collectors:
+        print("mocksup: --dump: no collector among the servers; the dump stays empty",
+              file=sys.stderr)  # fmt: skip
+    for follower in followers:
+        follower.start()
+    return followers
 
 
 def _start(configs: list[MockServerConfig]) -> dict[str, MockServerBase]:
@@ -269,11 +254,18 @@ def _ready_document(servers: dict[str, MockServerBase]) -> dict[str, Any]:
             "pid": server.pid,
             "host": server.host,
             "ports": ports,
+            "url": server.url,
             "endpoints": server.endpoints(),
             "log": str(server.log_path),
         }
         env.update(server.client_env())
-    return {"mocksup": __version__, "pid": os.getpid(), "servers": listing, "env": env}
+    return {
+        "mocksup": __version__,
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "servers": listing,
+        "env": env,
+    }
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -299,88 +291,32 @@ def _print_banner(servers: dict[str, MockServerBase], ready: dict[str, Any], too
 def _summarise_until(
     stop: threading.Event, servers: dict[str, MockServerBase], *, quiet: bool
 ) -> None:
-    tty = sys.stdout.isatty()
-    last = ""
-    while not stop.wait(0.5 if tty else 1.0):
-        if quiet:
-            continue
-        line = summary(servers)
-        if tty:
-            stamped = time.strftime("[%H:%M:%S] ") + line
-            print("\r" + stamped.ljust(len(last) + 11), end="", flush=True)
-        elif line != last:
-            # Into a file or a pipe: a new line only when something changed.
-            print(time.strftime("[%H:%M:%S] ") + line, flush=True)
-        last = line
-    if tty and last and not quiet:
-        print()
-
-
-def summary(servers: dict[str, MockServerBase]) -> str:
-    """One line on what each server received, from the servers' ``summary()``."""
-    parts = []
-    for name, server in servers.items():
-        try:
-            line = server.summary()
-        except MockServerError:
-            line = "not answering"
-        if line:
-            parts.append(f"{name}: {line}")
-    return " | ".join(parts) or "running"
-
-
-# -- looking at a running collector ------------------------------------------------------------
-
-
-def _collector(url: str) -> Any:
-    from mocksup.otlp import CollectorClient
-
-    try:
-        return CollectorClient(url)
-    except ValueError as error:
-        raise UsageError(f"--url: {error}") from None
-
-
-def _query(args: argparse.Namespace) -> int:
-    collector = _collector(args.url)
-    try:
-        items = getattr(collector, args.signal)(args.name, service_name=args.service)
-    except MockServerError as error:
-        print(f"mocksup: {error}", file=sys.stderr)
-        return 1
-    for item in items[-args.limit :] if args.limit > 0 else items:
-        print(json.dumps(item.to_json()) if args.json else _describe(args.signal, item))
-    return 0
-
-
-def _describe(signal: str, item: Any) -> str:
-    service = item.service_name or "-"
-    if signal == "spans":
-        return (
-            f"{item.trace_id} {item.span_id} parent={item.parent_span_id or '-'} "
-            f"{service} {item.name!r} {item.kind} {item.status_code} "
-            f"{item.duration_ns / 1e6:.1f} ms"
-        )
-    if signal == "metrics":
-        return f"{service} {item.name!r} {item.type} {len(item.data_points)} point(s)"
-    return f"{service} {item.severity_text or item.severity_number} {item.body!r}"
-
-
-def _stats(args: argparse.Namespace) -> int:
-    try:
-        print(json.dumps(_collector(args.url).stats(), indent=2))
-    except MockServerError as error:
-        print(f"mocksup: {error}", file=sys.stderr)
-        return 1
-    return 0
+    status = StatusLine()
+    while not stop.wait(0.5 if status.tty else 1.0):
+        if not quiet:
+            status.show(summary(servers))
+    status.end()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``mocksup`` command; returns its exit code."""
-    args = _parser().parse_args(argv)
+    parser, commands = _parser()
     try:
-        code: int = args.func(args)
+        apply_environment(commands["up"], os.environ)
     except UsageError as error:
         print(f"mocksup: error: {error}", file=sys.stderr)
         return 2
-    return code
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Said by the command's own parser, so the advice names its --help.
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+
+    def run() -> int:
+        try:
+            code: int = args.func(args)
+        except UsageError as error:
+            print(f"mocksup: error: {error}", file=sys.stderr)
+            return 2
+        return code
+
+    return quiet_broken_pipe(run)

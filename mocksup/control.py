@@ -12,11 +12,12 @@ everything"), bounded JSON bodies, one long-poll parameter (``timeout``, seconds
 :data:`MAX_WAIT`), and errors as ``{"error": "..."}``. ``GET /mocksup`` lists the routes with
 their parameters and ``GET /mocksup/health`` answers ``{"status": "ok", ...}`` on every mock.
 
-The client side is :class:`ControlClient`, which a custom mock's parent-side methods use::
+The client side is :class:`ControlClient`; a custom mock's parent-side methods use it
+through :attr:`MockServerBase.control <mocksup.MockServerBase.control>`::
 
     class MyMock(MockServerBase):
         def hits(self) -> int:
-            return ControlClient(self.url, self.name).call("GET", "/hits")["hits"]
+            return self.control.call("GET", "/hits")["hits"]
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ __all__ = (
     "Route",
     "dumps",
 )
+
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
 
 #: Every control route of every mock lives under this path; no real API uses it.
 PREFIX = "/mocksup"
@@ -397,7 +402,7 @@ class ControlClient:
     :param timeout: seconds to wait for an answer beyond any server-side wait.
     :param check: ``check(grace)``, called before each call (``grace`` 0) and when one gets
         no answer (``grace`` :data:`CHECK_GRACE`, for a mock caught exiting); raises the
-        error that says why the mock cannot answer (:meth:`MockServerBase.check_running`:
+        error that says why the mock cannot answer (:meth:`mocksup.MockServerBase.check_running`:
         it crashed, with its exit code and output; it is suspended), so a call fails at
         once with the cause instead of waiting out its timeout.
     """

@@ -37,6 +37,10 @@ __all__ = (
     "stop_mock_servers",
 )
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 _log = logging.getLogger(__name__)
 _S = TypeVar("_S", bound=MockServerBase)
 

@@ -59,6 +59,9 @@ class ProcessServer(MockServerBase):
     the command's output), else ``ready_url_path`` (an HTTP GET on the port answering below
     500), else a TCP connect to ``port``. With none of those possible (``port=0`` and no
     ``{port}`` in the command), the command is ready as soon as it runs.
+
+    Default port: ``0``, a free one chosen before the command starts (see the module
+    docstring for the race that implies).
     """
 
     default_name: ClassVar[str] = "process"

@@ -2,7 +2,9 @@
 
 Session-scoped servers, started on first use and stopped at the end of the session; a
 fixture per default server, cleared before each test; each server's log attached to the
-report of a failing test that used them. Under pytest-xdist every worker starts its own
+report of a failing test that used them, and with ``--mocksup-dump-dir DIR`` (or
+``$MOCKSUP_DUMP_DIR``) each collector's dump of a failing test written there as an
+artifact. Under pytest-xdist every worker starts its own
 servers on free ports. Choose the servers by overriding :func:`mocksup_configs` in a
 ``conftest.py``::
 
@@ -30,6 +32,7 @@ __all__ = (
     "mocksup_configs",
     "mocksup_servers",
     "otlp_collector",
+    "pytest_addoption",
     "pytest_runtest_makereport",
     "vllm_server",
 )
@@ -40,6 +43,17 @@ _RUNNING = pytest.StashKey[MockServers]()
 #: Lines of each server's log attached to a failing test's report.
 _LOG_LINES = 200
 _S = TypeVar("_S", bound="MockServerBase")
+_DUMPED = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("mocksup").addoption(
+        "--mocksup-dump-dir",
+        metavar="DIR",
+        default=None,
+        help="write each collector's dump (OTLP JSON lines) of a failing test into DIR "
+        "(default: $MOCKSUP_DUMP_DIR; none when unset)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -113,4 +127,19 @@ def pytest_runtest_makereport(
             tail = server.log_tail(_LOG_LINES)
             if tail:
                 report.sections.append((f"mocksup {name} log ({server.log_path})", tail))
+        _attach_dumps(item, report, servers)
     return report
+
+
+def _attach_dumps(item: pytest.Item, report: pytest.TestReport, servers: MockServers) -> None:
+    """Write the collectors' dumps of a failing test, once (its first failing phase), and
+    name the files in its report."""
+    from mocksup._artifacts import dump_dir, write_dumps
+
+    folder = dump_dir(item.config.getoption("mocksup_dump_dir", None))
+    if folder is None or item.stash.get(_DUMPED, False):
+        return
+    item.stash[_DUMPED] = True
+    written = write_dumps(servers.values(), folder, item.nodeid)
+    if written:
+        report.sections.append(("mocksup dumps", "\n".join(str(path) for path in written)))

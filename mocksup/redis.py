@@ -60,6 +60,9 @@ class MockRedisServer(MockServerBase):
 
     ``max_value_size`` caps a bulk string and ``max_connections`` the clients served at
     once; past either, the client gets an error reply (see the module docstring).
+
+    Default port: ``0``, a free one (not Redis's 6379, which a real Redis on the machine may
+    hold); :attr:`url` says which.
     """
 
     default_name: ClassVar[str] = "redis"

@@ -29,7 +29,8 @@ from __future__ import annotations
 import sys
 import unittest
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from mocksup.base import MockServerBase
 from mocksup.harness import ConfigLike, MockServers, start_all
@@ -174,6 +175,9 @@ class MockServersMixin(_TestCaseBase):
     #: Call ``clear()`` on every server that has it before each test (the collector forgets
     #: its items, vLLM its journal; vLLM's metric counters keep counting).
     clear_before_each_test: ClassVar[bool] = True
+    #: Folder where a failing test writes each collector's dump (OTLP JSON lines), as an
+    #: artifact; ``None``: ``$MOCKSUP_DUMP_DIR``, and no dump when that is unset too.
+    dump_dir: ClassVar[str | Path | None] = None
     _mocksup_class_servers: ClassVar[MockServers | None] = None
 
     #: The servers by name: ``self.servers["otlp"]`` (``cls.servers`` in ``setUpClass``).
@@ -204,13 +208,68 @@ class MockServersMixin(_TestCaseBase):
         if self.clear_before_each_test:
             self.servers.clear()
 
+    def run(self, result: unittest.TestResult | None = None) -> unittest.TestResult | None:
+        # The outcome is known only here, after the test and before the next one clears:
+        # the result is watched for a failure (pytest passes its own kind of result).
+        if result is None:
+            return super().run(result)
+        watch = _FailureWatch(result)
+        super().run(watch)  # type: ignore[arg-type]
+        if watch.failed:
+            self._write_dumps()
+        return result
+
+    def _write_dumps(self) -> None:
+        from mocksup._artifacts import dump_dir, write_dumps
+
+        folder = dump_dir(self.dump_dir)
+        if folder is None:
+            return
+        try:
+            servers = _servers_of(type(self))
+        except LookupError:
+            return
+        for path in write_dumps(servers.values(), folder, self.id()):
+            sys.stderr.write(f"mocksup: dump of {self.id()}: {path}\n")
+
     @classmethod
     def server_of(cls, kind: type[_S]) -> _S:
-        """The only server that is a ``kind`` (a :class:`MockServerBase` subclass).
+        """The only server that is a ``kind`` (a :class:`~mocksup.MockServerBase` subclass).
 
         :raises LookupError: there is none, or more than one (then look it up by name).
         """
         return _servers_of(cls).server_of(kind)
+
+
+class _FailureWatch:
+    """A test result that notes whether the test failed, passing everything on."""
+
+    def __init__(self, result: object) -> None:
+        self._result = result
+        self.failed = False
+        # Only a result that reports subtests gets them (unittest looks for the method).
+        if hasattr(result, "addSubTest"):
+            self.addSubTest = self._add_sub_test
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._result, name)
+
+    def addError(self, test: object, err: object) -> None:
+        self.failed = True
+        self._result.addError(test, err)  # type: ignore[attr-defined]
+
+    def addFailure(self, test: object, err: object) -> None:
+        self.failed = True
+        self._result.addFailure(test, err)  # type: ignore[attr-defined]
+
+    def addUnexpectedSuccess(self, test: object) -> None:
+        self.failed = True
+        self._result.addUnexpectedSuccess(test)  # type: ignore[attr-defined]
+
+    def _add_sub_test(self, test: object, subtest: object, err: object) -> None:
+        if err is not None:
+            self.failed = True
+        self._result.addSubTest(test, subtest, err)  # type: ignore[attr-defined]
 
 
 class MockServerTestCase(MockServersMixin, unittest.TestCase):

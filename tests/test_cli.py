@@ -5,16 +5,24 @@ collector, which is quicker and shows the same code at work."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
+import pty
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
+import time
 import unittest
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
@@ -29,8 +37,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from mocksup import cli
+from mocksup import MockOTLPCollector, cli
+from mocksup._cli.live import Follower
+from mocksup.otlp.dump import signal_of
 from mocksup.serving import url_host
+from mocksup.vllm import VLLMClient
 from mocksup.vllm._startup_spans import STARTUP_SPANS
 from tests.support import ProcessTestCase, has_ipv6_loopback
 
@@ -51,14 +62,29 @@ def _post(endpoint: str, path: str, request: Message) -> None:
         response.read()
 
 
-def post_span(endpoint: str, name: str, service: str = "svc", number: int = 1) -> None:
+def post_span(
+    endpoint: str,
+    name: str,
+    service: str = "svc",
+    number: int = 1,
+    attributes: dict[str, int] | None = None,
+    *,
+    trace: bytes = bytes(range(1, 17)),
+    parent: bytes = b"",
+) -> None:
     request = ExportTraceServiceRequest()
     spans = request.resource_spans.add()
     _service(spans.resource, service)
     span = spans.scope_spans.add().spans.add()
     span.name = name
-    span.trace_id = bytes(range(1, 17))
+    span.trace_id = trace
     span.span_id = bytes(range(number, number + 8))
+    span.parent_span_id = parent
+    span.kind = span.SPAN_KIND_INTERNAL
+    span.start_time_unix_nano = 1_000_000_000 + number
+    span.end_time_unix_nano = span.start_time_unix_nano + 1_000_000
+    for key, value in (attributes or {}).items():
+        span.attributes.add(key=key).value.int_value = value
     _post(endpoint, "/v1/traces", request)
 
 
@@ -104,9 +130,9 @@ class CLITestCase(ProcessTestCase):
         self.folder = Path(tempfile.mkdtemp(prefix="mocksup-cli-"))
         self.addCleanup(subprocess.run, ["rm", "-rf", str(self.folder)], check=True)
 
-    def mocksup(self, *args: str) -> subprocess.Popen[str]:
+    def mocksup(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start ``python -m mocksup ARGS`` with its stdout and stderr piped."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(sys.path)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "mocksup", *args],
             stdout=subprocess.PIPE,
@@ -156,6 +182,7 @@ class UpTest(CLITestCase):
         self.assertTrue(all(psutil.pid_exists(pid) for pid in pids))
         self.assertNotEqual(servers["otlp"]["ports"]["grpc_port"], 0)
         otlp = servers["otlp"]["endpoints"]["otlp_http"]
+        self.assertEqual(servers["otlp"]["url"], otlp)
         self.assertEqual(ready["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"], otlp)
         self.assertEqual(
             ready["env"]["OPENAI_BASE_URL"], servers["vllm"]["endpoints"]["openai_base_url"]
@@ -166,7 +193,9 @@ class UpTest(CLITestCase):
         client.completions.create(model="mock-model", prompt="hello", max_tokens=3)
         spans = self.run_mocksup("spans", "--url", otlp, "--name", "llm_request", "--json")
         self.assertEqual(spans.returncode, 0, spans.stderr)
-        self.assertEqual(json.loads(spans.stdout.splitlines()[0])["name"], "llm_request")
+        (resource,) = json.loads(spans.stdout)["resourceSpans"]
+        (span,) = resource["scopeSpans"][0]["spans"]
+        self.assertEqual((span["name"], span["kind"]), ("llm_request", 2))
 
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
@@ -189,15 +218,42 @@ class UpTest(CLITestCase):
         self.assertIn(f"export OTEL_EXPORTER_OTLP_ENDPOINT={otlp}", banner)
         self.assertIn("export OPENAI_BASE_URL=", banner)
         self.assertEqual(ready["servers"]["otlp"]["log"], str(logs / "otlp.log"))
+        self.assertEqual(ready["hostname"], socket.gethostname())
         post_span(otlp, "from-the-test")
+        # Metric points are data points: one gauge with three of them is three.
+        post_gauge(otlp, "queue.depth", "svc", [1.0, 2.0, 3.0])
         # The vLLM mock traces to the collector, so its start-up spans are there too.
-        self.read_until(proc, f"otlp: {1 + len(STARTUP_SPANS)} spans")
+        self.read_until(proc, f"otlp: {1 + len(STARTUP_SPANS)} spans, 3 metric points")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=10)
         self.assertEqual(proc.returncode, 0)
         self.assertIn("mocksup: stopped", out)
         self.assertFalse(ready_file.exists())
         self.assertIn("ready", (logs / "otlp.log").read_text())
+
+    def test_status_line_fits_an_80_column_terminal(self) -> None:
+        main, child = pty.openpty()
+        self.addCleanup(os.close, main)
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        env["PYTHONPATH"] = os.pathsep.join(sys.path)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mocksup", "up", *FREE_PORTS],
+            stdin=subprocess.DEVNULL,
+            stdout=child,
+            stderr=child,
+            env=env,
+        )
+        os.close(child)
+        self.addCleanup(_end_pty, proc)
+        screen = _read_pty_until(main, lambda text: text.count("\r\x1b[K[") >= 3)
+        refreshes = [part.split("\r")[0] for part in screen.split("\r\x1b[K")[1:]]
+        self.assertGreaterEqual(len(refreshes), 3, screen)
+        for line in refreshes:
+            self.assertLessEqual(len(line), 79, line)
+            self.assertNotIn("\n", line)
+        # The full line is longer: it was cut to fit, not short by luck.
+        self.assertTrue(refreshes[-1].endswith("…"), refreshes[-1])
 
     def test_host_and_quiet(self) -> None:
         host = "::1" if has_ipv6_loopback() else "127.0.0.1"
@@ -215,6 +271,88 @@ class UpTest(CLITestCase):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=10)
         self.assertEqual((proc.returncode, out), (0, "mocksup: stopped\n"))
+
+    def test_options_from_the_environment(self) -> None:
+        ready_file = self.folder / "ready.json"
+        proc = self.mocksup(
+            "up",
+            env={
+                "MOCKSUP_SERVERS": "otlp",
+                "MOCKSUP_OTLP_PORT": "0",
+                "MOCKSUP_OTLP_GRPC_PORT": "0",
+                "MOCKSUP_READY_FILE": str(ready_file),
+                "MOCKSUP_JSON": "1",
+                "MOCKSUP_HOST": "127.0.0.1",
+            },
+        )
+        line = json.loads(self.read_until(proc, "{")[-1])
+        self.assertEqual(list(line["servers"]), ["otlp"])
+        self.assertEqual(json.loads(ready_file.read_text())["servers"], line["servers"])
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(10), 0)
+        # The command line wins over the environment.
+        code, _, err = run_main("up", "--servers", "nope", env={"MOCKSUP_SERVERS": "otlp"})
+        self.assertEqual(code, 2)
+        self.assertIn("--servers takes otlp and/or vllm, not nope", err)
+
+    def test_vllm_settings_on_the_command_line(self) -> None:
+        proc = self.mocksup(
+            "up", "--servers", "vllm", "--vllm-port", "0", "--json",
+            "--vllm-model", "tiny", "--vllm-api-key", "sesame", "--vllm-max-model-len", "64",
+            "--vllm-ttft", "0.3", "--vllm-fault", "rate_limit", "--vllm-fault-first", "1",
+            "--vllm-args", "ignored-model --max-num-seqs 3 --dtype bfloat16",
+        )  # fmt: skip
+        ready = json.loads(self.read_until(proc, "{")[-1])
+        self.assertEqual(ready["env"]["OPENAI_API_KEY"], "sesame")
+        base = ready["env"]["OPENAI_BASE_URL"]
+        client = openai.OpenAI(base_url=base, api_key="sesame", max_retries=0)
+        self.addCleanup(client.close)
+        with self.assertRaises(openai.RateLimitError):  # the first request fails
+            client.completions.create(model="tiny", prompt="hi", max_tokens=2)
+        started = time.monotonic()
+        client.completions.create(model="tiny", prompt="hi", max_tokens=2)
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)  # the time to first token
+        with self.assertRaises(openai.BadRequestError) as raised:  # 64 tokens at most
+            client.completions.create(model="tiny", prompt="hi " * 80, max_tokens=2)
+        self.assertIn("64", str(raised.exception))
+        with self.assertRaises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).models.list()
+        settings = VLLMClient(ready["servers"]["vllm"]["url"]).runtime_config()
+        # --vllm-model wins over the model of --vllm-args; its other flags are read.
+        self.assertEqual((settings["model"], settings["max_num_seqs"]), ("tiny", 3))
+
+    def test_print_and_dump_everything_that_arrived(self) -> None:
+        dump = self.folder / "run.jsonl"
+        proc = self.mocksup("up", "--servers", "otlp", *FREE_PORTS, "--print", "--dump", str(dump),
+                            "--ready-file", str(self.folder / "ready.json"))  # fmt: skip
+        banner = "".join(self.read_until(proc, "Ctrl-C stops everything."))
+        url = banner.split("otlp_http ")[1].split()[0]
+        post_span(url, "first", "shop")
+        self.assertIn("span shop 'first' ", self.read_until(proc, "'first'")[-1])
+        post_log(url, "disk almost full", "shop", "WARN")
+        self.assertIn("log shop WARN disk almost full", self.read_until(proc, "disk")[-1])
+        # What a clear() forgets stays in the dump; what arrives just before the stop too.
+        run_main("stats", "--url", url)
+        urllib.request.urlopen(urllib.request.Request(url + "/mocksup/clear", method="POST"))
+        post_gauge(url, "queue.depth", "shop", [4.0])
+        post_span(url, "last", "shop", 2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("metric shop 'queue.depth' gauge", out)
+        self.assertIn("'last'", out)
+        lines = [json.loads(line) for line in dump.read_text().splitlines()]
+        self.assertEqual(
+            [signal_of(line) for line in lines], ["traces", "logs", "metrics", "traces"]
+        )
+        names = [
+            span["name"]
+            for line in lines
+            for resource in line.get("resourceSpans", [])
+            for scope in resource["scopeSpans"]
+            for span in scope["spans"]
+        ]
+        self.assertEqual(names, ["first", "last"])
 
     def test_config_file_with_an_endpoint_reference(self) -> None:
         config = self.folder / "servers.toml"
@@ -241,8 +379,32 @@ server_class = "mocksup:MockRedisServer"
         self.assertEqual(ready["env"]["REDIS_URL"], ready["servers"]["cache"]["endpoints"]["url"])
 
 
+def _read_pty_until(fd: int, done: Callable[[str], bool], timeout: float = 30.0) -> str:
+    """What a terminal shows until ``done(text)`` (fails at the deadline)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while not done(text):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"not seen within {timeout} s: {text!r}")
+        readable, _, _ = select.select([fd], [], [], left)
+        if readable:
+            text += os.read(fd, 65536).decode(errors="replace")
+    return text
+
+
+def _end_pty(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 class QueryTest(CLITestCase):
-    """``spans``, ``metrics``, ``logs`` and ``stats`` against one collector ``up`` runs."""
+    """``spans``, ``metrics``, ``logs``, ``stats`` and ``tail`` against one collector ``up``
+    runs."""
 
     up: ClassVar[subprocess.Popen[str]]
     url: ClassVar[str]
@@ -250,7 +412,9 @@ class QueryTest(CLITestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        # No warm children: they would start during a test, grandchildren of this process
+        # that the leak check would count against it.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MOCKSUP_WARM_CHILDREN": "0"}
         cls.up = subprocess.Popen(
             [sys.executable, "-m", "mocksup", "up", "--servers", "otlp", "--json", *FREE_PORTS],
             stdout=subprocess.PIPE,
@@ -265,7 +429,8 @@ class QueryTest(CLITestCase):
         for number, (name, service) in enumerate(
             [("first", "a"), ("second", "b"), ("third", "a")], 1
         ):
-            post_span(cls.url, name, service, number)
+            post_span(cls.url, name, service, number, {"http.status_code": number * 100})
+        post_span(cls.url, "other", "a", 9, trace=bytes(range(2, 18)), parent=bytes(range(1, 9)))
         post_gauge(cls.url, "queue.depth", "a", [1.0, 2.0])
         post_log(cls.url, "disk almost full", "b", "WARN")
 
@@ -279,29 +444,157 @@ class QueryTest(CLITestCase):
         return [line.split("'")[1] for line in lines]
 
     def test_spans_limit_and_service(self) -> None:
-        self.assertEqual(self.names(self.query("spans")), ["first", "second", "third"])
-        self.assertEqual(self.names(self.query("spans", "--limit", "2")), ["second", "third"])
+        everything = ["first", "second", "third", "other"]
+        self.assertEqual(self.names(self.query("spans")), everything)
+        code, out, err = run_main("spans", "--limit", "2", "--url", self.url)
+        self.assertEqual(code, 0)
+        self.assertEqual(self.names(out.splitlines()), ["third", "other"])
+        # The limit is never silent.
+        self.assertEqual(err, "mocksup: showing the last 2 of 4 spans (--limit 0 shows all)\n")
+        self.assertEqual(self.names(self.query("spans", "--limit", "0")), everything)
         self.assertEqual(
-            self.names(self.query("spans", "--limit", "0")), ["first", "second", "third"]
+            self.names(self.query("spans", "--service", "a")), ["first", "third", "other"]
         )
-        self.assertEqual(self.names(self.query("spans", "--service", "a")), ["first", "third"])
         self.assertEqual(self.names(self.query("spans", "--name", "second")), ["second"])
-        (line,) = self.query("spans", "--name", "third", "--json")
-        self.assertEqual(json.loads(line)["name"], "third")
 
-    def test_metrics(self) -> None:
-        self.assertEqual(self.query("metrics"), ["a 'queue.depth' gauge 2 point(s)"])
+    def test_trace_id_and_attribute_filters(self) -> None:
+        other = bytes(range(2, 18)).hex()
+        self.assertEqual(self.names(self.query("spans", "--trace-id", other)), ["other"])
+        # A value that parses as JSON is that value (an integer here), else text.
+        self.assertEqual(self.names(self.query("spans", "-a", "http.status_code=200")), ["second"])
+        self.assertEqual(self.names(self.query("spans", "-a", 'http.status_code="200"')), [])
+        self.assertEqual(self.names(self.query("spans", "--attr", "http.status_code")),
+                         ["first", "second", "third"])  # fmt: skip
+        self.assertEqual(self.query("metrics", "-a", "core=1"), [])
+        self.assertEqual(self.query("logs", "--trace-id", other), [])
+
+    def test_json_is_otlp_json(self) -> None:
+        (line,) = self.query("spans", "--json", "--service", "b")
+        document = json.loads(line)
+        (resource,) = document["resourceSpans"]
+        self.assertIn(
+            {"key": "service.name", "value": {"stringValue": "b"}},
+            resource["resource"]["attributes"],
+        )
+        (span,) = resource["scopeSpans"][0]["spans"]
+        self.assertEqual(span["traceId"], bytes(range(1, 17)).hex())
+        self.assertEqual(
+            span["attributes"], [{"key": "http.status_code", "value": {"intValue": "200"}}]
+        )
+        # --limit keeps the last items; the resources and scopes left empty go.
+        code, out, err = run_main("spans", "--json", "--limit", "1", "--url", self.url)
+        self.assertEqual(code, 0)
+        (resource,) = json.loads(out)["resourceSpans"]
+        self.assertEqual([s["name"] for s in resource["scopeSpans"][0]["spans"]], ["other"])
+        self.assertIn("last 1 of 4 spans", err)
+        (metrics,) = self.query("metrics", "--json")
+        points = json.loads(metrics)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
+        self.assertEqual(len(points["gauge"]["dataPoints"]), 2)
+        (logs,) = self.query("logs", "--json")
+        record = json.loads(logs)["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+        self.assertEqual(record["body"], {"stringValue": "disk almost full"})
+
+    def test_tree(self) -> None:
+        lines = self.query("spans", "--tree", "--trace-id", bytes(range(2, 18)).hex())
+        self.assertEqual(lines[0], f"trace {bytes(range(2, 18)).hex()}: 1 span(s), 1.0 ms")
+        self.assertEqual(lines[1], f"(parent {bytes(range(1, 9)).hex()} did not arrive)")
+        self.assertEqual(lines[2], "└── other (a, INTERNAL) 1.0 ms at +0 ns")
+        self.assertEqual(len(self.query("spans", "--tree")), 1 + 3 + 1 + 3)  # two traces
+
+    def test_metrics_and_logs(self) -> None:
+        self.assertEqual(
+            self.query("metrics"), ["metric a 'queue.depth' gauge 2 point(s): 1.0, 2.0"]
+        )
         self.assertEqual(self.query("metrics", "--service", "b"), [])
-
-    def test_logs(self) -> None:
-        self.assertEqual(self.query("logs"), ["b WARN 'disk almost full'"])
+        self.assertEqual(self.query("logs"), ["log b WARN disk almost full"])
         self.assertEqual(self.query("logs", "--service", "a"), [])
+        detailed = self.query("logs", "--verbosity", "detailed")
+        self.assertEqual(detailed[0], "LogRecord")
+        self.assertIn("    Body           : 'disk almost full'", detailed)
 
     def test_collector_url_from_the_environment(self) -> None:
         env = {"MOCKSUP_COLLECTOR_URL": self.url}
         stats = json.loads("\n".join(self.query("stats", env=env)))
-        self.assertEqual(stats["items"], {"traces": 3, "metrics": 1, "logs": 1})
-        self.assertEqual(len(self.query("spans", env=env)), 3)
+        self.assertEqual(stats["items"], {"traces": 4, "metrics": 1, "logs": 1})
+        self.assertEqual(stats["metric_points"], 2)
+        self.assertEqual(len(self.query("spans", env=env)), 4)
+
+    def test_tail_prints_items_as_they_arrive(self) -> None:
+        tail = self.mocksup("tail", "--url", self.url, "--from-start", "--signal", "logs",
+                            "--timeout", "60")  # fmt: skip
+        # What the collector held, first; then what arrives while tail runs.
+        self.assertEqual(self.read_until(tail, "disk"), ["log b WARN disk almost full\n"])
+        post_log(self.url, "cooling down", "tail-test", "INFO")
+        self.assertEqual(self.read_until(tail, "cooling"), ["log tail-test INFO cooling down\n"])
+        tail.send_signal(signal.SIGINT)
+        self.assertEqual(tail.wait(10), 0)
+        # --timeout ends it on its own.
+        code, out, _ = run_main("tail", "--url", self.url, "--timeout", "0.2")
+        self.assertEqual((code, out), (0, ""))
+
+    def test_stats_into_a_closed_pipe(self) -> None:
+        # mocksup stats | head: the reader is gone before the command writes.
+        read, write = os.pipe()
+        os.close(read)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "mocksup", "stats", "--url", self.url],
+            stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        os.close(write)
+        self.assertEqual((proc.returncode, proc.stderr), (141, ""))
+
+
+class ToolsTest(CLITestCase):
+    """``replay``, ``env`` and ``health``."""
+
+    def test_replay_a_dump_into_another_collector(self) -> None:
+        source = self.start_server(MockOTLPCollector(port=0, grpc_port=None))
+        target = self.start_server(MockOTLPCollector(port=0, grpc_port=None))
+        post_span(source.url, "checkout", "shop")
+        post_log(source.url, "paid", "shop", "INFO")
+        dump = self.folder / "run.jsonl"
+        source.export(dump)
+        code, out, err = run_main("replay", str(dump), "--to", target.url)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, f"mocksup: sent 2 request(s) from {dump} to {target.url}\n")
+        self.assertEqual([s.name for s in target.spans()], ["checkout"])
+        self.assertEqual([r.body for r in target.logs()], ["paid"])
+        # $MOCKSUP_COLLECTOR_URL is where it goes by default.
+        run_main("replay", str(dump), env={"MOCKSUP_COLLECTOR_URL": target.url})
+        self.assertEqual(len(target.spans()), 2)
+        # A line that is no dump line: exit 1, naming the line; the lines before it went.
+        dump.write_text(dump.read_text() + "{}\n")
+        code, _, err = run_main("replay", str(dump), "--to", target.url)
+        self.assertEqual(code, 1)
+        self.assertIn("dump line 3 is not a TracesData, MetricsData or LogsData", err)
+        self.assertEqual(len(target.spans()), 3)
+        code, _, err = run_main("replay", str(self.folder / "missing.jsonl"), "--to", target.url)
+        self.assertEqual((code, err.count("\n")), (2, 1))
+
+    def test_env_waits_for_the_ready_file(self) -> None:
+        ready_file = self.folder / "ready.json"
+        proc = self.mocksup("up", "--servers", "otlp", *FREE_PORTS, "--quiet",
+                            "--ready-file", str(ready_file))  # fmt: skip
+        script = f'eval "$({sys.executable} -m mocksup env {ready_file})" && env'
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        shell = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env,
+                               timeout=60, check=True)  # fmt: skip
+        variables = dict(line.split("=", 1) for line in shell.stdout.splitlines() if "=" in line)
+        ready = json.loads(ready_file.read_text())
+        url = ready["servers"]["otlp"]["endpoints"]["otlp_http"]
+        self.assertEqual(variables["MOCKSUP_COLLECTOR_URL"], url)
+        self.assertEqual(variables["MOCKSUP_OTLP_URL"], url)
+        self.assertEqual(variables["OTEL_EXPORTER_OTLP_ENDPOINT"], url)
+        code, out, _ = run_main("health", "--ready-file", str(ready_file), url)
+        self.assertEqual(code, 0)
+        self.assertEqual([json.loads(line)["status"] for line in out.splitlines()], ["ok", "ok"])
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        self.assertEqual(run_main("health", url)[0], 1)
+        code, _, err = run_main("env", str(ready_file), "--wait", "0")
+        self.assertEqual(code, 1)
+        self.assertIn("no ready file", err)
 
 
 class BadInputTest(CLITestCase):
@@ -315,10 +608,37 @@ class BadInputTest(CLITestCase):
         # One through a real process: exit code and stderr reach the caller as they are.
         real = self.run_mocksup("up", "--bogus")
         self.assert_usage_error((real.returncode, real.stdout, real.stderr), "unrecognized")
+        # The advice names the command's own help.
+        self.assertIn("(see mocksup up --help)", real.stderr)
         self.assert_usage_error(run_main("up", "--otlp-port", "70000"), "out of range")
         self.assert_usage_error(run_main("up", "--servers", "redis"), "--servers")
         self.assert_usage_error(run_main("spans", "--limit", "x"), "invalid int value")
+        self.assert_usage_error(run_main("spans", "--json", "--tree"), "not allowed with")
         self.assert_usage_error(run_main(), "required")
+        self.assert_usage_error(
+            run_main("up", env={"MOCKSUP_OTLP_PORT": "many"}), "$MOCKSUP_OTLP_PORT"
+        )
+        self.assert_usage_error(run_main("up", env={"MOCKSUP_QUIET": "maybe"}), "$MOCKSUP_QUIET")
+        self.assert_usage_error(
+            run_main("up", "--vllm-max-model-len", "1"),
+            "--vllm-max-model-len: Input should be greater than or equal to 2",
+        )
+        self.assert_usage_error(
+            run_main("up", "--vllm-args", "m --bogus-flag"), "--vllm-args: Value error"
+        )
+        self.assert_usage_error(
+            run_main("up", "--servers", "otlp", "--vllm-model", "m"), "need the vllm server"
+        )
+
+    def test_a_host_that_cannot_be_bound(self) -> None:
+        for host in ("999.1.1.1", "no-such-host.invalid"):
+            with self.subTest(host):
+                real = self.run_mocksup("up", "--host", host, *FREE_PORTS)
+                self.assert_usage_error(
+                    (real.returncode, real.stdout, real.stderr),
+                    f"--host '{host}': not an address of this machine",
+                )
+        self.assert_usage_error(run_main("up", env={"MOCKSUP_HOST": "999.1.1.1"}), "--host")
 
     def test_bad_config_files(self) -> None:
         config = self.folder / "bad.toml"
@@ -328,7 +648,9 @@ class BadInputTest(CLITestCase):
             '[[servers]]\nname = "a"\nserver_class = "nowhere:Nothing"\n': "cannot import",
             '[[servers]]\nname = "a"\nserver_class = "pathlib:Path"\n': "not a MockServerBase",
             '[[servers]]\nname = "a"\nserver_class = "mocksup:MockRedisServer"\n'
-            "init_kwargs = { port = 70000 }\n": "port: Input should be less than or equal",
+            "init_kwargs = { port = 70000 }\n": (
+                "bad.toml: server 'a': port: Input should be less than or equal"
+            ),
             '[[servers]]\nname = "../a"\nserver_class = "mocksup:MockRedisServer"\n': (
                 "not a valid server name"
             ),
@@ -340,6 +662,8 @@ class BadInputTest(CLITestCase):
             'init_kwargs = { host = { endpoint = "a:nope" } }\n': (
                 "refers to endpoint 'nope' of 'a', which has url"
             ),
+            '[[servers]]\nname = "a"\nserver_class = "mocksup:MockRedisServer"\n'
+            'init_kwargs = { host = "999.1.1.1" }\n': "server 'a': host '999.1.1.1'",
         }
         for text, expected in cases.items():
             with self.subTest(expected):
@@ -348,21 +672,38 @@ class BadInputTest(CLITestCase):
         self.assert_usage_error(
             run_main("up", "--config", str(self.folder / "missing.toml")), "cannot read"
         )
+        config.write_text('[[servers]]\nname = "a"\nserver_class = "mocksup:MockRedisServer"\n')
+        self.assert_usage_error(
+            run_main("up", "--config", str(config), "--vllm-model", "m"), "bad.toml's init_kwargs"
+        )
 
-    def test_port_in_use_exits_1_with_the_error(self) -> None:
+    def test_port_in_use_is_said_in_the_command_line_s_terms(self) -> None:
         holder = self.listening_socket()
         port = str(holder.getsockname()[1])
         result = self.run_mocksup(
-            "up", "--servers", "otlp", "--otlp-port", port, "--otlp-grpc-port", "0"
+            "up", "--servers", "otlp", "--otlp-port", "0", "--otlp-grpc-port", port
         )
         self.assertEqual(result.returncode, 1)
         self.assertIn(f"port {port} on 127.0.0.1 is in use", result.stderr)
+        self.assertIn("choose another port with --otlp-grpc-port (0: a free port)", result.stderr)
+        self.assertNotIn("port=0", result.stderr)
+        config = self.folder / "servers.toml"
+        config.write_text(
+            '[[servers]]\nname = "cache"\nserver_class = "mocksup:MockRedisServer"\n'
+            f"init_kwargs = {{ port = {port} }}\n"
+        )
+        result = self.run_mocksup("up", "--config", str(config))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(
+            f"choose another port with port in server 'cache''s init_kwargs in {config}",
+            result.stderr,
+        )
 
     def test_no_collector_to_ask(self) -> None:
         sock = self.listening_socket()
         port = sock.getsockname()[1]
         sock.close()  # nothing listens there now
-        for command in ("stats", "spans", "metrics", "logs"):
+        for command in ("stats", "spans", "metrics", "logs", "tail"):
             with self.subTest(command):
                 code, _, err = run_main(command, "--url", f"http://127.0.0.1:{port}")
                 self.assertEqual(code, 1)
@@ -375,6 +716,52 @@ class BadInputTest(CLITestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, r"^mocksup \d+\.\d+")
+
+
+class FollowerTest(unittest.TestCase):
+    """``--print`` and ``--dump`` read the rest themselves at stop, without duplicates."""
+
+    def test_finish_reads_what_the_thread_has_not_yet(self) -> None:
+        pages = {0: (["a"], 1), 1: (["b", "c"], 3), 3: ([], 3)}
+        held = threading.Event()
+        release = threading.Event()
+        emitted: list[str] = []
+        first = threading.Event()
+
+        def fetch(cursor: int, timeout: float) -> tuple[list[str], int]:
+            if timeout > 0 and cursor == 1:  # the thread's next long poll: held
+                held.set()
+                release.wait(30)
+            return pages[cursor]
+
+        def emit(items: Sequence[str]) -> None:
+            emitted.extend(items)
+            first.set()
+
+        follower = Follower(fetch, emit, "otlp")
+        follower.start()
+        self.assertTrue(first.wait(30) and held.wait(30))
+        follower.finish()
+        self.assertEqual(emitted, ["a", "b", "c"])
+        release.set()  # the held poll answers now: what it brings was read already
+        follower.thread.join(30)
+        self.assertFalse(follower.thread.is_alive())
+        self.assertEqual(emitted, ["a", "b", "c"])
+
+
+class DocumentedTest(unittest.TestCase):
+    def test_every_option_of_up_and_its_variable_is_in_the_docs(self) -> None:
+        text = (Path(__file__).resolve().parent.parent / "docs" / "cli.rst").read_text()
+        rows = {line.split("``")[1].split()[0]: line for line in text.splitlines()
+                if line.startswith("``--") and "  ``MOCKSUP_" in line}  # fmt: skip
+        _, commands = cli._parser()
+        options = [a for a in commands["up"]._actions if a.option_strings and a.dest != "help"]
+        self.assertEqual(len(options), len(rows))
+        for action in options:
+            option = action.option_strings[-1]
+            with self.subTest(option):
+                self.assertIn(option, rows)
+                self.assertIn(f"``MOCKSUP_{action.dest.upper()}``", rows[option])
 
 
 if __name__ == "__main__":

@@ -53,3 +53,38 @@ class PlainHarnessTest(ProcessTestCase):
         # Its servers and its warm children are gone with it.
         self.assertEqual([pid for pid in pids if psutil.pid_exists(pid)], [])
         self.assertEqual(processes_marked_by(marker), [])
+
+
+class ShellAndAttachExamplesTest(ProcessTestCase):
+    """The examples ``docs/cli.rst`` and ``docs/testing.rst`` include verbatim."""
+
+    def run_example(self, *command: str) -> str:
+        env = {
+            **os.environ,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+            "PYTHONPATH": os.pathsep.join(sys.path),
+        }
+        proc = self.popen(list(command), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)  # fmt: skip
+        out, err = (stream.decode() for stream in proc.communicate(timeout=TIMEOUT))
+        self.assertEqual(proc.returncode, 0, out + err)
+        return out
+
+    def test_cli_session(self) -> None:
+        out = self.run_example("sh", str(ROOT / "examples" / "cli_session.sh"))
+        self.assertRegex(out, r"trace [0-9a-f]{32}: 1 span\(s\), ")
+        self.assertRegex(
+            out, r"\nllm_request \(unknown_service:python, SERVER\) [\d.]+ .s at \+0 ns"
+        )
+        self.assertRegex(out, r"mocksup: sent [2-9] request\(s\) from run.jsonl to http://")
+        self.assertEqual(out.count("mocksup: stopped"), 2)
+
+    def test_attach_to_up(self) -> None:
+        out = self.run_example(sys.executable, str(ROOT / "examples" / "attach_to_up.py"))
+        lines = out.splitlines()
+        self.assertEqual(lines[0], "vllm answered 200 with 5 tokens")
+        self.assertRegex(lines[1], r"collector got 'llm_request' in trace [0-9a-f]{32}")
+        self.assertRegex(
+            lines[2], r"stop refused: mocksup up \(pid \d+ on host .+, from ready file"
+        )
+        self.assertEqual(lines[-1], "OK")

@@ -210,3 +210,23 @@ def module_helpers() -> None:
     assert_type(start_module_servers([MyMock()], module="m"), MockServers)
     assert_type(module_servers("m"), MockServers)
     assert_type(stop_module_servers("m", timeout=1.0), None)
+
+
+def attached_mocks() -> None:
+    from mocksup.otlp import CollectorClient, Span
+    from mocksup.remote import AttachedServers, NotOwnedError, RemoteMock
+    from mocksup.vllm import JournalEntry, VLLMClient
+
+    mocks = mocksup.attach("ready.json", host="mocks.internal", wait=30.0)
+    assert_type(mocks, AttachedServers)
+    collector: CollectorClient = mocks.collector
+    vllm: VLLMClient = mocks.vllm
+    assert_type(collector.wait_for_spans("llm_request", count=1, timeout=10.0), list[Span])
+    assert_type(vllm.wait_for_requests(count=1, timeout=10.0), list[JournalEntry])
+    assert_type(mocks.server_of(RemoteMock).stats(), dict[str, Any])
+    assert_type(mocks.env, dict[str, str])
+    assert_type(mocksup.attach("http://127.0.0.1:4318").collector.health(), dict[str, Any])
+    try:
+        mocks.stop()
+    except NotOwnedError as error:
+        assert_type(error.where, str)

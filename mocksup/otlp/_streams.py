@@ -27,6 +27,10 @@ from mocksup.otlp.records import FeedPage
 
 __all__ = ("CollectorStreams",)
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 Signal = Literal["traces", "metrics", "logs"]
 Item = Span | Metric | LogRecord
 _Attrs = Mapping[str, Any] | None
@@ -152,6 +156,7 @@ class CollectorStreams:
 
         :param timeout: stop after this many seconds (``None``: never; break out of the loop).
         :param from_start: begin with what is already stored (else only what comes next).
+
         Other parameters as in :meth:`feed`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -25,6 +25,10 @@ from mocksup.otlp.records import RequestRecord, Trace
 
 __all__ = ("CollectorClient", "CollectorQueries", "TelemetryTimeoutError")
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 _Attrs = Mapping[str, Any] | None
 
 
@@ -124,6 +128,7 @@ class CollectorQueries(CollectorStreams):
         :param event_name: the record's ``event_name``.
         :param body: the body, compared as text (non-string bodies as their JSON).
         :param min_severity: the lowest ``severity_number`` wanted.
+
         Other filters as in :meth:`spans`.
         """
         items: list[LogRecord] = self._query("logs", "/logs", filter_params(locals()))
@@ -194,7 +199,8 @@ class CollectorQueries(CollectorStreams):
         return items
 
     def trace(self, trace_id: str) -> Trace:
-        """The spans of one trace, with roots, orphans and children (see :class:`Trace`)."""
+        """The spans of one trace, with roots, orphans and children
+        (see :class:`~mocksup.otlp.Trace`)."""
         return Trace.from_spans(trace_id, self.spans(trace_id=trace_id))
 
     def _query(self, signal: str, path: str, params: dict[str, Any]) -> Any:

@@ -56,7 +56,9 @@ class CORSConfig(BaseModel):
 class MockOTLPCollector(CollectorQueries, MockServerBase):
     """An OTLP/HTTP and OTLP/gRPC receiver for traces, metrics and logs that tests query.
 
-    ``grpc_port=None`` switches gRPC off; ``0`` (for either port) picks a free one.
+    Default ports: the well-known 4318 (OTLP/HTTP) and 4317 (OTLP/gRPC), as a real collector
+    uses them; ``0`` (for either port) picks a free one, as :func:`mocksup.start_all`, the
+    pytest fixtures and ``mocksup up --otlp-port 0`` do. ``grpc_port=None`` switches gRPC off.
     ``compat`` chooses whose answers it gives where the OTLP specification leaves room: the
     OpenTelemetry Collector's (the default) or the specification's; the limits left at
     ``None`` take that mode's defaults. Every exported item is kept until :meth:`clear` (or

@@ -4,10 +4,10 @@ A dump is the format of the OpenTelemetry Collector's file exporter and of the O
 specification: UTF-8 text, one OTLP/JSON ``TracesData``, ``MetricsData`` or ``LogsData``
 object per line (the collector writes one line per request it stored, signals mixed in
 arrival order, as the Collector's file exporter does when one file serves several
-pipelines). :meth:`~mocksup.otlp.client.CollectorQueries.export` writes one;
+pipelines). :meth:`~mocksup.MockOTLPCollector.export` writes one;
 :func:`replay` sends one to any OTLP/HTTP endpoint, line by line, so that what arrived at
 one collector can be sent again to another (or to a real Collector, Jaeger, a vendor), and
-:meth:`~mocksup.otlp.client.CollectorQueries.load` replays one into a collector.
+:meth:`~mocksup.MockOTLPCollector.load` replays one into a collector.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from mocksup.errors import MockServerError
 from mocksup.otlp._json import OTLPJSONError, parse_request
 
 __all__ = ("ReplayError", "read_dump", "replay", "signal_of")
+
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
 
 _Source = str | os.PathLike[str] | IO[bytes] | IO[str]
 

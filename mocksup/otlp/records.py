@@ -49,7 +49,7 @@ class RequestRecord:
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
-    """One page of a collector's live feed (:meth:`~mocksup.otlp.client.CollectorQueries.feed`).
+    """One page of a collector's live feed (:meth:`~mocksup.MockOTLPCollector.feed`).
 
     ``items`` are spans, metrics and log records in arrival order; ``cursor`` is what to pass
     as the next page's ``after``; ``generation`` counts the collector's clears (a reader that

@@ -23,6 +23,10 @@ from mocksup.vllm.settings import Faults, Latency, ScriptRule
 
 __all__ = ["JournalEntry", "VLLMClient", "VLLMQueries"]
 
+#: pytest leaves this module's frames out of a failing test's traceback: the message
+#: says what went wrong, and the user's own line is what to look at.
+__tracebackhide__ = True
+
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:

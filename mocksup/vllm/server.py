@@ -43,6 +43,9 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     and scripts at run time (see ``docs/vllm.rst``). Settings that are ``vllm serve`` flags
     have the flag's name; :meth:`from_cli_args` takes a ``vllm serve`` command line.
 
+    Default port: vLLM's 8000 when created directly; ``port=0`` picks a free one, as
+    :func:`mocksup.start_all`, the pytest fixtures and ``mocksup up --vllm-port 0`` do.
+
     Parent-side methods (:meth:`requests`, :meth:`wait_for_requests`, :meth:`clear`,
     :meth:`set_latency`, ...; see :class:`~mocksup.vllm.VLLMQueries`) need a started server
     and call that control API; :class:`~mocksup.vllm.VLLMClient` has the same methods for a

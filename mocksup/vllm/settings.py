@@ -112,7 +112,7 @@ class ScriptRule(_Model):
     Conditions: ``model`` (equal), ``contains`` (substring of the last user message or the
     prompt), ``regex`` (searched in the same text), ``header`` (``"name: value"``, value
     compared exactly, name case-insensitively), ``call`` (the 1-based index of the
-    generation request since start or :meth:`~mocksup.vllm.MockVLLMServer.clear`).
+    generation request since start or :meth:`~mocksup.MockVLLMServer.clear`).
     ``times`` limits how often the rule may answer (``None``: always).
     """
 

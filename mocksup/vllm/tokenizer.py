@@ -23,7 +23,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["THINK_END", "THINK_START", "TOKENIZER", "VOCAB_SIZE", "WORDS", "MockTokenizer"]
+__all__ = (
+    "AVOIDED_WORDS",
+    "GENERATED_WORDS",
+    "THINK_END",
+    "THINK_START",
+    "TOKENIZER",
+    "VOCAB_SIZE",
+    "WORDS",
+    "MockTokenizer",
+)
 
 #: Token ids the mock's vocabulary has (Qwen's 151,936, as many models' embedding tables).
 VOCAB_SIZE = 151_936
@@ -95,6 +104,20 @@ WORDS: tuple[str, ...] = tuple(
     write explain joke weather today""".split()  # noqa: SIM905
 )
 
+#: Words of the vocabulary that generated text never uses: they read oddly in a CI log or a
+#: test report (violence, illness, politics, religion, slang). They stay in the vocabulary, so
+#: a prompt's token count does not change.
+AVOIDED_WORDS = frozenset(
+    """kill die death dead drug gun weapon sex blood shoot war military police crime attack
+    disease fight kid guy yeah oh ok democrat democratic religious church politics election
+    campaign lie fear pain hospital patient treatment husband wife girl boy american federal
+    tax lawyer hang throw defense security trouble worry fail loss dark cold himself
+    myself yourself themselves baby""".split()  # noqa: SIM905
+)
+
+#: The words generated text is drawn from: :data:`WORDS` less :data:`AVOIDED_WORDS`.
+GENERATED_WORDS: tuple[str, ...] = tuple(w for w in dict.fromkeys(WORDS) if w not in AVOIDED_WORDS)
+
 _PUNCTUATION = (".", ",", "!", "?", ":", ";", "\n", "\n\n", " ", "-", "'", '"', "(", ")")
 
 #: Chat-template markers (see :func:`~mocksup.vllm.generate.render_chat`): one token each.
@@ -132,16 +155,14 @@ class MockTokenizer:
             p.encode() for p in self.pieces
         )
         #: The ids of `` word`` pieces: what generation draws from.
-        self.spaced_word_ids: tuple[int, ...] = tuple(
-            self._ids[" " + w] for w in dict.fromkeys(WORDS)
-        )
+        self.spaced_word_ids: tuple[int, ...] = tuple(self._ids[" " + w] for w in GENERATED_WORDS)
         #: The ids of ``Word`` pieces: how generated text starts.
         self.capital_word_ids: tuple[int, ...] = tuple(
-            self._ids[w.capitalize()] for w in dict.fromkeys(WORDS)
+            self._ids[w.capitalize()] for w in GENERATED_WORDS
         )
         #: The ids of `` Word`` pieces: how a sentence after a period starts.
         self.spaced_capital_ids: tuple[int, ...] = tuple(
-            self._ids[" " + w.capitalize()] for w in dict.fromkeys(WORDS)
+            self._ids[" " + w.capitalize()] for w in GENERATED_WORDS
         )
         self.period_id = self._ids["."]
         self.comma_id = self._ids[","]

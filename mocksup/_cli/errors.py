@@ -1,0 +1,94 @@
+"""The command line's errors, said in its own terms.
+
+The library's errors advise Python users ("pass port=0", "raise start_timeout"); the command
+line has options and a configuration file instead, so :func:`advice` rewrites the advice of
+the errors a command can meet into those terms, keeping every fact (server, port, holder,
+output tail, log path). :func:`quiet_broken_pipe` makes ``mocksup ... | head`` end quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from mocksup.errors import MockServerError, PortInUseError, StartupTimeoutError
+
+__all__ = ("PIPE_CLOSED", "Advice", "UsageError", "advice", "quiet_broken_pipe")
+
+#: The exit code of a command whose reader went away (128 + SIGPIPE, as a shell reports it).
+PIPE_CLOSED = 141
+
+
+class UsageError(Exception):
+    """Bad options, environment or configuration file: one line, exit 2."""
+
+
+@dataclass
+class Advice:
+    """Where each setting of the servers started comes from, to advise in those terms.
+
+    ``options`` maps ``(server, field)`` to the option that sets it (``--otlp-port``);
+    ``config`` is the TOML file the servers came from, if any.
+    """
+
+    options: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    config: str | None = None
+
+    def setting(self, server: str | None, name: str) -> str:
+        """How to change setting ``name`` of ``server`` from the command line."""
+        option = self.options.get((server or "", name))
+        if option is not None:
+            return option
+        if self.config is not None:
+            return f"{name} in server {server!r}'s init_kwargs in {self.config}"
+        return f"--{name.replace('_', '-')}"
+
+
+def advice(error: MockServerError, how: Advice, fields: Mapping[str, object] = {}) -> str:
+    """The error's message with its advice in the command line's terms.
+
+    :param fields: the settings of the server concerned (to find which port field a busy
+        port is).
+    """
+    if isinstance(error, PortInUseError):
+        field_name = next(
+            (k for k, v in fields.items() if k.endswith("port") and v == error.port), "port"
+        )
+        holder = ""
+        if error.holder_pid is not None:
+            holder = f" by {error.holder_name or 'a process'} (pid {error.holder_pid})"
+        who = f"mock server {error.server!r}: " if error.server else ""
+        return (
+            f"{who}port {error.port} on {error.host} is in use{holder}; stop that process, or "
+            f"choose another port with {how.setting(error.server, field_name)} (0: a free port)"
+        )
+    if isinstance(error, StartupTimeoutError):
+        first, _, rest = str(error).partition("\n")
+        head = first.split(" (raise start_timeout", 1)[0]
+        option = how.setting(error.server, "start_timeout")
+        first = f"{head} (raise {option} only if it shows slow progress)"
+        return first + ("\n" + rest if rest else "")
+    return str(error)
+
+
+def quiet_broken_pipe(run: Callable[[], int]) -> int:
+    """Run a command; if its reader went away (``mocksup spans | head``), end quietly with
+    :data:`PIPE_CLOSED` instead of a BrokenPipeError traceback."""
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    else:
+        return code
+    # Python flushes stdout again at exit and would report the same broken pipe: point
+    # the descriptor at /dev/null first (the recipe of the signal module's documentation).
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real descriptor (stdout replaced in-process)
+        pass
+    return PIPE_CLOSED

@@ -1,0 +1,316 @@
+"""Where ``mocksup up``'s servers and settings come from: options, environment, TOML.
+
+Every option of ``mocksup up`` can also be given as an environment variable,
+``MOCKSUP_`` and the option's name in capitals (``--otlp-port`` is ``$MOCKSUP_OTLP_PORT``),
+so a container or a Kubernetes pod configures it without a command line; an option given on
+the command line wins. The ``--vllm-*`` options set the vLLM mock's common settings. A
+``--config`` TOML file lists servers instead, each one checked (and named in any error)
+before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mocksup._cli.errors import Advice, UsageError
+from mocksup.base import MockServerBase
+from mocksup.harness import Endpoint, MockServerConfig, _plan, default_configs
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = (
+    "DEFAULT_SERVERS",
+    "VLLM_OPTIONS",
+    "add_vllm_options",
+    "apply_environment",
+    "check_host",
+    "default_server_configs",
+    "env_name",
+    "load_config",
+)
+
+DEFAULT_SERVERS = ("otlp", "vllm")
+_ENV_PREFIX = "MOCKSUP_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+#: ``--vllm-*`` option -> (the vLLM mock's setting, its type, help). Dotted settings are
+#: fields of a nested model (``latency.ttft``).
+VLLM_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "--vllm-model": ("model", str, "the model name served (mock-model)"),
+    "--vllm-api-key": ("api_key", str, "the API key required under /v1 (none)"),
+    "--vllm-max-model-len": ("max_model_len", int, "prompt plus output tokens (4096)"),
+    "--vllm-seed": ("seed", int, "seed of the generated content and faults (0)"),
+    "--vllm-ttft": ("latency.ttft", float, "seconds to the first token (0)"),
+    "--vllm-itl": ("latency.itl", float, "seconds between tokens (0)"),
+    "--vllm-fault": (
+        "faults.kind",
+        str,
+        "what an injected fault does: rate_limit, unavailable, server_error, stream_error, "
+        "stream_cut or reset (unavailable)",
+    ),
+    "--vllm-fault-rate": ("faults.rate", float, "probability that a request fails (0)"),
+    "--vllm-fault-first": ("faults.first", int, "fail this many first requests (0)"),
+    "--vllm-otlp-traces-endpoint": (
+        "otlp_traces_endpoint",
+        str,
+        "where its llm_request spans go (default: the collector started with it)",
+    ),
+}
+
+
+_METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
+
+
+def env_name(dest: str) -> str:
+    """The environment variable of an option's destination (``otlp_port``)."""
+    return _ENV_PREFIX + dest.upper()
+
+
+def add_vllm_options(parser: argparse.ArgumentParser) -> None:
+    """The ``--vllm-*`` options of ``mocksup up``."""
+    group = parser.add_argument_group("the vLLM mock (with the default servers)")
+    for option, (_, kind, text) in VLLM_OPTIONS.items():
+        metavar = _METAVARS.get(kind, "TEXT") if option != "--vllm-fault" else "KIND"
+        group.add_argument(option, type=kind, help=text, metavar=metavar)
+    group.add_argument(
+        "--vllm-args",
+        type=shlex.split,
+        metavar="ARGS",
+        help="a vllm serve command line, in one string ('Qwen/Qwen3-0.6B --max-model-len "
+        "1024'): its flags become the mock's settings, the --vllm-* options win",
+    )
+
+
+def apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Take the defaults of ``parser``'s options from ``MOCKSUP_<OPTION>`` variables, and
+    name each variable in the option's help.
+
+    :raises UsageError: a variable's value is not valid for its option.
+    """
+    defaults: dict[str, Any] = {}
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        name = env_name(action.dest)
+        action.help = f"{action.help or ''} [${name}]".strip()
+        if name not in environ:
+            continue
+        defaults[action.dest] = _from_env(action, name, environ[name])
+    parser.set_defaults(**defaults)
+
+
+def _from_env(action: argparse.Action, name: str, raw: str) -> Any:
+    if isinstance(action, argparse._StoreTrueAction):
+        lowered = raw.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise UsageError(f"${name}: expected 1 or 0 (true or false), not {raw!r}")
+        return lowered in _TRUE
+    convert = action.type if callable(action.type) else str
+    try:
+        value = convert(raw)
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        raise UsageError(f"${name}: {error or 'invalid value'}: {raw!r}") from None
+    if action.choices is not None and value not in action.choices:
+        raise UsageError(f"${name}: {raw!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def check_host(host: str, where: str) -> None:
+    """Refuse a host this machine cannot bind before any child starts (a child would fail
+    with a traceback: ``999.1.1.1``, a name that does not resolve, another machine's address).
+
+    :raises UsageError: it cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host.strip("[]"), 0))
+    except (OSError, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(
+            f"{where} {host!r}: not an address of this machine ({reason}); use an interface "
+            "address such as 127.0.0.1, ::1 or 0.0.0.0"
+        ) from None
+
+
+# -- the default servers -----------------------------------------------------------------------
+
+
+def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerConfig], Advice]:
+    """The default servers as the options and environment choose them.
+
+    :raises UsageError: ``--servers`` names something else, or a setting is invalid.
+    """
+    chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
+    if unknown or not chosen:
+        raise UsageError(f"--servers takes otlp and/or vllm, not {','.join(unknown) or 'nothing'}")
+    configs = default_configs(
+        host=args.host,
+        otlp_port=args.otlp_port,
+        otlp_grpc_port=args.otlp_grpc_port,
+        vllm_port=args.vllm_port,
+        log_dir=args.log_dir,
+        servers=chosen,
+    )
+    options = {
+        ("otlp", "port"): "--otlp-port",
+        ("otlp", "grpc_port"): "--otlp-grpc-port",
+        ("vllm", "port"): "--vllm-port",
+        **{(c.name, "host"): "--host" for c in configs},
+        **{(c.name, "start_timeout"): "--start-timeout" for c in configs},
+        ("vllm", "vllm_serve_args"): "--vllm-args",
+        **{("vllm", setting): option for option, (setting, _, _) in VLLM_OPTIONS.items()},
+    }
+    settings = _vllm_settings(args)
+    if settings and "vllm" not in chosen:
+        raise UsageError("the --vllm-* options need the vllm server (see --servers)")
+    configs = [_with_settings(c, args, settings if c.name == "vllm" else {}) for c in configs]
+    how = Advice(options)
+    check_configs(configs, how)
+    return configs, how
+
+
+def _vllm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for option, (setting, _, _) in VLLM_OPTIONS.items():
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is None:
+            continue
+        head, _, tail = setting.partition(".")
+        if tail:
+            settings.setdefault(head, {})[tail] = value
+        else:
+            settings[head] = value
+    if args.vllm_args:
+        settings["vllm_serve_args"] = args.vllm_args
+    return settings
+
+
+def _with_settings(
+    config: MockServerConfig, args: argparse.Namespace, settings: dict[str, Any]
+) -> MockServerConfig:
+    kwargs = {**config.init_kwargs, **settings}
+    if args.start_timeout is not None:
+        kwargs["start_timeout"] = args.start_timeout
+    return config.model_copy(update={"init_kwargs": kwargs})
+
+
+def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
+    """Validate every server's settings, then the references between them, before any
+    process starts; each error names the server (or the option) it is about.
+
+    :raises UsageError: a setting or a reference is invalid.
+    """
+    where = f"{how.config}: " if how.config else ""
+    hosts: dict[str, str] = {}
+    for config in configs:
+        try:
+            model = config.create()
+        except ValidationError as error:
+            raise UsageError(where + _one_line(error, config.name, how)) from None
+        option = how.options.get((config.name, "host"))
+        hosts.setdefault(model.host, option or f"{where}server {config.name!r}: host")
+    try:
+        _plan(configs)
+    except ValueError as error:  # a reference to an unknown server or role, a cycle
+        raise UsageError(f"{where}{error}") from None
+    for host, label in hosts.items():
+        check_host(host, label)
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
+        for e in error.errors()
+    )
+
+
+def _one_line(error: ValidationError, server: str, how: Advice) -> str:
+    parts = []
+    for detail in error.errors():
+        loc = ".".join(str(part) for part in detail["loc"])
+        option = how.options.get((server, loc)) or how.options.get((server, loc.split(".")[0]))
+        if option is None and not loc and (server, "vllm_serve_args") in how.options:
+            option = how.options[(server, "vllm_serve_args")]
+        if option is not None and how.config is None:
+            parts.append(f"{option}: {detail['msg']}")
+        else:
+            parts.append(f"server {server!r}: {loc or 'settings'}: {detail['msg']}")
+    return "; ".join(parts)
+
+
+# -- the configuration file --------------------------------------------------------------------
+
+
+def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfig]:
+    """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
+    (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
+    A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's :class:`Endpoint`.
+
+    :raises UsageError: the file cannot be read, parsed or validated (the message names the
+        server concerned).
+    """
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: cannot read it: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    entries = document.get("servers")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{path}: expected one or more [[servers]] tables")
+    configs = []
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}: server {entry.get('name', number)!r}"
+        unknown = sorted(set(entry) - {"name", "server_class", "init_kwargs"})
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        kwargs = {k: _endpoint(v) for k, v in dict(entry.get("init_kwargs", {})).items()}
+        if log_dir is not None:
+            kwargs.setdefault("log_dir", str(log_dir))
+        try:
+            config = MockServerConfig(
+                name=entry.get("name", ""),
+                server_class=_import_class(str(entry.get("server_class", "")), where),
+                init_kwargs=kwargs,
+            )
+        except ValidationError as error:
+            raise UsageError(f"{where}: {_describe(error)}") from None
+        configs.append(config)
+    check_configs(configs, Advice(config=str(path)))
+    return configs
+
+
+def _endpoint(value: Any) -> Any:
+    """``{endpoint = "otlp:otlp_grpc"}`` in the file: another server's endpoint."""
+    if isinstance(value, dict) and set(value) == {"endpoint"}:
+        server, _, role = str(value["endpoint"]).partition(":")
+        return Endpoint(server, role)
+    return value
+
+
+def _import_class(spec: str, where: str) -> type[MockServerBase]:
+    module_name, _, class_name = spec.partition(":")
+    if not class_name:
+        module_name, _, class_name = spec.rpartition(".")
+    try:
+        value = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise UsageError(f"{where}: cannot import server_class {spec!r}: {error}") from None
+    if not (isinstance(value, type) and issubclass(value, MockServerBase)):
+        raise UsageError(f"{where}: {spec!r} is not a MockServerBase subclass")
+    return value
