@@ -26,7 +26,9 @@ finds the servers again from the tests.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import unittest
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
@@ -199,10 +201,32 @@ class MockServersMixin(_TestCaseBase):
         if servers is not None:
             servers.stop()
 
+    #: Write an HTML report of what each collector received when a test fails
+    #: (:mod:`mocksup.otlp.report`), into ``$MOCKSUP_REPORT_DIR`` or a ``mocksup-reports``
+    #: folder of the temporary directory; its path is added to the failure and printed.
+    html_report_on_failure: ClassVar[bool] = True
+
     def setUp(self) -> None:
         super().setUp()
         if self.clear_before_each_test:
             self.servers.clear()
+        if self.html_report_on_failure:
+            # A cleanup runs after tearDown, before the next test clears the servers.
+            self.addCleanup(self._report_if_failed)
+
+    def _report_if_failed(self) -> None:
+        outcome = getattr(self, "_outcome", None)
+        if outcome is None or outcome.success:
+            return
+        from mocksup.otlp.report import REPORT_DIR_ENV, write_test_report
+
+        folder = os.environ.get(REPORT_DIR_ENV) or os.path.join(
+            tempfile.gettempdir(), "mocksup-reports"
+        )
+        for path in write_test_report(self.servers.values(), self.id(), folder):
+            note = f"mocksup HTML report: {path}"
+            sys.stderr.write(f"\n{note}\n")
+            _add_to_failure(outcome.result, self, note)
 
     @classmethod
     def server_of(cls, kind: type[_S]) -> _S:
@@ -211,6 +235,16 @@ class MockServersMixin(_TestCaseBase):
         :raises LookupError: there is none, or more than one (then look it up by name).
         """
         return _servers_of(cls).server_of(kind)
+
+
+def _add_to_failure(result: unittest.TestResult | None, test: object, note: str) -> None:
+    """Append ``note`` to the failure text ``result`` holds for ``test`` (Python 3.11 and
+    later record it before the cleanups run; 3.10 after, and then stderr alone says it)."""
+    for entries in (getattr(result, "failures", []), getattr(result, "errors", [])):
+        for index, (failed, text) in enumerate(entries):
+            if failed is test:
+                entries[index] = (failed, f"{text}\n{note}\n")
+                return
 
 
 class MockServerTestCase(MockServersMixin, unittest.TestCase):

@@ -1,0 +1,1 @@
+"""The web viewer's page, stylesheet and scripts (package data, read by ``mocksup.otlp._ui``)."""
