@@ -210,14 +210,17 @@ class MockServersMixin(_TestCaseBase):
         super().setUp()
         if self.clear_before_each_test:
             self.servers.clear()
-        if self.html_report_on_failure:
-            # A cleanup runs after tearDown, before the next test clears the servers.
-            self.addCleanup(self._report_if_failed)
 
-    def _report_if_failed(self) -> None:
-        outcome = getattr(self, "_outcome", None)
-        if outcome is None or outcome.success:
-            return
+    def run(self, result: unittest.TestResult | None = None) -> unittest.TestResult | None:
+        """Run the test; when it failed, write its HTML report (see
+        :attr:`html_report_on_failure`) before the next test clears the servers."""
+        before = _failures(result)
+        outcome = super().run(result)
+        if self.html_report_on_failure and result is not None and _failures(result) > before:
+            self._write_html_report(result)
+        return outcome
+
+    def _write_html_report(self, result: unittest.TestResult) -> None:
         from mocksup.otlp.report import REPORT_DIR_ENV, write_test_report
 
         folder = os.environ.get(REPORT_DIR_ENV) or os.path.join(
@@ -226,7 +229,7 @@ class MockServersMixin(_TestCaseBase):
         for path in write_test_report(self.servers.values(), self.id(), folder):
             note = f"mocksup HTML report: {path}"
             sys.stderr.write(f"\n{note}\n")
-            _add_to_failure(outcome.result, self, note)
+            _add_to_failure(result, self, note)
 
     @classmethod
     def server_of(cls, kind: type[_S]) -> _S:
@@ -237,9 +240,19 @@ class MockServersMixin(_TestCaseBase):
         return _servers_of(cls).server_of(kind)
 
 
-def _add_to_failure(result: unittest.TestResult | None, test: object, note: str) -> None:
-    """Append ``note`` to the failure text ``result`` holds for ``test`` (Python 3.11 and
-    later record it before the cleanups run; 3.10 after, and then stderr alone says it)."""
+def _failures(result: unittest.TestResult | None) -> int:
+    """How many failures and errors ``result`` recorded (pytest's unittest adapter keeps
+    them as ``_excinfo``)."""
+    if result is None:
+        return 0
+    recorded = getattr(result, "failures", None)
+    if recorded is None:
+        return len(getattr(result, "_excinfo", None) or ())
+    return len(recorded) + len(getattr(result, "errors", ()))
+
+
+def _add_to_failure(result: unittest.TestResult, test: object, note: str) -> None:
+    """Append ``note`` to the failure text ``result`` holds for ``test``."""
     for entries in (getattr(result, "failures", []), getattr(result, "errors", [])):
         for index, (failed, text) in enumerate(entries):
             if failed is test:
