@@ -223,12 +223,42 @@ function resourceGroups(r, end, item, out) {
 
 // -- traces ---------------------------------------------------------------------------------
 
+// A span's attributes are decoded when first read (most spans are only listed): the span
+// keeps where its message lies in the page.
+class SpanItem {
+  constructor(buf, from, to) {
+    this.traceId = "";
+    this.spanId = "";
+    this.parentId = "";
+    this.traceState = "";
+    this.flags = 0;
+    this.name = "";
+    this.kind = 0;
+    this.start = 0n;
+    this.end = 0n;
+    this.events = [];
+    this.links = [];
+    this.status = { code: 0, message: "" };
+    this.dropped = { attributes: 0, events: 0, links: 0 };
+    this.source = [buf, from, to];
+    this.decoded = null;
+  }
+
+  get attrs() {
+    if (this.decoded === null) {
+      const [buf, from, to] = this.source;
+      const r = new Reader(buf);
+      const attrs = [];
+      r.pos = from;
+      r.each(to, (f, w) => f === 9 && w === 2 && addAttribute(r, attrs));
+      this.decoded = attrs;
+    }
+    return this.decoded;
+  }
+}
+
 function span(r, end) {
-  const s = {
-    traceId: "", spanId: "", parentId: "", traceState: "", flags: 0, name: "", kind: 0,
-    start: 0n, end: 0n, attrs: [], events: [], links: [], status: { code: 0, message: "" },
-    dropped: { attributes: 0, events: 0, links: 0 },
-  };
+  const s = new SpanItem(r.buf, r.pos, end);
   r.each(end, (f, w) => {
     switch (f) {
       case 1: s.traceId = r.hex(); break;
@@ -239,7 +269,6 @@ function span(r, end) {
       case 6: s.kind = r.varint(); break;
       case 7: s.start = r.fixed64(); break;
       case 8: s.end = r.fixed64(); break;
-      case 9: addAttribute(r, s.attrs); break;
       case 10: s.dropped.attributes = r.varint(); break;
       case 11: s.events.push(spanEvent(r, r.end())); break;
       case 12: s.dropped.events = r.varint(); break;
@@ -247,7 +276,7 @@ function span(r, end) {
       case 14: s.dropped.links = r.varint(); break;
       case 15: s.status = status(r, r.end()); break;
       case 16: s.flags = r.fixed32(); break;
-      default: return false;
+      default: return false; // attributes (9) among them: read on demand
     }
     return true;
   });

@@ -318,6 +318,7 @@ function renderTraceList() {
   document.getElementById("trace-count").textContent =
     shown.length === total ? plural(total, "trace") : `${shown.length} of ${plural(total, "trace")}`;
   timings.list = performance.now() - started;
+  timings.listDrawnAt = performance.now();
 }
 
 function fillServices(select) {
@@ -742,7 +743,7 @@ function drawRequestRow(mock, entry) {
 
 // -- routing and rendering ------------------------------------------------------------------------
 
-const timings = { list: 0, trace: 0, decode: 0 };
+const timings = { list: 0, listDrawnAt: 0, trace: 0, decode: 0 };
 let current = { view: "traces" };
 
 function route() {
@@ -768,7 +769,12 @@ function render() {
 // New data is drawn at most every 250 ms, so a burst of pages costs one render.
 let drawn = 0;
 let queued = false;
-function changed() {
+function changed(now = false) {
+  if (now) {
+    drawn = performance.now();
+    render();
+    return updateStatus();
+  }
   if (queued) return;
   queued = true;
   const wait = Math.max(0, 250 - (performance.now() - drawn));
@@ -805,7 +811,7 @@ async function follow() {
   while (true) {
     try {
       const timeout = caughtUp ? 20 : 0;
-      const answer = await fetch(`${BASE}/feed?encoding=protobuf&limit=20000&after=${cursor}&timeout=${timeout}`);
+      const answer = await fetch(`${BASE}/feed?encoding=protobuf&limit=100000&after=${cursor}&timeout=${timeout}`);
       if (answer.status === 400) {
         // A cursor past the collector's last request: it was restarted. Start again.
         store.reset();
@@ -821,10 +827,21 @@ async function follow() {
       store.generation = page.generation;
       store.add(page);
       cursor = page.cursor;
-      if (!page.traces.length && !page.logs.length && !page.metrics.length) caughtUp = true;
+      const empty = !page.traces.length && !page.logs.length && !page.metrics.length;
       backoff = 0;
-      updateStatus(caughtUp ? "live" : "loading");
+      if (!caughtUp) {
+        // Loading what is stored: pages back to back, drawn once, as soon as it is all in.
+        if (empty) {
+          caughtUp = true;
+          updateStatus("live");
+          changed(true);
+        } else updateStatus("loading");
+        continue;
+      }
       changed();
+      // Live, a page comes back as soon as one request arrived: under a heavy load, wait a
+      // little so that the next page gathers many requests (fewer, larger reads).
+      if (!empty) await sleep(250);
     } catch (error) {
       updateStatus("disconnected, retrying");
       backoff = Math.min(5000, backoff * 2 || 500);
@@ -890,7 +907,9 @@ function start() {
   document.getElementById("title").textContent = BOOT.title || "";
   if (BOOT.mode === "report") {
     const started = performance.now();
-    const bytes = Uint8Array.from(atob(BOOT.data), (c) => c.charCodeAt(0));
+    const text = atob(BOOT.data);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
     store.add(decodePage(bytes));
     for (const [name, entries] of Object.entries(BOOT.journals || {})) store.journals.set(name, entries);
     timings.decode = performance.now() - started;
