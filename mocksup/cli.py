@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=_stats)
 
     report = commands.add_parser("report", help="turn a dump into a self-contained HTML report")
-    report.add_argument("dump", type=Path, help="a dump: OTLP JSON lines, as --dump writes")
+    report.add_argument("dump", type=Path, help="a dump: OTLP JSON lines, as export() writes")
     report.add_argument("-o", "--output", type=Path, help="the HTML file (default: DUMP.html)")
     report.add_argument("--title", help="the report's title (default: the dump's name)")
     report.add_argument(

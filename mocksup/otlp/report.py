@@ -5,7 +5,7 @@ the trace list, waterfalls, logs, metric charts and, when given, vLLM request jo
 working from ``file://`` with no server and no network. Its data is the feed's protobuf form
 (base64 in a JSON block), which the page's own decoder reads, so a report and the live viewer
 share every line of their code. :func:`dump_frames` reads a dump (the OTLP JSON lines
-``export()`` and ``mocksup up --dump`` write), :func:`collector_frames` a running collector;
+``export()`` writes), :func:`collector_frames` a running collector;
 :func:`write_report` writes the page. ``mocksup report DUMP -o report.html`` is the command,
 and the pytest plugin and :mod:`mocksup.testing` write one for each failing test that used
 the collector.

@@ -253,7 +253,20 @@ class ViewerTest(BrowserTestCase):
             self.shop.sdk.meter.create_histogram("latency", unit="ms").record(12.5 * (flush + 1))
             self.shop.sdk.flush_metrics()
         self.shop.orphan()
-        self.exported(6)
+        vllm = self.servers["vllm"]
+        vllm.clear()
+        client = openai.OpenAI(base_url=vllm.base_url, api_key="x")
+        self.addCleanup(client.close)
+        for question in ("hi", "what is in my cart?"):
+            with self.shop.tracer.start_as_current_span("ask model") as parent:
+                context = parent.get_span_context()
+                traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
+                client.chat.completions.create(
+                    model=vllm.served_model_names[0], extra_headers={"traceparent": traceparent},
+                    messages=[{"role": "user", "content": question}],
+                )  # fmt: skip
+        self.collector.wait_for_spans("llm_request", count=2, timeout=20)
+        self.exported(10)
         folder = Path(os.environ.get(SHOTS_ENV) or tempfile.mkdtemp(prefix="mocksup-shots-"))
         folder.mkdir(parents=True, exist_ok=True)
         pay = made["spans"]["pay"].get_span_context()
@@ -262,6 +275,7 @@ class ViewerTest(BrowserTestCase):
             "trace": f"trace/{made['trace_id']}/{pay.span_id:016x}",
             "logs": "logs",
             "metrics": "metrics",
+            "requests": "requests",
         }
         for name, route in views.items():
             page = self.open(route)
