@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import psutil
 from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from mocksup import MockServers, start_all
@@ -159,8 +160,12 @@ class Shapes:
         cart = self.span("load cart", o + 2, o + 12, root, attributes={"cart.items": 3})
         query = self.span("SELECT cart", o + 3, o + 9, cart, attributes={"db.system": "sqlite"})
         with trace.use_span(query):
-            self.sdk.logger.emit(body="cart loaded", severity_text="INFO", severity_number=9,
-                                 attributes={"cart.items": 3})  # fmt: skip
+            self.sdk.logger.emit(
+                body="cart loaded",
+                severity_text="INFO",
+                severity_number=SeverityNumber.INFO,
+                attributes={"cart.items": 3},
+            )
         query.end(end_time=self.at(o + 9))
         cart.end(end_time=self.at(o + 12))
         pay = self.span(

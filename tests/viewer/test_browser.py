@@ -13,6 +13,7 @@ from typing import Any
 import openai
 from playwright.sync_api import expect
 
+from mocksup import MockVLLMServer
 from tests.viewer.support import BrowserTestCase, Shapes
 
 SHOTS_ENV = "MOCKSUP_SCREENSHOT_DIR"
@@ -216,7 +217,7 @@ class ViewerTest(BrowserTestCase):
         expect(count).to_have_text("2 traces")
 
     def test_the_vllm_journal_links_each_request_to_its_llm_request_span(self) -> None:
-        vllm = self.servers["vllm"]
+        vllm = self.servers.server_of(MockVLLMServer)
         vllm.clear()
         client = openai.OpenAI(base_url=vllm.base_url, api_key="x")
         self.addCleanup(client.close)
@@ -253,7 +254,7 @@ class ViewerTest(BrowserTestCase):
             self.shop.sdk.meter.create_histogram("latency", unit="ms").record(12.5 * (flush + 1))
             self.shop.sdk.flush_metrics()
         self.shop.orphan()
-        vllm = self.servers["vllm"]
+        vllm = self.servers.server_of(MockVLLMServer)
         vllm.clear()
         client = openai.OpenAI(base_url=vllm.base_url, api_key="x")
         self.addCleanup(client.close)

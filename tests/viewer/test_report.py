@@ -12,10 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from opentelemetry._logs import SeverityNumber
+
 from mocksup.otlp._query import items_from_protobuf
 from mocksup.otlp._streams import _fields
 from mocksup.otlp.report import collector_frames, dump_frames, render_report
 from tests.otlp.support import CollectorTestCase, Pipelines
+
+WARN = SeverityNumber.WARN
 
 
 def embedded(html: str) -> dict[str, Any]:
@@ -42,7 +46,9 @@ class ReportCommandTest(CollectorTestCase):
     def send(self) -> None:
         sdk = Pipelines(self, self.collector, "http", service="shop")
         with sdk.tracer.start_as_current_span("parent"), sdk.tracer.start_as_current_span("child"):
-            sdk.logger.emit(body="inside", severity_text="WARN", severity_number=13)
+            sdk.logger.emit(
+                body="inside", severity_text="WARN", severity_number=SeverityNumber.WARN
+            )
         sdk.meter.create_counter("hits").add(2, {"route": "/a"})
         sdk.flush_metrics()
         self.collector.wait_for_spans(count=2, timeout=20)
