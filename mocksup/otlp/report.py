@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "REPORT_DIR_ENV",
+    "Frame",
     "collector_frames",
     "dump_frames",
     "journal_entries",
@@ -44,6 +45,7 @@ __all__ = (
     "write_test_report",
 )
 
+#: One stored request: its signal and its ``TracesData``/``MetricsData``/``LogsData`` bytes.
 Frame = tuple[str, bytes]
 #: The environment variable naming the folder where test reports are written.
 REPORT_DIR_ENV = "MOCKSUP_REPORT_DIR"
