@@ -127,6 +127,18 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     up.set_defaults(func=_up)
     add_query_commands(commands)
     add_tool_commands(commands)
+    report = commands.add_parser("report", help="turn a dump into a self-contained HTML report")
+    report.add_argument("dump", type=Path, help="a dump: OTLP JSON lines (up --dump, export())")
+    report.add_argument("-o", "--output", type=Path, help="the HTML file (default: DUMP.html)")
+    report.add_argument("--title", help="the report's title (default: the dump's name)")
+    report.add_argument(
+        "--journal",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a vLLM mock's saved GET /mocksup/requests answer; repeatable",
+    )
+    report.set_defaults(func=_report)
     return parser, dict(commands.choices)
 
 
@@ -296,6 +308,29 @@ def _summarise_until(
         if not quiet:
             status.show(summary(servers))
     status.end()
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mocksup.otlp import ReplayError
+    from mocksup.otlp.report import dump_frames, read_journal, write_report
+
+    output = args.output or args.dump.with_name(args.dump.name + ".html")
+    journals = {}
+    for spec in args.journal:
+        name, eq, path = spec.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--journal takes NAME=FILE, not {spec!r}")
+        try:
+            journals[name] = read_journal(path)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    try:
+        frames = list(dump_frames(args.dump))
+        write_report(output, frames, title=args.title or args.dump.name, journals=journals)
+    except (OSError, ReplayError) as error:  # a missing file, a line that is not OTLP/JSON
+        raise UsageError(f"{args.dump}: {error}") from None
+    print(f"mocksup: wrote {output} ({len(frames)} requests)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -329,7 +329,8 @@ def default_configs(
     servers: Iterable[str] = ("otlp", "vllm"),
 ) -> list[MockServerConfig]:
     """The default servers: the OTLP collector ``"otlp"`` and the vLLM mock ``"vllm"``, on
-    free ports; with both, vLLM exports its ``llm_request`` spans to the collector (gRPC)."""
+    free ports; with both, vLLM exports its ``llm_request`` spans to the collector (gRPC) and
+    the collector's viewer shows vLLM's request journal (``journal_viewer``)."""
     from mocksup.otlp import MockOTLPCollector
     from mocksup.vllm import MockVLLMServer
 
@@ -345,6 +346,7 @@ def default_configs(
         vllm: dict[str, object] = {**common, "port": vllm_port}
         if "otlp" in chosen:
             vllm["otlp_traces_endpoint"] = Endpoint("otlp", "otlp_grpc")
+            vllm["journal_viewer"] = Endpoint("otlp", "ui")
         configs.append(MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=vllm))
     return configs
 

@@ -2,7 +2,9 @@
 
 Session-scoped servers, started on first use and stopped at the end of the session; a
 fixture per default server, cleared before each test; each server's log attached to the
-report of a failing test that used them, and with ``--mocksup-dump-dir DIR`` (or
+report of a failing test that used them, with an HTML report of what each collector
+received (:mod:`mocksup.otlp.report`; written to ``$MOCKSUP_REPORT_DIR`` or pytest's temporary
+folder, its path shown in the report), and with ``--mocksup-dump-dir DIR`` (or
 ``$MOCKSUP_DUMP_DIR``) each collector's dump of a failing test written there as an
 artifact. Under pytest-xdist every worker starts its own
 servers on free ports. Choose the servers by overriding :func:`mocksup_configs` in a
@@ -15,7 +17,9 @@ servers on free ports. Choose the servers by overriding :func:`mocksup_configs` 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
@@ -40,6 +44,7 @@ __all__ = (
 #: The fixtures whose tests get the servers' logs in their failure reports.
 _FIXTURES = frozenset({"mocksup_servers", "mock_servers", "otlp_collector", "vllm_server"})
 _RUNNING = pytest.StashKey[MockServers]()
+_REPORTS = pytest.StashKey[Path]()
 #: Lines of each server's log attached to a failing test's report.
 _LOG_LINES = 200
 _S = TypeVar("_S", bound="MockServerBase")
@@ -65,11 +70,14 @@ def mocksup_configs() -> list[MockServerConfig]:
 
 @pytest.fixture(scope="session")
 def mocksup_servers(
-    mocksup_configs: list[MockServerConfig], request: pytest.FixtureRequest
+    mocksup_configs: list[MockServerConfig],
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[MockServers]:
     """The running servers of the session by name, started on first use."""
     servers = start_all(mocksup_configs)
     request.config.stash[_RUNNING] = servers
+    request.config.stash[_REPORTS] = tmp_path_factory.getbasetemp() / "mocksup-reports"
     try:
         yield servers
     finally:
@@ -128,6 +136,7 @@ def pytest_runtest_makereport(
             if tail:
                 report.sections.append((f"mocksup {name} log ({server.log_path})", tail))
         _attach_dumps(item, report, servers)
+        _attach_html_report(item, report, servers)
     return report
 
 
@@ -143,3 +152,14 @@ def _attach_dumps(item: pytest.Item, report: pytest.TestReport, servers: MockSer
     written = write_dumps(servers.values(), folder, item.nodeid)
     if written:
         report.sections.append(("mocksup dumps", "\n".join(str(path) for path in written)))
+
+
+def _attach_html_report(item: pytest.Item, report: pytest.TestReport, servers: MockServers) -> None:
+    from mocksup.otlp.report import REPORT_DIR_ENV, write_test_report
+
+    folder = os.environ.get(REPORT_DIR_ENV) or item.config.stash.get(_REPORTS, None)
+    if folder is None:
+        return
+    test_id = item.nodeid if report.when == "call" else f"{item.nodeid}-{report.when}"
+    for path in write_test_report(servers.values(), test_id, folder):
+        report.sections.append(("mocksup HTML report", f"{path}"))

@@ -26,7 +26,9 @@ finds the servers again from the tests.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import unittest
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -203,12 +205,19 @@ class MockServersMixin(_TestCaseBase):
         if servers is not None:
             servers.stop()
 
+    #: Write an HTML report of what each collector received when a test fails
+    #: (:mod:`mocksup.otlp.report`), into ``$MOCKSUP_REPORT_DIR`` or a ``mocksup-reports``
+    #: folder of the temporary directory; its path is added to the failure and printed.
+    html_report_on_failure: ClassVar[bool] = True
+
     def setUp(self) -> None:
         super().setUp()
         if self.clear_before_each_test:
             self.servers.clear()
 
     def run(self, result: unittest.TestResult | None = None) -> unittest.TestResult | None:
+        """Run the test; when it failed, write its collectors' dumps (``dump_dir``) and HTML
+        report (:attr:`html_report_on_failure`) before the next test clears the servers."""
         # The outcome is known only here, after the test and before the next one clears:
         # the result is watched for a failure (pytest passes its own kind of result).
         if result is None:
@@ -216,21 +225,33 @@ class MockServersMixin(_TestCaseBase):
         watch = _FailureWatch(result)
         super().run(watch)  # type: ignore[arg-type]
         if watch.failed:
-            self._write_dumps()
+            self._write_artifacts(result)
         return result
 
-    def _write_dumps(self) -> None:
+    def _write_artifacts(self, result: unittest.TestResult) -> None:
         from mocksup._artifacts import dump_dir, write_dumps
 
-        folder = dump_dir(self.dump_dir)
-        if folder is None:
-            return
         try:
             servers = _servers_of(type(self))
         except LookupError:
             return
-        for path in write_dumps(servers.values(), folder, self.id()):
-            sys.stderr.write(f"mocksup: dump of {self.id()}: {path}\n")
+        folder = dump_dir(self.dump_dir)
+        if folder is not None:
+            for path in write_dumps(servers.values(), folder, self.id()):
+                sys.stderr.write(f"mocksup: dump of {self.id()}: {path}\n")
+        if self.html_report_on_failure:
+            self._write_html_report(result, servers)
+
+    def _write_html_report(self, result: unittest.TestResult, servers: MockServers) -> None:
+        from mocksup.otlp.report import REPORT_DIR_ENV, write_test_report
+
+        folder = os.environ.get(REPORT_DIR_ENV) or os.path.join(
+            tempfile.gettempdir(), "mocksup-reports"
+        )
+        for path in write_test_report(servers.values(), self.id(), folder):
+            note = f"mocksup HTML report: {path}"
+            sys.stderr.write(f"\n{note}\n")
+            _add_to_failure(result, self, note)
 
     @classmethod
     def server_of(cls, kind: type[_S]) -> _S:
@@ -270,6 +291,15 @@ class _FailureWatch:
         if err is not None:
             self.failed = True
         self._result.addSubTest(test, subtest, err)  # type: ignore[attr-defined]
+
+
+def _add_to_failure(result: unittest.TestResult, test: object, note: str) -> None:
+    """Append ``note`` to the failure text ``result`` holds for ``test``."""
+    for entries in (getattr(result, "failures", []), getattr(result, "errors", [])):
+        for index, (failed, text) in enumerate(entries):
+            if failed is test:
+                entries[index] = (failed, f"{text}\n{note}\n")
+                return
 
 
 class MockServerTestCase(MockServersMixin, unittest.TestCase):

@@ -23,6 +23,7 @@ from mocksup.otlp._feed import StaleCursorError, read_page, stored_after
 from mocksup.otlp._ingest import FaultBook
 from mocksup.otlp._query import Query, Result, json_document, select, summarise
 from mocksup.otlp._store import SIGNALS, Batch, Store
+from mocksup.otlp._ui import Journals, ui_routes
 from mocksup.otlp.faults import Fault
 from mocksup.otlp.records import Trace, exporter_env, trace_tree
 
@@ -72,8 +73,14 @@ FILTERS = {
 _ENCODING = Param.choice(*ENCODINGS, default="json")
 
 
-def control_app(store: Store, faults: FaultBook, info: Callable[[], dict[str, Any]]) -> ControlApp:
-    """The control API's WSGI app; ``info`` gives the ports for ``/mocksup/health``."""
+def control_app(
+    store: Store,
+    faults: FaultBook,
+    info: Callable[[], dict[str, Any]],
+    journals: Journals | None = None,
+) -> ControlApp:
+    """The control API's WSGI app, the viewer's routes included; ``info`` gives the ports
+    for ``/mocksup/health``, ``journals`` the request journals the viewer shows."""
     api = _Handlers(store, faults, info)
     routes = [
         Route("/stats", ("GET",), api.stats, doc="counters"),
@@ -109,6 +116,7 @@ def control_app(store: Store, faults: FaultBook, info: Callable[[], dict[str, An
         routes.append(
             Route(f"/{route}/wait", ("GET",), api.wait(signal), waits, doc=f"wait for {route}")
         )
+    routes.extend(ui_routes(journals or Journals({})))
     return ControlApp(routes, name=str(info().get("name", "otlp")), kind="MockOTLPCollector",
                       info=lambda: {k: v for k, v in info().items() if k != "name"})  # fmt: skip
 

@@ -60,10 +60,13 @@ def read_page(
             with store.cond:
                 pending = stored_after(store, list(queries), after)
                 generation = store.generation
+                horizon = store.seq
             page = _collect(queries, pending, after, limit, generation)
             if page.count:
                 return page
-            after = page.cursor
+            # Nothing up to the horizon matched: the requests left are of other signals, or
+            # were cleared. Move past them, or the wait below would never hold.
+            after = max(page.cursor, horizon)
             with store.cond:
                 while store.last_batch <= after and not store.closed:
                     remaining = deadline - time.monotonic()

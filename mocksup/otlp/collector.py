@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mocksup._context import ServeContext
 from mocksup.base import MockServerBase
@@ -107,6 +107,18 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         description="HTTP connections served at once; more wait in the listen backlog.",
     )
     cors: CORSConfig | None = Field(None, description="CORS for the OTLP/HTTP routes.")
+    journals: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request journals the viewer shows: mock name -> the mock's base URL "
+        "(a vLLM mock with journal_viewer adds itself).",
+    )
+
+    @field_validator("journals")
+    @classmethod
+    def _valid_journals(cls, journals: dict[str, str]) -> dict[str, str]:
+        from mocksup.otlp._ui import check_journal
+
+        return {name: check_journal(name, url) for name, url in journals.items()}
 
     # -- the child side ------------------------------------------------------------------
 
@@ -165,6 +177,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         from mocksup.otlp._http import OTLPHTTPApp
         from mocksup.otlp._ingest import FaultBook, Ingest
         from mocksup.otlp._store import Store
+        from mocksup.otlp._ui import Journals
 
         limits = self.limits()
         store = Store(limits.max_items, limits.max_requests, limits.max_stored_bytes)
@@ -174,7 +187,9 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         cors = None
         if self.cors is not None and self.cors.allowed_origins:
             cors = CORSPolicy(**self.cors.model_dump())
-        app = OTLPHTTPApp(ingest, control_app(store, faults, lambda: dict(ports)), cors)
+        journals = Journals(self.journals)
+        control = control_app(store, faults, lambda: dict(ports), journals)
+        app = OTLPHTTPApp(ingest, control, cors)
         return _Parts(ingest, app, ports)
 
     def _grpc_server(self, ingest: Any, ports: dict[str, Any]) -> Any:
@@ -219,10 +234,17 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
             return exporter_env(self.grpc_endpoint, protocol)
         return exporter_env(self.http_endpoint, protocol)
 
+    @property
+    def ui_url(self) -> str:
+        """The web viewer's URL (``/mocksup/ui/`` on the HTTP port)."""
+        return self.url + "/mocksup/ui/"
+
     def endpoints(self) -> dict[str, str]:
+        """``otlp_http``, ``otlp_grpc`` (unless switched off) and ``ui``, the viewer."""
         urls = {"otlp_http": self.http_endpoint}
         if self.grpc_endpoint is not None:
             urls["otlp_grpc"] = self.grpc_endpoint
+        urls["ui"] = self.ui_url
         return urls
 
     def client_env(self) -> dict[str, str]:

@@ -107,6 +107,11 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         "``unknown_service:python``.",
     )
     request_log: bool = Field(default=False, description="Log every request (an access log).")
+    journal_viewer: str | None = Field(
+        default=None,
+        description="A collector's viewer URL (its ``ui`` endpoint): once serving, the mock "
+        "asks it to show this mock's request journal.",
+    )
     vllm_version: str = Field(
         default=VLLM_VERSION, description="The vLLM version ``/version`` and fingerprints name."
     )
@@ -296,6 +301,12 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
                 if exporter is not None:
                     exporter.startup(started_ns, time.time_ns())
                 ctx.ready(port=port)
+                if self.journal_viewer:
+                    from mocksup.serving import url_host
+                    from mocksup.vllm._viewer import announce_journal
+
+                    own = f"http://{url_host(self.client_host)}:{port}"
+                    announce_journal(self.journal_viewer, self.name, own)
                 ctx.wait()
         finally:
             if exporter is not None:

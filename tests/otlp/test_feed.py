@@ -134,6 +134,22 @@ class FeedTest(CollectorTestCase):
         self.assertEqual([i.name for i in after.items if isinstance(i, Span)], ["new"])
         self.assertEqual(after.generation, page.generation + 1)
 
+    def test_a_page_with_nothing_to_show_answers_at_its_timeout(self) -> None:
+        # Requests of other signals, or cleared ones, lie between the cursor and the last
+        # request: the page moves past them and is held only as long as asked.
+        post(self.collector, "/v1/traces", request_bytes("span"))
+        for wait in (0.0, 0.3):
+            started = time.monotonic()
+            page = self.collector.feed(0, timeout=wait, signals=["logs"])
+            self.assertEqual((page.items, page.cursor), ((), self.collector.stats()["cursor"]))
+            self.assertGreaterEqual(time.monotonic() - started, wait)
+            self.assertLess(time.monotonic() - started, wait + PROMPT)
+        self.collector.clear()
+        started = time.monotonic()
+        page = self.collector.feed(0, timeout=0)
+        self.assertEqual((page.items, page.cursor), ((), self.collector.stats()["cursor"]))
+        self.assertLess(time.monotonic() - started, PROMPT)
+
     def test_json_pages_hold_otlp_json_documents(self) -> None:
         self.send_all_signals()
         conn = http.client.HTTPConnection(self.collector.host, self.collector.port, timeout=10)

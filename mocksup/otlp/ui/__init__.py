@@ -1,0 +1,3 @@
+"""The web viewer's page, stylesheet and scripts (package data, read by ``mocksup.otlp._ui``)."""
+
+__all__ = ()
