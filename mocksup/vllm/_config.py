@@ -48,6 +48,7 @@ class ServerConfig:
     tokenizer_info_endpoint: bool = False
     auto_tool_choice: bool = False
     tool_call_parser: str | None = None
+    tool_call_policy: str = "mention"
     tokens_as_token_ids: bool = False
     root_path: str = ""
     max_logprobs: int = 20
@@ -103,6 +104,7 @@ def server_config(
         tokenizer_info_endpoint=server.enable_tokenizer_info_endpoint,
         auto_tool_choice=server.enable_auto_tool_choice,
         tool_call_parser=server.tool_call_parser,
+        tool_call_policy=server.tool_call_policy,
         tokens_as_token_ids=server.return_tokens_as_token_ids,
         root_path=(server.root_path or "").rstrip("/"),
         max_logprobs=server.max_logprobs,

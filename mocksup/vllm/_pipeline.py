@@ -78,7 +78,7 @@ class Generation:
         self._plan_settings = Settings(
             config.max_model_len, config.seed, config.output_tokens, config.role,
             config.tokens_as_token_ids, config.reasoning_parser,
-            config.default_chat_template_kwargs,
+            config.default_chat_template_kwargs, config.tool_call_policy,
         )  # fmt: skip
 
     def handle(

@@ -67,6 +67,9 @@ class Choice:
     generated: int = 0
     recorded: bool = False
     timing: Any = None
+    #: A tool call's text: its parser (for the streamed deltas) and the message content.
+    tool_parser: Any = None
+    tool_content: str | None = None
 
     def reasoning_within(self, count: int) -> int:
         """Reasoning tokens among the first ``count`` tokens: the words after ``<think>``."""
@@ -77,6 +80,9 @@ class Choice:
         self.tokens, self.deltas = self.tokens[:count], self.deltas[:count]
         self.text = "".join(self.deltas)
         self.tool_calls = []
+        if self.tool_parser is not None:
+            answer = "".join(self.deltas[self.answer_start :])
+            self.tool_content, self.tool_calls = self.tool_parser.extract(answer)
         if self.logprobs is not None and self.top is not None:
             self.logprobs, self.top = self.logprobs[:count], self.top[:count]
 
@@ -105,6 +111,7 @@ class Settings:
     reasoning_parser: str | None = None
     #: ``--default-chat-template-kwargs`` (``enable_thinking`` decides thinking).
     chat_template_kwargs: dict[str, Any] | None = None
+    tool_call_policy: str = "mention"
 
 
 def plan_request(
@@ -150,7 +157,7 @@ def plan_request(
         )
         for i in range(n):
             ask = Ask(request, _rng(seed, prompt.text, i), limit, settings.length_range, reply,
-                      thinking, request.thinking_budget)  # fmt: skip
+                      thinking, request.thinking_budget, settings.tool_call_policy)  # fmt: skip
             choice = _make_choice(ask, p * n + i, rid, n_prompt)
             choice.echo = prompt.echo
             choice.max_tokens = limit
@@ -246,7 +253,8 @@ def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice
     if ask.thinking:
         _think(choice, drafted.tokens[:head])
     wanted = ask.request.logprobs_wanted
-    if wanted is not None and not choice.tool_calls and drafted.content is None:
+    made_up = choice.tool_calls and choice.tool_parser is None  # a script's calls: no text
+    if wanted is not None and not made_up and drafted.content is None:
         _add_logprobs(choice, ask.rng, wanted, ask.request.logprob_token_ids)
     return choice
 
@@ -272,6 +280,8 @@ def _answer(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt: int
     if drafted.tool_calls:
         return Choice(index, request_id, n_prompt, tokens, [""] * len(tokens), "",
                       drafted.finish_reason, tool_calls=drafted.tool_calls)  # fmt: skip
+    if drafted.tool_parser is not None:
+        return _tool_choice(ask, drafted, index, request_id, n_prompt)
     deltas = _deltas(tokens)
     text = "".join(deltas)
     reason = drafted.finish_reason
@@ -286,6 +296,28 @@ def _answer(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt: int
     if ask.reply is not None and ask.reply.finish_reason is not None:
         reason = ask.reply.finish_reason
     return Choice(index, request_id, n_prompt, tokens, deltas, text, reason, stop_reason)
+
+
+def _tool_choice(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt: int) -> Choice:
+    # The parser reads the calls out of the text, as vLLM's does; "tool_calls" is the
+    # finish reason when it found calls, the engine stopped, and no tool was named.
+    parser = drafted.tool_parser
+    assert parser is not None
+    deltas = _deltas(drafted.tokens)
+    text = "".join(deltas)
+    content, calls = parser.extract(text)
+    reason = drafted.finish_reason
+    if (
+        calls
+        and reason == "stop"
+        and ask.request.tool_use is not None
+        and (ask.request.tool_use.forced is None)
+    ):
+        reason = "tool_calls"
+    choice = Choice(index, request_id, n_prompt, drafted.tokens, deltas, text, reason,
+                    tool_calls=calls)  # fmt: skip
+    choice.tool_parser, choice.tool_content = parser, content
+    return choice
 
 
 def _deltas(tokens: list[int]) -> list[str]:

@@ -145,6 +145,12 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         default=None,
         description="``--tool-call-parser``: needed for tool calls, as in vLLM (any name).",
     )
+    tool_call_policy: Literal["mention", "always", "never"] = Field(
+        default="mention",
+        description='Whether ``tool_choice="auto"`` calls a tool: ``mention`` (the tools the '
+        "last user message names), ``always`` (unless the last message is a tool result) "
+        "or ``never``; a script rule's ``tool_calls`` win.",
+    )
     return_tokens_as_token_ids: bool = Field(
         default=False,
         description="``--return-tokens-as-token-ids``: log-prob tokens as ``token_id:N``.",

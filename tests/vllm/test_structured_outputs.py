@@ -50,7 +50,7 @@ def random_schema(rng: random.Random, depth: int = 0) -> dict[str, Any]:
         if kind == "integer" and rng.random() < 0.3:
             schema["multipleOf"] = rng.choice([2, 5, 10])
         return schema
-    if kind == "boolean" or kind == "null":
+    if kind in {"boolean", "null"}:
         return {"type": kind}
     if kind == "enum":
         return {"enum": rng.sample(["red", "green", "blue", 1, 2.5, None, True], rng.randint(1, 4))}
@@ -59,8 +59,11 @@ def random_schema(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     if kind == "object":
         names = rng.sample(["id", "name", "city", "tags", "count", "when", "owner", "info"], 4)
         properties = {n: random_schema(rng, depth + 1) for n in names[: rng.randint(1, 4)]}
-        schema = {"type": "object", "properties": properties,
-                  "required": [n for n in properties if rng.random() < 0.6]}  # fmt: skip
+        schema = {
+            "type": "object",
+            "properties": properties,
+            "required": [n for n in properties if rng.random() < 0.6],
+        }
         if rng.random() < 0.5:
             schema["additionalProperties"] = False
         return schema
@@ -70,9 +73,12 @@ def random_schema(rng: random.Random, depth: int = 0) -> dict[str, Any]:
         if rng.random() < 0.7:
             schema["maxItems"] = low + rng.randint(0, 3)
         return schema
-    branches = [{"type": "string", "maxLength": 5}, {"type": "integer"}, {"type": "boolean"},
-                {"type": "object", "properties": {"x": random_schema(rng, depth + 1)},
-                 "required": ["x"]}]  # fmt: skip
+    branches = [
+        {"type": "string", "maxLength": 5},
+        {"type": "integer"},
+        {"type": "boolean"},
+        {"type": "object", "properties": {"x": random_schema(rng, depth + 1)}, "required": ["x"]},
+    ]
     return {kind: rng.sample(branches, rng.randint(2, 3))}
 
 
@@ -82,21 +88,48 @@ def with_refs(rng: random.Random) -> dict[str, Any]:
     return {
         "$defs": {
             "item": item,
-            "node": {"type": "object", "properties": {"value": {"$ref": "#/$defs/item"},
-                     "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
-                     "required": ["value"]},
+            "node": {
+                "type": "object",
+                "properties": {
+                    "value": {"$ref": "#/$defs/item"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+                },
+                "required": ["value"],
+            },
         },
         "type": "object",
-        "properties": {"root": {"$ref": "#/$defs/node"}, "items": {
-            "type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 3}},
+        "properties": {
+            "root": {"$ref": "#/$defs/node"},
+            "items": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/item"},
+                "minItems": 1,
+                "maxItems": 3,
+            },
+        },
         "required": ["root", "items"],
-    }  # fmt: skip
+    }
 
 
 def random_regex(rng: random.Random) -> str:
     """A regular expression of the constructs structured-output backends take."""
-    atoms = [r"\d", r"\w", "[a-z]", "[A-F0-9]", "[^,;]", r"\.", "x", "(?:ab|cd)",
-             "(?P<n>[0-9]{2})", "-", "@", r"[\s]", "(foo|bar|baz)", r"\u00e9", "[._%+-]"]  # fmt: skip
+    atoms = [
+        r"\d",
+        r"\w",
+        "[a-z]",
+        "[A-F0-9]",
+        "[^,;]",
+        r"\.",
+        "x",
+        "(?:ab|cd)",
+        "(?P<n>[0-9]{2})",
+        "-",
+        "@",
+        r"[\s]",
+        "(foo|bar|baz)",
+        r"\u00e9",
+        "[._%+-]",
+    ]
     quantifiers = ["", "", "?", "*", "+", "{2}", "{1,3}", "{0,2}", "+?"]
     parts = [rng.choice(atoms) + rng.choice(quantifiers) for _ in range(rng.randint(1, 6))]
     # Group names must be distinct for Python's re (the checker here).
@@ -149,10 +182,12 @@ class StructuredOutputTest(ServerTestCase):
         response = self.client.chat.completions.create(
             model="mock-model",
             messages=USER,  # type: ignore[arg-type]
-            response_format={"type": "json_schema",
-                             "json_schema": {"name": "answer", "schema": schema}},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema},
+            },
             **extra,
-        )  # fmt: skip
+        )
         return response
 
     def test_hundreds_of_schemas_give_valid_documents(self) -> None:
@@ -171,15 +206,23 @@ class StructuredOutputTest(ServerTestCase):
         self.assertLessEqual({"dict", "list", "str", "int"}, kinds)
 
     def test_formats_and_keywords_are_really_exercised(self) -> None:
-        schema = {"type": "object", "additionalProperties": False,
-                  "required": [*FORMATS, "tags", "score", "choice"],
-                  "properties": {**{f: {"type": "string", "format": f} for f in FORMATS},
-                                 "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]},
-                                          "minItems": 2, "maxItems": 3, "uniqueItems": True},
-                                 "score": {"type": "number", "exclusiveMinimum": 0,
-                                           "maximum": 1},
-                                 "choice": {"anyOf": [{"type": "null"},
-                                                      {"type": "integer", "minimum": 7}]}}}  # fmt: skip
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [*FORMATS, "tags", "score", "choice"],
+            "properties": {
+                **{f: {"type": "string", "format": f} for f in FORMATS},
+                "tags": {
+                    "type": "array",
+                    "items": {"enum": ["a", "b", "c"]},
+                    "minItems": 2,
+                    "maxItems": 3,
+                    "uniqueItems": True,
+                },
+                "score": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "choice": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 7}]},
+            },
+        }
         checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
         for seed in range(20):
             document = json.loads(self.schema_reply(schema, seed=seed).choices[0].message.content)
@@ -200,12 +243,21 @@ class StructuredOutputTest(ServerTestCase):
         self.assertEqual(first.usage.completion_tokens, len(TOKENIZER.encode(text)))
 
     def test_a_stream_carries_the_same_text_one_token_per_chunk(self) -> None:
-        schema = {"type": "object", "properties": {"name": {"type": "string"}},
-                  "required": ["name"]}  # fmt: skip
-        body = {"messages": USER, "seed": 3, "stream": True,
-                "stream_options": {"include_usage": True},
-                "response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "x", "schema": schema}}}  # fmt: skip
+        schema = {
+            "type": "object",
+            "properties": {"name": {"type": "string"}},
+            "required": ["name"],
+        }
+        body = {
+            "messages": USER,
+            "seed": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema},
+            },
+        }
         status, _, raw = raw_post(self.server, CHAT, body)
         self.assertEqual(status, 200)
         chunks = [json.loads(e) for e in sse_events(raw)[:-1]]
@@ -223,17 +275,22 @@ class StructuredOutputTest(ServerTestCase):
     def test_json_object_and_json_in_structured_outputs(self) -> None:
         for seed in range(10):
             reply = self.client.chat.completions.create(
-                model="mock-model", messages=USER,  # type: ignore[arg-type]
-                response_format={"type": "json_object"}, seed=seed,
-            )  # fmt: skip
+                model="mock-model",
+                messages=USER,  # type: ignore[arg-type]
+                response_format={"type": "json_object"},
+                seed=seed,
+            )
             self.assertIsInstance(json.loads(reply.choices[0].message.content or ""), dict)
         schema = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
         for as_text in (False, True):
             completion = self.client.completions.create(
-                model="mock-model", prompt="numbers:", max_tokens=100,
-                extra_body={"structured_outputs": {"json": json.dumps(schema) if as_text
-                                                   else schema}},
-            )  # fmt: skip
+                model="mock-model",
+                prompt="numbers:",
+                max_tokens=100,
+                extra_body={
+                    "structured_outputs": {"json": json.dumps(schema) if as_text else schema}
+                },
+            )
             jsonschema.validate(json.loads(completion.choices[0].text), schema)
 
     def test_hundreds_of_regexes_are_matched_in_full(self) -> None:
@@ -242,9 +299,12 @@ class StructuredOutputTest(ServerTestCase):
             pattern = random_regex(rng)
             with self.subTest(pattern=pattern):
                 reply = self.client.completions.create(
-                    model="mock-model", prompt="code:", seed=i, max_tokens=500,
+                    model="mock-model",
+                    prompt="code:",
+                    seed=i,
+                    max_tokens=500,
                     extra_body={"structured_outputs": {"regex": pattern}},
-                )  # fmt: skip
+                )
                 self.assertEqual(reply.choices[0].finish_reason, "stop")
                 self.assertIsNotNone(re.fullmatch(pattern, reply.choices[0].text))
 
@@ -253,17 +313,23 @@ class StructuredOutputTest(ServerTestCase):
         seen = set()
         for seed in range(30):
             reply = self.client.chat.completions.create(
-                model="mock-model", messages=USER, seed=seed,  # type: ignore[arg-type]
+                model="mock-model",
+                messages=USER,
+                seed=seed,  # type: ignore[arg-type]
                 extra_body={"structured_outputs": {"choice": choices}},
-            )  # fmt: skip
+            )
             seen.add(reply.choices[0].message.content)
         self.assertEqual(seen, set(choices))
 
     def test_grammars_in_ebnf_and_lark(self) -> None:
-        ebnf = ('root ::= select\nselect ::= "SELECT " col " FROM " tbl (" WHERE " col "=" num)?'
-                '\ncol ::= "a" | "b"\ntbl ::= [a-z]{3}\nnum ::= [1-9] [0-9]*')  # fmt: skip
-        lark = ('start: expr\nexpr: term (("+" | "-") term)*\nterm: NUMBER | "(" expr ")"\n'
-                "%import common.NUMBER\n%import common.WS\n%ignore WS")  # fmt: skip
+        ebnf = (
+            'root ::= select\nselect ::= "SELECT " col " FROM " tbl (" WHERE " col "=" num)?'
+            '\ncol ::= "a" | "b"\ntbl ::= [a-z]{3}\nnum ::= [1-9] [0-9]*'
+        )
+        lark = (
+            'start: expr\nexpr: term (("+" | "-") term)*\nterm: NUMBER | "(" expr ")"\n'
+            "%import common.NUMBER\n%import common.WS\n%ignore WS"
+        )
         sql = re.compile(r"SELECT [ab] FROM [a-z]{3}( WHERE [ab]=[1-9][0-9]*)?")
         for seed in range(25):
             text = self.grammar_text(ebnf, seed)
@@ -273,9 +339,12 @@ class StructuredOutputTest(ServerTestCase):
 
     def grammar_text(self, grammar: str, seed: int) -> str:
         reply = self.client.completions.create(
-            model="mock-model", prompt="q:", seed=seed, max_tokens=4000,
+            model="mock-model",
+            prompt="q:",
+            seed=seed,
+            max_tokens=4000,
             extra_body={"structured_outputs": {"grammar": grammar}},
-        )  # fmt: skip
+        )
         self.assertEqual(reply.choices[0].finish_reason, "stop")
         return reply.choices[0].text
 
@@ -296,18 +365,22 @@ class RefusalTest(ServerTestCase):
         for pattern in (r"(?=a)\w+", r"(a)\1", r"\bword\b", r"\p{L}+"):
             error = self.refused({"regex": pattern})
             self.assertTrue(error["message"].startswith("Failed to transform regex into a grammar"))
-        for schema in ({"type": "integer", "minimum": 5, "maximum": 2},
-                       {"type": "string", "minLength": 9, "maxLength": 3},
-                       {"type": "object", "required": ["a"], "additionalProperties": False},
-                       {"allOf": [{"type": "string"}, {"type": "integer"}]},
-                       {"type": "number", "minimum": 1, "exclusiveMaximum": 0}, {"not": {}}):  # fmt: skip
+        for schema in (
+            {"type": "integer", "minimum": 5, "maximum": 2},
+            {"type": "string", "minLength": 9, "maxLength": 3},
+            {"type": "object", "required": ["a"], "additionalProperties": False},
+            {"allOf": [{"type": "string"}, {"type": "integer"}]},
+            {"type": "number", "minimum": 1, "exclusiveMaximum": 0},
+            {"not": {}},
+        ):
             error = self.refused({"json": schema})
             self.assertTrue(
                 error["message"].startswith("Failed to transform json schema into a grammar"),
                 error,
             )
         for grammar in ('root ::= "a" b', "root ::= x\nx ::= x", "%declare X\nstart: X"):
-            self.assertEqual(self.refused({"grammar": grammar})["message"],
-                             "Invalid grammar specification.")  # fmt: skip
+            self.assertEqual(
+                self.refused({"grammar": grammar})["message"], "Invalid grammar specification."
+            )
         status, _, _ = raw_post(self.server, CHAT, {"messages": USER})
         self.assertEqual(status, 200)
