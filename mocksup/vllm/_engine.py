@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from mocksup.vllm._engine_metrics import EngineMetrics, Finished
 from mocksup.vllm._errors import APIError
 from mocksup.vllm._faults import ClientGone, Cut
+from mocksup.vllm._kv_cache import KVCache
+from mocksup.vllm._latency import load_scale, prefill_delay, token_deadlines
 from mocksup.vllm._limits import QUEUE_TIMEOUT
 from mocksup.vllm._plan import Choice, Plan
 from mocksup.vllm._prefix_cache import PrefixCache
@@ -91,6 +93,19 @@ class Job:
     times: list[float] = field(default_factory=list)
     scheduled: float = 0.0
     epoch: int = 0
+    #: The latency model's other knobs (:mod:`._latency`).
+    prefill_per_token: float = 0.0
+    ttft_stddev: float = 0.0
+    itl_stddev: float = 0.0
+    load_factor: float = 1.0
+    #: Set when scheduled: the token deadlines, the load's slowdown, the KV blocks held,
+    #: whether they grow token by token (with latency), and preemptions.
+    deadlines: list[float] = field(default_factory=list)
+    scale: float = 1.0
+    blocks: int = 0
+    growing: bool = False
+    preempted: bool = False
+    preemptions: int = 0
     #: Per prompt: sequences not finished yet, and the most tokens one generated.
     groups: dict[int, list[int]] = field(default_factory=dict)
 
@@ -109,6 +124,9 @@ class Engine:
         self.metrics = metrics
         self.exporter = exporter
         self.cache = cache
+        slots.blocks = cache.capacity
+        metrics.slots = slots
+        self.kv = KVCache(slots, metrics, cache.block_size)
         #: Raised by a pause in ``abort`` mode: running requests with an older one abort.
         self.epoch = 0
         self._lock = threading.Lock()
@@ -118,11 +136,13 @@ class Engine:
         with self._lock:
             self.epoch += 1
 
-    def _admit(self, job: Job) -> int:
+    def _admit(self, job: Job) -> None:
         count = len(job.plan.choices)
         self.metrics.queued()
+        job.growing = bool(job.ttft or job.itl or job.prefill_per_token)
+        blocks = self.kv.first_blocks(job)
         try:
-            self.slots.acquire(count, QUEUE_TIMEOUT)
+            self.slots.acquire(count, QUEUE_TIMEOUT, blocks)
         except TimeoutError:
             self.metrics.left_queue()
             raise APIError(
@@ -131,39 +151,49 @@ class Engine:
         except BaseException:
             self.metrics.left_queue()
             raise
+        job.blocks = blocks
+        self.kv.running(job)
         job.scheduled = time.monotonic()
         job.epoch = self.epoch
-        blocks = 0
         size = self.cache.block_size
+        computed: dict[int, int] = {}
         for c in job.plan.choices:
             c.cached_tokens, c.block_hashes = self.cache.admit(c.prompt_ids)
             if self.cache.enabled:
                 self.metrics.record_cache_query(c.prompt_tokens, c.cached_tokens)
                 full = c.prompt_tokens // size * size
                 c.created_cache_tokens = max(0, full - c.cached_tokens)
-            blocks += -(-(c.prompt_tokens + len(c.tokens)) // size)
+            computed.setdefault(c.prompt_index, c.prompt_tokens - c.cached_tokens)
             group = job.groups.setdefault(c.prompt_index, [0, 0])
             group[0] += 1
-        self.metrics.admitted(blocks)
-        return blocks
+        self.metrics.admitted()
+        job.scale = load_scale(job, self.metrics.running, self.slots.limit)
+        steps = max((len(c.tokens) for c in job.plan.choices), default=0)
+        job.deadlines = token_deadlines(job, max(steps, 1), sum(computed.values()))
 
-    def _release(self, job: Job, blocks: int) -> None:
-        self.slots.release(len(job.plan.choices))
-        self.metrics.released(blocks)
+    def _release(self, job: Job) -> None:
+        if job.preempted:
+            self.metrics.left_queue()  # aborted while it waited to resume
+            return
+        self.kv.finished(job)
+        self.metrics.released()
 
-    def _deadlines(self, job: Job, steps: int) -> list[float]:
-        spread = job.jitter
-        rng = job.rng
-
-        def scaled(value: float) -> float:
-            return value * (1 + rng.uniform(-spread, spread)) if spread and value else value
-
-        at = job.scheduled + scaled(job.ttft)
-        out = [at]
-        for _ in range(steps - 1):
-            at += scaled(job.itl)
-            out.append(at)
-        return out
+    def _reach(self, job: Job, k: int) -> bool:
+        """Wait until token ``k`` is due, through preemptions and the KV blocks it needs;
+        ``False`` when the request must abort (see :meth:`_wait`)."""
+        while True:
+            if not self._wait(job, job.deadlines[k]):
+                return False
+            if not job.preempted:
+                self.kv.grow(job, k + 1)
+            if not job.preempted:
+                return True
+            # Preempted: back in the queue, then its prompt and output are computed again.
+            self.kv.resume(job, k)
+            due = time.monotonic() + prefill_delay(job, self.kv.recompute_tokens(job, k))
+            shift = due - job.deadlines[k]
+            if shift > 0:
+                job.deadlines[k:] = [at + shift for at in job.deadlines[k:]]
 
     def _wait(self, job: Job, deadline: float) -> bool:
         """Wait until ``deadline``; ``False`` when the request must abort meanwhile (its
@@ -185,10 +215,9 @@ class Engine:
 
         :raises ClientGone: the client left; the request was aborted.
         """
-        blocks = self._admit(job)
+        self._admit(job)
         try:
-            steps = max((len(c.tokens) for c in job.plan.choices), default=0)
-            deadlines = self._deadlines(job, max(steps, 1))
+            deadlines = job.deadlines
             if job.fault == "stream_error":
                 upto = min(job.faults.after_tokens, len(deadlines) - 1)
                 self._run_until(job, deadlines, upto)
@@ -198,18 +227,20 @@ class Engine:
             job.times = deadlines
             self._finish_all(job, deadlines, None)
         finally:
-            self._release(job, blocks)
+            self._release(job)
 
     def _run_until(self, job: Job, deadlines: list[float], last: int) -> None:
-        # Waits token by token while someone may abort it, in one go otherwise.
+        # Waits token by token while someone may abort it or its KV blocks grow, in one go
+        # otherwise.
         if deadlines[last] <= time.monotonic() and job.epoch == self.epoch:
             return  # all due already (zero latency): nothing to wait for
-        marks = deadlines[: last + 1] if job.wait is not None else deadlines[last : last + 1]
-        for k, at in enumerate(marks):
+        token_by_token = job.wait is not None or job.growing
+        marks = range(last + 1) if token_by_token else range(last, last + 1)
+        for k in marks:
             try:
-                running = self._wait(job, at)
+                running = self._reach(job, k) if job.growing else self._wait(job, deadlines[k])
             except ClientGone:
-                reached = k if job.wait is not None else 0
+                reached = k if token_by_token else 0
                 self._finish_all(job, deadlines, "abort", upto=reached)
                 raise
             if not running:
@@ -222,7 +253,7 @@ class Engine:
 
     def stream(self, job: Job) -> Iterator[bytes]:
         """A streamed request: yields SSE bytes at the simulated token times."""
-        blocks = self._admit(job)
+        self._admit(job)
         progress = _Progress(len(job.plan.choices))
         try:
             yield from self._tokens(job, progress)
@@ -231,7 +262,7 @@ class Engine:
             # A client that went away lands here (GeneratorExit, or ClientGone from a
             # wait): abort what is left.
             self._finish_rest(job, progress.done, progress.times, "abort")
-            self._release(job, blocks)
+            self._release(job)
 
     def _tokens(self, job: Job, progress: _Progress) -> Iterator[bytes]:
         # Events that are due are gathered and written together; a wait flushes them first.
@@ -239,17 +270,17 @@ class Engine:
         assert writer is not None
         choices, done, times = job.plan.choices, progress.done, progress.times
         steps = max(max((len(c.tokens) for c in choices), default=0), 1)
-        deadlines = self._deadlines(job, steps)
-        if not self._wait(job, deadlines[0]):
+        deadlines = job.deadlines
+        if not (self._reach(job, 0) if job.growing else self._wait(job, deadlines[0])):
             self._aborted(job, progress)
             return
         progress.add(writer.role_chunks())
         cut_at = job.faults.after_tokens if job.fault in _MID_STREAM else steps
         for k in range(min(steps, cut_at)):
-            if k and deadlines[k] > time.monotonic():
-                if progress.pending:
+            if k and (job.growing or deadlines[k] > time.monotonic()):
+                if progress.pending and deadlines[k] > time.monotonic():
                     yield progress.take()
-                if not self._wait(job, deadlines[k]):
+                if not (self._reach(job, k) if job.growing else self._wait(job, deadlines[k])):
                     self._aborted(job, progress)
                     return
             times.append(time.monotonic())
@@ -334,6 +365,7 @@ class Engine:
             e2e=end - job.arrival,
             itls=itls,
             cached_tokens=c.cached_tokens,
+            preemptions=job.preemptions,
         )
         c.timing = record
         self.metrics.record(record)

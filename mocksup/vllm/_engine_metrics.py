@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from mocksup.vllm._config import ServerConfig
 from mocksup.vllm._exposition import Histogram, Labels, created_family, family, sample
+from mocksup.vllm._slots import Slots
 
 __all__ = ["FINISH_REASONS", "EngineMetrics", "Finished", "buckets_1_2_5"]
 
@@ -164,7 +165,8 @@ class EngineMetrics:
         self._labels: dict[str, str] = {"engine": "0", "model_name": config.models[0]}
         self.running = 0
         self.waiting = 0
-        self.kv_blocks = 0
+        #: The engine's admission, which counts the KV blocks held (set by the engine).
+        self.slots: Slots | None = None
         self.sleep_level: int | None = None  # None: awake
         self._sleep_ops: dict[str, list[float]] = {}  # operation -> [in flight, created]
         self._sleep_hist: dict[str, Histogram] = {}
@@ -206,18 +208,29 @@ class EngineMetrics:
         with self._lock:
             self.waiting += 1
 
-    def admitted(self, blocks: int) -> None:
-        """A queued request got a slot and holds ``blocks`` KV blocks."""
+    def admitted(self) -> None:
+        """A queued request got a slot (and its KV blocks)."""
         with self._lock:
             self.waiting -= 1
             self.running += 1
-            self.kv_blocks += blocks
 
-    def released(self, blocks: int) -> None:
+    def released(self) -> None:
         """A running request ended (finished or aborted)."""
         with self._lock:
             self.running -= 1
-            self.kv_blocks -= blocks
+
+    def preempted(self, sequences: int) -> None:
+        """A running request of ``sequences`` engine requests went back to the queue."""
+        with self._lock:
+            self.running -= 1
+            self.waiting += 1
+            self._counters["vllm:num_preemptions"][""] += sequences
+
+    def resumed(self, sequences: int) -> None:
+        """A preempted request runs again."""
+        with self._lock:
+            self.waiting -= 1
+            self.running += 1
 
     def left_queue(self) -> None:
         """A waiting request was aborted before it ran."""
@@ -227,7 +240,8 @@ class EngineMetrics:
     @property
     def kv_cache_usage(self) -> float:
         """The share of KV blocks the running requests hold, 0 to 1."""
-        return min(1.0, self.kv_blocks / self._config.gpu_blocks)
+        used = self.slots.used_blocks if self.slots is not None else 0
+        return min(1.0, used / self._config.gpu_blocks)
 
     # -- finished requests ---------------------------------------------------------------
 

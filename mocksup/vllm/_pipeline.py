@@ -36,7 +36,7 @@ from mocksup.vllm._runtime import Admission, RuntimeState
 from mocksup.vllm._sampling import GenerationRequest
 from mocksup.vllm._stream import ChunkWriter, StreamSettings
 from mocksup.vllm._tracing import TraceContext, parse_traceparent
-from mocksup.vllm.settings import FAULT_KINDS, MAX_DELAY, FaultKind
+from mocksup.vllm.settings import FAULT_KINDS, MAX_DELAY, FaultKind, Latency
 
 __all__ = ["Generation", "Surface"]
 
@@ -179,7 +179,11 @@ class Generation:
             ttft=latency.ttft if ttft is None else ttft,
             itl=latency.itl if itl is None else itl,
             jitter=latency.jitter,
-            rng=self.state.jitter_rng(f"{admission.call}") if latency.jitter else _NO_JITTER,
+            rng=self.state.jitter_rng(f"{admission.call}") if _drawn(latency) else _NO_JITTER,
+            prefill_per_token=latency.prefill_per_token,
+            ttft_stddev=latency.ttft_stddev,
+            itl_stddev=latency.itl_stddev,
+            load_factor=latency.load_factor,
             fault=admission.fault,
             faults=admission.faults,
             parent=self._parent(exchange.environ),
@@ -289,6 +293,11 @@ class Generation:
         finally:
             with self._load_lock:
                 self.load -= 1
+
+
+def _drawn(latency: Latency) -> bool:
+    # Whether the request's delays are drawn (then from a generator of its own).
+    return bool(latency.jitter or latency.ttft_stddev or latency.itl_stddev)
 
 
 def _reply_role(request: GenerationRequest, response_role: str) -> str:
