@@ -167,7 +167,8 @@ class Engine:
             group = job.groups.setdefault(c.prompt_index, [0, 0])
             group[0] += 1
         self.metrics.admitted()
-        job.scale = load_scale(job, self.metrics.running, self.slots.limit)
+        if job.growing:
+            job.scale = load_scale(job, self.metrics.running, self.slots.limit)
         steps = max((len(c.tokens) for c in job.plan.choices), default=0)
         job.deadlines = token_deadlines(job, max(steps, 1), sum(computed.values()))
 

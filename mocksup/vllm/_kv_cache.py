@@ -43,27 +43,35 @@ class KVCache:
     def blocks_at(self, job: Job, generated: int) -> int:
         """Blocks ``job``'s sequences hold once each generated ``generated`` tokens."""
         size = self.block_size
-        return sum(
-            -(-(c.prompt_tokens + min(generated, len(c.tokens))) // size) for c in job.plan.choices
-        )
+        total = 0
+        for c in job.plan.choices:
+            total -= -(c.prompt_tokens + min(generated, len(c.tokens))) // size
+        return total
 
     def first_blocks(self, job: Job) -> int:
         """What ``job`` takes when scheduled: its final blocks, or with latency its prompt's
         and its first token's."""
-        if not job.growing:
-            return self.blocks_at(job, max((len(c.tokens) for c in job.plan.choices), default=0))
-        return self.blocks_at(job, 1)
+        if job.growing:
+            return self.blocks_at(job, 1)
+        size = self.block_size
+        total = 0
+        for c in job.plan.choices:
+            total -= -(c.prompt_tokens + len(c.tokens)) // size
+        return total
 
     def running(self, job: Job) -> None:
-        """``job`` was scheduled (holding ``job.blocks``)."""
-        with self._lock:
-            self._running.append(job)
+        """``job`` was scheduled (holding ``job.blocks``). Only a job whose blocks grow can
+        preempt or be preempted: the others are not tracked."""
+        if job.growing:
+            with self._lock:
+                self._running.append(job)
 
     def finished(self, job: Job) -> None:
         """``job`` ended; its slots and blocks go back."""
-        with self._lock:
-            if job in self._running:
-                self._running.remove(job)
+        if job.growing:
+            with self._lock:
+                if job in self._running:
+                    self._running.remove(job)
         self.slots.release(len(job.plan.choices), job.blocks)
         job.blocks = 0
 

@@ -47,6 +47,8 @@ def prefill_delay(job: Job, computed_tokens: int) -> float:
 
 def token_deadlines(job: Job, steps: int, computed_tokens: int) -> list[float]:
     """The times of ``steps`` tokens, the first after the prefill of ``computed_tokens``."""
+    if not job.growing:
+        return [job.scheduled] * steps  # zero latency: every token is due at once
     rng, mean, stddev, spread, scale = job.rng, job.itl, job.itl_stddev, job.jitter, job.scale
     at = job.scheduled + prefill_delay(job, computed_tokens)
     out = [at]
