@@ -29,6 +29,7 @@ from mocksup.vllm._faults import ClientGone, Cut
 from mocksup.vllm._kv_cache import KVCache
 from mocksup.vllm._latency import load_scale, prefill_delay, token_deadlines
 from mocksup.vllm._limits import QUEUE_TIMEOUT
+from mocksup.vllm._lora import Adapters
 from mocksup.vllm._plan import Choice, Plan
 from mocksup.vllm._prefix_cache import PrefixCache
 from mocksup.vllm._slots import Slots
@@ -106,6 +107,8 @@ class Job:
     growing: bool = False
     preempted: bool = False
     preemptions: int = 0
+    #: The LoRA adapter the request names (``None``: a base model).
+    lora: str | None = None
     #: Per prompt: sequences not finished yet, and the most tokens one generated.
     groups: dict[int, list[int]] = field(default_factory=dict)
 
@@ -127,6 +130,8 @@ class Engine:
         slots.blocks = cache.capacity
         metrics.slots = slots
         self.kv = KVCache(slots, metrics, cache.block_size)
+        #: The LoRA adapters, whose requests in flight ``vllm:lora_requests_info`` shows.
+        self.adapters: Adapters | None = None
         #: Raised by a pause in ``abort`` mode: running requests with an older one abort.
         self.epoch = 0
         self._lock = threading.Lock()
@@ -153,6 +158,8 @@ class Engine:
             raise
         job.blocks = blocks
         self.kv.running(job)
+        if self.adapters is not None and self.adapters.enabled:
+            self.adapters.started(job.lora)
         job.scheduled = time.monotonic()
         job.epoch = self.epoch
         size = self.cache.block_size
@@ -173,6 +180,8 @@ class Engine:
         job.deadlines = token_deadlines(job, max(steps, 1), sum(computed.values()))
 
     def _release(self, job: Job) -> None:
+        if self.adapters is not None and self.adapters.enabled:
+            self.adapters.finished(job.lora)
         if job.preempted:
             self.metrics.left_queue()  # aborted while it waited to resume
             return

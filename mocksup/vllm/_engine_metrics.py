@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from mocksup.vllm._config import ServerConfig
 from mocksup.vllm._exposition import Histogram, Labels, created_family, family, sample
+from mocksup.vllm._lora import Adapters
 from mocksup.vllm._slots import Slots
 
 __all__ = ["FINISH_REASONS", "EngineMetrics", "Finished", "buckets_1_2_5"]
@@ -167,6 +168,8 @@ class EngineMetrics:
         self.waiting = 0
         #: The engine's admission, which counts the KV blocks held (set by the engine).
         self.slots: Slots | None = None
+        #: With ``--enable-lora``: the adapters, for ``vllm:lora_requests_info``.
+        self.adapters: Adapters | None = None
         self.sleep_level: int | None = None  # None: awake
         self._sleep_ops: dict[str, list[float]] = {}  # operation -> [in flight, created]
         self._sleep_hist: dict[str, Histogram] = {}
@@ -327,6 +330,10 @@ class EngineMetrics:
             self._render_gauges(out)
             self._render_counters(out)
             self._render_histograms(out)
+        if self.adapters is not None:
+            family(out, "vllm:lora_requests_info", "Running stats on lora requests.", "gauge")
+            for labels, value in self.adapters.labels():
+                sample(out, "vllm:lora_requests_info", labels, value)
         self._render_cache_config(out)
         return "".join(out)
 

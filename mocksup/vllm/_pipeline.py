@@ -29,6 +29,7 @@ from mocksup.vllm._errors import APIError, VLLMValidationError, rule_error
 from mocksup.vllm._exchange import JSON, Exchange, Headers
 from mocksup.vllm._faults import EARLY, ClientGone, cut_body, fail_early
 from mocksup.vllm._ids import random_hex
+from mocksup.vllm._lora import Adapters
 from mocksup.vllm._orca import orca_header
 from mocksup.vllm._pause import PAUSED_MESSAGE, PauseState
 from mocksup.vllm._plan import Plan, Settings, plan_request
@@ -73,6 +74,8 @@ class Generation:
         self.engine = engine
         self.pause = pause
         self.load = 0  # generation requests in flight, for /load (with load tracking)
+        #: LoRA adapters served beside the base model names (set by the app).
+        self.adapters: Adapters | None = None
         self._load_lock = threading.Lock()
         self._warned_trace = False
         self._plan_settings = Settings(
@@ -113,7 +116,7 @@ class Generation:
             raise rule_error(error) from None
         job = self._job(
             request=request, plan=plan, admission=admission, exchange=exchange,
-            arrival=(arrival, arrival_ns), overrides=overrides,
+            arrival=(arrival, arrival_ns), overrides=overrides, model=model,
         )  # fmt: skip
         return self._run(surface, exchange, request, job, ids=(model, request_id))
 
@@ -124,6 +127,8 @@ class Generation:
         """
         if model is None or model == "":
             return self.config.models[0]
+        if self.adapters is not None and model in self.adapters:
+            return str(model)
         if model not in self.config.models:
             raise APIError(
                 404,
@@ -168,6 +173,7 @@ class Generation:
         exchange: Exchange,
         arrival: tuple[float, int],
         overrides: tuple[float | None, float | None],
+        model: str = "",
     ) -> Job:
         latency = admission.latency
         ttft, itl = overrides
@@ -191,6 +197,7 @@ class Generation:
             temperature=request.temperature,
             top_p=request.top_p,
             wait=exchange.environ.get("mocksup.wait_disconnect"),
+            lora=model if self.adapters is not None and model in self.adapters else None,
         )
 
     def _parent(self, environ: dict[str, Any]) -> TraceContext | None:

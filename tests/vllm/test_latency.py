@@ -36,9 +36,10 @@ class PrefillTest(ServerTestCase):
     @classmethod
     def make_server(cls) -> MockVLLMServer:
         return MockVLLMServer(
-            port=0, enable_per_request_metrics=True,
+            port=0,
+            enable_per_request_metrics=True,
             latency={"ttft": 0.005, "prefill_per_token": 0.0005},
-        )  # fmt: skip
+        )
 
     def test_prefill_grows_with_the_uncached_prompt(self) -> None:
         short = prefill_ms(self.server, "the" + " the" * 9)
@@ -75,9 +76,11 @@ class LoadTest(ServerTestCase):
     @classmethod
     def make_server(cls) -> MockVLLMServer:
         return MockVLLMServer(
-            port=0, enable_per_request_metrics=True, max_num_seqs=3,
+            port=0,
+            enable_per_request_metrics=True,
+            max_num_seqs=3,
             latency={"ttft": 0.01, "itl": 0.01, "load_factor": 3.0},
-        )  # fmt: skip
+        )
 
     def test_delays_scale_with_the_running_sequences(self) -> None:
         alone = prefill_ms(self.server, "hello")
@@ -103,17 +106,27 @@ class KVCacheTest(ServerTestCase):
     @classmethod
     def make_server(cls) -> MockVLLMServer:
         return MockVLLMServer(
-            port=0, block_size=16, num_gpu_blocks_override=8, max_model_len=512,
-            enable_server_load_tracking=True, latency={"ttft": 0.02, "itl": 0.01},
-        )  # fmt: skip
+            port=0,
+            block_size=16,
+            num_gpu_blocks_override=8,
+            max_model_len=512,
+            enable_server_load_tracking=True,
+            latency={"ttft": 0.02, "itl": 0.01},
+        )
 
     def stream(self, out: dict[int, Any], key: int, tokens: int) -> None:
-        body = {"prompt": "the " * 10, "max_tokens": tokens, "ignore_eos": True,
-                "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+        body = {
+            "prompt": "the " * 10,
+            "max_tokens": tokens,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=60)
         try:
-            conn.request("POST", "/v1/completions", json.dumps(body),
-                         {"Content-Type": "application/json"})  # fmt: skip
+            conn.request(
+                "POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"}
+            )
             out[key] = [json.loads(e) for e in sse_events(conn.getresponse().read())[:-1]]
         finally:
             conn.close()
@@ -158,7 +171,10 @@ class KVCacheTest(ServerTestCase):
         for key in (0, 1):
             self.assertEqual(out[key][-1]["usage"]["completion_tokens"], 100)
             self.assertEqual(len([c for c in out[key] if c["choices"]]), 100)
-        for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                      "vllm:kv_cache_usage_perc"):  # fmt: skip
+        for gauge in (
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            "vllm:kv_cache_usage_perc",
+        ):
             self.assertEqual(samples[(gauge, ())], 0)
         self.assertEqual(samples[("vllm:generation_tokens_total", ())], 200)
