@@ -47,6 +47,7 @@ from mocksup.vllm._prefix_cache import PrefixCache
 from mocksup.vllm._response_store import ResponseStore
 from mocksup.vllm._responses_routes import ResponsesRoutes
 from mocksup.vllm._runtime import RuntimeState
+from mocksup.vllm._slots import Slots
 from mocksup.vllm._tracing import SpanExporter
 from mocksup.vllm._utility_routes import UtilityRoutes
 
@@ -102,6 +103,11 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes, LoRARou
         self.generation = Generation(config, state, self.engine, self.pause)
         self.adapters = _adapters(config)
         self.generation.adapters = self.engine.adapters = self.adapters
+        for rank in range(1, config.data_parallel_size):
+            self.engine.add_rank(Engine(
+                Slots(state.slots.limit), EngineMetrics(config, rank), exporter,
+                PrefixCache(config.block_size, config.gpu_blocks, enabled=config.prefix_caching),
+            ))  # fmt: skip
         if config.enable_lora:
             self.metrics.adapters = self.adapters
         self._control = control_app(state, settings, self._reset_metrics, self._live, name=name)
@@ -123,7 +129,8 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes, LoRARou
         self.http_metrics.reset()
 
     def _live(self) -> dict[str, int]:
-        return {"running": self.metrics.running, "waiting": self.metrics.waiting}
+        running, waiting = self.metrics.in_flight
+        return {"running": running, "waiting": waiting}
 
     # -- entry -----------------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ _VALUED: dict[str, Callable[[str], Any]] = {
     "lora-modules": _text,
     "max-loras": int,
     "max-lora-rank": int,
+    "data-parallel-size": int,
 }
 
 #: Switches the mock implements.

@@ -75,6 +75,7 @@ class ServerConfig:
     max_loras: int = 1
     max_lora_rank: int = 16
     runtime_lora_updating: bool = False
+    data_parallel_size: int = 1
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -133,6 +134,7 @@ def server_config(
         lora_modules=tuple(server.lora_modules or ()),
         max_loras=server.max_loras,
         max_lora_rank=server.max_lora_rank,
+        data_parallel_size=server.data_parallel_size,
         runtime_lora_updating=server.allow_runtime_lora_updating
         or env.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "0").strip().lower() in ("1", "true"),
     )

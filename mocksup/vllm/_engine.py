@@ -123,6 +123,13 @@ class Engine:
         exporter: SpanExporter | None,
         cache: PrefixCache,
     ) -> None:
+        #: The data-parallel ranks, this engine first: it hands each request to the least
+        #: busy (the others hold only themselves).
+        self.ranks: list[Engine] = [self]
+        self._turn = 0
+        #: Requests handed to this rank and not finished (counted from the hand-over, so a
+        #: burst spreads evenly before any of it is admitted).
+        self.assigned = 0
         self.slots = slots
         self.metrics = metrics
         self.exporter = exporter
@@ -138,8 +145,35 @@ class Engine:
 
     def abort_running(self) -> None:
         """Abort every request running now, at its next wait (``/pause``, ``/sleep``)."""
+        for rank in self.ranks:
+            with rank._lock:
+                rank.epoch += 1
+
+    def add_rank(self, engine: Engine) -> None:
+        """Serve with another data-parallel rank: its metrics render with this engine's,
+        its admission and prefix cache pause, resize and reset with this one's."""
+        self.ranks.append(engine)
+        self.metrics.ranks.append(engine.metrics)
+        self.slots.followers.append(engine.slots)
+        self.cache.followers.append(engine.cache)
+        engine.adapters = self.adapters
+
+    def _pick(self) -> Engine:
+        # As vLLM's data-parallel client: the rank with the fewest requests in flight, the
+        # search starting one rank further each time (round-robin when idle).
+        ranks = self.ranks
+        if len(ranks) == 1:
+            return self
         with self._lock:
-            self.epoch += 1
+            self._turn = (self._turn + 1) % len(ranks)
+            order = ranks[self._turn :] + ranks[: self._turn]
+            rank = min(order, key=lambda r: r.assigned)
+            rank.assigned += 1
+        return rank
+
+    def _done(self, rank: Engine) -> None:
+        with self._lock:
+            rank.assigned -= 1
 
     def _admit(self, job: Job) -> None:
         count = len(job.plan.choices)
@@ -225,6 +259,16 @@ class Engine:
 
         :raises ClientGone: the client left; the request was aborted.
         """
+        if len(self.ranks) > 1:
+            rank = self._pick()
+            try:
+                rank._run_blocking(job)
+            finally:
+                self._done(rank)
+            return
+        self._run_blocking(job)
+
+    def _run_blocking(self, job: Job) -> None:
         self._admit(job)
         try:
             deadlines = job.deadlines
@@ -263,6 +307,16 @@ class Engine:
 
     def stream(self, job: Job) -> Iterator[bytes]:
         """A streamed request: yields SSE bytes at the simulated token times."""
+        if len(self.ranks) > 1:
+            rank = self._pick()
+            try:
+                yield from rank._stream(job)
+            finally:
+                self._done(rank)
+            return
+        yield from self._stream(job)
+
+    def _stream(self, job: Job) -> Iterator[bytes]:
         self._admit(job)
         progress = _Progress(len(job.plan.choices))
         try:

@@ -32,6 +32,8 @@ class Slots:
         self._held = False
         self._cond = threading.Condition()
         self._queue: deque[object] = deque()
+        #: The other data-parallel ranks' admissions: they resize and hold with this one.
+        self.followers: list[Slots] = []
 
     def _fits(self, wanted: int, blocks: int) -> bool:
         # Blocks never keep a request out of an idle engine (it could never run otherwise).
@@ -93,9 +95,13 @@ class Slots:
         with self._cond:
             self.limit = limit
             self._cond.notify_all()
+        for follower in self.followers:
+            follower.resize(limit)
 
     def hold(self, held: bool) -> None:
         """Stop admitting (``True``) or admit again (``False``)."""
         with self._cond:
             self._held = held
             self._cond.notify_all()
+        for follower in self.followers:
+            follower.hold(held)

@@ -203,6 +203,13 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         default=False,
         description="``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1``: the load and unload routes.",
     )
+    data_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="``--data-parallel-size``: engine ranks in one server, each with its "
+        '``max_num_seqs`` and KV cache, labelled ``engine="0"`` to ``N-1``.',
+    )
     server_dev_mode: bool = Field(
         default=False,
         description="``VLLM_SERVER_DEV_MODE=1``: the development routes (``/sleep``, ...).",
