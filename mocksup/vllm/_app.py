@@ -38,9 +38,9 @@ from mocksup.vllm._faults import Cut
 from mocksup.vllm._http_metrics import HTTPMetrics
 from mocksup.vllm._ids import uuid4_hex
 from mocksup.vllm._journal import redact
-from mocksup.vllm._messages_routes import MessagesRoutes
 from mocksup.vllm._lora import Adapters
 from mocksup.vllm._lora_routes import LoRARoutes
+from mocksup.vllm._messages_routes import MessagesRoutes
 from mocksup.vllm._pause import PauseState
 from mocksup.vllm._pipeline import Generation, Surface
 from mocksup.vllm._prefix_cache import PrefixCache

@@ -83,6 +83,7 @@ class Choice:
         if self.tool_parser is not None:
             answer = "".join(self.deltas[self.answer_start :])
             self.tool_content, self.tool_calls = self.tool_parser.extract(answer)
+            self.text = self.tool_content or ""
         if self.logprobs is not None and self.top is not None:
             self.logprobs, self.top = self.logprobs[:count], self.top[:count]
 
@@ -314,7 +315,9 @@ def _tool_choice(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt
         and (ask.request.tool_use.forced is None)
     ):
         reason = "tool_calls"
-    choice = Choice(index, request_id, n_prompt, drafted.tokens, deltas, text, reason,
+    # The choice's text is what the parser leaves as content (the surfaces show it); the
+    # deltas stay the model's, for the parser's streamed framing and the log-probabilities.
+    choice = Choice(index, request_id, n_prompt, drafted.tokens, deltas, content or "", reason,
                     tool_calls=calls)  # fmt: skip
     choice.tool_parser, choice.tool_content = parser, content
     return choice

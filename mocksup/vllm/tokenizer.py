@@ -130,9 +130,7 @@ THINK_START, THINK_END = "<think>", "</think>"
 
 # Markers, letters, digits, then punctuation runs (``_`` among them, as in GPT-2's
 # pattern), spaces.
-_PIECE = re.compile(
-    r"<\|[a-z]+\|>|</?think>| ?[^\W\d_]+| ?\d+| ?(?:[^\w\s]|_)+|\s+(?!\S)|\s+"
-)
+_PIECE = re.compile(r"<\|[a-z]+\|>|</?think>| ?[^\W\d_]+| ?\d+| ?(?:[^\w\s]|_)+|\s+(?!\S)|\s+")
 
 
 def _vocabulary() -> list[str]:
