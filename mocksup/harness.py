@@ -400,10 +400,10 @@ def vllm_fleet_configs(
 def start_vllm_fleet(
     replicas: int, *, profiles: Sequence[Mapping[str, Any]] = (), **settings: Any
 ) -> MockServers:
-    """Start ``replicas`` vLLM mocks concurrently (see :func:`vllm_fleet_configs`) and return
-    them once all serve, as :func:`start_all` does: a mapping by name, with ``.stop()``, a
-    context manager. For a router or gateway under test: ``[s.base_url for s in
-    fleet.values()]``.
+    """Start ``replicas`` vLLM mocks concurrently (see
+    :func:`~mocksup.harness.vllm_fleet_configs`) and return them once all serve, as
+    :func:`start_all` does: a mapping by name, with ``.stop()``, a context manager. For a
+    router or gateway under test: ``[s.base_url for s in fleet.values()]``.
 
     :raises MockServerError: a replica failed to start (the others were stopped).
     """
