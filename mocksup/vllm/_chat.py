@@ -204,7 +204,8 @@ def render_chat(
     ``continue_final`` leaves the last message open, for the reply to continue it.
     """
     parts = [
-        f"<|{message.get('role', 'user')}|>\n{content_text(message)}{_calls_text(message)}\n"
+        f"<|{message.get('role', 'user')}|>\n{content_text(message)}"
+        f"{_calls_text(message) if 'tool_calls' in message else ''}\n"
         for message in messages
     ]
     if continue_final and parts:

@@ -178,7 +178,7 @@ class Engine:
     def _admit(self, job: Job) -> None:
         count = len(job.plan.choices)
         self.metrics.queued()
-        job.growing = bool(job.ttft or job.itl or job.prefill_per_token)
+        growing = job.growing = bool(job.ttft or job.itl or job.prefill_per_token)
         blocks = self.kv.first_blocks(job)
         try:
             self.slots.acquire(count, QUEUE_TIMEOUT, blocks)
@@ -191,7 +191,8 @@ class Engine:
             self.metrics.left_queue()
             raise
         job.blocks = blocks
-        self.kv.running(job)
+        if growing:
+            self.kv.running(job)
         if self.adapters is not None and self.adapters.enabled:
             self.adapters.started(job.lora)
         job.scheduled = time.monotonic()
@@ -415,7 +416,10 @@ class Engine:
         finish = reason or c.finish_reason
         if finish == "tool_calls":
             finish = "stop"  # the engine stopped; "tool_calls" is the API's renaming
-        itls = [b - a for a, b in itertools.pairwise(own)] if generated > 1 else []
+        if first == last:  # every token at once (zero latency): no listcomp per token
+            itls = [0.0] * (generated - 1) if generated > 1 else []
+        else:
+            itls = [b - a for a, b in itertools.pairwise(own)] if generated > 1 else []
         record = Finished(
             prompt_tokens=c.prompt_tokens,
             generation_tokens=generated,

@@ -292,9 +292,12 @@ class EngineMetrics:
         h["vllm:time_to_first_token_seconds"].observe(done.ttft)
         itl = h["vllm:inter_token_latency_seconds"]
         bounds, counts, where = itl.bounds, itl.counts, bisect.bisect_left
-        for gap in done.itls:  # one per token: inlined, it is the hot loop
-            counts[where(bounds, gap)] += 1
-        itl.sum += sum(done.itls)
+        if done.decode == 0:  # every gap 0 (zero latency): one bucket, counted at once
+            counts[where(bounds, 0.0)] += len(done.itls)
+        else:
+            for gap in done.itls:  # one per token: inlined, it is the hot loop
+                counts[where(bounds, gap)] += 1
+            itl.sum += sum(done.itls)
         per_token = done.decode / (done.generation_tokens - 1) if done.itls else 0.0
         h["vllm:request_time_per_output_token_seconds"].observe(per_token)
         h["vllm:e2e_request_latency_seconds"].observe(done.e2e)

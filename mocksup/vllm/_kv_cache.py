@@ -60,11 +60,10 @@ class KVCache:
         return total
 
     def running(self, job: Job) -> None:
-        """``job`` was scheduled (holding ``job.blocks``). Only a job whose blocks grow can
-        preempt or be preempted: the others are not tracked."""
-        if job.growing:
-            with self._lock:
-                self._running.append(job)
+        """``job``, whose blocks grow, was scheduled (holding ``job.blocks``). Only such a job
+        can preempt or be preempted: the others are not tracked."""
+        with self._lock:
+            self._running.append(job)
 
     def finished(self, job: Job) -> None:
         """``job`` ended; its slots and blocks go back."""

@@ -37,7 +37,7 @@ from mocksup.vllm._runtime import Admission, RuntimeState
 from mocksup.vllm._sampling import GenerationRequest
 from mocksup.vllm._stream import ChunkWriter, StreamSettings
 from mocksup.vllm._tracing import TraceContext, parse_traceparent
-from mocksup.vllm.settings import FAULT_KINDS, MAX_DELAY, FaultKind, Latency
+from mocksup.vllm.settings import FAULT_KINDS, MAX_DELAY, FaultKind
 
 __all__ = ["Generation", "Surface"]
 
@@ -127,6 +127,8 @@ class Generation:
         """
         if model is None or model == "":
             return self.config.models[0]
+        if model in self.config.models:
+            return str(model)
         if self.adapters is not None and model in self.adapters:
             return str(model)
         if model not in self.config.models:
@@ -185,7 +187,9 @@ class Generation:
             ttft=latency.ttft if ttft is None else ttft,
             itl=latency.itl if itl is None else itl,
             jitter=latency.jitter,
-            rng=self.state.jitter_rng(f"{admission.call}") if _drawn(latency) else _NO_JITTER,
+            rng=self.state.jitter_rng(f"{admission.call}")
+            if latency.jitter or latency.ttft_stddev or latency.itl_stddev
+            else _NO_JITTER,
             prefill_per_token=latency.prefill_per_token,
             ttft_stddev=latency.ttft_stddev,
             itl_stddev=latency.itl_stddev,
@@ -197,7 +201,7 @@ class Generation:
             temperature=request.temperature,
             top_p=request.top_p,
             wait=exchange.environ.get("mocksup.wait_disconnect"),
-            lora=model if self.adapters is not None and model in self.adapters else None,
+            lora=None if model in self.config.models or self.adapters is None else model,
         )
 
     def _parent(self, environ: dict[str, Any]) -> TraceContext | None:
@@ -300,11 +304,6 @@ class Generation:
         finally:
             with self._load_lock:
                 self.load -= 1
-
-
-def _drawn(latency: Latency) -> bool:
-    # Whether the request's delays are drawn (then from a generator of its own).
-    return bool(latency.jitter or latency.ttft_stddev or latency.itl_stddev)
 
 
 def _reply_role(request: GenerationRequest, response_role: str) -> str:

@@ -325,7 +325,7 @@ def _tool_choice(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt
 
 def _deltas(tokens: list[int]) -> list[str]:
     top = 256 + len(TOKENIZER.pieces)
-    if all(256 <= t < top for t in tokens):
+    if not tokens or (min(tokens) >= 256 and max(tokens) < top):
         # Vocabulary pieces are whole characters: no decoding state needed.
         return [TOKENIZER.pieces[t - 256] for t in tokens]
     # vLLM's incremental detokenizer holds back an incomplete UTF-8 character; so do we.

@@ -48,7 +48,13 @@ class Slots:
         """
         with self._cond:
             wanted = min(count, self.limit)
-            if not self._queue and not self._held and self._fits(wanted, blocks):
+            room = self.blocks is None or self.used_blocks + blocks <= self.blocks
+            if (
+                not self._queue
+                and not self._held
+                and self._running + wanted <= self.limit
+                and (room or not self._running)
+            ):
                 self._running += wanted  # nobody waits and there is room: the common case
                 self.used_blocks += blocks
                 return

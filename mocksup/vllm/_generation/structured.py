@@ -134,7 +134,10 @@ def _an_object(rng: random.Random) -> dict[str, Any]:
 
 def draft(ask: Ask) -> Draft | None:
     """The constraint's text for this choice (``None`` without a constraint)."""
-    constraint = constraint_of(ask.request)
+    request = ask.request
+    if request.response_format is None and request.structured_outputs is None:
+        return None  # the common case, without a call
+    constraint = constraint_of(request)
     if constraint is None:
         return None
     maker, fallback = _compiled(*constraint)
