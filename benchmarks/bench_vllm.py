@@ -1,9 +1,11 @@
-"""Benchmark MockVLLMServer: throughput at zero latency, idle memory, TTFT/ITL accuracy.
+"""Benchmark MockVLLMServer: throughput at zero latency, idle memory, TTFT/ITL accuracy,
+structured output, and how long a fleet of replicas takes to start.
 
-Run from the repository root: ``python benchmarks/bench_vllm.py``. Clients are separate
-processes using http.client, each on one kept-alive connection as real clients are (plus a
-row with a new connection per request), so the figures measure the mock, not the GIL of the
-benchmark. Prints tables; asserts nothing.
+Run from the repository root: ``python benchmarks/bench_vllm.py`` (``--only non-streamed``:
+completions, chat and chat with a JSON schema; ``--only fleet``: 1 and 8 replicas started).
+Clients are separate processes using http.client, each on one kept-alive connection as real
+clients are (plus a row with a new connection per request), so the figures measure the mock,
+not the GIL of the benchmark. Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
@@ -26,13 +28,34 @@ import psutil
 from mocksup.vllm import MockVLLMServer
 
 NON_STREAM = {"model": "mock-model", "prompt": "Say hello", "max_tokens": 16}
+CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "Say hello"}],
+        "max_tokens": 16}  # fmt: skip
+#: A schema of the kind apps extract with: nested object, array, enum, formats, bounds.
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 30},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "email": {"type": "string", "format": "email"},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 4},
+        "address": {"type": "object", "properties": {"city": {"type": "string"},
+                    "zip": {"type": "string", "pattern": "^[0-9]{5}$"}}, "required": ["city"]},
+    },
+    "required": ["name", "age", "role"],
+}  # fmt: skip
+STRUCTURED = {**CHAT, "max_tokens": 200,
+              "response_format": {"type": "json_schema",
+                                  "json_schema": {"name": "person", "schema": SCHEMA}}}  # fmt: skip
+BODIES = {"completions": ("/v1/completions", NON_STREAM), "chat": ("/v1/chat/completions", CHAT),
+          "structured": ("/v1/chat/completions", STRUCTURED)}  # fmt: skip
 STREAM = {"model": "mock-model", "prompt": "Say hello", "max_tokens": 1000, "ignore_eos": True,
           "stream": True}  # fmt: skip
 HEADERS = {"Content-Type": "application/json"}
 
 
-def _send(conn: http.client.HTTPConnection, body: bytes) -> bytes:
-    conn.request("POST", "/v1/completions", body=body, headers=HEADERS)
+def _send(conn: http.client.HTTPConnection, body: bytes, path: str = "/v1/completions") -> bytes:
+    conn.request("POST", path, body=body, headers=HEADERS)
     response = conn.getresponse()
     data = response.read()
     if response.status != 200:
@@ -60,16 +83,18 @@ class PerEventServer(MockVLLMServer):
 
 
 def _client(
-    *, port: int, stream: bool, keep_alive: bool, seconds: float, start_at: float, queue: object
-) -> None:
-    body = json.dumps(STREAM if stream else NON_STREAM).encode()
+    *, port: int, stream: bool, keep_alive: bool, seconds: float, start_at: float, queue: object,
+    kind: str = "completions",
+) -> None:  # fmt: skip
+    path, plain = BODIES[kind]
+    body = json.dumps(STREAM if stream else plain).encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     while time.time() < start_at:
         time.sleep(0.001)  # benchmark start barrier across processes, not synchronisation
     deadline = time.monotonic() + seconds
     requests = chunks = 0
     while time.monotonic() < deadline:
-        data = _send(conn, body) if keep_alive else _post(port, body)
+        data = _send(conn, body, path) if keep_alive else _post(port, body)
         requests += 1
         if stream:
             chunks += data.count(b"data: ") - 1  # minus [DONE]
@@ -78,8 +103,9 @@ def _client(
 
 
 def throughput(
-    port: int, clients: int, stream: bool, seconds: float, keep_alive: bool = True
-) -> tuple[float, float]:
+    port: int, clients: int, stream: bool, seconds: float, keep_alive: bool = True,
+    *, kind: str = "completions",
+) -> tuple[float, float]:  # fmt: skip
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     start_at = time.time() + 1.0
@@ -93,6 +119,7 @@ def throughput(
                 "seconds": seconds,
                 "start_at": start_at,
                 "queue": queue,
+                "kind": kind,
             },
         )
         for _ in range(clients)
@@ -137,10 +164,55 @@ def accuracy(port: int, ttft: float, itl: float, tokens: int, runs: int) -> dict
     }
 
 
+def fleet_start(replicas: int) -> float:
+    """Seconds from asking for ``replicas`` mocks to all of them serving (then stopped)."""
+    from mocksup import start_vllm_fleet
+
+    started = time.monotonic()
+    fleet = start_vllm_fleet(replicas)
+    elapsed = time.monotonic() - started
+    fleet.stop()
+    return elapsed
+
+
+def fleets(runs: int) -> None:
+    """Start 1 and 8 replicas in turn, ``runs`` times each, and print the times."""
+    times: dict[int, list[float]] = {1: [], 8: []}
+    for _ in range(runs):
+        for replicas, seconds in times.items():
+            seconds.append(fleet_start(replicas))
+    print(f"{'replicas':>8}{'start s, best':>15}{'median':>9}{'worst':>8}")
+    for replicas, seconds in times.items():
+        print(f"{replicas:>8}{min(seconds):>15.2f}{statistics.median(seconds):>9.2f}"
+              f"{max(seconds):>8.2f}")  # fmt: skip
+
+
+def non_streamed(seconds: float) -> None:
+    """Requests/s of plain completions, plain chat and chat with a JSON schema."""
+    with MockVLLMServer(port=0) as server:
+        _post(server.port, json.dumps(NON_STREAM).encode())  # warm up imports
+        print(f"{'non-streamed':<26}{'clients':>8}{'requests/s':>12}")
+        for kind in BODIES:
+            for clients in (1, 8):
+                rps, _ = throughput(server.port, clients, False, seconds, kind=kind)
+                print(f"{kind:<26}{clients:>8}{rps:>12,.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput run")
+    parser.add_argument(
+        "--only", choices=("non-streamed", "fleet"), help="one part: the non-streamed kinds "
+        "(completions, chat, structured output) or the start of 1 and 8 replicas",
+    )  # fmt: skip
+    parser.add_argument("--runs", type=int, default=3, help="fleet starts of each size")
     args = parser.parse_args()
+    if args.only == "non-streamed":
+        non_streamed(args.seconds)
+        return
+    if args.only == "fleet":
+        fleets(args.runs)
+        return
     server = MockVLLMServer(port=0)
     with server:
         assert server.pid is not None

@@ -29,6 +29,7 @@ from mocksup.harness import (
     MockServers,
     start_all,
     start_mock_servers_async,
+    start_vllm_fleet,
     stop_all,
     stop_mock_servers,
 )
@@ -66,6 +67,7 @@ __all__ = (
     "attach",
     "start_all",
     "start_mock_servers_async",
+    "start_vllm_fleet",
     "stop_all",
     "stop_mock_servers",
 )

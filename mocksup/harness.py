@@ -33,8 +33,10 @@ __all__ = (
     "default_configs",
     "start_all",
     "start_mock_servers_async",
+    "start_vllm_fleet",
     "stop_all",
     "stop_mock_servers",
+    "vllm_fleet_configs",
 )
 
 #: pytest leaves this module's frames out of a failing test's traceback: the message
@@ -327,10 +329,13 @@ def default_configs(
     vllm_port: int = 0,
     log_dir: str | os.PathLike[str] | None = None,
     servers: Iterable[str] = ("otlp", "vllm"),
+    vllm_replicas: int = 1,
 ) -> list[MockServerConfig]:
     """The default servers: the OTLP collector ``"otlp"`` and the vLLM mock ``"vllm"``, on
     free ports; with both, vLLM exports its ``llm_request`` spans to the collector (gRPC) and
-    the collector's viewer shows vLLM's request journal (``journal_viewer``)."""
+    the collector's viewer shows vLLM's request journal (``journal_viewer``). With
+    ``vllm_replicas`` above 1, replicas ``vllm-0``... on ``vllm_port`` and the ports after it
+    (each on a free port when ``vllm_port`` is 0)."""
     from mocksup.otlp import MockOTLPCollector
     from mocksup.vllm import MockVLLMServer
 
@@ -347,8 +352,62 @@ def default_configs(
         if "otlp" in chosen:
             vllm["otlp_traces_endpoint"] = Endpoint("otlp", "otlp_grpc")
             vllm["journal_viewer"] = Endpoint("otlp", "ui")
-        configs.append(MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=vllm))
+        if vllm_replicas == 1:
+            configs.append(
+                MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=vllm)
+            )
+        else:
+            ports = [{"port": vllm_port + i if vllm_port else 0} for i in range(vllm_replicas)]
+            settings: dict[str, Any] = dict(vllm)
+            configs += vllm_fleet_configs(vllm_replicas, profiles=ports, **settings)
     return configs
+
+
+def vllm_fleet_configs(
+    replicas: int,
+    *,
+    name: str = "vllm",
+    profiles: Sequence[Mapping[str, Any]] = (),
+    **settings: Any,
+) -> list[MockServerConfig]:
+    """``replicas`` vLLM mocks, ``<name>-0`` to ``<name>-<N-1>``, each in its own process
+    on a free port (``port=0`` unless ``settings`` name one) with its own ``/metrics``.
+
+    :param profiles: settings that differ between replicas (``latency``, ``faults``,
+        ``seed``...): replica ``i`` takes ``profiles[i % len(profiles)]`` over ``settings``.
+    :param settings: what every replica has (``MockVLLMServer`` settings; an
+        :class:`Endpoint` works too).
+    :raises ValueError: ``replicas`` is not 1 to 256.
+    """
+    from mocksup.vllm import MockVLLMServer
+
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 256:
+        raise ValueError(f"replicas must be a whole number from 1 to 256, not {replicas!r}")
+    return [
+        MockServerConfig(
+            name=f"{name}-{i}",
+            server_class=MockVLLMServer,
+            init_kwargs={
+                "port": 0,
+                **settings,
+                **(profiles[i % len(profiles)] if profiles else {}),
+            },
+        )
+        for i in range(replicas)
+    ]
+
+
+def start_vllm_fleet(
+    replicas: int, *, profiles: Sequence[Mapping[str, Any]] = (), **settings: Any
+) -> MockServers:
+    """Start ``replicas`` vLLM mocks concurrently (see
+    :func:`~mocksup.harness.vllm_fleet_configs`) and return them once all serve, as
+    :func:`start_all` does: a mapping by name, with ``.stop()``, a context manager. For a
+    router or gateway under test: ``[s.base_url for s in fleet.values()]``.
+
+    :raises MockServerError: a replica failed to start (the others were stopped).
+    """
+    return start_all(vllm_fleet_configs(replicas, profiles=profiles, **settings))
 
 
 def start_all(configs: Iterable[ConfigLike] | None = None) -> MockServers:

@@ -86,12 +86,29 @@ def add_vllm_options(parser: argparse.ArgumentParser) -> None:
         metavar = _METAVARS.get(kind, "TEXT") if option != "--vllm-fault" else "KIND"
         group.add_argument(option, type=kind, help=text, metavar=metavar)
     group.add_argument(
+        "--vllm-replicas",
+        type=_replicas,
+        default=1,
+        metavar="N",
+        help="vLLM mocks to start, vllm-0... on --vllm-port and the ports after it (1)",
+    )
+    group.add_argument(
         "--vllm-args",
         type=shlex.split,
         metavar="ARGS",
         help="a vllm serve command line, in one string ('Qwen/Qwen3-0.6B --max-model-len "
         "1024'): its flags become the mock's settings, the --vllm-* options win",
     )
+
+
+def _replicas(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of replicas: {text!r}") from None
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError(f"replicas out of range (1 to 256): {count}")
+    return count
 
 
 def apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
@@ -165,20 +182,24 @@ def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerCon
         vllm_port=args.vllm_port,
         log_dir=args.log_dir,
         servers=chosen,
+        vllm_replicas=args.vllm_replicas,
     )
+    # "vllm", or its replicas "vllm-0"... with --vllm-replicas.
+    vllms = [c.name for c in configs if c.name == "vllm" or c.name.startswith("vllm-")]
     options = {
         ("otlp", "port"): "--otlp-port",
         ("otlp", "grpc_port"): "--otlp-grpc-port",
-        ("vllm", "port"): "--vllm-port",
         **{(c.name, "host"): "--host" for c in configs},
         **{(c.name, "start_timeout"): "--start-timeout" for c in configs},
-        ("vllm", "vllm_serve_args"): "--vllm-args",
-        **{("vllm", setting): option for option, (setting, _, _) in VLLM_OPTIONS.items()},
-    }
+        **{(name, "port"): "--vllm-port" for name in vllms},
+        **{(name, "vllm_serve_args"): "--vllm-args" for name in vllms},
+        **{(name, setting): option for name in vllms
+           for option, (setting, _, _) in VLLM_OPTIONS.items()},
+    }  # fmt: skip
     settings = _vllm_settings(args)
     if settings and "vllm" not in chosen:
         raise UsageError("the --vllm-* options need the vllm server (see --servers)")
-    configs = [_with_settings(c, args, settings if c.name == "vllm" else {}) for c in configs]
+    configs = [_with_settings(c, args, settings if c.name in vllms else {}) for c in configs]
     how = Advice(options)
     check_configs(configs, how)
     return configs, how

@@ -38,6 +38,8 @@ from mocksup.vllm._faults import Cut
 from mocksup.vllm._http_metrics import HTTPMetrics
 from mocksup.vllm._ids import uuid4_hex
 from mocksup.vllm._journal import redact
+from mocksup.vllm._lora import Adapters
+from mocksup.vllm._lora_routes import LoRARoutes
 from mocksup.vllm._messages_routes import MessagesRoutes
 from mocksup.vllm._pause import PauseState
 from mocksup.vllm._pipeline import Generation, Surface
@@ -45,6 +47,7 @@ from mocksup.vllm._prefix_cache import PrefixCache
 from mocksup.vllm._response_store import ResponseStore
 from mocksup.vllm._responses_routes import ResponsesRoutes
 from mocksup.vllm._runtime import RuntimeState
+from mocksup.vllm._slots import Slots
 from mocksup.vllm._tracing import SpanExporter
 from mocksup.vllm._utility_routes import UtilityRoutes
 
@@ -65,7 +68,16 @@ CHAT = Surface(ChatRequest, "chatcmpl-", "", chat_body, ChatChunks)
 COMPLETIONS = Surface(CompletionRequest, "cmpl-", "-", completion_body, CompletionChunks)
 
 
-class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes):
+def _adapters(config: ServerConfig) -> Adapters:
+    # --lora-modules load at start, as vLLM's init_static_loras (a failure stops the start).
+    adapters = Adapters(config.models, max_lora_rank=config.max_lora_rank,
+                        max_loras=config.max_loras, enabled=config.enable_lora)  # fmt: skip
+    for module in config.lora_modules:
+        adapters.load(module)
+    return adapters
+
+
+class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes, LoRARoutes):
     """The WSGI callable of the mock.
 
     :param settings: the settings ``GET /mocksup/config`` shows.
@@ -89,6 +101,15 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes):
         self.engine = Engine(state.slots, self.metrics, exporter, cache)
         self.pause = PauseState(self.engine)
         self.generation = Generation(config, state, self.engine, self.pause)
+        self.adapters = _adapters(config)
+        self.generation.adapters = self.engine.adapters = self.adapters
+        for rank in range(1, config.data_parallel_size):
+            self.engine.add_rank(Engine(
+                Slots(state.slots.limit), EngineMetrics(config, rank), exporter,
+                PrefixCache(config.block_size, config.gpu_blocks, enabled=config.prefix_caching),
+            ))  # fmt: skip
+        if config.enable_lora:
+            self.metrics.adapters = self.adapters
         self._control = control_app(state, settings, self._reset_metrics, self._live, name=name)
         self._key_digests = [hashlib.sha256(k.encode()).digest() for k in config.api_keys]
         self.responses = ResponseStore()
@@ -98,6 +119,7 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes):
             **self.responses_routes(),
             **self.messages_routes(),
             **self.utility_routes(),
+            **self.lora_routes(),
         }
         if config.dev_mode:
             self._routes.update(self.dev_routes())
@@ -107,7 +129,8 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes):
         self.http_metrics.reset()
 
     def _live(self) -> dict[str, int]:
-        return {"running": self.metrics.running, "waiting": self.metrics.waiting}
+        running, waiting = self.metrics.in_flight
+        return {"running": running, "waiting": waiting}
 
     # -- entry -----------------------------------------------------------------------------
 

@@ -204,13 +204,31 @@ def render_chat(
     ``continue_final`` leaves the last message open, for the reply to continue it.
     """
     parts = [
-        f"<|{message.get('role', 'user')}|>\n{content_text(message)}\n" for message in messages
+        f"<|{message.get('role', 'user')}|>\n{content_text(message)}"
+        f"{_calls_text(message) if 'tool_calls' in message else ''}\n"
+        for message in messages
     ]
     if continue_final and parts:
         parts[-1] = parts[-1][:-1]
     elif add_generation_prompt:
         parts.append("<|assistant|>\n")
     return "".join(parts)
+
+
+def _calls_text(message: dict[str, Any]) -> str:
+    # An assistant turn's tool calls, as the model wrote them (Hermes's format).
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return ""
+    parts = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts.append(
+                f'<tool_call>\n{{"name": "{function.get("name", "")}", '
+                f'"arguments": {function.get("arguments", "{}")}}}\n</tool_call>'
+            )
+    return "\n".join(parts)
 
 
 def content_text(message: dict[str, Any]) -> str:
@@ -310,6 +328,8 @@ def _choice(c: Choice, options: BodyOptions, *, token_ids: bool, hidden: bool) -
     content: str | None = c.echo + c.text
     if c.tool_calls or (c.reasoning is not None and not content):
         content = None  # a parser that split off the reasoning reports no empty content
+    if c.tool_parser is not None:
+        content = c.tool_content  # what the tool parser left of the text
     message: dict[str, Any] = {
         "role": options.role,
         "content": content,
@@ -368,6 +388,8 @@ class ChatChunks(ChunkWriter):
         delta = c.deltas[k]
         if k < c.answer_start:
             return self._thought(c, k, delta, last)
+        if c.tool_parser is not None:
+            return self._tool_token(position, k, last)
         if not last and self._plain and c.logprobs is None and not c.tool_calls:
             return (
                 self._prefix
@@ -411,6 +433,32 @@ class ChatChunks(ChunkWriter):
         choice["token_ids"] = (
             [c.tokens[k]] if self.settings.return_token_ids and not hidden else None
         )
+        if last:
+            choice["weight_versions"] = None
+            return self._event(choice, **self._finish_extra())
+        return self._event(choice, kv_transfer_params=None)
+
+    def _tool_token(self, position: int, k: int, last: bool) -> bytes:
+        # A tool call's text: the chunks vLLM's parser sends for it (none for a token
+        # that adds nothing, unless log-probabilities or token ids must go out).
+        c = self.plan.choices[position]
+        streams: dict[int, list[dict[str, Any] | None]] = self.__dict__.setdefault("_tools", {})
+        if position not in streams:  # the parser reads the answer, after any reasoning
+            streams[position] = c.tool_parser.stream(c.deltas[c.answer_start :])
+        delta = streams[position][k - c.answer_start]
+        if delta is None:
+            if c.logprobs is None and not self.settings.return_token_ids:
+                return b""
+            delta = {}
+        choice: dict[str, Any] = {
+            "index": c.index,
+            "delta": delta,
+            "logprobs": chat_logprobs(c, k, k + 1, self.plan.as_ids),
+            "finish_reason": c.finish_reason if last else None,
+        }
+        if last:
+            choice["stop_reason"] = c.stop_reason
+        choice["token_ids"] = [c.tokens[k]] if self.settings.return_token_ids else None
         if last:
             choice["weight_versions"] = None
             return self._event(choice, **self._finish_extra())

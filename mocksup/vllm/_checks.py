@@ -17,6 +17,7 @@ from typing import Any
 import regex
 
 from mocksup.vllm._errors import VLLMValidationError
+from mocksup.vllm._generation.structured import check_constraint
 from mocksup.vllm._sampling import GenerationRequest, StructuredOutputs
 from mocksup.vllm.tokenizer import TOKENIZER
 
@@ -49,6 +50,7 @@ def check_sampling(request: GenerationRequest, max_logprobs: int) -> None:
         _vocabulary(request)
     if request.structured_outputs is not None or request.response_format is not None:
         _structured_outputs(request.structured_outputs, request.response_format)
+        check_constraint(request)
 
 
 def check_prompt_ids(ids: list[int]) -> None:

@@ -61,6 +61,10 @@ _VALUED: dict[str, Callable[[str], Any]] = {
     "fingerprint-value": _text,
     "reasoning-parser": _text,
     "default-chat-template-kwargs": json.loads,
+    "lora-modules": _text,
+    "max-loras": int,
+    "max-lora-rank": int,
+    "data-parallel-size": int,
 }
 
 #: Switches the mock implements.
@@ -77,6 +81,7 @@ _SWITCHES = frozenset(
         "disable-fastapi-docs",
         "disable-log-stats",
         "enable-prefix-caching",
+        "enable-lora",
     }
 )
 

@@ -1,7 +1,8 @@
 """The fixed settings the app reads, resolved once in the child from the server's settings.
 
 vLLM reads a few settings from its environment as well as from its flags (``VLLM_API_KEY``,
-``VLLM_SERVER_DEV_MODE``, ``VLLM_ENABLE_RESPONSES_API_STORE``, ``OTEL_SERVICE_NAME``,
+``VLLM_SERVER_DEV_MODE``, ``VLLM_ENABLE_RESPONSES_API_STORE``,
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, ``OTEL_SERVICE_NAME``,
 ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``);
 :func:`server_config` applies them the same way, so ``env={...}`` on the mock works as the
 environment of ``vllm serve`` does.
@@ -14,6 +15,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from mocksup.vllm._lora import LoRAModule
 
 if TYPE_CHECKING:
     from mocksup.vllm.server import MockVLLMServer
@@ -48,6 +51,7 @@ class ServerConfig:
     tokenizer_info_endpoint: bool = False
     auto_tool_choice: bool = False
     tool_call_parser: str | None = None
+    tool_call_policy: str = "mention"
     tokens_as_token_ids: bool = False
     root_path: str = ""
     max_logprobs: int = 20
@@ -66,6 +70,12 @@ class ServerConfig:
     default_chat_template_kwargs: dict[str, Any] | None = None
     #: ``VLLM_ENABLE_RESPONSES_API_STORE``: the Responses API keeps responses.
     responses_store: bool = False
+    enable_lora: bool = False
+    lora_modules: tuple[LoRAModule, ...] = ()
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    runtime_lora_updating: bool = False
+    data_parallel_size: int = 1
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -103,6 +113,7 @@ def server_config(
         tokenizer_info_endpoint=server.enable_tokenizer_info_endpoint,
         auto_tool_choice=server.enable_auto_tool_choice,
         tool_call_parser=server.tool_call_parser,
+        tool_call_policy=server.tool_call_policy,
         tokens_as_token_ids=server.return_tokens_as_token_ids,
         root_path=(server.root_path or "").rstrip("/"),
         max_logprobs=server.max_logprobs,
@@ -119,6 +130,13 @@ def server_config(
         default_chat_template_kwargs=server.default_chat_template_kwargs,
         responses_store=server.enable_responses_api_store
         or _truthy(env.get("VLLM_ENABLE_RESPONSES_API_STORE")),
+        enable_lora=server.enable_lora,
+        lora_modules=tuple(server.lora_modules or ()),
+        max_loras=server.max_loras,
+        max_lora_rank=server.max_lora_rank,
+        data_parallel_size=server.data_parallel_size,
+        runtime_lora_updating=server.allow_runtime_lora_updating
+        or env.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "0").strip().lower() in ("1", "true"),
     )
 
 

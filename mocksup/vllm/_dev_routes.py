@@ -128,7 +128,7 @@ class DevRoutes:
     def _reset_prefix_cache(self, exchange: Exchange) -> list[bytes]:
         query = _query(exchange, _ResetQuery)
         # vLLM cannot drop blocks running requests hold, unless told to reset them too.
-        success = query.reset_running_requests or self.metrics.running == 0
+        success = query.reset_running_requests or self.metrics.in_flight[0] == 0
         if success:
             self.engine.cache.reset()
         return _answer(exchange, {"success": success})
@@ -156,8 +156,9 @@ class DevRoutes:
         )
 
     def _world_size(self, exchange: Exchange) -> list[bytes]:
-        _query(exchange, _WorldQuery)
-        return _answer(exchange, {"world_size": 1})
+        query = _query(exchange, _WorldQuery)
+        ranks = self.config.data_parallel_size if query.include_dp else 1
+        return _answer(exchange, {"world_size": ranks})
 
 
 def _pairs(exchange: Exchange) -> list[tuple[str, str]]:

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from mocksup.vllm._engine_metrics import EngineMetrics, Finished
 from mocksup.vllm._errors import APIError
 from mocksup.vllm._faults import ClientGone, Cut
+from mocksup.vllm._kv_cache import KVCache
+from mocksup.vllm._latency import load_scale, prefill_delay, token_deadlines
 from mocksup.vllm._limits import QUEUE_TIMEOUT
+from mocksup.vllm._lora import Adapters
 from mocksup.vllm._plan import Choice, Plan
 from mocksup.vllm._prefix_cache import PrefixCache
 from mocksup.vllm._slots import Slots
@@ -91,6 +94,21 @@ class Job:
     times: list[float] = field(default_factory=list)
     scheduled: float = 0.0
     epoch: int = 0
+    #: The latency model's other knobs (:mod:`._latency`).
+    prefill_per_token: float = 0.0
+    ttft_stddev: float = 0.0
+    itl_stddev: float = 0.0
+    load_factor: float = 1.0
+    #: Set when scheduled: the token deadlines, the load's slowdown, the KV blocks held,
+    #: whether they grow token by token (with latency), and preemptions.
+    deadlines: list[float] = field(default_factory=list)
+    scale: float = 1.0
+    blocks: int = 0
+    growing: bool = False
+    preempted: bool = False
+    preemptions: int = 0
+    #: The LoRA adapter the request names (``None``: a base model).
+    lora: str | None = None
     #: Per prompt: sequences not finished yet, and the most tokens one generated.
     groups: dict[int, list[int]] = field(default_factory=dict)
 
@@ -105,24 +123,65 @@ class Engine:
         exporter: SpanExporter | None,
         cache: PrefixCache,
     ) -> None:
+        #: The data-parallel ranks, this engine first: it hands each request to the least
+        #: busy (the others hold only themselves).
+        self.ranks: list[Engine] = [self]
+        self._turn = 0
+        #: Requests handed to this rank and not finished (counted from the hand-over, so a
+        #: burst spreads evenly before any of it is admitted).
+        self.assigned = 0
         self.slots = slots
         self.metrics = metrics
         self.exporter = exporter
         self.cache = cache
+        slots.blocks = cache.capacity
+        metrics.slots = slots
+        self.kv = KVCache(slots, metrics, cache.block_size)
+        #: The LoRA adapters, whose requests in flight ``vllm:lora_requests_info`` shows.
+        self.adapters: Adapters | None = None
         #: Raised by a pause in ``abort`` mode: running requests with an older one abort.
         self.epoch = 0
         self._lock = threading.Lock()
 
     def abort_running(self) -> None:
         """Abort every request running now, at its next wait (``/pause``, ``/sleep``)."""
-        with self._lock:
-            self.epoch += 1
+        for rank in self.ranks:
+            with rank._lock:
+                rank.epoch += 1
 
-    def _admit(self, job: Job) -> int:
+    def add_rank(self, engine: Engine) -> None:
+        """Serve with another data-parallel rank: its metrics render with this engine's,
+        its admission and prefix cache pause, resize and reset with this one's."""
+        self.ranks.append(engine)
+        self.metrics.ranks.append(engine.metrics)
+        self.slots.followers.append(engine.slots)
+        self.cache.followers.append(engine.cache)
+        engine.adapters = self.adapters
+
+    def _pick(self) -> Engine:
+        # As vLLM's data-parallel client: the rank with the fewest requests in flight, the
+        # search starting one rank further each time (round-robin when idle).
+        ranks = self.ranks
+        if len(ranks) == 1:
+            return self
+        with self._lock:
+            self._turn = (self._turn + 1) % len(ranks)
+            order = ranks[self._turn :] + ranks[: self._turn]
+            rank = min(order, key=lambda r: r.assigned)
+            rank.assigned += 1
+        return rank
+
+    def _done(self, rank: Engine) -> None:
+        with self._lock:
+            rank.assigned -= 1
+
+    def _admit(self, job: Job) -> None:
         count = len(job.plan.choices)
         self.metrics.queued()
+        growing = job.growing = bool(job.ttft or job.itl or job.prefill_per_token)
+        blocks = self.kv.first_blocks(job)
         try:
-            self.slots.acquire(count, QUEUE_TIMEOUT)
+            self.slots.acquire(count, QUEUE_TIMEOUT, blocks)
         except TimeoutError:
             self.metrics.left_queue()
             raise APIError(
@@ -131,39 +190,55 @@ class Engine:
         except BaseException:
             self.metrics.left_queue()
             raise
+        job.blocks = blocks
+        if growing:
+            self.kv.running(job)
+        if self.adapters is not None and self.adapters.enabled:
+            self.adapters.started(job.lora)
         job.scheduled = time.monotonic()
         job.epoch = self.epoch
-        blocks = 0
         size = self.cache.block_size
+        computed: dict[int, int] = {}
         for c in job.plan.choices:
             c.cached_tokens, c.block_hashes = self.cache.admit(c.prompt_ids)
             if self.cache.enabled:
                 self.metrics.record_cache_query(c.prompt_tokens, c.cached_tokens)
                 full = c.prompt_tokens // size * size
                 c.created_cache_tokens = max(0, full - c.cached_tokens)
-            blocks += -(-(c.prompt_tokens + len(c.tokens)) // size)
+            computed.setdefault(c.prompt_index, c.prompt_tokens - c.cached_tokens)
             group = job.groups.setdefault(c.prompt_index, [0, 0])
             group[0] += 1
-        self.metrics.admitted(blocks)
-        return blocks
+        self.metrics.admitted()
+        if job.growing:
+            job.scale = load_scale(job, self.metrics.running, self.slots.limit)
+        steps = max((len(c.tokens) for c in job.plan.choices), default=0)
+        job.deadlines = token_deadlines(job, max(steps, 1), sum(computed.values()))
 
-    def _release(self, job: Job, blocks: int) -> None:
-        self.slots.release(len(job.plan.choices))
-        self.metrics.released(blocks)
+    def _release(self, job: Job) -> None:
+        if self.adapters is not None and self.adapters.enabled:
+            self.adapters.finished(job.lora)
+        if job.preempted:
+            self.metrics.left_queue()  # aborted while it waited to resume
+            return
+        self.kv.finished(job)
+        self.metrics.released()
 
-    def _deadlines(self, job: Job, steps: int) -> list[float]:
-        spread = job.jitter
-        rng = job.rng
-
-        def scaled(value: float) -> float:
-            return value * (1 + rng.uniform(-spread, spread)) if spread and value else value
-
-        at = job.scheduled + scaled(job.ttft)
-        out = [at]
-        for _ in range(steps - 1):
-            at += scaled(job.itl)
-            out.append(at)
-        return out
+    def _reach(self, job: Job, k: int) -> bool:
+        """Wait until token ``k`` is due, through preemptions and the KV blocks it needs;
+        ``False`` when the request must abort (see :meth:`_wait`)."""
+        while True:
+            if not self._wait(job, job.deadlines[k]):
+                return False
+            if not job.preempted:
+                self.kv.grow(job, k + 1)
+            if not job.preempted:
+                return True
+            # Preempted: back in the queue, then its prompt and output are computed again.
+            self.kv.resume(job, k)
+            due = time.monotonic() + prefill_delay(job, self.kv.recompute_tokens(job, k))
+            shift = due - job.deadlines[k]
+            if shift > 0:
+                job.deadlines[k:] = [at + shift for at in job.deadlines[k:]]
 
     def _wait(self, job: Job, deadline: float) -> bool:
         """Wait until ``deadline``; ``False`` when the request must abort meanwhile (its
@@ -185,10 +260,19 @@ class Engine:
 
         :raises ClientGone: the client left; the request was aborted.
         """
-        blocks = self._admit(job)
+        if len(self.ranks) > 1:
+            rank = self._pick()
+            try:
+                rank._run_blocking(job)
+            finally:
+                self._done(rank)
+            return
+        self._run_blocking(job)
+
+    def _run_blocking(self, job: Job) -> None:
+        self._admit(job)
         try:
-            steps = max((len(c.tokens) for c in job.plan.choices), default=0)
-            deadlines = self._deadlines(job, max(steps, 1))
+            deadlines = job.deadlines
             if job.fault == "stream_error":
                 upto = min(job.faults.after_tokens, len(deadlines) - 1)
                 self._run_until(job, deadlines, upto)
@@ -198,18 +282,20 @@ class Engine:
             job.times = deadlines
             self._finish_all(job, deadlines, None)
         finally:
-            self._release(job, blocks)
+            self._release(job)
 
     def _run_until(self, job: Job, deadlines: list[float], last: int) -> None:
-        # Waits token by token while someone may abort it, in one go otherwise.
+        # Waits token by token while someone may abort it or its KV blocks grow, in one go
+        # otherwise.
         if deadlines[last] <= time.monotonic() and job.epoch == self.epoch:
             return  # all due already (zero latency): nothing to wait for
-        marks = deadlines[: last + 1] if job.wait is not None else deadlines[last : last + 1]
-        for k, at in enumerate(marks):
+        token_by_token = job.wait is not None or job.growing
+        marks = range(last + 1) if token_by_token else range(last, last + 1)
+        for k in marks:
             try:
-                running = self._wait(job, at)
+                running = self._reach(job, k) if job.growing else self._wait(job, deadlines[k])
             except ClientGone:
-                reached = k if job.wait is not None else 0
+                reached = k if token_by_token else 0
                 self._finish_all(job, deadlines, "abort", upto=reached)
                 raise
             if not running:
@@ -222,7 +308,17 @@ class Engine:
 
     def stream(self, job: Job) -> Iterator[bytes]:
         """A streamed request: yields SSE bytes at the simulated token times."""
-        blocks = self._admit(job)
+        if len(self.ranks) > 1:
+            rank = self._pick()
+            try:
+                yield from rank._stream(job)
+            finally:
+                self._done(rank)
+            return
+        yield from self._stream(job)
+
+    def _stream(self, job: Job) -> Iterator[bytes]:
+        self._admit(job)
         progress = _Progress(len(job.plan.choices))
         try:
             yield from self._tokens(job, progress)
@@ -231,7 +327,7 @@ class Engine:
             # A client that went away lands here (GeneratorExit, or ClientGone from a
             # wait): abort what is left.
             self._finish_rest(job, progress.done, progress.times, "abort")
-            self._release(job, blocks)
+            self._release(job)
 
     def _tokens(self, job: Job, progress: _Progress) -> Iterator[bytes]:
         # Events that are due are gathered and written together; a wait flushes them first.
@@ -239,17 +335,17 @@ class Engine:
         assert writer is not None
         choices, done, times = job.plan.choices, progress.done, progress.times
         steps = max(max((len(c.tokens) for c in choices), default=0), 1)
-        deadlines = self._deadlines(job, steps)
-        if not self._wait(job, deadlines[0]):
+        deadlines = job.deadlines
+        if not (self._reach(job, 0) if job.growing else self._wait(job, deadlines[0])):
             self._aborted(job, progress)
             return
         progress.add(writer.role_chunks())
         cut_at = job.faults.after_tokens if job.fault in _MID_STREAM else steps
         for k in range(min(steps, cut_at)):
-            if k and deadlines[k] > time.monotonic():
-                if progress.pending:
+            if k and (job.growing or deadlines[k] > time.monotonic()):
+                if progress.pending and deadlines[k] > time.monotonic():
                     yield progress.take()
-                if not self._wait(job, deadlines[k]):
+                if not (self._reach(job, k) if job.growing else self._wait(job, deadlines[k])):
                     self._aborted(job, progress)
                     return
             times.append(time.monotonic())
@@ -320,7 +416,10 @@ class Engine:
         finish = reason or c.finish_reason
         if finish == "tool_calls":
             finish = "stop"  # the engine stopped; "tool_calls" is the API's renaming
-        itls = [b - a for a, b in itertools.pairwise(own)] if generated > 1 else []
+        if first == last:  # every token at once (zero latency): no listcomp per token
+            itls = [0.0] * (generated - 1) if generated > 1 else []
+        else:
+            itls = [b - a for a, b in itertools.pairwise(own)] if generated > 1 else []
         record = Finished(
             prompt_tokens=c.prompt_tokens,
             generation_tokens=generated,
@@ -334,6 +433,7 @@ class Engine:
             e2e=end - job.arrival,
             itls=itls,
             cached_tokens=c.cached_tokens,
+            preemptions=job.preemptions,
         )
         c.timing = record
         self.metrics.record(record)

@@ -20,12 +20,15 @@ tier, and left out of the prefill's computed tokens.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
 
 from mocksup.vllm._config import ServerConfig
 from mocksup.vllm._exposition import Histogram, Labels, created_family, family, sample
+from mocksup.vllm._lora import Adapters
+from mocksup.vllm._slots import Slots
 
 __all__ = ["FINISH_REASONS", "EngineMetrics", "Finished", "buckets_1_2_5"]
 
@@ -158,13 +161,19 @@ _WAITING_BY_REASON_HELP = (
 class EngineMetrics:
     """The engine's metric values; thread-safe; :meth:`render` gives the exposition text."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, rank: int = 0) -> None:
         self._lock = threading.Lock()
         self._config = config
-        self._labels: dict[str, str] = {"engine": "0", "model_name": config.models[0]}
+        self._labels: dict[str, str] = {"engine": str(rank), "model_name": config.models[0]}
+        #: Every data-parallel rank's metrics, this one first: the first rank renders them
+        #: all (a family's series of every rank under one header, as one registry does).
+        self.ranks: list[EngineMetrics] = [self]
         self.running = 0
         self.waiting = 0
-        self.kv_blocks = 0
+        #: The engine's admission, which counts the KV blocks held (set by the engine).
+        self.slots: Slots | None = None
+        #: With ``--enable-lora``: the adapters, for ``vllm:lora_requests_info``.
+        self.adapters: Adapters | None = None
         self.sleep_level: int | None = None  # None: awake
         self._sleep_ops: dict[str, list[float]] = {}  # operation -> [in flight, created]
         self._sleep_hist: dict[str, Histogram] = {}
@@ -172,9 +181,16 @@ class EngineMetrics:
         self._zero()
 
     def reset(self) -> None:
-        """Zero the counters and histograms (the live gauges keep following the traffic)."""
-        with self._lock:
-            self._zero()
+        """Zero the counters and histograms (the live gauges keep following the traffic),
+        of every rank."""
+        for rank in self.ranks:
+            with rank._lock:
+                rank._zero()
+
+    @property
+    def in_flight(self) -> tuple[int, int]:
+        """Requests running and waiting over every rank."""
+        return sum(r.running for r in self.ranks), sum(r.waiting for r in self.ranks)
 
     def _zero(self) -> None:
         now = time.time()
@@ -206,18 +222,29 @@ class EngineMetrics:
         with self._lock:
             self.waiting += 1
 
-    def admitted(self, blocks: int) -> None:
-        """A queued request got a slot and holds ``blocks`` KV blocks."""
+    def admitted(self) -> None:
+        """A queued request got a slot (and its KV blocks)."""
         with self._lock:
             self.waiting -= 1
             self.running += 1
-            self.kv_blocks += blocks
 
-    def released(self, blocks: int) -> None:
+    def released(self) -> None:
         """A running request ended (finished or aborted)."""
         with self._lock:
             self.running -= 1
-            self.kv_blocks -= blocks
+
+    def preempted(self, sequences: int) -> None:
+        """A running request of ``sequences`` engine requests went back to the queue."""
+        with self._lock:
+            self.running -= 1
+            self.waiting += 1
+            self._counters["vllm:num_preemptions"][""] += sequences
+
+    def resumed(self, sequences: int) -> None:
+        """A preempted request runs again."""
+        with self._lock:
+            self.waiting -= 1
+            self.running += 1
 
     def left_queue(self) -> None:
         """A waiting request was aborted before it ran."""
@@ -227,7 +254,8 @@ class EngineMetrics:
     @property
     def kv_cache_usage(self) -> float:
         """The share of KV blocks the running requests hold, 0 to 1."""
-        return min(1.0, self.kv_blocks / self._config.gpu_blocks)
+        used = self.slots.used_blocks if self.slots is not None else 0
+        return min(1.0, used / self._config.gpu_blocks)
 
     # -- finished requests ---------------------------------------------------------------
 
@@ -264,9 +292,12 @@ class EngineMetrics:
         h["vllm:time_to_first_token_seconds"].observe(done.ttft)
         itl = h["vllm:inter_token_latency_seconds"]
         bounds, counts, where = itl.bounds, itl.counts, bisect.bisect_left
-        for gap in done.itls:  # one per token: inlined, it is the hot loop
-            counts[where(bounds, gap)] += 1
-        itl.sum += sum(done.itls)
+        if done.decode == 0:  # every gap 0 (zero latency): one bucket, counted at once
+            counts[where(bounds, 0.0)] += len(done.itls)
+        else:
+            for gap in done.itls:  # one per token: inlined, it is the hot loop
+                counts[where(bounds, gap)] += 1
+            itl.sum += sum(done.itls)
         per_token = done.decode / (done.generation_tokens - 1) if done.itls else 0.0
         h["vllm:request_time_per_output_token_seconds"].observe(per_token)
         h["vllm:e2e_request_latency_seconds"].observe(done.e2e)
@@ -304,15 +335,22 @@ class EngineMetrics:
     # -- exposition ----------------------------------------------------------------------
 
     def render(self) -> str:
-        """The families in Prometheus text format (none with ``disable_log_stats``)."""
+        """The families in Prometheus text format (none with ``disable_log_stats``): each
+        family once, with a series per data-parallel rank."""
         out: list[str] = []
         if not self._config.log_stats:
             return ""
-        with self._lock:
+        with contextlib.ExitStack() as stack:
+            for rank in self.ranks:
+                stack.enter_context(rank._lock)
             self._render_perf(out)
             self._render_gauges(out)
             self._render_counters(out)
             self._render_histograms(out)
+        if self.adapters is not None:
+            family(out, "vllm:lora_requests_info", "Running stats on lora requests.", "gauge")
+            for labels, value in self.adapters.labels():
+                sample(out, "vllm:lora_requests_info", labels, value)
         self._render_cache_config(out)
         return "".join(out)
 
@@ -340,48 +378,52 @@ class EngineMetrics:
     def _render_perf(self, out: list[str]) -> None:
         for name, help_text in _PERF_COUNTERS:
             family(out, name + "_total", help_text, "counter")
-            sample(out, name + "_total", self._labels, 0.0)
-            created_family(out, name, help_text, [(self._labels, self._created)])
+            for rank in self.ranks:
+                sample(out, name + "_total", rank._labels, 0.0)
+            created_family(out, name, help_text, [(r._labels, r._created) for r in self.ranks])
 
     def _render_gauges(self, out: list[str]) -> None:
-        labels = self._labels
         gauges = (
             ("vllm:num_requests_running", "Number of requests in model execution batches.",
-             self.running),
+             "running"),
             ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
-             self.waiting),
+             "waiting"),
         )  # fmt: skip
-        for name, help_text, value in gauges:
+        for name, help_text, field in gauges:
             family(out, name, help_text, "gauge")
-            sample(out, name, labels, value)
+            for rank in self.ranks:
+                sample(out, name, rank._labels, getattr(rank, field))
         name = "vllm:num_requests_waiting_by_reason"
         family(out, name, _WAITING_BY_REASON_HELP, "gauge")
         for reason in _WAITING_REASONS:
-            value = self.waiting if reason == "capacity" else 0
-            sample(out, name, {**labels, "reason": reason}, value)
+            for rank in self.ranks:
+                value = rank.waiting if reason == "capacity" else 0
+                sample(out, name, {**rank._labels, "reason": reason}, value)
         name = "vllm:engine_sleep_state"
         family(out, name, _SLEEP_STATE_HELP, "gauge")
-        level = self.sleep_level
+        level = self.sleep_level  # every rank sleeps and wakes together
         states = {
             "awake": 1 if level is None else 0,
             "weights_offloaded": 1 if level == 1 else 0,
             "discard_all": 1 if level == 2 else 0,
         }
         for state, value in states.items():
-            sample(out, name, {**labels, "sleep_state": state}, value)
+            for rank in self.ranks:
+                sample(out, name, {**rank._labels, "sleep_state": state}, value)
         name = "vllm:kv_cache_usage_perc"
         family(out, name, "KV-cache usage. 1 means 100 percent usage.", "gauge")
-        sample(out, name, labels, self.kv_cache_usage)
+        for rank in self.ranks:
+            sample(out, name, rank._labels, rank.kv_cache_usage)
 
     def _render_counters(self, out: list[str]) -> None:
-        labels = self._labels
         for name, help_text, extra in _COUNTERS:
             family(out, name + "_total", help_text, "counter")
             series: list[tuple[Labels, float]] = []
-            for value_label, value in self._counters[name].items():
-                own = {**labels, extra[0][0]: value_label} if extra else labels
-                sample(out, name + "_total", own, value)
-                series.append((own, self._created))
+            for value_label in self._counters[name]:
+                for rank in self.ranks:
+                    own = {**rank._labels, extra[0][0]: value_label} if extra else rank._labels
+                    sample(out, name + "_total", own, rank._counters[name].get(value_label, 0))
+                    series.append((own, rank._created))
             created_family(out, name, help_text, series)
             if name == "vllm:request_success":
                 self._render_admission(out)
@@ -399,17 +441,21 @@ class EngineMetrics:
         created_family(out, name, help_text, series)
 
     def _render_histograms(self, out: list[str]) -> None:
-        labels = self._labels
         for name, help_text in _HISTOGRAMS:
             family(out, name, help_text, "histogram")
-            hist = self._hist[name]
-            hist.lines(out, name, labels)
-            created_family(out, name, help_text, [(labels, hist.created)])
+            for rank in self.ranks:
+                rank._hist[name].lines(out, name, rank._labels)
+            created: list[tuple[Labels, float]] = [
+                (r._labels, r._hist[name].created) for r in self.ranks
+            ]
+            created_family(out, name, help_text, created)
 
     def _render_cache_config(self, out: list[str]) -> None:
         name = "vllm:cache_config_info"
         family(out, name, "Information of the LLMEngine CacheConfig", "gauge")
-        sample(out, name, cache_config_labels(self._config), 1.0)
+        for rank in self.ranks:
+            labels = {**cache_config_labels(self._config), "engine": rank._labels["engine"]}
+            sample(out, name, labels, 1.0)
 
 
 def cache_config_labels(config: ServerConfig) -> dict[str, str]:

@@ -8,24 +8,33 @@ from typing import Any
 __all__ = ["model_card", "models_body"]
 
 
-def models_body(names: list[str], root: str, max_model_len: int, created: int) -> dict[str, Any]:
+def models_body(
+    names: list[str],
+    root: str,
+    max_model_len: int,
+    created: int,
+    adapters: list[tuple[str, str, str]] | None = None,
+) -> dict[str, Any]:
     """The ``/v1/models`` list: a card per served name, each with the model path as
-    ``root`` (vLLM's ``BaseModelPath.model_path``)."""
-    return {
-        "object": "list",
-        "data": [model_card(name, root, max_model_len, created) for name in names],
-    }
+    ``root`` (vLLM's ``BaseModelPath.model_path``), then one per LoRA adapter
+    (``adapters``: name, path, parent)."""
+    cards = [model_card(name, root, max_model_len, created) for name in names]
+    cards += [model_card(n, path, None, created, parent) for n, path, parent in adapters or []]
+    return {"object": "list", "data": cards}
 
 
-def model_card(name: str, root: str, max_model_len: int, created: int) -> dict[str, Any]:
-    """One entry of ``/v1/models``."""
+def model_card(
+    name: str, root: str, max_model_len: int | None, created: int, parent: str | None = None
+) -> dict[str, Any]:
+    """One entry of ``/v1/models`` (a LoRA adapter's has a ``parent`` and no
+    ``max_model_len``)."""
     return {
         "id": name,
         "object": "model",
         "created": created,
         "owned_by": "vllm",
         "root": root,
-        "parent": None,
+        "parent": parent,
         "max_model_len": max_model_len,
         "permission": [
             {

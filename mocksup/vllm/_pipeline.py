@@ -29,6 +29,7 @@ from mocksup.vllm._errors import APIError, VLLMValidationError, rule_error
 from mocksup.vllm._exchange import JSON, Exchange, Headers
 from mocksup.vllm._faults import EARLY, ClientGone, cut_body, fail_early
 from mocksup.vllm._ids import random_hex
+from mocksup.vllm._lora import Adapters
 from mocksup.vllm._orca import orca_header
 from mocksup.vllm._pause import PAUSED_MESSAGE, PauseState
 from mocksup.vllm._plan import Plan, Settings, plan_request
@@ -73,12 +74,14 @@ class Generation:
         self.engine = engine
         self.pause = pause
         self.load = 0  # generation requests in flight, for /load (with load tracking)
+        #: LoRA adapters served beside the base model names (set by the app).
+        self.adapters: Adapters | None = None
         self._load_lock = threading.Lock()
         self._warned_trace = False
         self._plan_settings = Settings(
             config.max_model_len, config.seed, config.output_tokens, config.role,
             config.tokens_as_token_ids, config.reasoning_parser,
-            config.default_chat_template_kwargs,
+            config.default_chat_template_kwargs, config.tool_call_policy,
         )  # fmt: skip
 
     def handle(
@@ -113,7 +116,7 @@ class Generation:
             raise rule_error(error) from None
         job = self._job(
             request=request, plan=plan, admission=admission, exchange=exchange,
-            arrival=(arrival, arrival_ns), overrides=overrides,
+            arrival=(arrival, arrival_ns), overrides=overrides, model=model,
         )  # fmt: skip
         return self._run(surface, exchange, request, job, ids=(model, request_id))
 
@@ -124,6 +127,10 @@ class Generation:
         """
         if model is None or model == "":
             return self.config.models[0]
+        if model in self.config.models:
+            return str(model)
+        if self.adapters is not None and model in self.adapters:
+            return str(model)
         if model not in self.config.models:
             raise APIError(
                 404,
@@ -168,6 +175,7 @@ class Generation:
         exchange: Exchange,
         arrival: tuple[float, int],
         overrides: tuple[float | None, float | None],
+        model: str = "",
     ) -> Job:
         latency = admission.latency
         ttft, itl = overrides
@@ -179,7 +187,13 @@ class Generation:
             ttft=latency.ttft if ttft is None else ttft,
             itl=latency.itl if itl is None else itl,
             jitter=latency.jitter,
-            rng=self.state.jitter_rng(f"{admission.call}") if latency.jitter else _NO_JITTER,
+            rng=self.state.jitter_rng(f"{admission.call}")
+            if latency.jitter or latency.ttft_stddev or latency.itl_stddev
+            else _NO_JITTER,
+            prefill_per_token=latency.prefill_per_token,
+            ttft_stddev=latency.ttft_stddev,
+            itl_stddev=latency.itl_stddev,
+            load_factor=latency.load_factor,
             fault=admission.fault,
             faults=admission.faults,
             parent=self._parent(exchange.environ),
@@ -187,6 +201,7 @@ class Generation:
             temperature=request.temperature,
             top_p=request.top_p,
             wait=exchange.environ.get("mocksup.wait_disconnect"),
+            lora=None if model in self.config.models or self.adapters is None else model,
         )
 
     def _parent(self, environ: dict[str, Any]) -> TraceContext | None:

@@ -67,6 +67,9 @@ class Choice:
     generated: int = 0
     recorded: bool = False
     timing: Any = None
+    #: A tool call's text: its parser (for the streamed deltas) and the message content.
+    tool_parser: Any = None
+    tool_content: str | None = None
 
     def reasoning_within(self, count: int) -> int:
         """Reasoning tokens among the first ``count`` tokens: the words after ``<think>``."""
@@ -77,6 +80,10 @@ class Choice:
         self.tokens, self.deltas = self.tokens[:count], self.deltas[:count]
         self.text = "".join(self.deltas)
         self.tool_calls = []
+        if self.tool_parser is not None:
+            answer = "".join(self.deltas[self.answer_start :])
+            self.tool_content, self.tool_calls = self.tool_parser.extract(answer)
+            self.text = self.tool_content or ""
         if self.logprobs is not None and self.top is not None:
             self.logprobs, self.top = self.logprobs[:count], self.top[:count]
 
@@ -105,6 +112,7 @@ class Settings:
     reasoning_parser: str | None = None
     #: ``--default-chat-template-kwargs`` (``enable_thinking`` decides thinking).
     chat_template_kwargs: dict[str, Any] | None = None
+    tool_call_policy: str = "mention"
 
 
 def plan_request(
@@ -150,7 +158,7 @@ def plan_request(
         )
         for i in range(n):
             ask = Ask(request, _rng(seed, prompt.text, i), limit, settings.length_range, reply,
-                      thinking, request.thinking_budget)  # fmt: skip
+                      thinking, request.thinking_budget, settings.tool_call_policy)  # fmt: skip
             choice = _make_choice(ask, p * n + i, rid, n_prompt)
             choice.echo = prompt.echo
             choice.max_tokens = limit
@@ -246,7 +254,8 @@ def _make_choice(ask: Ask, index: int, request_id: str, n_prompt: int) -> Choice
     if ask.thinking:
         _think(choice, drafted.tokens[:head])
     wanted = ask.request.logprobs_wanted
-    if wanted is not None and not choice.tool_calls and drafted.content is None:
+    made_up = choice.tool_calls and choice.tool_parser is None  # a script's calls: no text
+    if wanted is not None and not made_up and drafted.content is None:
         _add_logprobs(choice, ask.rng, wanted, ask.request.logprob_token_ids)
     return choice
 
@@ -272,6 +281,8 @@ def _answer(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt: int
     if drafted.tool_calls:
         return Choice(index, request_id, n_prompt, tokens, [""] * len(tokens), "",
                       drafted.finish_reason, tool_calls=drafted.tool_calls)  # fmt: skip
+    if drafted.tool_parser is not None:
+        return _tool_choice(ask, drafted, index, request_id, n_prompt)
     deltas = _deltas(tokens)
     text = "".join(deltas)
     reason = drafted.finish_reason
@@ -288,9 +299,33 @@ def _answer(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt: int
     return Choice(index, request_id, n_prompt, tokens, deltas, text, reason, stop_reason)
 
 
+def _tool_choice(ask: Ask, drafted: Draft, index: int, request_id: str, n_prompt: int) -> Choice:
+    # The parser reads the calls out of the text, as vLLM's does; "tool_calls" is the
+    # finish reason when it found calls, the engine stopped, and no tool was named.
+    parser = drafted.tool_parser
+    assert parser is not None
+    deltas = _deltas(drafted.tokens)
+    text = "".join(deltas)
+    content, calls = parser.extract(text)
+    reason = drafted.finish_reason
+    if (
+        calls
+        and reason == "stop"
+        and ask.request.tool_use is not None
+        and (ask.request.tool_use.forced is None)
+    ):
+        reason = "tool_calls"
+    # The choice's text is what the parser leaves as content (the surfaces show it); the
+    # deltas stay the model's, for the parser's streamed framing and the log-probabilities.
+    choice = Choice(index, request_id, n_prompt, drafted.tokens, deltas, content or "", reason,
+                    tool_calls=calls)  # fmt: skip
+    choice.tool_parser, choice.tool_content = parser, content
+    return choice
+
+
 def _deltas(tokens: list[int]) -> list[str]:
     top = 256 + len(TOKENIZER.pieces)
-    if all(256 <= t < top for t in tokens):
+    if not tokens or (min(tokens) >= 256 and max(tokens) < top):
         # Vocabulary pieces are whole characters: no decoding state needed.
         return [TOKENIZER.pieces[t - 256] for t in tokens]
     # vLLM's incremental detokenizer holds back an incomplete UTF-8 character; so do we.

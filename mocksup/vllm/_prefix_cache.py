@@ -26,6 +26,8 @@ class PrefixCache:
         self.enabled = enabled
         self._blocks: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
+        #: The other data-parallel ranks' caches: they are reset with this one.
+        self.followers: list[PrefixCache] = []
 
     def _hashes(self, tokens: list[int], parent: int = 0, start: int = 0) -> list[int]:
         # The chained hashes of the full blocks of tokens[start:], after ``parent``.
@@ -82,3 +84,5 @@ class PrefixCache:
         """Forget every cached block (``/reset_prefix_cache``, sleep)."""
         with self._lock:
             self._blocks.clear()
+        for follower in self.followers:
+            follower.reset()

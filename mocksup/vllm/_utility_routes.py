@@ -112,8 +112,16 @@ class UtilityRoutes:
     def _models(self, exchange: Exchange) -> list[bytes]:
         exchange.respond(200, JSON)
         config = self.config
+        adapters = (
+            [
+                (m.name, m.path, m.base_model_name or config.models[0])
+                for m in self.generation.adapters.cards()
+            ]
+            if self.generation.adapters
+            else []
+        )
         return [dumps(models_body(config.models, config.model, config.max_model_len,
-                                  int(time.time())))]  # fmt: skip
+                                  int(time.time()), adapters))]  # fmt: skip
 
     def _tokenize(self, exchange: Exchange) -> list[bytes]:
         request = _tokenize.parse_tokenize(self._json(exchange))

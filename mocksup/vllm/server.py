@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from mocksup.base import MockServerBase
+from mocksup.vllm._lora import LoRAModule
 from mocksup.vllm.client import VLLMQueries
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
 
@@ -145,6 +146,12 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         default=None,
         description="``--tool-call-parser``: needed for tool calls, as in vLLM (any name).",
     )
+    tool_call_policy: Literal["mention", "always", "never"] = Field(
+        default="mention",
+        description='Whether ``tool_choice="auto"`` calls a tool: ``mention`` (the tools the '
+        "last user message names), ``always`` (unless the last message is a tool result) "
+        "or ``never``; a script rule's ``tool_calls`` win.",
+    )
     return_tokens_as_token_ids: bool = Field(
         default=False,
         description="``--return-tokens-as-token-ids``: log-prob tokens as ``token_id:N``.",
@@ -177,6 +184,31 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     )
     fingerprint_value: str | None = Field(
         default=None, description="``--fingerprint-value`` (with ``fingerprint_mode=custom``)."
+    )
+    enable_lora: bool = Field(
+        default=False, description="``--enable-lora``: LoRA adapters can be served."
+    )
+    lora_modules: list[LoRAModule] | None = Field(
+        default=None,
+        description="``--lora-modules``: adapters served from the start, each ``name=path``, "
+        "a JSON object (``name``, ``path``, ``base_model_name``) or a dict.",
+    )
+    max_loras: int = Field(
+        default=1, ge=1, description="``--max-loras`` (reported in ``vllm:lora_requests_info``)."
+    )
+    max_lora_rank: int = Field(
+        default=16, ge=1, description="``--max-lora-rank``: adapters of a higher rank fail."
+    )
+    allow_runtime_lora_updating: bool = Field(
+        default=False,
+        description="``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1``: the load and unload routes.",
+    )
+    data_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="``--data-parallel-size``: engine ranks in one server, each with its "
+        '``max_num_seqs`` and KV cache, labelled ``engine="0"`` to ``N-1``.',
     )
     server_dev_mode: bool = Field(
         default=False,
@@ -244,6 +276,23 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         if value not in REASONING_PARSERS:
             raise ValueError(f"reasoning_parser_name={value!r} has not been registered")
         return value
+
+    @field_validator("lora_modules", mode="before")
+    @classmethod
+    def _read_lora_modules(cls, value: Any) -> Any:
+        from mocksup.vllm._lora import parse_lora_modules
+
+        return None if value is None else parse_lora_modules(value)
+
+    @model_validator(mode="after")
+    def _check_lora(self) -> Self:
+        # vLLM loads --lora-modules at start-up and fails to start when one cannot load.
+        names = [m.name for m in self.lora_modules or []]
+        if names and not self.enable_lora:
+            raise ValueError("lora_modules need enable_lora (--enable-lora), as in vLLM")
+        if len(set(names)) != len(names) or set(names) & set(self.served_names):
+            raise ValueError("lora_modules names must be distinct and not served model names")
+        return self
 
     @field_validator("output_tokens")
     @classmethod

@@ -43,8 +43,11 @@ class Latency(_Model):
 
     A request first waits for one of ``max_num_seqs`` slots (the queue time; the server's
     ``max_num_seqs`` unless changed here at run time), then its first
-    token comes ``ttft`` seconds later and every further token ``itl`` seconds after the one
-    before. Deadlines are absolute from the start of decoding, so sleeps never drift.
+    token comes ``ttft`` seconds later (plus ``prefill_per_token`` for each prompt token not
+    in the prefix cache) and every further token ``itl`` seconds after the one before, each
+    drawn around its mean with ``ttft_stddev``/``itl_stddev`` and slowed by ``load_factor``
+    as running sequences grow. Deadlines are absolute from the start of decoding, so sleeps
+    never drift.
     Headers ``X-Mocksup-TTFT`` and ``X-Mocksup-ITL`` (seconds) override them per request.
     """
 
@@ -63,6 +66,33 @@ class Latency(_Model):
         ge=1,
         description="Sequences served at once (more queue); ``None``: the server's "
         "``max_num_seqs``.",
+    )
+    prefill_per_token: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Seconds of prefill per prompt token not found in the prefix cache, "
+        "added to ``ttft``.",
+    )
+    ttft_stddev: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_DELAY,
+        description="Standard deviation of ``ttft`` (seconds; seeded normal draws, kept "
+        "within 30 % to 170 % of the mean).",
+    )
+    itl_stddev: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_DELAY,
+        description="Standard deviation of ``itl``, drawn per token like ``ttft_stddev``.",
+    )
+    load_factor: float = Field(
+        default=1.0,
+        ge=1,
+        le=100,
+        description="Slowdown with ``max_num_seqs`` sequences running: delays are scaled "
+        "by 1 + (load_factor - 1) x (running - 1) / (max_num_seqs - 1).",
     )
 
 

@@ -128,7 +128,9 @@ SPECIAL = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|developer|>
 #: vocabulary, so the other pieces keep their ids.
 THINK_START, THINK_END = "<think>", "</think>"
 
-_PIECE = re.compile(r"<\|[a-z]+\|>|</?think>| ?[^\W\d_]+| ?\d+| ?[^\w\s]+|\s+(?!\S)|\s+")
+# Markers, letters, digits, then punctuation runs (``_`` among them, as in GPT-2's
+# pattern), spaces.
+_PIECE = re.compile(r"<\|[a-z]+\|>|</?think>| ?[^\W\d_]+| ?\d+| ?(?:[^\w\s]|_)+|\s+(?!\S)|\s+")
 
 
 def _vocabulary() -> list[str]:

@@ -30,7 +30,7 @@ VLLM_ARGS = [
     "--enable-request-id-headers",
     "--compilation-config.mode", "3",
     "-O3",
-    "--lora-modules", "a=/tmp/a", "b=/tmp/b",
+    "--enable-lora", "--lora-modules", "a=org/a", '{"name": "b", "path": "org/b"}',
     "--enable-server-load-tracking",
 ]  # fmt: skip
 
@@ -48,9 +48,12 @@ class ParseTest(unittest.TestCase):
         self.assertEqual(server.seed, 7)
         self.assertTrue(server.enable_request_id_headers)
         self.assertTrue(server.enable_server_load_tracking)
+        self.assertTrue(server.enable_lora)
+        self.assertEqual([(m.name, m.path) for m in server.lora_modules or []],
+                         [("a", "org/a"), ("b", "org/b")])  # fmt: skip
         (note,) = logs.output
         for flag in ("--dtype", "--enforce-eager", "--tensor-parallel-size",
-                     "--compilation-config", "--lora-modules"):  # fmt: skip
+                     "--compilation-config"):  # fmt: skip
             self.assertIn(flag, note)
 
     def test_settings_given_by_name_win_over_the_command_line(self) -> None:

@@ -49,9 +49,9 @@ class ControlAPITest(ServerTestCase):
     def test_a_long_poll_past_the_old_60_s_cap_returns_when_the_request_arrives(self) -> None:
         self.server.clear()
         timer = threading.Timer(0.5, raw_post, (self.server, "/v1/completions", BODY))
+        started = time.monotonic()  # before the timer starts: it fires 0.5 s after this
         timer.start()
         self.addCleanup(timer.cancel)
-        started = time.monotonic()
         # A timeout of 500 s is accepted (no 60 s cap) and answered as soon as it holds.
         status, _, data = raw_request(
             self.server, "GET", "/mocksup/requests?path=/v1/completions&count=1&timeout=500"

@@ -30,7 +30,8 @@ def examples() -> dict[str, str]:
 
 class DocExamplesTest(ProcessTestCase):
     def test_the_page_has_its_examples(self) -> None:
-        self.assertTrue({"responses", "messages", "reasoning"} <= set(examples()))
+        self.assertTrue({"responses", "messages", "reasoning", "structured-outputs",
+                         "tool-calls", "lora", "fleet", "latency"} <= set(examples()))  # fmt: skip
 
     def test_examples_run(self) -> None:
         for name, code in examples().items():

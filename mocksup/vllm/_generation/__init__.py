@@ -4,7 +4,8 @@ A strategy takes an :class:`Ask` (the request, the choice's seeded generator, ho
 tokens it may generate, the matching script reply) and returns a :class:`Draft` (its tokens,
 finish reason and tool calls), or ``None`` when it does not apply. :func:`draft` asks them in
 order: reasoning (a thinking block before whatever the others draft), tool calls, then
-scripted content, then free text, which always answers. Stop strings
+scripted content, then structured output (a JSON Schema, a regex, a choice or a grammar),
+then free text, which always answers. Stop strings
 and log-probabilities are applied afterwards to whatever text a strategy drafted
 (:mod:`mocksup.vllm._plan`), so a new strategy (JSON Schema, regex, reasoning) only decides
 tokens.
@@ -15,10 +16,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mocksup.vllm._sampling import GenerationRequest
 from mocksup.vllm.settings import ScriptReply
+
+if TYPE_CHECKING:
+    from mocksup.vllm._tool_parsers import ToolParser
 
 __all__ = ["Ask", "Draft", "Strategy", "draft"]
 
@@ -38,6 +42,8 @@ class Ask:
     thinking: bool = False
     #: The most reasoning tokens (Anthropic's ``thinking.budget_tokens``), if any.
     thinking_budget: int | None = None
+    #: The server's ``tool_call_policy``: whether ``tool_choice="auto"`` calls a tool.
+    tool_call_policy: str = "mention"
 
 
 @dataclass
@@ -51,6 +57,9 @@ class Draft:
     content: str | None = None
     #: Leading tokens that are the thinking block, its markers included (0: none).
     reasoning: int = 0
+    #: Reads tool calls out of the tokens' text, whole and streamed, as vLLM's parser
+    #: for the request's tool choice does (the tokens are then a tool call's text).
+    tool_parser: ToolParser | None = None
 
 
 #: A strategy: a draft, or ``None`` to let the next one answer.
@@ -58,9 +67,9 @@ Strategy = Callable[[Ask], "Draft | None"]
 
 
 def _strategies() -> tuple[Strategy, ...]:
-    from mocksup.vllm._generation import free_text, reasoning, scripted, tool_calls
+    from mocksup.vllm._generation import free_text, reasoning, scripted, structured, tool_calls
 
-    return (reasoning.draft, tool_calls.draft, scripted.draft, free_text.draft)
+    return (reasoning.draft, tool_calls.draft, scripted.draft, structured.draft, free_text.draft)
 
 
 def draft(ask: Ask) -> Draft:

@@ -1,84 +1,132 @@
-"""Tool calls: a scripted reply's calls, or one call when the request forces a tool.
+"""Tool calls: which tools a choice calls, with what arguments, in the text a model writes.
 
-``tool_choice`` ``"required"`` or a named function makes one call to that tool (the first
-tool for ``"required"``) with arguments made up from its parameter schema; ``"auto"`` calls a
-tool only when a script rule says so. The call's tokens are those of its JSON text, as a
-tool parser would have read them from the model's output.
+Which calls: a script rule's ``tool_calls`` when one matches; else, for a named
+``tool_choice``, that tool; for ``"required"``, the tools the last user message names (else
+the first tool); for ``"auto"``, what the server's ``tool_call_policy`` decides:
+``"mention"`` (the default) calls the tools the last message names when it is the user's,
+``"always"`` calls those (else the first tool) unless the last message is a tool result,
+``"never"`` calls none. A message names a tool when it contains its name, case aside,
+with ``_`` and ``-`` read as spaces too (``get_weather`` or "get weather"). With
+``parallel_tool_calls`` false only the first is called, as vLLM's grammar allows one.
+
+Arguments are drawn from the tool's parameter schema (:mod:`.json_schema`), so they are
+valid against it. The text is what the model would write for the tool choice, and
+:mod:`mocksup.vllm._tool_parsers` reads it back as vLLM's parsers do: that gives the body's
+``tool_calls``, the streamed deltas and the finish reason.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
+from mocksup.vllm._errors import VLLMValidationError
 from mocksup.vllm._generation import Ask, Draft
+from mocksup.vllm._generation.json_schema import schema_value
+from mocksup.vllm._generation.patterns import Unsatisfiable
+from mocksup.vllm._generation.structured import json_text
+from mocksup.vllm._sampling import Tool, ToolUse
+from mocksup.vllm._tool_parsers import HermesCalls, NamedCall, RequiredCalls, ToolParser
 from mocksup.vllm.tokenizer import TOKENIZER
 
-__all__ = ["draft", "synthesize_arguments"]
+__all__ = ["TOOL_CALL_POLICIES", "draft", "named_tools", "synthesize_arguments"]
 
-_DEFAULTS: dict[str, Any] = {
-    "integer": 1,
-    "number": 1.0,
-    "boolean": True,
-    "array": [],
-    "object": {},
-    "null": None,
-}
+#: The values of ``tool_call_policy``.
+TOOL_CALL_POLICIES = ("mention", "always", "never")
 
 
 def draft(ask: Ask) -> Draft | None:
-    """The calls, or ``None`` when this choice calls no tool."""
+    """The calls' text and its parser, or ``None`` when this choice calls no tool."""
     use = ask.request.tool_use
-    if use is None:
+    if use is None or not use.tools:
         return None
-    calls: list[tuple[str, dict[str, Any]]] = []
-    forced = use.forced
-    if ask.reply is not None and ask.reply.tool_calls:
-        calls = [(c.name, c.arguments) for c in ask.reply.tool_calls]
-    elif use.tools and (use.required or forced is not None):
-        tool = next((t for t in use.tools if t.function.name == forced), use.tools[0])
-        calls = [(tool.function.name, synthesize_arguments(tool.function.parameters))]
+    parallel = getattr(ask.request, "parallel_tool_calls", True) is not False
+    calls = _chosen(ask, use)
     if not calls:
         return None
-    text = json.dumps([{"name": n, "arguments": json.dumps(a)} for n, a in calls])
+    if not parallel:
+        calls = calls[:1]
+    parser: ToolParser
+    if use.forced is not None:
+        parser = NamedCall(ask.rng, use.forced, parallel=parallel)
+        text = json_text(calls[0][1])
+    elif use.required:
+        parser = RequiredCalls(ask.rng, parallel=parallel)
+        text = json_text([{"name": name, "parameters": args} for name, args in calls])
+    else:
+        parser = HermesCalls(ask.rng, parallel=parallel)
+        text = "\n".join(
+            f"<tool_call>\n{json_text({'name': name, 'arguments': args})}\n</tool_call>"
+            for name, args in calls
+        )
     tokens = TOKENIZER.encode(text)
     if len(tokens) > ask.limit:
-        # Cut before the call is whole: vLLM parses no call and reports the cut, with empty
-        # content (as OpenAI does).
-        return Draft(tokens[: ask.limit], "length", [], content="")
-    encoded = [
-        {
-            "id": f"chatcmpl-tool-{ask.rng.getrandbits(64):016x}",
-            "type": "function",
-            "function": {"name": name, "arguments": json.dumps(arguments)},
-        }
-        for name, arguments in calls
-    ]
-    # A named tool choice keeps "stop"; "auto"/"required" report the calls.
-    return Draft(tokens, "stop" if forced is not None else "tool_calls", encoded)
+        return Draft(tokens[: ask.limit], "length", tool_parser=parser)
+    return Draft(tokens, "stop", tool_parser=parser)
 
 
-def synthesize_arguments(parameters: dict[str, Any] | None) -> dict[str, Any]:
-    """Plausible arguments for a JSON schema: one value of the right type per property.
+def _chosen(ask: Ask, use: ToolUse) -> list[tuple[str, Any]]:
+    by_name = {t.function.name: t for t in use.tools}
+    reply = ask.reply
+    if reply is not None and reply.tool_calls:
+        scripted = [(c.name, c.arguments) for c in reply.tool_calls]
+        if use.forced is None:
+            return scripted
+        return [c for c in scripted if c[0] == use.forced][:1] or [
+            (use.forced, _arguments(by_name[use.forced], ask))
+        ]
+    if use.forced is not None:
+        return [(use.forced, _arguments(by_name[use.forced], ask))]
+    messages = getattr(ask.request, "messages", None) or []
+    named = named_tools(messages, use.tools)
+    if use.required:
+        tools = named or use.tools[:1]
+    else:
+        policy = ask.tool_call_policy
+        last = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+        if policy == "never" or last == "tool":
+            return []
+        tools = named or (use.tools[:1] if policy == "always" else [])
+    return [(t.function.name, _arguments(t, ask)) for t in tools]
 
-    :raises ValueError: the schema is not one a structured-output backend compiles
-        (answered 400, as vLLM answers a tool schema its grammar compiler refuses).
+
+def named_tools(messages: list[Any], tools: list[Tool]) -> list[Tool]:
+    """The tools the last message names, if it is the user's, in the order it names them."""
+    if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        return []
+    from mocksup.vllm._chat import content_text
+
+    text = content_text(messages[-1]).lower()
+    found: list[tuple[int, Tool]] = []
+    for tool in tools:
+        name = tool.function.name.lower()
+        spelled = re.sub(r"[_-]+", " ", name)
+        at = [i for i in (text.find(name), text.find(spelled) if spelled != name else -1) if i >= 0]
+        if at:
+            found.append((min(at), tool))
+    return [tool for _, tool in sorted(found, key=lambda pair: pair[0])]
+
+
+def _arguments(tool: Tool, ask: Ask) -> Any:
+    return synthesize_arguments(tool.function.parameters, ask.rng)
+
+
+def synthesize_arguments(parameters: dict[str, Any] | None, rng: Any = None) -> Any:
+    """Arguments valid against a tool's parameter schema (an empty object without one).
+
+    :raises VLLMValidationError: the schema is not one a structured-output backend compiles
+        or the mock can satisfy (answered 400, as vLLM answers a tool schema its grammar
+        compiler refuses).
     """
-    properties = (parameters or {}).get("properties") or {}
-    if not isinstance(properties, dict):
-        raise ValueError("Invalid tool parameters schema: `properties` must be an object.")
-    values: dict[str, Any] = {}
-    for name, schema in properties.items():
-        if not isinstance(schema, dict):
-            raise ValueError(f"Invalid tool parameters schema: property {name!r} is not an object.")
-        enum = schema.get("enum")
-        if enum is not None and (not isinstance(enum, list) or not enum):
-            raise ValueError(
-                f"Invalid tool parameters schema: `enum` of {name!r} must be a non-empty array."
-            )
-        if enum:
-            values[name] = enum[0]
-            continue
-        kind = schema.get("type")
-        values[name] = _DEFAULTS.get(kind, "mock") if isinstance(kind, str) else "mock"
-    return values
+    import random
+
+    from mocksup.vllm._checks import schema_problem
+
+    schema = parameters if parameters else {"type": "object", "properties": {}}
+    problem = schema_problem(schema, schema)
+    if problem is None:
+        try:
+            return schema_value(schema, rng if rng is not None else random.Random(0))
+        except Unsatisfiable as error:
+            problem = str(error)
+    raise VLLMValidationError(f"Invalid tool parameters schema: {problem}", parameter="tools")
