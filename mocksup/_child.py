@@ -11,7 +11,8 @@ status pipe the child writes one JSON line: ``ready`` with the ports it really s
 ``error`` with a pickled :class:`~mocksup.MockServerError`.
 
 A child forked by the zygote, started before its server was known, takes on the environment
-and working folder of the moment from the payload.
+and working folder of the moment from the payload. Once it has its server, a child shows in
+``ps`` as ``mocksup NAME (CLASS)``.
 
 Whatever the server starts ends with the child, even a process that left its group
 (``start_new_session=True``) or daemonised: on Linux the child is a *subreaper*, so orphans
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from mocksup.base import MockServerBase
     from mocksup.errors import MockServerError
 
-__all__ = ("HARD_EXIT_AFTER", "main", "modules_of", "preload", "prepare", "run")
+__all__ = ("HARD_EXIT_AFTER", "main", "modules_of", "preload", "prepare", "run", "title")
 
 #: When the parent is gone (lifeline EOF), nobody will escalate: ``serve()`` gets this long
 #: to return before the child ends itself (and its descendants), so no orphan outlives its
@@ -70,6 +71,7 @@ def run(lifeline_fd: int, status_fd: int, *, adopted: bool = False) -> int:
         server = _load_payload(lifeline_fd, status_fd, adopted)
     except Exception as error:
         return _could_not_load(error, status_fd)
+    _name_process(title(server.name, type(server).__name__), f"mocksup {server.name}")
     _configure_logging()
     ctx.name = server.name
     threading.Thread(
@@ -108,6 +110,43 @@ def modules_of(module: str) -> list[str]:
         return [module]
     found = pkgutil.iter_modules(spec.submodule_search_locations, package + ".")
     return [package, *sorted(info.name for info in found)]
+
+
+def title(name: str, kind: str) -> str:
+    """How a child shows in ``ps`` once it has its server: its name and its class."""
+    return f"mocksup {name} ({kind})"
+
+
+def _name_process(text: str, name: str) -> None:
+    """Show ``text`` as this process's command line and ``name`` (cut to 15 bytes) as its
+    name (Linux: ``ps``, ``top``, ``pgrep``).
+
+    The command line is rewritten in place, within its own bytes: never into the
+    environment that follows it, where the owner markers the sweep reads live. Nothing is
+    written unless the memory holds exactly what the kernel shows as our command line.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            # Fields 48 and 49 (arg_start, arg_end); the name before them may hold spaces.
+            fields = stat.read().rpartition(b")")[2].split()
+        start, end = int(fields[45]), int(fields[46])
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            shown = cmdline.read()
+    except (OSError, IndexError, ValueError):
+        return
+    size = end - start
+    if not 0 < size <= 65536 or ctypes.string_at(start, size) != shown[:size]:
+        return
+    data = text.encode(errors="replace")[: size - 2]
+    # The last byte not NUL: the kernel then shows the text up to its NUL (as for
+    # setproctitle), not the rest of the area as empty arguments.
+    ctypes.memmove(start, data.ljust(size - 1, b"\0") + b" ", size)
+    pr_set_name = 15
+    _prctl(pr_set_name, name.encode(errors="replace")[:15].rstrip())
 
 
 @functools.cache

@@ -279,5 +279,33 @@ class SettingTest(ProcessTestCase):
         self.assertEqual(json.loads(out), [True, None])
 
 
+class TitleTest(ZygoteTestCase):
+    def test_children_show_their_name_and_class_and_keep_their_markers(self) -> None:
+        forked = self.start_server(Sleeper(name="forked"))
+        execd = self.start_server(EnvEcho(name="execd", env={"MOCKSUP_TEST_VALUE": "x"}))
+        for server, kind in ((forked, "Sleeper"), (execd, "EnvEcho")):
+            process = psutil.Process(server.pid)
+            self.assertEqual(" ".join(process.cmdline()), f"mocksup {server.name} ({kind})")
+            self.assertEqual(process.name(), f"mocksup {server.name}"[:15].rstrip())
+            # Written over its command line only: the environment after it is intact.
+            self.assertEqual(process.environ()[_reap.OWNER_ENV], _reap.owner_marker())
+        ps = subprocess.run(
+            ["ps", "-o", "args=", "-p", str(forked.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if ps.returncode == 0:
+            self.assertEqual(ps.stdout.strip(), "mocksup forked (Sleeper)")
+
+    def test_a_long_name_is_cut_to_the_room_there_is(self) -> None:
+        server = self.start_server(Sleeper(name="n" * 64))
+        shown = " ".join(psutil.Process(server.pid).cmdline())
+        self.assertTrue(shown.startswith("mocksup nnnn"), shown)
+        self.assertLessEqual(
+            len(shown), len(Path(f"/proc/{_launch.zygote.pid}/cmdline").read_bytes())
+        )
+
+
 if __name__ == "__main__":
     unittest.main()
