@@ -10,9 +10,9 @@ EOF on it means the parent is gone (even SIGKILLed), and the child stops at once
 status pipe the child writes one JSON line: ``ready`` with the ports it really serves on, or
 ``error`` with a pickled :class:`~mocksup.MockServerError`.
 
-A child forked by the zygote, started before its server was known, takes on the environment
-and working folder of the moment from the payload. Once it has its server, a child shows in
-``ps`` as ``mocksup NAME (CLASS)``.
+A child started before its server was known (forked, or exec'd with ``--warm`` by ``mocksup
+up``) takes on the environment and working folder of the moment from the payload. Once it
+has its server it shows in ``ps`` as ``mocksup NAME (CLASS)``.
 
 Whatever the server starts ends with the child, even a process that left its group
 (``start_new_session=True``) or daemonised: on Linux the child is a *subreaper*, so orphans
@@ -54,13 +54,20 @@ _log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
-    """Run one mock server in this exec'd process: ``LIFELINE_FD STATUS_FD``."""
-    return run(int(argv[0]), int(argv[1]))
+    """Run one mock server in this exec'd process: ``LIFELINE_FD STATUS_FD [--warm
+    MODULE...]``. With ``--warm`` the child imports those modules (and what every child
+    needs) first, says so, then waits for its server."""
+    lifeline_fd, status_fd = int(argv[0]), int(argv[1])
+    warm = argv[2:3] == ["--warm"]
+    if warm:
+        _preload(argv[3:])
+        write_status(status_fd, {"event": "warm"})
+    return run(lifeline_fd, status_fd, adopted=warm)
 
 
 def run(lifeline_fd: int, status_fd: int, *, adopted: bool = False) -> int:
     """Read the server from ``lifeline_fd``, serve it, report on ``status_fd``; return the
-    exit code. ``adopted``: started before the server was known (forked)."""
+    exit code. ``adopted``: started before the server was known (forked or warm)."""
     for fd in (lifeline_fd, status_fd):
         # Grandchildren a mock may start must not keep our pipes alive.
         os.set_inheritable(fd, False)
@@ -81,6 +88,11 @@ def run(lifeline_fd: int, status_fd: int, *, adopted: bool = False) -> int:
         return _serve(server, ctx, status_fd)
     finally:
         _end_descendants(HARD_EXIT_AFTER)
+
+
+def _preload(names: list[str]) -> None:
+    for name in ("mocksup.base", *names):
+        preload(name)
 
 
 def preload(module: str) -> None:

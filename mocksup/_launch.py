@@ -1,4 +1,4 @@
-"""Launching children: the exec, and the zygote that forks them.
+"""Launching children: the exec, the zygote that forks them, the children ``up`` starts early.
 
 A child costs an interpreter start plus the imports of pydantic, grpc, werkzeug and the
 protobuf modules: most of its start. The *zygote* (:mod:`mocksup._zygote`) pays for them
@@ -10,7 +10,9 @@ own, whose imports must see that environment).
 
 An exec'd child is ``python -m mocksup._child``, through ``subprocess`` (vfork/posix_spawn),
 never a fork of this process and never ``preexec_fn``: safe when this process has loaded
-gRPC.
+gRPC. ``mocksup up`` launches its children as its very first step (*prestarted*, importing
+their mock's modules while the command imports its own), and hands each its server once it
+has built them; it keeps no idle process.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from typing import IO
 from mocksup import _reap
 from mocksup._fork import Zygote, enabled_from_env
 
-__all__ = ("Launched", "child_env", "launch", "write_ahead", "zygote")
+__all__ = (
+    "Launched",
+    "Prestarted",
+    "child_env",
+    "launch",
+    "prestarted",
+    "write_ahead",
+    "zygote",
+)
 
 _log = logging.getLogger(__name__)
 _owner: dict[str, str] | None = None
@@ -83,19 +93,22 @@ def write_ahead(fd: int, data: bytes) -> bytes:
     return data[written:]
 
 
-def launch(env: dict[str, str], output: IO[bytes] | int) -> Launched:
+def launch(
+    env: dict[str, str], output: IO[bytes] | int, *, warm: list[str] | None = None
+) -> Launched:
     """Exec ``python -m mocksup._child`` with its lifeline and status pipes.
 
     An exec through ``subprocess`` (vfork/posix_spawn), never a bare fork and never
     ``preexec_fn``: safe when this process has loaded gRPC. Its own session, so terminal
-    signals do not reach it and its group can be signalled as a whole.
+    signals do not reach it and its group can be signalled as a whole. ``warm``: the
+    modules it imports before it waits for its server.
     """
     lifeline_r, lifeline_w = os.pipe()
     status_r, status_w = os.pipe()
     args = [sys.executable, "-m", "mocksup._child", str(lifeline_r), str(status_w)]
     try:
         proc = subprocess.Popen(
-            args,
+            args if warm is None else [*args, "--warm", *warm],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
@@ -112,9 +125,51 @@ def launch(env: dict[str, str], output: IO[bytes] | int) -> Launched:
     return Launched(proc, lifeline_w, status_r)
 
 
+class Prestarted:
+    """Children exec'd before their servers are known; each is taken once, never replaced."""
+
+    def __init__(self) -> None:
+        self._idle: list[Launched] = []
+        self._lock = threading.Lock()
+
+    def launch(self, modules: list[str]) -> None:
+        """Exec one child that imports ``modules`` and then waits for its server."""
+        launched = launch(child_env({}), subprocess.DEVNULL, warm=modules)
+        with self._lock:
+            self._idle.append(launched)
+
+    def take(self) -> Launched | None:
+        """A prestarted child still alive, or ``None``."""
+        with self._lock:
+            while self._idle:
+                launched = self._idle.pop(0)
+                if launched.proc.poll() is None:
+                    return launched
+                launched.discard()
+        return None
+
+    def discard(self) -> None:
+        """End the children nobody took."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for launched in idle:
+            launched.discard()
+
+    def pids(self) -> set[int]:
+        """The pids of the children waiting."""
+        with self._lock:
+            return {launched.proc.pid for launched in self._idle}
+
+
 zygote = Zygote(enabled_from_env(), child_env)
+prestarted = Prestarted()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=zygote._after_fork)
 
 
-atexit.register(zygote.close)
+def _at_exit() -> None:
+    prestarted.discard()
+    zygote.close()
+
+
+atexit.register(_at_exit)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -57,6 +56,8 @@ class Folder:
         if self.failed:
             _log.warning("the logs of mock servers that failed are kept in %s", path)
         else:
+            import shutil
+
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -88,9 +88,9 @@ def encode(
     """The payload for one child (see the module docstring).
 
     ``env`` and ``log_path`` are for a child started before its server was known (forked
-    by the zygote): it takes on the environment of the moment and, when ``log_path`` is
-    given, sends its output to that file (a forked child got the server's log file
-    already).
+    by the zygote, or prestarted by ``mocksup up``): it takes on the environment of the
+    moment and, when ``log_path`` is given, sends its output to the server's log file (a
+    forked child got that file already).
     """
     header: Header = {
         "sys_path": list(sys.path),

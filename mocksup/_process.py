@@ -157,8 +157,8 @@ class ChildProcess:
     async def _spawn(self, adopt: bool, deadline: float) -> int:
         """Start the child; return its status pipe.
 
-        With ``adopt``: a fork of the zygote; an exec when there is none (or it is not
-        allowed).
+        With ``adopt``: a child ``mocksup up`` started early if one waits, else a fork of
+        the zygote; an exec when neither is there (or allowed).
         """
         server = self.server
         script = _payload.main_path(server)
@@ -166,10 +166,12 @@ class ChildProcess:
         env = _launch.child_env(server.env)
         try:
             launched = None
-            # A forked child imported its modules under the environment of the moment the
-            # zygote was started: a server with environment settings of its own gets an exec.
+            # An adopted child imported its modules under the environment of the moment it
+            # was started: a server with environment settings of its own gets an exec.
             if adopt and not server.env:
-                launched = await self._fork(script, env, log, deadline)
+                launched = self._take_prestarted(script, env) or await self._fork(
+                    script, env, log, deadline
+                )
             self._adopted = launched is not None
             self._taken = False
             if launched is None:
@@ -182,6 +184,18 @@ class ChildProcess:
         with _live_lock:
             _live.add(self)
         return launched.status
+
+    def _take_prestarted(self, script: str | None, env: dict[str, str]) -> _launch.Launched | None:
+        launched = _launch.prestarted.take()
+        if launched is None:
+            return None
+        payload = _payload.encode(self.server, script, env=env, log_path=str(self.log_path))
+        try:
+            launched.send(payload)
+        except BrokenPipeError:
+            launched.discard()
+            return None
+        return launched
 
     async def _fork(
         self, script: str | None, env: dict[str, str], log: int, deadline: float
@@ -306,7 +320,7 @@ class ChildProcess:
                 event = message.get("event")
                 if event == "taken":
                     self._taken = True
-                else:
+                elif event != "warm":  # a prestarted child done with its imports
                     done.set_result(message)
             if not chunk and not done.done():
                 done.set_result(None)

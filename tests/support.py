@@ -42,14 +42,14 @@ _S = TypeVar("_S", bound=MockServerBase)
 
 def children(*, settle: bool = True) -> list[psutil.Process]:
     """Our living child processes (recursively), less mocksup's zygotes (the one serving and
-    closed ones that still reap their children).
+    closed ones that still reap their children) and the children ``mocksup up`` prestarted.
 
     :param settle: first wait until the zygote has imported everything, so that no import
         under way runs during what is measured next.
     """
     if settle and not _launch.zygote.settle(60):
         raise AssertionError("the zygote did not settle within 60 s")
-    helpers = _launch.zygote.pids()
+    helpers = _launch.zygote.pids() | _launch.prestarted.pids()
     found = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
