@@ -81,7 +81,7 @@ class Forked:
                 pidfd = os.dup(self._pidfd)
             try:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                exited = bool(select.select([pidfd], [], [], left)[0])
+                exited = _readable(pidfd, left)
             finally:
                 os.close(pidfd)
             if not exited:
@@ -99,7 +99,7 @@ class Forked:
         if self.returncode is not None:
             return self.returncode
         if self._exit_fd is not None:
-            if not select.select([self._exit_fd], [], [], timeout)[0]:
+            if not _readable(self._exit_fd, timeout):
                 return None
             data = os.read(self._exit_fd, EXIT.size)
             if len(data) == EXIT.size:
@@ -108,7 +108,7 @@ class Forked:
             # EOF: the zygote is gone; only the pidfd can tell the exit now.
             os.close(self._exit_fd)
             self._exit_fd = None
-        if select.select([self._pidfd], [], [], 0.0)[0]:
+        if _readable(self._pidfd, 0.0):
             self._finish(UNKNOWN_EXIT)
         return self.returncode
 
@@ -126,6 +126,14 @@ class Forked:
             if fd is not None:
                 os.close(fd)
         self._exit_fd = None
+
+
+def _readable(fd: int, timeout: float | None) -> bool:
+    """Whether ``fd`` is readable within ``timeout`` seconds (poll: any descriptor number,
+    where select stops at 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else timeout * 1e3))
 
 
 class ZygoteError(Exception):
