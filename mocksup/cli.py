@@ -193,7 +193,13 @@ def _server_modules(args: argparse.Namespace) -> list[str | None]:
     (``None`` for another: its child imports it once it has its server's import path)."""
     if args.config is None:
         names = [name.strip() for name in args.servers.split(",")]
-        return [_DEFAULT_MODULES[name] for name in names if name in _DEFAULT_MODULES]
+        copies = {"vllm": args.vllm_replicas}  # a child for each replica
+        return [
+            _DEFAULT_MODULES[name]
+            for name in names
+            if name in _DEFAULT_MODULES
+            for _ in range(copies.get(name, 1))
+        ]
     tomllib = toml()
     try:
         entries = tomllib.loads(args.config.read_text()).get("servers")
