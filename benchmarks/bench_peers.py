@@ -93,7 +93,7 @@ class Row:
 
 
 ROWS = (
-    Row("start-warm", "supervisor", "2 servers ready, warm pool", "ms",
+    Row("start-warm", "supervisor", "2 servers ready, warm (zygote running)", "ms",
         Target("<= 50 ms", 50, at_most=True)),
     Row("start-again", "supervisor", "2 servers ready, right after a previous start", "ms",
         Target("<= 50 ms", 50, at_most=True)),
@@ -338,30 +338,29 @@ class Clients:
 # -- supervisor: two servers ready and stopped -----------------------------------------------
 
 
-def _pool() -> Any:
+def _zygote() -> Any:
     from mocksup import _launch
 
-    return getattr(_launch, "pool", None)
+    return getattr(_launch, "zygote", None)
 
 
-def pool_prepare(size: int) -> None:
-    """Give mocksup's warm pool ``size`` idle children (0: none) and wait until it has."""
-    pool = _pool()
-    if pool is None:
+def pool_prepare(warm: bool) -> None:
+    """Warm: mocksup's zygote started and done with its imports; cold: none running."""
+    zygote = _zygote()
+    if zygote is None:
         return
-    pool.size = size
-    if size == 0:
-        pool.close()
+    if warm:
+        zygote.start()
+        zygote.settle()
     else:
-        pool.refill()
-        pool.settle()
+        zygote.close()
 
 
 def pool_settle() -> None:
-    """Wait for a refill under way, so no background import skews the next measurement."""
-    pool = _pool()
-    if pool is not None:
-        pool.settle()
+    """Wait for the zygote's imports under way, so that none skews the next measurement."""
+    zygote = _zygote()
+    if zygote is not None:
+        zygote.settle()
 
 
 def mocksup_start(n: int) -> tuple[float, float]:
@@ -378,9 +377,9 @@ def mocksup_start(n: int) -> tuple[float, float]:
     return ready * 1e3, (time.perf_counter() - started) * 1e3
 
 
-def mocksup_variant(variant: str, n: int, warm: int) -> tuple[float, float]:
-    """``warm``: pool settled; ``cold``: no pool; ``again``: right after a start and stop."""
-    pool_prepare(0 if variant == "cold" else warm)
+def mocksup_variant(variant: str, n: int) -> tuple[float, float]:
+    """``warm``: zygote settled; ``cold``: none; ``again``: right after a start and stop."""
+    pool_prepare(variant != "cold")
     if variant == "again":
         mocksup_start(n)
     try:
@@ -449,15 +448,13 @@ def xprocess_run(n: int) -> tuple[float, float]:
 
 
 def supervisor_group(rows: set[str], rnd: int, samples: int) -> dict[str, Result]:
-    from mocksup import _launch
-
-    if _pool() is None:
-        print("note: mocksup has no warm pool API here; warm rows start as they are", flush=True)
-    warm = getattr(_launch, "DEFAULT_SIZE", 2)
+    if _zygote() is None:
+        print("note: mocksup has no zygote API here; warm rows start as they are", flush=True)
     child = shown(CHILD) + " PORT"
     COMMANDS["mocksup (start)"] = (
         "start_mock_servers_async([BenchServer()] * N) from bench_targets.py; "
-        f"stop_mock_servers(); warm pool of {warm} (settled before warm starts, none for cold)"
+        "stop_mock_servers(); zygote started and settled before warm starts, closed before "
+        "cold ones (the first start launches it)"
     )
     COMMANDS["mirakuru"] = f"TCPExecutor([{child}], port=PORT).start() one after the other; stop()"
     COMMANDS["pytest-xprocess"] = (
@@ -466,24 +463,24 @@ def supervisor_group(rows: set[str], rnd: int, samples: int) -> dict[str, Result
     )
     variants: dict[str, Callable[[], tuple[float, float]]] = {}
     if rows & {"start-warm", "stop-2"}:
-        variants["warm"] = lambda: mocksup_variant("warm", 2, warm)
+        variants["warm"] = lambda: mocksup_variant("warm", 2)
     if "start-again" in rows:
-        variants["again"] = lambda: mocksup_variant("again", 2, warm)
+        variants["again"] = lambda: mocksup_variant("again", 2)
     if "start-cold" in rows:
-        variants["cold"] = lambda: mocksup_variant("cold", 2, warm)
+        variants["cold"] = lambda: mocksup_variant("cold", 2)
         variants["floor"] = floor_run
         from bench_targets import DEPS
 
         COMMANDS["floor"] = shown([sys.executable, "-c", f"'import {', '.join(DEPS)}'"])
     if "start-8" in rows:
-        variants["eight"] = lambda: mocksup_variant("warm", 8, warm)
+        variants["eight"] = lambda: mocksup_variant("warm", 8)
         variants["mirakuru8"] = lambda: mirakuru_run(8)
         variants["xprocess8"] = lambda: xprocess_run(8)
     variants["mirakuru2"] = lambda: mirakuru_run(2)
     variants["xprocess2"] = lambda: xprocess_run(2)
     if rnd == 1:  # the page cache and this process's imports, off the record
         measure_pair(floor_run)
-        measure_pair(lambda: mocksup_variant("cold", 2, warm))
+        measure_pair(lambda: mocksup_variant("cold", 2))
     order = list(variants) if rnd % 2 else list(reversed(variants))
     got: dict[str, list[tuple[Figure, Figure]]] = {name: [] for name in order}
     for _ in range(samples):
@@ -1257,7 +1254,7 @@ def main() -> None:
     finally:
         for each in pool:
             each.close()
-        pool_prepare(0)
+        pool_prepare(False)
     report(selected, results, header)
 
 

@@ -1,11 +1,12 @@
 """Start-until-ready and stop times: mocksup vs the seed's approach vs mirakuru.
 
-Run from the repository root: ``python benchmarks/bench_supervisor.py [--n 1 2 4] [--repeat 7]``.
-mocksup is measured with its warm pool (children that imported their modules before the
-start, as in a suite that starts mocks per test) and cold (nothing prepared, as the very
-first start). Every variant starts the same child (``bench_targets.py``: imports mocksup's
-dependencies, serves HTTP and gRPC). Prints medians in milliseconds; the floor is a bare
-interpreter that only imports the dependencies. Needs mirakuru (``pip install mirakuru``).
+Run from the repository root: ``python benchmarks/bench_supervisor.py [--n 1 2 4 8] [--repeat
+7]``. mocksup is measured warm (its zygote running and done with its imports, as in a suite
+that starts mocks per test), cold (no zygote: the start launches it, as the very first start
+does) and with the zygote off (``MOCKSUP_ZYGOTE=0``: every child exec'd). Every variant
+starts the same child (``bench_targets.py``: imports mocksup's dependencies, serves HTTP and
+gRPC). Prints medians in milliseconds; the floor is a bare interpreter that only imports the
+dependencies. Needs mirakuru (``pip install mirakuru``).
 """
 
 from __future__ import annotations
@@ -45,17 +46,23 @@ def floor() -> tuple[float, float]:
     return time.perf_counter() - started, 0.0
 
 
-def mocksup_run(n: int, warm: int) -> tuple[float, float]:
-    """Concurrent start; ``warm`` idle warm children ready beforehand (0: all cold)."""
-    _launch.pool.size = warm
-    _launch.pool.refill()
-    _launch.pool.settle()
+def mocksup_run(n: int, variant: str) -> tuple[float, float]:
+    """Concurrent start: ``warm`` (zygote settled), ``cold`` (none yet), ``exec`` (off)."""
+    if variant != "warm":
+        _launch.zygote.close()
+        _launch.zygote.wait_closed(60)
+    _launch.zygote.enabled = variant != "exec"
+    if variant == "warm":
+        _launch.zygote.start()
+        _launch.zygote.settle()
     started = time.perf_counter()
     servers = asyncio.run(start_mock_servers_async([BenchServer(name=f"b{i}") for i in range(n)]))
     ready = time.perf_counter() - started
     started = time.perf_counter()
     stop_mock_servers(servers)
-    return ready, time.perf_counter() - started
+    stopped = time.perf_counter() - started
+    _launch.zygote.settle()  # its imports after the start are not the next run's
+    return ready, stopped
 
 
 def seed_run(n: int) -> tuple[float, float]:
@@ -110,7 +117,7 @@ def measure(run: Callable[[], tuple[float, float]], repeat: int) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, median of {args.repeat}")
@@ -120,8 +127,9 @@ def main() -> None:
     for n in args.n:
         results = {}
         for label, run in (
-            ("mocksup, warm pool", lambda n: mocksup_run(n, warm=n)),
-            ("mocksup, cold", lambda n: mocksup_run(n, warm=0)),
+            ("mocksup, warm", lambda n: mocksup_run(n, "warm")),
+            ("mocksup, cold", lambda n: mocksup_run(n, "cold")),
+            ("mocksup, zygote off", lambda n: mocksup_run(n, "exec")),
             ("seed (sequential, 100 ms)", seed_run),
             ("mirakuru TCPExecutor", mirakuru_run),
         ):
@@ -129,10 +137,10 @@ def main() -> None:
             ready, stop = results[label]
             print(f"{n:>2}  {label:<26}{ready:>10.0f}{ready / base:>9.2f}{stop:>9.1f}")
         mirakuru = results["mirakuru TCPExecutor"][0]
-        warm, cold = results["mocksup, warm pool"][0], results["mocksup, cold"][0]
+        warm, cold = results["mocksup, warm"][0], results["mocksup, cold"][0]
         print(f"    to ready vs mirakuru: {mirakuru / warm:.1f}x faster warm, ", end="")
         print(f"{mirakuru / cold:.1f}x faster cold\n")
-    _launch.pool.close()
+    _launch.zygote.close()
 
 
 if __name__ == "__main__":

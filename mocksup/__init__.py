@@ -10,7 +10,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from mocksup._context import ServeContext
-from mocksup.base import MockServerBase
 from mocksup.errors import (
     ChildCrashedError,
     ChildSuspendedError,
@@ -23,18 +22,19 @@ from mocksup.errors import (
     StopError,
     WaitTimeoutError,
 )
-from mocksup.harness import (
-    Endpoint,
-    MockServerConfig,
-    MockServers,
-    start_all,
-    start_mock_servers_async,
-    start_vllm_fleet,
-    stop_all,
-    stop_mock_servers,
-)
 
 if TYPE_CHECKING:
+    from mocksup.base import MockServerBase
+    from mocksup.harness import (
+        Endpoint,
+        MockServerConfig,
+        MockServers,
+        start_all,
+        start_mock_servers_async,
+        start_vllm_fleet,
+        stop_all,
+        stop_mock_servers,
+    )
     from mocksup.otlp import MockOTLPCollector
     from mocksup.process import ProcessServer
     from mocksup.redis import MockRedisServer
@@ -72,10 +72,20 @@ __all__ = (
     "stop_mock_servers",
 )
 
-# The mocks are imported on first use: every child process imports this package, and a
-# child serving one mock should not pay for importing the others.
+# Imported on first use: every child process imports this package, and should pay only for
+# what it uses: a child serving one mock needs neither the others nor the harness (nor
+# pydantic before it unpickles its server).
 _LAZY = {
     "attach": "mocksup.remote",
+    "MockServerBase": "mocksup.base",
+    "Endpoint": "mocksup.harness",
+    "MockServerConfig": "mocksup.harness",
+    "MockServers": "mocksup.harness",
+    "start_all": "mocksup.harness",
+    "start_mock_servers_async": "mocksup.harness",
+    "start_vllm_fleet": "mocksup.harness",
+    "stop_all": "mocksup.harness",
+    "stop_mock_servers": "mocksup.harness",
     "MockOTLPCollector": "mocksup.otlp",
     "MockRedisServer": "mocksup.redis",
     "ProcessServer": "mocksup.process",

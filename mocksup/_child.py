@@ -1,12 +1,18 @@
 """The child's entry: read the server model, watch the lifeline, serve, report ready.
 
-The parent runs ``python -m mocksup._child LIFELINE_FD STATUS_FD`` (an exec, never a fork, so a
-parent that has loaded gRPC is safe). Over the lifeline pipe it sends the payload
-(:mod:`mocksup._payload`): the parent's ``sys.path``, its ``__main__`` script when the server
-class lives there, and the validated server model. The parent then keeps the pipe's write
-end open for the child's whole life: EOF on it means the parent is gone (even SIGKILLed), and
-the child stops at once. On the status pipe the child writes one JSON line: ``ready`` with
-the ports it really serves on, or ``error`` with a pickled :class:`~mocksup.MockServerError`.
+A child is either exec'd by the parent (``python -m mocksup._child LIFELINE_FD STATUS_FD``:
+an exec, never a fork of the parent, so a parent that has loaded gRPC is safe) or forked by
+the zygote (:mod:`mocksup._zygote`), which calls :func:`run` with the same two pipes. Over
+the lifeline pipe the parent sends the payload (:mod:`mocksup._payload`): the parent's
+``sys.path``, its ``__main__`` script when the server class lives there, and the validated
+server model. The parent then keeps the pipe's write end open for the child's whole life:
+EOF on it means the parent is gone (even SIGKILLed), and the child stops at once. On the
+status pipe the child writes one JSON line: ``ready`` with the ports it really serves on, or
+``error`` with a pickled :class:`~mocksup.MockServerError`.
+
+A child started before its server was known (forked, or exec'd with ``--warm`` by ``mocksup
+up``) takes on the environment and working folder of the moment from the payload. Once it
+has its server it shows in ``ps`` as ``mocksup NAME (CLASS)``.
 
 Whatever the server starts ends with the child, even a process that left its group
 (``start_new_session=True``) or daemonised: on Linux the child is a *subreaper*, so orphans
@@ -16,15 +22,19 @@ of its subtree stay its descendants, and it ends all of its descendants before i
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
+import importlib.util
 import logging
 import os
+import pkgutil
 import select
 import signal
 import sys
 import threading
 import traceback
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mocksup import _payload
 from mocksup._context import ServeContext, write_status
@@ -33,34 +43,31 @@ if TYPE_CHECKING:
     from mocksup.base import MockServerBase
     from mocksup.errors import MockServerError
 
-__all__ = ("HARD_EXIT_AFTER", "PRELOAD", "main")
+__all__ = ("HARD_EXIT_AFTER", "main", "modules_of", "preload", "prepare", "run", "title")
 
 #: When the parent is gone (lifeline EOF), nobody will escalate: ``serve()`` gets this long
 #: to return before the child ends itself (and its descendants), so no orphan outlives its
 #: parent by more. A stop the parent asks for (SIGTERM) is escalated by the parent.
 HARD_EXIT_AFTER = 0.5
 
-#: What a warm child imports while it waits for its server: mocksup's dependencies and its
-#: own mocks, so that a start from the warm pool pays for none of them.
-PRELOAD = (
-    "grpc",
-    "psutil",
-    "werkzeug.serving",
-    "mocksup.serving",
-    "mocksup.otlp",
-    "mocksup.vllm",
-)
-
 _log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
-    """Run one mock server in this process; the parent's process code execs it."""
+    """Run one mock server in this exec'd process: ``LIFELINE_FD STATUS_FD [--warm
+    MODULE...]``. With ``--warm`` the child imports those modules (and what every child
+    needs) first, says so, then waits for its server."""
     lifeline_fd, status_fd = int(argv[0]), int(argv[1])
-    warm = argv[2:] == ["--warm"]
+    warm = argv[2:3] == ["--warm"]
     if warm:
-        _preload()
+        _preload(argv[3:])
         write_status(status_fd, {"event": "warm"})
+    return run(lifeline_fd, status_fd, adopted=warm)
+
+
+def run(lifeline_fd: int, status_fd: int, *, adopted: bool = False) -> int:
+    """Read the server from ``lifeline_fd``, serve it, report on ``status_fd``; return the
+    exit code. ``adopted``: started before the server was known (forked or warm)."""
     for fd in (lifeline_fd, status_fd):
         # Grandchildren a mock may start must not keep our pipes alive.
         os.set_inheritable(fd, False)
@@ -68,9 +75,10 @@ def main(argv: list[str]) -> int:
     ctx = ServeContext(status_fd)
     wakeup = _install_signal_handlers(ctx)
     try:
-        server = _load_payload(lifeline_fd, status_fd, warm)
+        server = _load_payload(lifeline_fd, status_fd, adopted)
     except Exception as error:
         return _could_not_load(error, status_fd)
+    _name_process(title(server.name, type(server).__name__), f"mocksup {server.name}")
     _configure_logging()
     ctx.name = server.name
     threading.Thread(
@@ -82,16 +90,94 @@ def main(argv: list[str]) -> int:
         _end_descendants(HARD_EXIT_AFTER)
 
 
-def _preload() -> None:
-    import importlib
+def _preload(names: list[str]) -> None:
+    for name in ("mocksup.base", *names):
+        preload(name)
 
-    for name in PRELOAD:
+
+def preload(module: str) -> None:
+    """Import ``module`` ahead of need; for a module of mocksup's own mocks, its whole
+    package (what ``serve()`` imports as well as the class)."""
+    for name in modules_of(module):
         try:
             importlib.import_module(name)
         except ImportError:
-            # Preloading is an optimisation: a module that cannot load here will fail with
-            # its real error when a server that needs it is unpickled.
+            # Preloading is an optimisation: a module that cannot load here fails with its
+            # real error when a server that needs it is unpickled.
             continue
+
+
+def modules_of(module: str) -> list[str]:
+    """``module``, or for one in a package of mocksup (``mocksup.otlp.collector``) that
+    package and each of its modules, in the order to import them."""
+    parts = module.split(".")
+    if len(parts) < 2 or parts[0] != "mocksup" or parts[1].startswith("_"):
+        return [module]
+    package = ".".join(parts[:2])
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return [module]
+    if spec is None or not spec.submodule_search_locations:
+        return [module]
+    found = pkgutil.iter_modules(spec.submodule_search_locations, package + ".")
+    return [package, *sorted(info.name for info in found)]
+
+
+def title(name: str, kind: str) -> str:
+    """How a child shows in ``ps`` once it has its server: its name and its class."""
+    return f"mocksup {name} ({kind})"
+
+
+def _name_process(text: str, name: str) -> None:
+    """Show ``text`` as this process's command line and ``name`` (cut to 15 bytes) as its
+    name (Linux: ``ps``, ``top``, ``pgrep``).
+
+    The command line is rewritten in place, within its own bytes: never into the
+    environment that follows it, where the owner markers the sweep reads live. Nothing is
+    written unless the memory holds exactly what the kernel shows as our command line.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            # Fields 48 and 49 (arg_start, arg_end); the name before them may hold spaces.
+            fields = stat.read().rpartition(b")")[2].split()
+        start, end = int(fields[45]), int(fields[46])
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            shown = cmdline.read()
+    except (OSError, IndexError, ValueError):
+        return
+    size = end - start
+    if not 0 < size <= 65536 or ctypes.string_at(start, size) != shown[:size]:
+        return
+    data = text.encode(errors="replace")[: size - 2]
+    # The last byte not NUL: the kernel then shows the text up to its NUL (as for
+    # setproctitle), not the rest of the area as empty arguments.
+    ctypes.memmove(start, data.ljust(size - 1, b"\0") + b" ", size)
+    pr_set_name = 15
+    _prctl(pr_set_name, name.encode(errors="replace")[:15].rstrip())
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library, for ``prctl`` (loaded once; the zygote loads it for its children)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, arg: object) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().prctl(option, arg, 0, 0, 0)
+
+
+def prepare() -> None:
+    """What the zygote does once for all its children: load what each would load."""
+    if sys.platform.startswith("linux"):
+        _libc()
 
 
 def _become_subreaper() -> None:
@@ -102,11 +188,8 @@ def _become_subreaper() -> None:
     """
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-
     pr_set_child_subreaper = 36
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    _prctl(pr_set_child_subreaper, 1)
 
 
 def _install_signal_handlers(ctx: ServeContext) -> int:
@@ -123,11 +206,11 @@ def _install_signal_handlers(ctx: ServeContext) -> int:
     return wakeup_r
 
 
-def _load_payload(fd: int, status_fd: int, warm: bool) -> MockServerBase:
+def _load_payload(fd: int, status_fd: int, adopted: bool) -> MockServerBase:
     header = _payload.read_header(fd)
-    if warm:
-        # Tell the parent this child is alive and has its server: a warm child that died
-        # before this line is replaced by a fresh start, not reported as the server's crash.
+    if adopted:
+        # Tell the parent this child is alive and has its server: one that died before
+        # this line is replaced by a fresh start, not reported as the server's crash.
         write_status(status_fd, {"event": "taken"})
     if header["log_path"]:
         # The parent created the file; never follow a link planted in its place since.
@@ -178,7 +261,7 @@ def _could_not_load(error: Exception, status_fd: int) -> int:
 def _configure_logging() -> None:
     """Log to stderr (the server's log file) at ``MOCKSUP_LOG_LEVEL`` (default INFO).
 
-    Called once the payload is read, so a warm child takes the level of its server's
+    Called once the payload is read, so an adopted child takes the level of its server's
     environment. A value that is no level is reported, not fatal.
     """
     text = os.environ.get("MOCKSUP_LOG_LEVEL", "INFO").strip()

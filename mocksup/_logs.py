@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -21,7 +20,7 @@ from mocksup.errors import MockServerError
 if TYPE_CHECKING:
     from mocksup.base import MockServerBase
 
-__all__ = ("Folder", "folder", "open_log", "tail")
+__all__ = ("Folder", "folder", "open_file", "open_log", "tail")
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +56,8 @@ class Folder:
         if self.failed:
             _log.warning("the logs of mock servers that failed are kept in %s", path)
         else:
+            import shutil
+
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -83,6 +84,13 @@ def open_log(server: MockServerBase) -> tuple[Path, int]:
         raise MockServerError(
             f"cannot create the log file {path}: {error}", server=server.name
         ) from error
+
+
+def open_file(prefix: str) -> tuple[Path, int]:
+    """Create a log file of this process's own (the zygote's) in the folder; return its path
+    and a descriptor."""
+    fd, name = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".log", dir=folder.get())
+    return Path(name), fd
 
 
 def tail(path: Path, lines: int) -> str:

@@ -2,8 +2,8 @@
 
 Over the lifeline pipe the parent writes two length-prefixed pickles: a header (the parent's
 ``sys.path``, working folder, the path of its ``__main__`` script when the server class lives
-there, and for a warm child the environment and log file of the moment), then the validated
-server model. A child that fails before it is ready sends back its
+there, and for a child started before its server the environment and log file of the
+moment), then the validated server model. A child that fails before it is ready sends back its
 :class:`~mocksup.MockServerError` pickled, and described in words as well, so that an error
 that does not pickle (or that the parent cannot unpickle) still arrives, as a
 :class:`~mocksup.ServeError`. The process code on either side uses this leaf module, which
@@ -87,8 +87,10 @@ def encode(
 ) -> bytes:
     """The payload for one child (see the module docstring).
 
-    ``env`` and ``log_path`` are for a warm child, started before its server was known: it
-    takes on the environment of the moment and sends its output to the server's log file.
+    ``env`` and ``log_path`` are for a child started before its server was known (forked
+    by the zygote, or prestarted by ``mocksup up``): it takes on the environment of the
+    moment and, when ``log_path`` is given, sends its output to the server's log file (a
+    forked child got that file already).
     """
     header: Header = {
         "sys_path": list(sys.path),

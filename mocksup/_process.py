@@ -19,13 +19,12 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from mocksup import _launch, _logs, _payload, _reap
+from mocksup import _fork, _launch, _logs, _payload, _reap
 from mocksup.errors import (
     ChildCrashedError,
     ChildSuspendedError,
@@ -86,13 +85,14 @@ class ChildProcess:
             )
         self.server = server
         self.name = server.name
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: _reap.Proc | None = None
         self.log_path: Path | None = None
         self.ready = False
         self._death: ChildCrashedError | None = None
         self._lifeline: int | None = None
-        self._warm = False
+        self._adopted = False
         self._taken = False
+        self._budget = server.start_timeout
 
     @property
     def pid(self) -> int | None:
@@ -128,7 +128,7 @@ class ChildProcess:
             message,
             server=self.name,
             pid=self.pid,
-            returncode=self.proc.returncode if self.proc else None,
+            returncode=_exit_code(self.proc),
             output_tail=self.tail(),
             log_path=str(self.log_path),
         )
@@ -140,7 +140,7 @@ class ChildProcess:
             self._death = ChildCrashedError.from_exit(
                 server=self.name,
                 pid=self.proc.pid,
-                returncode=self.proc.returncode,
+                returncode=_exit_code(self.proc),
                 output_tail=self.tail(),
                 log_path=str(self.log_path),
                 ready=self.ready,
@@ -154,29 +154,39 @@ class ChildProcess:
 
     # -- start ---------------------------------------------------------------------------
 
-    def _spawn(self, warm: bool) -> int:
-        """Start the child, warm when allowed and one is idle; return its status pipe."""
+    async def _spawn(self, adopt: bool, deadline: float) -> int:
+        """Start the child; return its status pipe.
+
+        With ``adopt``: a child ``mocksup up`` started early if one waits, else a fork of
+        the zygote; an exec when neither is there (or allowed).
+        """
         server = self.server
         script = _payload.main_path(server)
-        self.log_path, fd = _logs.open_log(server)
+        self.log_path, log = _logs.open_log(server)
         env = _launch.child_env(server.env)
-        with os.fdopen(fd, "wb") as log:
-            # A warm child imported its modules under the environment of its own start: one
-            # for a server with environment settings of its own is started afresh.
-            launched = self._take_warm(script, env) if warm and not server.env else None
-            self._warm = launched is not None
+        try:
+            launched = None
+            # An adopted child imported its modules under the environment of the moment it
+            # was started: a server with environment settings of its own gets an exec.
+            if adopt and not server.env:
+                launched = self._take_prestarted(script, env) or await self._fork(
+                    script, env, log, deadline
+                )
+            self._adopted = launched is not None
             self._taken = False
             if launched is None:
                 launched = _launch.launch(env, log)
                 launched.send(_payload.encode(server, script))
+        finally:
+            os.close(log)
         self.proc = launched.proc
         self._lifeline = launched.lifeline
         with _live_lock:
             _live.add(self)
         return launched.status
 
-    def _take_warm(self, script: str | None, env: dict[str, str]) -> _launch.Launched | None:
-        launched = _launch.pool.take()
+    def _take_prestarted(self, script: str | None, env: dict[str, str]) -> _launch.Launched | None:
+        launched = _launch.prestarted.take()
         if launched is None:
             return None
         payload = _payload.encode(self.server, script, env=env, log_path=str(self.log_path))
@@ -187,6 +197,46 @@ class ChildProcess:
             return None
         return launched
 
+    async def _fork(
+        self, script: str | None, env: dict[str, str], log: int, deadline: float
+    ) -> _launch.Launched | None:
+        """A child forked by the zygote, or ``None`` when it cannot fork one."""
+        lifeline_r, lifeline_w = os.pipe()
+        status_r, status_w = os.pipe()
+        # Held from now on: if this start is cancelled, closing it ends the child.
+        self._lifeline = lifeline_w
+        # Into the pipe before the child exists, so that it reads its server at once; what
+        # does not fit follows once the zygote has answered.
+        rest = _launch.write_ahead(lifeline_w, _payload.encode(self.server, script, env=env))
+        try:
+            module = type(self.server).__module__
+            future = _launch.zygote.fork(module, lifeline_r, status_w, log)
+        finally:
+            os.close(lifeline_r)
+            os.close(status_w)
+        try:
+            if future is None:
+                raise _fork.ZygoteError("no zygote")
+            loop = asyncio.get_running_loop()
+            forked: _fork.Forked = await asyncio.wait_for(
+                asyncio.wrap_future(future), max(deadline - loop.time(), 0.001)
+            )
+        except _fork.ZygoteError:
+            self._forget()
+            os.close(status_r)
+            return None
+        except asyncio.TimeoutError:
+            os.close(status_r)
+            raise self._timed_out(self.server.start_timeout) from None
+        except BaseException:
+            os.close(status_r)
+            raise
+        launched = _launch.Launched(forked, lifeline_w, status_r)
+        # It may have died already: its status pipe says so, and the start tries an exec.
+        with contextlib.suppress(BrokenPipeError):
+            launched.send(rest)
+        return launched
+
     async def start(self, timeout: float) -> dict[str, int]:
         """Spawn the child and wait until it serves; return the ports it reported.
 
@@ -195,20 +245,26 @@ class ChildProcess:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        sweep = loop.run_in_executor(None, _sweep_once)
+        self._budget = timeout
+        # Once swept, no thread: a warm start takes a few milliseconds, a thread counts.
+        sweep = None if _reap.swept() else loop.run_in_executor(None, _sweep_once)
+        _launch.zygote.begin()
         try:
-            message = await self._attempt(timeout, warm=True)
-            if message is None and self._warm and not self._taken:
-                # The warm child died before it took the server (killed from outside, say):
+            message = await self._attempt(deadline, adopt=True)
+            if message is None and self._adopted and not self._taken:
+                # The child died before it took the server (killed from outside, say):
                 # nothing of this server ran yet, so start it afresh.
-                _log.warning("%s: warm child %s was gone; starting afresh", self.name, self.pid)
+                _log.warning(
+                    "%s: child %s died before its server; starting afresh", self.name, self.pid
+                )
                 await loop.run_in_executor(None, self._reap_gone)
-                message = await self._attempt(max(deadline - loop.time(), 0.001), warm=False)
+                message = await self._attempt(deadline, adopt=False)
         finally:
-            # Replace the warm child this start took (or make the first ones), now that
-            # the start itself no longer competes for the CPU.
-            _launch.pool.refill()
-            await sweep
+            # With no start under way, the zygote imports the rest of the mocks: not while
+            # it would compete with this start for the CPU.
+            _launch.zygote.end()
+            if sweep is not None:
+                await sweep
         if message is None:
             raise await self._crashed()
         if message.get("event") == "error":
@@ -223,10 +279,15 @@ class ChildProcess:
         self.ready = True
         return ports
 
-    async def _attempt(self, timeout: float, *, warm: bool) -> dict[str, object] | None:
-        status_r = self._spawn(warm)
+    async def _attempt(self, deadline: float, *, adopt: bool) -> dict[str, object] | None:
+        loop = asyncio.get_running_loop()
         try:
-            return await self._read_status(status_r, timeout)
+            status_r = await self._spawn(adopt, deadline)
+        except BaseException:
+            self._kill_now()
+            raise
+        try:
+            return await self._read_status(status_r, max(deadline - loop.time(), 0.001))
         except BaseException:
             self._kill_now()
             raise
@@ -256,9 +317,10 @@ class ChildProcess:
                 line, _, rest = bytes(buffer).partition(b"\n")
                 buffer[:] = rest
                 message = json.loads(line)
-                if message.get("event") == "taken":
+                event = message.get("event")
+                if event == "taken":
                     self._taken = True
-                else:
+                elif event != "warm":  # a prestarted child done with its imports
                     done.set_result(message)
             if not chunk and not done.done():
                 done.set_result(None)
@@ -267,7 +329,7 @@ class ChildProcess:
         try:
             return await asyncio.wait_for(done, timeout)
         except asyncio.TimeoutError:
-            raise self._timed_out(timeout) from None
+            raise self._timed_out(self._budget) from None
         finally:
             loop.remove_reader(fd)
 
@@ -358,7 +420,7 @@ class ChildProcess:
         return ChildCrashedError.from_exit(
             server=self.name,
             pid=proc.pid,
-            returncode=proc.returncode,
+            returncode=_exit_code(proc),
             output_tail=self.tail(),
             log_path=str(self.log_path),
         )
@@ -435,7 +497,7 @@ class ChildProcess:
             "%s [%s] stopped in %.0f ms", self.name, proc.pid, 1e3 * (time.monotonic() - start)
         )
 
-    def _terminate(self, proc: subprocess.Popen[bytes], timeout: float) -> list[psutil.Process]:
+    def _terminate(self, proc: _reap.Proc, timeout: float) -> list[psutil.Process]:
         """SIGTERM, wait, SIGKILL the tree, reap; return the descendants still there."""
         start = time.monotonic()
         tree = _reap.descendants(proc.pid)
@@ -455,6 +517,12 @@ class ChildProcess:
         remaining = max(timeout - (time.monotonic() - start), _KILL_RESERVE)
         _reap.wait_exit(proc, remaining)
         return _reap.reap(tree, remaining)
+
+
+def _exit_code(proc: _reap.Proc | None) -> int | None:
+    """The exit code for an error: ``None`` while it runs, or when it was lost."""
+    code = proc.returncode if proc is not None else None
+    return None if code == _fork.UNKNOWN_EXIT else code
 
 
 def stop_live(timeout: float = 2.0) -> None:

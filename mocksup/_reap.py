@@ -25,12 +25,14 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Protocol
 
 import psutil
 
 __all__ = (
     "NAMESPACE_ENV",
     "OWNER_ENV",
+    "Proc",
     "descendants",
     "end_descendants",
     "is_suspended",
@@ -44,6 +46,7 @@ __all__ = (
     "reap",
     "signal_group",
     "sweep_leftovers",
+    "swept",
     "wait_exit",
 )
 
@@ -53,6 +56,20 @@ NAMESPACE_ENV = "MOCKSUP_OWNER_NS"
 _log = logging.getLogger(__name__)
 _sweep_lock = threading.Lock()
 _swept = False
+
+
+class Proc(Protocol):
+    """A child process handle: ``subprocess.Popen``, or a child the zygote forked."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 def pid_namespace(pid: int) -> str | None:
@@ -87,13 +104,20 @@ def _marker(process: psutil.Process) -> str:
     return f"{process.pid}:{process.create_time():.3f}"
 
 
-def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+def wait_exit(proc: Proc, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``proc`` to exit and reap it; return whether it did.
 
     Uses a pidfd where the kernel has them, so the wakeup is immediate rather than the
     polling with growing sleeps that ``Popen.wait(timeout)`` does.
     """
     if proc.poll() is not None:
+        return True
+    if not isinstance(proc, subprocess.Popen):
+        # A forked child: its handle waits on its own pidfd and exit pipe.
+        try:
+            proc.wait(max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return False
         return True
     try:
         fd = os.pidfd_open(proc.pid)
@@ -118,7 +142,7 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def kill_tree(proc: subprocess.Popen[bytes], extra: list[psutil.Process] | None = None) -> None:
+def kill_tree(proc: Proc, extra: list[psutil.Process] | None = None) -> None:
     """SIGKILL ``proc``, its process group and every descendant, checking identities."""
     targets = descendants(proc.pid) + list(extra or [])
     if proc.poll() is None:
@@ -132,7 +156,7 @@ def kill_tree(proc: subprocess.Popen[bytes], extra: list[psutil.Process] | None 
             target.kill()
 
 
-def signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+def signal_group(proc: Proc, signum: int) -> None:
     """Send ``signum`` to the child's process group, if the child has not been reaped."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -257,6 +281,11 @@ def _listens(process: psutil.Process, port: int) -> bool:
         c.status == psutil.CONN_LISTEN and getattr(c.laddr, "port", None) == port
         for c in connections
     )
+
+
+def swept() -> bool:
+    """Whether this process has swept the leftovers already (or is sweeping them)."""
+    return _swept
 
 
 def sweep_leftovers() -> int:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 __all__ = ("run_sync",)
@@ -25,6 +22,9 @@ def run_sync(make: Callable[[], Awaitable[_T]]) -> _T:
     ``IsolatedAsyncioTestCase``) it runs a fresh loop in a helper thread, since the caller's
     loop is busy running the caller. Children never depend on the loop that started them.
     """
+    # Imported here: every child imports this module (through base), and needs neither.
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def main() -> _T:
         return await make()
@@ -46,17 +46,17 @@ def run_sync(make: Callable[[], Awaitable[_T]]) -> _T:
         raise _without_machinery(error)  # noqa: B904 (the same error, not a new one)
 
 
-#: Where the frames of asyncio's and the thread pool's own machinery come from.
-_MACHINERY = (os.path.dirname(asyncio.__file__), os.path.dirname(concurrent.futures.__file__))
-
-
 def _without_machinery(error: Exception) -> Exception:
     """``error`` with the frames of asyncio and the thread pool left out of its traceback:
     they say nothing about what failed, and a test's report would show a page of them."""
+    import asyncio
+    import concurrent.futures
+
+    machinery = (os.path.dirname(asyncio.__file__), os.path.dirname(concurrent.futures.__file__))
     kept = []
     entry = error.__traceback__
     while entry is not None:
-        if not entry.tb_frame.f_code.co_filename.startswith(_MACHINERY):
+        if not entry.tb_frame.f_code.co_filename.startswith(machinery):
             kept.append(entry)
         entry = entry.tb_next
     for first, then in zip(kept, [*kept[1:], None], strict=True):

@@ -8,7 +8,6 @@ until it really serves, stops and reaps it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -96,7 +95,9 @@ class MockServerBase(BaseModel):
     ``timeout`` parameter); the harness only ever calls those two.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Validators are built on first validation (in the parent, at construction): a child
+    # only unpickles its model, and skips building them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
     #: The name a server of this class gets when none is given.
     default_name: ClassVar[str] = "mock"
@@ -334,6 +335,8 @@ class MockServerBase(BaseModel):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        import asyncio
+
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
     def __repr__(self) -> str:

@@ -143,7 +143,8 @@ class _ProcessError(MockServerError):
 class ChildCrashedError(_ProcessError):
     """The child process exited (or was killed): before it reported ready, or while serving.
 
-    ``returncode`` is the exit code, negative for a signal; ``output_tail`` holds the last
+    ``returncode`` is the exit code, negative for a signal (``None`` if it could not be
+    known: the zygote that forked the child was killed first); ``output_tail`` holds the last
     lines the child wrote to stdout and stderr; ``log_path`` the file with all of them.
     ``ready`` says whether it had reported ready (then it died while serving).
     """
@@ -167,10 +168,8 @@ class ChildCrashedError(_ProcessError):
     ) -> ChildCrashedError:
         """Build the error for a child that ended with ``returncode``."""
         when = "while serving (after it was ready)" if ready else "before it was ready"
-        message = (
-            f"mock server {server!r} (pid {pid}) {describe_exit(returncode)} {when}; its "
-            "output below says why"
-        )
+        how = describe_exit(returncode) if returncode is not None else "exited (how is unknown)"
+        message = f"mock server {server!r} (pid {pid}) {how} {when}; its output below says why"
         return cls(
             message,
             ready=ready,

@@ -336,18 +336,21 @@ def default_configs(
     the collector's viewer shows vLLM's request journal (``journal_viewer``). With
     ``vllm_replicas`` above 1, replicas ``vllm-0``... on ``vllm_port`` and the ports after it
     (each on a free port when ``vllm_port`` is 0)."""
-    from mocksup.otlp import MockOTLPCollector
-    from mocksup.vllm import MockVLLMServer
-
     chosen = set(servers)
     common: dict[str, object] = {"host": host, "log_dir": log_dir}
     configs = []
+    # Each mock's module only when it is chosen: ``mocksup up --servers otlp`` should not
+    # wait for the vLLM mock's imports.
     if "otlp" in chosen:
+        from mocksup.otlp import MockOTLPCollector
+
         otlp = {**common, "port": otlp_port, "grpc_port": otlp_grpc_port}
         configs.append(
             MockServerConfig(name="otlp", server_class=MockOTLPCollector, init_kwargs=otlp)
         )
     if "vllm" in chosen:
+        from mocksup.vllm import MockVLLMServer
+
         vllm: dict[str, object] = {**common, "port": vllm_port}
         if "otlp" in chosen:
             vllm["otlp_traces_endpoint"] = Endpoint("otlp", "otlp_grpc")

@@ -9,6 +9,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 import unittest
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -40,18 +41,19 @@ _S = TypeVar("_S", bound=MockServerBase)
 
 
 def children(*, settle: bool = True) -> list[psutil.Process]:
-    """Our living child processes (recursively), less the idle warm children mocksup keeps.
+    """Our living child processes (recursively), less mocksup's zygotes (the one serving and
+    closed ones that still reap their children) and the children ``mocksup up`` prestarted.
 
-    :param settle: first wait for a refill of the warm pool under way, so that a warm child
-        being started counts as the idle one it is about to be.
+    :param settle: first wait until the zygote has imported everything, so that no import
+        under way runs during what is measured next.
     """
-    if settle and not _launch.pool.settle(60):
-        raise AssertionError("the warm pool did not settle within 60 s")
-    warm = _launch.pool.pids()
+    if settle and not _launch.zygote.settle(60):
+        raise AssertionError("the zygote did not settle within 60 s")
+    helpers = _launch.zygote.pids() | _launch.prestarted.pids()
     found = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            if process.pid not in warm:
+            if process.pid not in helpers:
                 process.status()  # gone by now: left out
                 found.append(process)
     return found
@@ -60,9 +62,8 @@ def children(*, settle: bool = True) -> list[psutil.Process]:
 def snapshot(*, settle: bool = False) -> set[int]:
     """The pids of our child processes now (see :func:`children`).
 
-    Unsettled, a warm child still starting is counted in, which is right for the ``before``
-    of a leak check (it is ignored at the check either way); to compare two snapshots,
-    settle both.
+    Unsettled, it does not wait for the zygote's imports; to compare two snapshots, settle
+    both.
     """
     return {p.pid for p in children(settle=settle)}
 
@@ -174,9 +175,23 @@ def wait_until_exited(pid: int, timeout: float = 10.0) -> None:
         raise AssertionError(f"pid {pid} did not exit within {timeout:g} s")
 
 
-def wait_until_stopped(pid: int) -> None:
-    """Wait until our child ``pid`` is stopped by a signal (SIGSTOP is asynchronous)."""
-    os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+def wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` is stopped by a signal (SIGSTOP is asynchronous).
+
+    Our own child: ``waitid``. A child of our zygote: no system call waits for a stop of a
+    process that is not one's child, so its state is looked at every millisecond until the
+    deadline.
+    """
+    try:
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        return
+    except ChildProcessError:
+        pass
+    deadline = time.monotonic() + timeout
+    while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} was not stopped within {timeout:g} s")
+        select.select([], [], [], 0.001)
 
 
 def has_ipv6_loopback() -> bool:

@@ -206,6 +206,25 @@ class UpTest(CLITestCase):
         )
         self.assertEqual(alive, [])
 
+    def test_its_processes_are_its_servers_named_and_all_end_on_sigterm(self) -> None:
+        proc = self.mocksup("up", *FREE_PORTS, "--json")
+        ready: dict[str, Any] = json.loads(self.read_until(proc, "{")[-1])
+        pids = {name: entry["pid"] for name, entry in ready["servers"].items()}
+        up = psutil.Process(proc.pid)
+        # No zygote, no idle child: what runs under ``up`` is its servers (and what they
+        # started), each its child, each named for its mock.
+        tree = up.children(recursive=True)
+        self.assertEqual({child.pid for child in up.children()}, set(pids.values()))
+        for name, kind in (("otlp", "MockOTLPCollector"), ("vllm", "MockVLLMServer")):
+            child = psutil.Process(pids[name])
+            self.assertEqual(" ".join(child.cmdline()), f"mocksup {name} ({kind})")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+        # Gone with it: every process that ran under it when it was ready.
+        _, alive = psutil.wait_procs(tree, timeout=2)
+        self.assertEqual([p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [])
+
     def test_banner_ready_file_summary_and_ctrl_c(self) -> None:
         ready_file = self.folder / "ready.json"
         logs = self.folder / "logs"

@@ -22,7 +22,7 @@ from tests.support import ProcessTestCase
 HARNESS = """
 import json, os, sys
 import psutil
-from mocksup import MockRedisServer, start_all
+from mocksup import MockRedisServer, _launch, start_all
 from tests.targets import EscapingDescendants, IgnoresSigterm, Sleeper, WithGrandchild
 folder = os.environ["PID_FOLDER"]
 servers = start_all([
@@ -32,6 +32,7 @@ servers = start_all([
     EscapingDescendants(name="hangs", pid_file=folder + "/hangs", hang=True),
 ])
 pids = {name: s.pid for name, s in servers.items()}
+pids["zygote"] = _launch.zygote.pid  # None with MOCKSUP_ZYGOTE=0
 pids["grandchild"] = psutil.Process(servers["parent"].pid).children()[0].pid
 for which in ("returns", "hangs"):
     for number, pid in enumerate(open(folder + "/" + which).read().split()):
@@ -64,8 +65,14 @@ class OrphanTest(ProcessTestCase):
         )
         assert harness.stdout is not None
         pids: dict[str, int] = json.loads(harness.stdout.readline())
+        zygote = pids.pop("zygote")
         processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.assertTrue(all(p.is_running() for p in processes.values()))
+        if zygote is not None:
+            # The mocks are the zygote's children: it must go too, and they with it.
+            processes["zygote"] = psutil.Process(zygote)
+            for name in ("redis", "sleeper", "parent", "stubborn", "escaper", "hangs"):
+                self.assertEqual(processes[name].ppid(), zygote, name)
         # The escaped ones left the mock's process group: only the child's own tree walk
         # (and its being a subreaper, for the daemon) can reach them.
         for owner in ("escaper", "hangs"):
@@ -128,7 +135,7 @@ class SweepTest(ProcessTestCase):
         # Working out a child's environment starts no thread (and sweeps nothing) ...
         self.addCleanup(setattr, _launch, "_owner", _launch._owner)
         _launch._owner = None
-        self.assertTrue(_launch.pool.settle(60))
+        self.assertTrue(_launch.zygote.settle(60))
         threads = set(threading.enumerate())
         _launch.child_env({})
         self.assertEqual(set(threading.enumerate()) - threads, set())

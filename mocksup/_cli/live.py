@@ -20,10 +20,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
-from mocksup.base import MockServerBase
 from mocksup.errors import MockServerError
+
+if TYPE_CHECKING:
+    from mocksup.base import MockServerBase
 
 __all__ = ("Follower", "StatusLine", "dump_follower", "fit", "print_follower", "summary")
 

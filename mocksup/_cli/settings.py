@@ -17,18 +17,17 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from mocksup._cli.errors import Advice, UsageError
-from mocksup.base import MockServerBase
-from mocksup.harness import Endpoint, MockServerConfig, _plan, default_configs
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+if TYPE_CHECKING:
+    # Imported where they are used: ``mocksup up`` parses its options and launches its
+    # children before it pays for pydantic, the harness and the mocks (see mocksup.cli).
+    from pydantic import ValidationError
+
+    from mocksup.base import MockServerBase
+    from mocksup.harness import MockServerConfig
 
 __all__ = (
     "DEFAULT_SERVERS",
@@ -171,6 +170,8 @@ def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerCon
 
     :raises UsageError: ``--servers`` names something else, or a setting is invalid.
     """
+    from mocksup.harness import default_configs
+
     chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
     if unknown or not chosen:
@@ -236,6 +237,10 @@ def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
 
     :raises UsageError: a setting or a reference is invalid.
     """
+    from pydantic import ValidationError
+
+    from mocksup.harness import _plan
+
     where = f"{how.config}: " if how.config else ""
     hosts: dict[str, str] = {}
     for config in configs:
@@ -277,6 +282,17 @@ def _one_line(error: ValidationError, server: str, how: Advice) -> str:
 # -- the configuration file --------------------------------------------------------------------
 
 
+def toml() -> Any:
+    """The TOML parser, imported when a file is read (most runs of ``up`` read none)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # type: ignore[import-not-found,unused-ignore]  # pragma: no cover
+
+    return tomli  # pragma: no cover
+
+
 def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfig]:
     """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
     (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
@@ -285,6 +301,11 @@ def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfi
     :raises UsageError: the file cannot be read, parsed or validated (the message names the
         server concerned).
     """
+    from pydantic import ValidationError
+
+    from mocksup.harness import MockServerConfig
+
+    tomllib = toml()
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as error:
@@ -319,12 +340,16 @@ def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfi
 def _endpoint(value: Any) -> Any:
     """``{endpoint = "otlp:otlp_grpc"}`` in the file: another server's endpoint."""
     if isinstance(value, dict) and set(value) == {"endpoint"}:
+        from mocksup.harness import Endpoint
+
         server, _, role = str(value["endpoint"]).partition(":")
         return Endpoint(server, role)
     return value
 
 
 def _import_class(spec: str, where: str) -> type[MockServerBase]:
+    from mocksup.base import MockServerBase
+
     module_name, _, class_name = spec.partition(":")
     if not class_name:
         module_name, _, class_name = spec.rpartition(".")
