@@ -434,7 +434,7 @@ class ChildProcess:
         error = _payload.decode_error(message, self.name)
         if isinstance(error, PortInUseError):
             holder_pid, holder_name = await loop.run_in_executor(
-                None, _reap.port_holder, error.port
+                None, _reap.port_holder, error.port, error.host
             )
             return error.with_context(self.name, holder_pid, holder_name)
         _logs.folder.mark_failed()

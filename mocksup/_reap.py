@@ -16,6 +16,7 @@ form every version of mocksup reads.)
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import select
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
@@ -242,8 +243,12 @@ def listening_ports(pid: int) -> set[int] | None:
     return ports
 
 
-def port_holder(port: int) -> tuple[int | None, str | None]:
+def port_holder(port: int, host: str | None = None) -> tuple[int | None, str | None]:
     """The pid and name of the process listening on TCP ``port``, where the OS tells.
+
+    With ``host``, only a socket that conflicts with binding there counts: one on that
+    address or on a wildcard address (another process may listen on the same port number on
+    another address, and is not the one in the way).
 
     A listening socket can be shared by inheritance (a child holds it between its fork and
     its exec, say), and the system names one holder only: the one named is followed up its
@@ -253,34 +258,40 @@ def port_holder(port: int) -> tuple[int | None, str | None]:
         connections = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError):
         return None, None
-    pid = next(
-        (
-            conn.pid
-            for conn in connections
-            if conn.status == psutil.CONN_LISTEN and getattr(conn.laddr, "port", None) == port
-        ),
-        None,
-    )
+    pid = next((c.pid for c in connections if _in_the_way(c, port, host)), None)
     if pid is None:
         return None, None
     try:
         holder = psutil.Process(pid)
-        while (parent := holder.parent()) is not None and _listens(parent, port):
+        while (parent := holder.parent()) is not None and _listens(parent, port, host):
             holder = parent
         return holder.pid, holder.name()
     except psutil.Error:
         return pid, None
 
 
-def _listens(process: psutil.Process, port: int) -> bool:
+def _in_the_way(conn: Any, port: int, host: str | None) -> bool:
+    if conn.status != psutil.CONN_LISTEN or getattr(conn.laddr, "port", None) != port:
+        return False
+    if host is None or host in ("0.0.0.0", "::") or not _is_address(host):
+        return True  # a wildcard bind conflicts with every address; a name, we do not know
+    return getattr(conn.laddr, "ip", None) in (host, "0.0.0.0", "::")
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _listens(process: psutil.Process, port: int, host: str | None) -> bool:
     try:
         connections = process.net_connections(kind="tcp")
     except psutil.Error:
         return False
-    return any(
-        c.status == psutil.CONN_LISTEN and getattr(c.laddr, "port", None) == port
-        for c in connections
-    )
+    return any(_in_the_way(c, port, host) for c in connections)
 
 
 def swept() -> bool:

@@ -74,7 +74,26 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser.add_argument("--version", action="version", version=f"mocksup {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    up = commands.add_parser("up", help="start mock servers and keep them running")
+    _add_up(commands.add_parser("up", help="start mock servers and keep them running"))
+    add_query_commands(commands)
+    add_tool_commands(commands)
+    report = commands.add_parser("report", help="turn a dump into a self-contained HTML report")
+    report.add_argument("dump", type=Path, help="a dump: OTLP JSON lines (up --dump, export())")
+    report.add_argument("-o", "--output", type=Path, help="the HTML file (default: DUMP.html)")
+    report.add_argument("--title", help="the report's title (default: the dump's name)")
+    report.add_argument(
+        "--journal",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a vLLM mock's saved GET /mocksup/requests answer; repeatable",
+    )
+    report.set_defaults(func=_report)
+    return parser, dict(commands.choices)
+
+
+def _add_up(up: argparse.ArgumentParser) -> None:
+    """``mocksup up``'s options."""
     up.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     up.add_argument(
         "--servers",
@@ -131,21 +150,6 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     add_vllm_options(up)
     up.set_defaults(func=_up)
-    add_query_commands(commands)
-    add_tool_commands(commands)
-    report = commands.add_parser("report", help="turn a dump into a self-contained HTML report")
-    report.add_argument("dump", type=Path, help="a dump: OTLP JSON lines (up --dump, export())")
-    report.add_argument("-o", "--output", type=Path, help="the HTML file (default: DUMP.html)")
-    report.add_argument("--title", help="the report's title (default: the dump's name)")
-    report.add_argument(
-        "--journal",
-        action="append",
-        default=[],
-        metavar="NAME=FILE",
-        help="a vLLM mock's saved GET /mocksup/requests answer; repeatable",
-    )
-    report.set_defaults(func=_report)
-    return parser, dict(commands.choices)
 
 
 def _port(text: str) -> int:

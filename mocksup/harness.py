@@ -55,6 +55,8 @@ class Endpoint:
     init_kwargs={"otlp_traces_endpoint": Endpoint("otlp", "otlp_grpc")})`` makes vLLM export
     its spans to the collector named ``"otlp"``, whatever port it binds. The harness starts
     the server referred to first; ``role`` is a key of its :meth:`MockServerBase.endpoints`.
+    An endpoint may also be a value inside a setting's dict, list or tuple (a
+    :class:`~mocksup.ProcessServer`'s ``env`` or ``command``, say).
     """
 
     server: str
@@ -69,8 +71,8 @@ class MockServerConfig(BaseModel):
 
     :param name: unique name of the server in the mapping the harness returns.
     :param server_class: a :class:`MockServerBase` subclass.
-    :param init_kwargs: settings passed to ``server_class`` (``name`` is added); a value may
-        be an :class:`Endpoint` of another server.
+    :param init_kwargs: settings passed to ``server_class`` (``name`` is added); a value, or
+        a value inside a dict, list or tuple, may be an :class:`Endpoint` of another server.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
@@ -87,7 +89,7 @@ class MockServerConfig(BaseModel):
 
     def depends_on(self) -> set[str]:
         """The names of the servers whose endpoints this one's settings refer to."""
-        return {v.server for v in self.init_kwargs.values() if isinstance(v, Endpoint)}
+        return {e.server for e in _endpoints(self.init_kwargs)}
 
     def create(self, running: Mapping[str, MockServerBase] | None = None) -> MockServerBase:
         """Build the server model; settings are validated here.
@@ -103,7 +105,23 @@ class MockServerConfig(BaseModel):
         return self.server_class(**kwargs)
 
 
+def _endpoints(value: object) -> list[Endpoint]:
+    """Every :class:`Endpoint` in ``value``, looking into dicts, lists and tuples."""
+    if isinstance(value, Endpoint):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [e for item in value for e in _endpoints(item)]
+    return []
+
+
 def _resolve(value: object, running: Mapping[str, MockServerBase] | None, name: str) -> object:
+    if isinstance(value, dict):
+        return {k: _resolve(v, running, name) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        resolved = [_resolve(v, running, name) for v in value]
+        return tuple(resolved) if isinstance(value, tuple) else resolved
     if not isinstance(value, Endpoint):
         return value
     if running is None:
@@ -146,9 +164,8 @@ def _plan(configs: Sequence[ConfigLike]) -> list[list[ConfigLike]]:
                 raise ValueError(
                     f"mock server {config.name!r} refers to unknown {', '.join(sorted(missing))}"
                 )
-            for value in config.init_kwargs.values():
-                if isinstance(value, Endpoint):
-                    _check_role(config.name, value, models[value.server].endpoints())
+            for endpoint in _endpoints(config.init_kwargs):
+                _check_role(config.name, endpoint, models[endpoint.server].endpoints())
     waves: list[list[ConfigLike]] = []
     done: set[str] = set()
     pending = list(configs)

@@ -88,3 +88,14 @@ class ShellAndAttachExamplesTest(ProcessTestCase):
             lines[2], r"stop refused: mocksup up \(pid \d+ on host .+, from ready file"
         )
         self.assertEqual(lines[-1], "OK")
+
+    def test_process_server(self) -> None:
+        # The example docs/process-server.rst includes: the app finds the collector through
+        # an Endpoint inside its env and sends it a span.
+        out = self.run_example(sys.executable, "-W", "error", "examples/process_server.py")
+        started = re.search(r"^app \(pid (\d+)\) on port \d+$", out, re.M)
+        assert started is not None, out
+        pid = int(started.group(1))
+        self.assertIn("collector got: 'GET /work' from my-app", out)
+        self.assertEqual(out.splitlines()[-1], "OK")
+        self.assertFalse(psutil.pid_exists(pid))

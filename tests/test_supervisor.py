@@ -372,11 +372,21 @@ class FailureTest(ProcessTestCase):
         self.assertIn(f"port {port}", str(error))
         self.assertIn("port=0", str(error))
         # The holder is named where the system lets psutil see other processes' sockets.
-        if _reap.port_holder(port)[0] is not None:
+        if _reap.port_holder(port, "127.0.0.1")[0] is not None:
             self.assertEqual(error.holder_pid, os.getpid())
             self.assertIn(f"pid {os.getpid()}", str(error))
         else:
             self.assertIsNone(error.holder_pid)
+
+    def test_holder_is_the_socket_in_the_way_not_one_on_another_address(self) -> None:
+        other = self.listening_socket("127.0.0.2")
+        port = other.getsockname()[1]
+        if _reap.port_holder(port)[0] is None:
+            self.skipTest("the system hides sockets' owners from psutil")
+        # Same port number, another address: binding 127.0.0.1 would not conflict with it.
+        self.assertEqual(_reap.port_holder(port, "127.0.0.1"), (None, None))
+        self.assertEqual(_reap.port_holder(port, "127.0.0.2")[0], os.getpid())
+        self.assertEqual(_reap.port_holder(port, "0.0.0.0")[0], os.getpid())
 
     def test_busy_grpc_port_is_refused_not_shared(self) -> None:
         # grpcio turns SO_REUSEPORT on by default: without our switch the second server
@@ -387,7 +397,7 @@ class FailureTest(ProcessTestCase):
             GrpcMock(port=first.port).start()
         self.assertLess(time.monotonic() - started, 10.0)
         self.assertEqual(caught.exception.port, first.port)
-        if _reap.port_holder(first.port)[0] is not None:
+        if _reap.port_holder(first.port, "127.0.0.1")[0] is not None:
             self.assertEqual(caught.exception.holder_pid, first.pid)
 
     def test_errors_pickle_with_every_field(self) -> None:

@@ -220,22 +220,7 @@ def to_chat(
         ``structured_outputs`` and ``text.format``.
     """
     request = context.request
-    messages: list[dict[str, Any]] = []
-    if request.instructions:
-        messages.append({"role": "system", "content": request.instructions})
-    # Instructions do not carry over: the previous request's system messages are dropped.
-    messages.extend(m for m in history or [] if m.get("role") != "system")
-    for item in previous_output or []:
-        if item.get("type") == "message":
-            messages.extend(
-                {"role": "assistant", "content": part.get("text", "")}
-                for part in item.get("content") or []
-            )
-    if isinstance(request.input, str):
-        messages.append({"role": "user", "content": request.input})
-    else:
-        for item in request.input:
-            _add_item(messages, item)
+    messages = _messages(request, history, previous_output)
     context.messages = messages
     data: dict[str, Any] = {
         "model": request.model,
@@ -271,6 +256,31 @@ def to_chat(
     _add_format(data, request)
     _add_tools(data, context)
     return ChatRequest.model_validate(data)
+
+
+def _messages(
+    request: ResponsesRequest,
+    history: list[dict[str, Any]] | None,
+    previous_output: list[dict[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    # The conversation: instructions, the previous response's input and output, this input.
+    messages: list[dict[str, Any]] = []
+    if request.instructions:
+        messages.append({"role": "system", "content": request.instructions})
+    # Instructions do not carry over: the previous request's system messages are dropped.
+    messages.extend(m for m in history or [] if m.get("role") != "system")
+    for item in previous_output or []:
+        if item.get("type") == "message":
+            messages.extend(
+                {"role": "assistant", "content": part.get("text", "")}
+                for part in item.get("content") or []
+            )
+    if isinstance(request.input, str):
+        messages.append({"role": "user", "content": request.input})
+    else:
+        for item in request.input:
+            _add_item(messages, item)
+    return messages
 
 
 def _add_item(messages: list[dict[str, Any]], item: dict[str, Any]) -> None:

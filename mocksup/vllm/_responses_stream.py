@@ -266,52 +266,20 @@ class ResponsesEvents(ChunkWriter):
             item = function_call_item(item_id, self._call, status)
         elif state == _REASONING:
             part = {"text": self._text, "type": "reasoning_text"}
-            self._emit(
-                out,
-                {
-                    "content_index": 0,
-                    "item_id": item_id,
-                    "output_index": index,
-                    "text": self._text,
-                    "type": "response.reasoning_text.done",
-                },
-            )
-            self._emit(
-                out,
-                {
-                    "content_index": 0,
-                    "item_id": item_id,
-                    "output_index": index,
-                    "part": part,
-                    "type": "response.content_part.done",
-                },
-            )
+            self._text_done(out, {"type": "response.reasoning_text.done"}, part)
             item = reasoning_item(item_id, self._text, status)
         else:
             part = output_text(self._text, self._logprobs or None)
-            self._emit(
-                out,
-                {
-                    "content_index": 0,
-                    "item_id": item_id,
-                    "logprobs": [],
-                    "output_index": index,
-                    "text": self._text,
-                    "type": "response.output_text.done",
-                },
-            )
-            self._emit(
-                out,
-                {
-                    "content_index": 0,
-                    "item_id": item_id,
-                    "output_index": index,
-                    "part": part,
-                    "type": "response.content_part.done",
-                },
-            )
+            done = {"logprobs": [], "type": "response.output_text.done"}
+            self._text_done(out, done, part)
             item = message_item(item_id, [part] if self._text else [], status)
         self._emit(out, {"item": item, "output_index": index, "type": "response.output_item.done"})
         self.items.append(item)
         self._index += 1
         self._state = _NONE
+
+    def _text_done(self, out: list[bytes], done: dict[str, Any], part: dict[str, Any]) -> None:
+        # The text's ``*.done`` event (``done`` adds its type), then its part's.
+        where = {"content_index": 0, "item_id": self._item_id, "output_index": self._index}
+        self._emit(out, {**where, **done, "text": self._text})
+        self._emit(out, {**where, "part": part, "type": "response.content_part.done"})

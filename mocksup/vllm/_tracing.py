@@ -207,7 +207,9 @@ class SpanExporter:
     def __init__(self, endpoint: str, protocol: str, service_name: str | None) -> None:
         if protocol not in ("grpc", "http/protobuf"):
             raise ValueError(f"Unsupported OTLP protocol '{protocol}' is configured")
-        self._queue: queue.SimpleQueue[Span | bytes | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Span | tuple[bytes, threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
         self.service_name = service_name
         self._resource = resource(service_name)
         self._scope = InstrumentationScope(name=SCOPE)
@@ -231,13 +233,16 @@ class SpanExporter:
             return
         self._queue.put(span)
 
-    def startup(self, start_ns: int, end_ns: int) -> None:
+    def startup(self, start_ns: int, end_ns: int) -> threading.Event:
         """Export the start-up spans vLLM's instrumented functions make, over the mock's
-        own start-up (``start_ns`` to ``end_ns``)."""
+        own start-up (``start_ns`` to ``end_ns``); the event is set once the export is done
+        (or failed)."""
         from mocksup.vllm._startup_spans import startup_request
 
         request = startup_request(self._resource, self.service_name, start_ns, end_ns)
-        self._queue.put(request.SerializeToString())  # sent by the thread, in order
+        done = threading.Event()
+        self._queue.put((request.SerializeToString(), done))  # sent by the thread, in order
+        return done
 
     def close(self, timeout: float = 1.2) -> None:
         """Export everything queued, then stop the thread (waits at most ``timeout``)."""
@@ -254,8 +259,8 @@ class SpanExporter:
             while True:
                 if item is None:
                     closing = True
-                elif isinstance(item, bytes):
-                    self._export_raw(item)  # a whole request (the start-up spans)
+                elif isinstance(item, tuple):
+                    self._export_raw(*item)  # a whole request (the start-up spans)
                 else:
                     batch.append(item)
                 if closing or len(batch) >= _BATCH:
@@ -267,11 +272,13 @@ class SpanExporter:
             if batch:
                 self._export(batch)
 
-    def _export_raw(self, payload: bytes) -> None:
+    def _export_raw(self, payload: bytes, done: threading.Event) -> None:
         try:
             self._send(payload)
         except Exception as error:
             _log.warning("could not export the start-up spans: %s", error)
+        finally:
+            done.set()
 
     def _export(self, batch: list[Span]) -> None:
         request = ExportTraceServiceRequest(

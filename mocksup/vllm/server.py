@@ -28,6 +28,9 @@ __all__ = ["VLLM_VERSION", "MockVLLMServer"]
 VLLM_VERSION = "0.33.0"
 
 _log = logging.getLogger(__name__)
+#: Seconds the start waits for its start-up spans' export (one export's timeout, 1 s, and a
+#: margin) before it reports ready.
+_STARTUP_EXPORT_WAIT = 1.5
 
 
 class MockVLLMServer(VLLMQueries, MockServerBase):
@@ -348,7 +351,10 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         try:
             with serve_wsgi(app, sock, request_log=self.request_log, error_page=uvicorn_error_page):
                 if exporter is not None:
-                    exporter.startup(started_ns, time.time_ns())
+                    # Exported before ready, so that a test clearing the collector once the
+                    # mocks serve never sees them arrive later (bounded: an unreachable
+                    # collector delays the start by at most one export's timeout).
+                    exporter.startup(started_ns, time.time_ns()).wait(_STARTUP_EXPORT_WAIT)
                 ctx.ready(port=port)
                 if self.journal_viewer:
                     from mocksup.serving import url_host

@@ -154,7 +154,8 @@ class SpanShapeTest(unittest.TestCase):
         self.assertRegex(str(resource["service.instance.id"]), r"^[0-9a-f-]{36}$")
 
     def test_startup_spans_join_one_trace_across_the_processes(self) -> None:
-        (load,) = self.collector.wait_for_spans("Load model")
+        mine = {"vllm.process_id": str(self.server.pid)}
+        (load,) = self.collector.wait_for_spans("Load model", resource=mine)
         spans = {s.name: s for s in self.collector.spans(trace_id=load.trace_id)}
         self.assertEqual(spans["Overall Loading"].parent_span_id, "")
         self.assertEqual(
@@ -167,6 +168,15 @@ class SpanShapeTest(unittest.TestCase):
             spans["Overall Loading"].resource.attributes["vllm.instrumenting_module_name"],
             "vllm.llm_engine",
         )
+
+    def test_startup_spans_are_in_the_collector_once_the_mock_serves(self) -> None:
+        # A test that clears the collector once its mocks serve must not see them arrive later.
+        with MockVLLMServer(port=0, otlp_traces_endpoint=self.collector.grpc_endpoint) as late:
+            # No wait: they arrived before start() returned.
+            spans = self.collector.spans(resource={"vllm.process_id": str(late.pid)})
+            mine = [s.name for s in spans]
+        self.assertIn("Overall Loading", mine)
+        self.assertIn("Warmup (GPU)", mine)
 
     def test_an_unsampled_parent_gets_no_span(self) -> None:
         unsampled = os.urandom(16).hex()
