@@ -1,9 +1,12 @@
-"""Request records as a real collector child keeps them: credentials redacted unless kept."""
+"""Request records as a real collector child keeps them: credentials redacted unless kept,
+and at most ``max_requests`` of them (the older ones counted as forgotten)."""
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.request
+from typing import Any
 from unittest import mock
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCSpans
@@ -13,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 
 from mocksup.otlp import RequestRecord
 from tests.otlp.support import CollectorTestCase, post
+from tests.otlp.test_http_input import request_bytes
 
 #: What the HTTP exporter reads from ``OTEL_EXPORTER_OTLP_HEADERS`` (values URL-encoded).
 HTTP_HEADERS_ENV = "authorization=Bearer%20sk-http-secret,x-api-key=key-http-secret,x-tenant=acme"
@@ -89,3 +93,35 @@ class KeptCredentialsTest(_Exports):
         self.assertEqual(grpc.headers["authorization"], GRPC_HEADERS["authorization"])
         self.assertEqual(grpc.headers["x-upstream-token"], "tok-grpc-secret")
         self.assertIn("sk-http-secret", raw)
+
+
+class MaxRequestsTest(CollectorTestCase):
+    collector_settings = {"max_requests": 3, "grpc_port": None}
+
+    def requests_document(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.collector.url + "/mocksup/requests", timeout=10) as answer:
+            document: dict[str, Any] = json.loads(answer.read())
+        return document
+
+    def test_the_newest_records_are_kept_and_the_others_counted(self) -> None:
+        statuses = []
+        for number in range(5):
+            path = "/nowhere" if number == 3 else "/v1/traces"
+            statuses.append(post(self.collector, path, request_bytes(f"n{number}"))[0])
+        self.assertEqual(statuses, [200, 200, 200, 404, 200])
+        records = self.collector.requests()
+        self.assertEqual([r.id for r in records], [3, 4, 5])
+        self.assertEqual([r.status for r in records], [200, 404, 200])
+        stats = self.collector.stats()
+        # Forgotten records still count: every request and every span stays accounted for.
+        self.assertEqual((stats["requests"], stats["requests_forgotten"]), (5, 2))
+        self.assertEqual(stats["items"]["traces"], 4)
+        document = self.requests_document()
+        self.assertEqual(
+            ([r["id"] for r in document["requests"]], document["forgotten"]), ([3, 4, 5], 2)
+        )
+        # A clear forgets the records and the count of forgotten ones.
+        self.collector.clear()
+        self.assertEqual(post(self.collector, "/v1/traces", request_bytes("after"))[0], 200)
+        self.assertEqual(len(self.collector.requests()), 1)
+        self.assertEqual(self.collector.stats()["requests_forgotten"], 0)
