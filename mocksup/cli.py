@@ -42,6 +42,7 @@ from mocksup._cli.live import (
 )
 from mocksup._cli.query import add_query_commands
 from mocksup._cli.settings import (
+    COMPAT_MODES,
     DEFAULT_SERVERS,
     VLLM_OPTIONS,
     add_vllm_options,
@@ -105,6 +106,12 @@ def _add_up(up: argparse.ArgumentParser) -> None:
     )
     up.add_argument(
         "--otlp-grpc-port", type=_port, metavar="PORT", default=4317, help="OTLP/gRPC port (4317)"
+    )
+    up.add_argument(
+        "--otlp-compat",
+        choices=COMPAT_MODES,
+        help="answer as the OpenTelemetry Collector (collector, the default) or as the OTLP "
+        "specification (spec) where they differ",
     )
     up.add_argument(
         "--vllm-port", type=_port, metavar="PORT", default=8000, help="vLLM mock port (8000)"
@@ -278,6 +285,9 @@ def _configs(args: argparse.Namespace) -> tuple[list[MockServerConfig], Advice]:
     if given or args.vllm_args:
         raise UsageError(f"{(given or ['--vllm-args'])[0]} sets the default vllm server; with "
                          f"--config, set it in {args.config}'s init_kwargs")  # fmt: skip
+    if args.otlp_compat is not None:
+        raise UsageError(f"--otlp-compat sets the default otlp server; with --config, set "
+                         f"compat in {args.config}'s init_kwargs")  # fmt: skip
     configs = load_config(args.config, args.log_dir)
     return configs, Advice(config=str(args.config))
 

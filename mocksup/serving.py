@@ -20,7 +20,7 @@ import functools
 import http
 import logging
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,6 +38,7 @@ from mocksup.errors import PortInUseError
 
 __all__ = (
     "GRPC_MAX_MESSAGE",
+    "REDACTED",
     "BodyError",
     "DropConnection",
     "HTTPLimits",
@@ -46,7 +47,9 @@ __all__ = (
     "go_error",
     "grpc_server",
     "grpc_target",
+    "is_credential",
     "read_body",
+    "redact_credentials",
     "request_headers",
     "serve_wsgi",
     "status_line",
@@ -55,6 +58,13 @@ __all__ = (
 
 #: The largest gRPC message the mocks accept by default: the OTLP recommendation.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
+
+#: What a credential reads in a mock's records of the requests it served.
+REDACTED = "[redacted]"
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
+_SECRET_SCHEMES = ("bearer ", "basic ", "digest ")
 
 _log = logging.getLogger(__name__)
 
@@ -121,6 +131,30 @@ def request_headers(environ: dict[str, Any]) -> dict[str, str]:
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
     return headers
+
+
+def is_credential(name: str, value: str) -> bool:
+    """Whether the request header ``name: value`` carries a credential.
+
+    ``authorization``, ``proxy-authorization``, API-key and cookie headers, any header whose
+    name holds ``token``, and any value that starts like a bearer, basic or digest credential.
+    """
+    name = name.lower()
+    return (
+        name in _SECRET_HEADERS or "token" in name or value[:7].lower().startswith(_SECRET_SCHEMES)
+    )
+
+
+def redact_credentials(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with each credential's value (:func:`is_credential`) read :data:`REDACTED`.
+
+    The mocks keep records of the requests they served, which tests print, save and upload
+    with their reports: what an exporter or client authenticated with stays out of them
+    unless a mock is told to keep it (``journal_credentials=True``).
+    """
+    return {
+        name: REDACTED if is_credential(name, value) else value for name, value in headers.items()
+    }
 
 
 @functools.cache

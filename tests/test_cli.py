@@ -21,6 +21,7 @@ import termios
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -616,6 +617,75 @@ class ToolsTest(CLITestCase):
         self.assertIn("no ready file", err)
 
 
+def answers_as(url: str) -> str:
+    """The mode a collector at ``url`` answers in, told by two cheap answers that differ
+    (the table in docs/otlp.rst): ``"collector"`` answers a success with ``partial_success``
+    set (``0a 00``) and an unknown path with Go's plain text; ``"spec"`` with an empty
+    message and a ``google.rpc.Status``."""
+    empty = ExportTraceServiceRequest().SerializeToString()
+    post = urllib.request.Request(
+        url + "/v1/traces", data=empty, headers={"Content-Type": "application/x-protobuf"}
+    )
+    with urllib.request.urlopen(post, timeout=10) as response:
+        success = response.read()
+    missing = urllib.request.Request(url + "/v1/nowhere", data=b"", method="POST")
+    try:
+        urllib.request.urlopen(missing, timeout=10).close()
+        media = "no 404"
+    except urllib.error.HTTPError as error:
+        media = error.headers.get("Content-Type", "")
+        error.close()
+    if success == b"\x0a\x00" and media.startswith("text/plain"):
+        return "collector"
+    if success == b"" and not media.startswith("text/plain"):
+        return "spec"
+    return f"neither: success {success!r}, 404 as {media!r}"
+
+
+class CompatTest(CLITestCase):
+    def ready(self, proc: subprocess.Popen[str]) -> str:
+        line = json.loads(self.read_until(proc, "{")[-1])
+        url: str = line["servers"]["otlp"]["url"]
+        return url
+
+    def test_option_variable_and_file_each_set_the_mode(self) -> None:
+        config = self.folder / "servers.toml"
+        config.write_text(
+            '[[servers]]\nname = "otlp"\nserver_class = "mocksup.otlp:MockOTLPCollector"\n'
+            'init_kwargs = { port = 0, grpc_port = 0, compat = "spec" }\n'
+        )
+        otlp = ["up", "--servers", "otlp", "--otlp-port", "0", "--otlp-grpc-port", "0", "--json"]
+        # All four start at once: they take as long as one.
+        procs = {
+            "option": self.mocksup(*otlp, "--otlp-compat", "spec"),
+            "variable": self.mocksup(*otlp, env={"MOCKSUP_OTLP_COMPAT": "spec"}),
+            "file": self.mocksup("up", "--config", str(config), "--json"),
+            # The command line wins over the variable.
+            "option over variable": self.mocksup(
+                *otlp, "--otlp-compat", "collector", env={"MOCKSUP_OTLP_COMPAT": "spec"}
+            ),
+        }
+        modes = {how: answers_as(self.ready(proc)) for how, proc in procs.items()}
+        self.assertEqual(
+            modes,
+            {
+                "option": "spec",
+                "variable": "spec",
+                "file": "spec",
+                "option over variable": "collector",
+            },
+        )
+
+    def test_the_choices_are_the_collector_s_modes(self) -> None:
+        from typing import get_args
+
+        from mocksup._cli.settings import COMPAT_MODES
+        from mocksup.otlp._modes import MODES, Compat
+
+        self.assertEqual(set(COMPAT_MODES), set(get_args(Compat)))
+        self.assertEqual(set(COMPAT_MODES), set(MODES))
+
+
 class BadInputTest(CLITestCase):
     def assert_usage_error(self, result: tuple[int, str, str], text: str) -> None:
         code, _, err = result
@@ -647,6 +717,20 @@ class BadInputTest(CLITestCase):
         )
         self.assert_usage_error(
             run_main("up", "--servers", "otlp", "--vllm-model", "m"), "need the vllm server"
+        )
+        self.assert_usage_error(run_main("up", "--otlp-compat", "strict"), "invalid choice")
+        self.assert_usage_error(
+            run_main("up", env={"MOCKSUP_OTLP_COMPAT": "strict"}),
+            "$MOCKSUP_OTLP_COMPAT: 'strict' is not one of collector, spec",
+        )
+        self.assert_usage_error(
+            run_main("up", "--servers", "vllm", "--otlp-compat", "spec"), "needs the otlp server"
+        )
+        config = self.folder / "servers.toml"
+        config.write_text('[[servers]]\nname = "a"\nserver_class = "mocksup:MockRedisServer"\n')
+        self.assert_usage_error(
+            run_main("up", "--config", str(config), "--otlp-compat", "spec"),
+            "set compat in",
         )
 
     def test_a_host_that_cannot_be_bound(self) -> None:

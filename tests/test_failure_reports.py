@@ -102,6 +102,9 @@ class FailureReportTest(ProcessTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.folder = Path(tempfile.mkdtemp(prefix="mocksup-reports-"))
+        # The folder is the inner pytest's rootdir, as a user's project would be, even when
+        # the temporary folder lies inside this project (tox's): not this project's config.
+        (self.folder / "pytest.ini").write_text("[pytest]\n")
         self.addCleanup(subprocess.run, ["rm", "-rf", str(self.folder)], check=True)
 
     def run_in_folder(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -163,7 +166,9 @@ class FailureReportTest(ProcessTestCase):
         result = self.run_in_folder("-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "spans")
         self.assertIn("1 failed", result.stdout)
         self.assertNotIn("mocksup dumps", result.stdout)
-        self.assertEqual(sorted(p.name for p in self.folder.iterdir()), ["test_failing.py"])
+        self.assertEqual(
+            sorted(p.name for p in self.folder.iterdir()), ["pytest.ini", "test_failing.py"]
+        )
 
     def test_unittest_classes_write_dumps_under_both_runners(self) -> None:
         (self.folder / "test_checkout.py").write_text(UNITTEST_MODULE)

@@ -3,7 +3,8 @@
 Every option of ``mocksup up`` can also be given as an environment variable,
 ``MOCKSUP_`` and the option's name in capitals (``--otlp-port`` is ``$MOCKSUP_OTLP_PORT``),
 so a container or a Kubernetes pod configures it without a command line; an option given on
-the command line wins. The ``--vllm-*`` options set the vLLM mock's common settings. A
+the command line wins. The ``--vllm-*`` options set the vLLM mock's common settings,
+``--otlp-compat`` the collector's ``compat``. A
 ``--config`` TOML file lists servers instead, each one checked (and named in any error)
 before anything starts.
 """
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from mocksup.harness import MockServerConfig
 
 __all__ = (
+    "COMPAT_MODES",
     "DEFAULT_SERVERS",
     "VLLM_OPTIONS",
     "add_vllm_options",
@@ -41,6 +43,9 @@ __all__ = (
 )
 
 DEFAULT_SERVERS = ("otlp", "vllm")
+#: The values of ``--otlp-compat``: the collector's ``compat`` modes (checked against them
+#: by a test, so that ``mocksup up`` need not import the collector to parse its options).
+COMPAT_MODES = ("collector", "spec")
 _ENV_PREFIX = "MOCKSUP_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -190,6 +195,7 @@ def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerCon
     options = {
         ("otlp", "port"): "--otlp-port",
         ("otlp", "grpc_port"): "--otlp-grpc-port",
+        ("otlp", "compat"): "--otlp-compat",
         **{(c.name, "host"): "--host" for c in configs},
         **{(c.name, "start_timeout"): "--start-timeout" for c in configs},
         **{(name, "port"): "--vllm-port" for name in vllms},
@@ -200,7 +206,12 @@ def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerCon
     settings = _vllm_settings(args)
     if settings and "vllm" not in chosen:
         raise UsageError("the --vllm-* options need the vllm server (see --servers)")
-    configs = [_with_settings(c, args, settings if c.name in vllms else {}) for c in configs]
+    per_server = {name: settings for name in vllms}
+    if args.otlp_compat is not None:
+        if "otlp" not in chosen:
+            raise UsageError("--otlp-compat needs the otlp server (see --servers)")
+        per_server["otlp"] = {"compat": args.otlp_compat}
+    configs = [_with_settings(c, args, per_server.get(c.name, {})) for c in configs]
     how = Advice(options)
     check_configs(configs, how)
     return configs, how

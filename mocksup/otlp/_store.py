@@ -20,6 +20,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
+from mocksup.serving import redact_credentials
+
 __all__ = ("SIGNALS", "Batch", "Store")
 
 #: The signals the collector receives, in the order routes and counters list them.
@@ -43,12 +45,20 @@ class Store:
         it are not stored and are counted in ``dropped`` (never a silent loss).
     :param max_requests: how many request records to keep (the oldest go first, counted).
     :param max_stored_bytes: cap on the bytes of the stored batches (``None``: no cap).
+    :param keep_credentials: keep credentials in the request records' headers; by default
+        they read ``[redacted]`` (:func:`mocksup.serving.redact_credentials`).
     """
 
     def __init__(
-        self, max_items: int | None, max_requests: int, max_stored_bytes: int | None = None
+        self,
+        max_items: int | None,
+        max_requests: int,
+        max_stored_bytes: int | None = None,
+        *,
+        keep_credentials: bool = False,
     ) -> None:
         self.cond = threading.Condition()
+        self.keep_credentials = keep_credentials
         self.max_items = max_items
         self.max_stored_bytes = max_stored_bytes
         self.closed = False
@@ -102,7 +112,10 @@ class Store:
             self.cond.notify_all()
 
     def record(self, entry: dict[str, Any]) -> None:
-        """Log one request attempt and count it."""
+        """Log one request attempt and count it (its credentials redacted unless kept)."""
+        if not self.keep_credentials:
+            # Here, where every transport's records pass: none can keep a credential.
+            entry["headers"] = redact_credentials(entry.get("headers") or {})
         with self.cond:
             self._request_seq += 1
             entry["id"] = self._request_seq

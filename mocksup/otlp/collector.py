@@ -100,6 +100,11 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         512 * _MIB, ge=0, description="Bytes of stored telemetry kept; None for no cap."
     )
     max_requests: int = Field(10_000, ge=0, description="Request records kept (newest).")
+    journal_credentials: bool = Field(
+        False,
+        description="Keep credentials (``authorization``, API-key and cookie headers, bearer "
+        "values) in the request records instead of ``[redacted]``.",
+    )
     grpc_workers: int = Field(16, gt=0, description="gRPC handler threads.")
     max_connections: int = Field(
         256,
@@ -180,7 +185,12 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         from mocksup.otlp._ui import Journals
 
         limits = self.limits()
-        store = Store(limits.max_items, limits.max_requests, limits.max_stored_bytes)
+        store = Store(
+            limits.max_items,
+            limits.max_requests,
+            limits.max_stored_bytes,
+            keep_credentials=self.journal_credentials,
+        )
         faults = FaultBook()
         ingest = Ingest(store, faults, threading.Event(), limits)
         ports: dict[str, Any] = {"name": self.name, "host": self.host}

@@ -18,7 +18,9 @@ class RequestRecord:
 
     ``status`` is the HTTP status for ``transport == "http"``, the gRPC code name (``"OK"``,
     ``"UNAVAILABLE"``...) for ``"grpc"``, or ``"dropped"``. ``size`` is the body as received,
-    ``decoded_size`` after decompression; ``items`` counts the items stored.
+    ``decoded_size`` after decompression; ``items`` counts the items stored. ``headers``
+    (HTTP headers or gRPC metadata) have their credentials read ``[redacted]`` unless the
+    collector keeps them (``journal_credentials=True``).
     """
 
     id: int

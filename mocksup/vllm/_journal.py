@@ -4,8 +4,9 @@ Entries keep at most :data:`~._limits.JOURNAL_BODY_BYTES` of a body and
 :data:`~._limits.JOURNAL_HEADER_BYTES` of each header (the rest cut and marked), never the
 body of a request refused for its size, and, unless told otherwise, no credentials:
 ``authorization``, ``proxy-authorization``, API-key and cookie headers, and any value that
-looks like a bearer or basic credential, read ``[redacted]``. Bodies are decoded only when
-someone reads the journal.
+looks like a bearer or basic credential, read ``[redacted]`` (the rule every mock's records
+share: :func:`mocksup.serving.is_credential`). Bodies are decoded only when someone reads
+the journal.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ import time
 from collections import deque
 from typing import Any
 
+from mocksup.serving import REDACTED, is_credential
 from mocksup.vllm._limits import JOURNAL_BODY_BYTES, JOURNAL_HEADER_BYTES
 
-__all__ = ["REDACTED", "Journal", "journal_body", "redact"]
+__all__ = ["Journal", "journal_body", "redact"]
 
-REDACTED = "[redacted]"
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
-)
-_SECRET_SCHEMES = ("bearer ", "basic ", "digest ")
 #: Headers kept per entry; a request with more is recorded with the first ones.
 _MAX_HEADERS = 100
 
@@ -37,11 +34,7 @@ def redact(headers: dict[str, str], keep_credentials: bool) -> dict[str, str]:
         if len(kept) >= _MAX_HEADERS:
             break
         shown = value
-        if not keep_credentials and (
-            name in _SECRET_HEADERS
-            or "token" in name
-            or value[:7].lower().startswith(_SECRET_SCHEMES)
-        ):
+        if not keep_credentials and is_credential(name, value):
             shown = REDACTED
         elif len(value) > JOURNAL_HEADER_BYTES:
             shown = f"{value[:JOURNAL_HEADER_BYTES]}...[{len(value) - JOURNAL_HEADER_BYTES} more]"

@@ -5,10 +5,15 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import socket
+import struct
 import unittest
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GRPCLogs
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GRPCMetrics,
@@ -32,7 +37,7 @@ from werkzeug.test import Client
 from mocksup.otlp import MockOTLPCollector
 from tests.support import ProcessTestCase, children
 
-__all__ = ["CollectorTestCase", "Pipelines", "grpc_call", "in_process", "post"]
+__all__ = ["CollectorTestCase", "Pipelines", "grpc_call", "in_process", "post", "raw_grpc_call"]
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -58,6 +63,38 @@ def grpc_call(
             return call(body, timeout=10, **kwargs), None
         except grpc.RpcError as error:
             return None, error
+
+
+def raw_grpc_call(
+    endpoint: str, body: bytes, *, encoding: str, path: str = TRACE_EXPORT
+) -> tuple[int, str]:
+    """One unary gRPC call sent by hand over HTTP/2 (h2), its message flagged compressed
+    with ``grpc-encoding: encoding``: what a grpc-go client would send, and grpcio's client
+    cannot (it sends only identity, deflate and gzip). Returns ``grpc-status`` and
+    ``grpc-message`` as the server sent them."""
+    host, _, port = endpoint.removeprefix("http://").rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(1, [
+            (":method", "POST"), (":scheme", "http"), (":path", path),
+            (":authority", f"{host}:{port}"), ("content-type", "application/grpc"),
+            ("te", "trailers"), ("grpc-encoding", encoding),
+        ])  # fmt: skip
+        conn.send_data(1, b"\x01" + struct.pack(">I", len(body)) + body, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        answer: dict[str, str] = {}
+        ended = False
+        while not ended:
+            data = sock.recv(65536)
+            if not data:
+                raise AssertionError(f"the connection closed before the call ended: {answer}")
+            for event in conn.receive_data(data):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    answer.update((bytes(k).decode(), bytes(v).decode()) for k, v in event.headers)
+                ended = ended or isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset))
+            sock.sendall(conn.data_to_send())
+    return int(answer["grpc-status"]), answer.get("grpc-message", "")
 
 
 def post(

@@ -14,6 +14,7 @@ import unittest
 import zlib
 from typing import Any
 
+import cramjam
 import grpc
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -27,7 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from werkzeug.test import Client, TestResponse
 
-from tests.otlp.support import CollectorTestCase, grpc_call, in_process, post
+from tests.otlp.support import CollectorTestCase, grpc_call, in_process, post, raw_grpc_call
 from tests.otlp.test_http_input import json_span, request_bytes
 
 PB = "application/x-protobuf"
@@ -427,6 +428,24 @@ class GRPCTest(CollectorTestCase):
             self.collector.grpc_endpoint or "", request_bytes(), compression=grpc.Compression.Gzip
         )
         self.assertIsNone(error)
+
+    def test_zstd_and_snappy_are_internal_as_grpcio_refuses_them(self) -> None:
+        # What docs/otlp.rst says a grpc-go client sending them gets (both modes alike).
+        endpoint = self.collector.grpc_endpoint or ""
+        body = request_bytes("squeezed")
+        for encoding, packed in (
+            ("zstd", bytes(cramjam.zstd.compress(body))),
+            ("snappy", bytes(cramjam.snappy.compress_raw(body))),
+        ):
+            self.assertEqual(
+                raw_grpc_call(endpoint, packed, encoding=encoding),
+                (grpc.StatusCode.INTERNAL.value[0], "Error parsing 'grpc-encoding' metadata"),
+                encoding,
+            )
+        self.assertEqual((self.collector.requests(), self.collector.spans()), ([], []))
+        # The same hand-made call with gzip is served: the encoding is refused, not the call.
+        self.assertEqual(raw_grpc_call(endpoint, gzip.compress(body), encoding="gzip"), (0, ""))
+        self.assertEqual([s.name for s in self.collector.spans()], ["squeezed"])
 
     def test_undecodable_and_wrong_ids_are_internal(self) -> None:
         for body in (b"\xff\xff garbage", traces(Span(trace_id=bytes(8)))):

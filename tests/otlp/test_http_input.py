@@ -3,7 +3,9 @@ nothing is lost. The Collector's answers to the same input are in ``test_compat`
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import zlib
 
 from google.rpc import error_details_pb2, status_pb2
@@ -203,8 +205,6 @@ class HTTPInputTest(CollectorTestCase):
         post(self.collector, "/v1/traces", request_bytes("kept"))
 
     def test_body_over_limit(self) -> None:
-        import socket
-
         # The head alone says the body is too large: the answer comes before the body is
         # sent (a client still sending would meet a closed connection).
         sock = socket.create_connection((self.collector.host, self.collector.port), timeout=10)
@@ -236,8 +236,6 @@ class HTTPInputTest(CollectorTestCase):
         self.assertEqual((record.status, record.size), (413, len(bomb)))
 
     def test_chunked_body(self) -> None:
-        import http.client
-
         conn = http.client.HTTPConnection(self.collector.host, self.collector.port, timeout=10)
         self.addCleanup(conn.close)
         data = request_bytes("chunked")
@@ -261,3 +259,62 @@ class HTTPInputTest(CollectorTestCase):
         self.assertEqual(record.status, 400)
         self.assertIn("cannot parse", record.error or "")
         self.assertEqual(self.collector.stats()["rejected_requests"], 1)
+
+
+#: What the HTTP server drains of a body its app left unread to keep the connection
+#: (``mocksup/_http/body.py``'s ``DRAIN_LIMIT``): written out, so that the test pins it.
+DRAIN_LIMIT = 1 << 20
+
+
+class UnreadBodyTest(CollectorTestCase):
+    """A body the collector answers without reading (an unknown path): up to 1 MiB of it is
+    drained and the connection serves the next request; more, and the connection closes
+    (rather than read an unbounded body that no one wants)."""
+
+    collector_settings = {"grpc_port": None}
+
+    def unread_then_next(self, size: int, *, chunked: bool) -> tuple[int, str, int | None]:
+        """Post ``size`` body bytes to an unknown path over a raw socket, then ask for the
+        stats on the same connection: the first status, its ``Connection`` header, and the
+        second status (``None`` when the connection was closed instead)."""
+        sock = socket.create_connection((self.collector.host, self.collector.port), timeout=10)
+        self.addCleanup(sock.close)
+        head = b"POST /v1/nowhere HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-protobuf\r\n"
+        if chunked:
+            pieces = [b"x" * min(65536, size - at) for at in range(0, size, 65536)]
+            body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+            head += b"Transfer-Encoding: chunked\r\n\r\n"
+        else:
+            body = b"x" * size
+            head += b"Content-Length: %d\r\n\r\n" % size
+        sock.sendall(head + body)
+        first = http.client.HTTPResponse(sock)
+        first.begin()
+        first.read()
+        try:
+            sock.sendall(b"GET /mocksup/stats HTTP/1.1\r\nHost: h\r\n\r\n")
+            second = http.client.HTTPResponse(sock)
+            second.begin()
+            second.read()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            return first.status, first.getheader("Connection") or "", None
+        return first.status, first.getheader("Connection") or "", second.status
+
+    def test_content_length_body_up_to_the_limit_is_drained(self) -> None:
+        self.assertEqual(self.unread_then_next(DRAIN_LIMIT, chunked=False), (404, "", 200))
+
+    def test_content_length_body_past_the_limit_closes(self) -> None:
+        # The head says so: the answer itself announces the close.
+        self.assertEqual(
+            self.unread_then_next(DRAIN_LIMIT + 1, chunked=False), (404, "close", None)
+        )
+
+    def test_chunked_body_up_to_the_limit_is_drained(self) -> None:
+        self.assertEqual(self.unread_then_next(DRAIN_LIMIT, chunked=True), (404, "", 200))
+
+    def test_chunked_body_past_the_limit_closes(self) -> None:
+        # Its size is known only by reading it: the answer went out before the drain gave up.
+        self.assertEqual(self.unread_then_next(DRAIN_LIMIT + 1, chunked=True), (404, "", None))
+        # The collector serves on, and recorded the request it answered.
+        self.assertEqual([r.status for r in self.collector.requests()], [404])
+        self.assertEqual(post(self.collector, "/v1/traces", request_bytes())[0], 200)

@@ -74,6 +74,9 @@ class FailureReportTest(ProcessTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.folder = Path(tempfile.mkdtemp(prefix="mocksup-failures-"))
+        # The folder is the inner pytest's rootdir, as a user's project would be, even when
+        # the temporary folder lies inside this project (tox's): not this project's config.
+        (self.folder / "pytest.ini").write_text("[pytest]\n")
         self.addCleanup(lambda: subprocess.run(["rm", "-rf", str(self.folder)], check=True))
 
     def run_python(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:  # type: ignore[override]
