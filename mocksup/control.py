@@ -8,9 +8,11 @@ The server side is a :class:`ControlApp` built from :class:`Route` entries. It g
 mock the same rules: werkzeug's routing (404 for an unknown route, 405 with ``Allow`` for a
 known route and another method), declared query parameters (an unknown or repeated one, or
 a bad value, is a 400 naming it and the known ones: a typo never turns a filter into "match
-everything"), bounded JSON bodies, one long-poll parameter (``timeout``, seconds, at most
-:data:`MAX_WAIT`), and errors as ``{"error": "..."}``. ``GET /mocksup`` lists the routes with
-their parameters and ``GET /mocksup/health`` answers ``{"status": "ok", ...}`` on every mock.
+everything"; values are UTF-8 and numbers are plain ASCII decimals, whatever Python's ``int``
+and ``float`` would also take), bounded JSON bodies (size and nesting), one long-poll
+parameter (``timeout``, seconds, at most :data:`MAX_WAIT`), and errors as
+``{"error": "..."}``. ``GET /mocksup`` lists the routes with their parameters and
+``GET /mocksup/health`` answers ``{"status": "ok", ...}`` on every mock.
 
 The client side is :class:`ControlClient`; a custom mock's parent-side methods use it
 through :attr:`MockServerBase.control <mocksup.MockServerBase.control>`::
@@ -29,14 +31,24 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
+from mocksup._control_input import (
+    INTEGER,
+    NUMBER,
+    InputError,
+    json_body,
+    query_pairs,
+    shown,
+    wsgi_text,
+)
 from mocksup.errors import ControlAPIError
 from mocksup.serving import BodyError, read_body, status_line
 
 __all__ = (
     "CHECK_GRACE",
     "MAX_BODY",
+    "MAX_DEPTH",
     "MAX_WAIT",
     "PREFIX",
     "ControlApp",
@@ -60,6 +72,9 @@ PREFIX = "/mocksup"
 MAX_WAIT = 600.0
 #: The largest control request body accepted, in bytes.
 MAX_BODY = 1 << 20
+#: The deepest a control request body may nest objects and arrays: deeper, it is a 400
+#: (whatever the stack of the thread that would encode it back, or validate it, has left).
+MAX_DEPTH = 64
 #: Seconds a failed call gives a mock whose connection broke to be seen exiting.
 CHECK_GRACE = 0.5
 
@@ -84,12 +99,15 @@ class Param:
     """A declared query parameter: its parser, and what the route's index says of it.
 
     Build them with the class methods; ``many`` parameters may repeat and arrive as a list.
+    ``kind`` says what the value is (``text``, ``choice``, ``integer``, ``number``, ``flag``,
+    ``wait``; ``custom`` for a parser of your own), for tools that generate requests.
     """
 
     parse: Callable[[str, str], Any]
     doc: str
     many: bool = False
     default: Any = None
+    kind: str = "custom"
 
     @classmethod
     def text(cls, doc: str = "text", *, default: str | None = None, max_len: int = 4096) -> Param:
@@ -98,11 +116,11 @@ class Param:
                 raise ControlError(400, f"parameter {name!r} is longer than {max_len} characters")
             return raw
 
-        return cls(parse, doc, default=default)
+        return cls(parse, doc, default=default, kind="text")
 
     @classmethod
     def texts(cls, doc: str = "text, repeatable", *, max_len: int = 4096) -> Param:
-        return cls(cls.text(doc, max_len=max_len).parse, doc, many=True, default=[])
+        return cls(cls.text(doc, max_len=max_len).parse, doc, many=True, default=[], kind="text")
 
     @classmethod
     def choice(cls, *choices: str, default: str | None = None) -> Param:
@@ -111,22 +129,23 @@ class Param:
                 raise ControlError(400, f"parameter {name!r} must be one of {', '.join(choices)}")
             return raw
 
-        return cls(parse, "one of " + ", ".join(choices), default=default)
+        return cls(parse, "one of " + ", ".join(choices), default=default, kind="choice")
 
     @classmethod
     def integer(
         cls, doc: str = "integer", *, low: int = 0, high: int = 1 << 62, default: int | None = None
     ) -> Param:
         def parse(name: str, raw: str) -> int:
-            try:
-                value = int(raw, 10)
-            except ValueError:
-                raise ControlError(400, f"parameter {name!r} must be an integer: {raw!r}") from None
-            if not low <= value <= high:
-                raise ControlError(400, f"parameter {name!r} must be from {low} to {high}")
+            if not INTEGER.fullmatch(raw):
+                raise ControlError(400, f"parameter {name!r} must be an integer: {shown(raw)}")
+            # More digits than any bound has: out of range (and int() refuses 4,300 digits).
+            value = int(raw) if len(raw) <= 40 else None
+            if value is None or not low <= value <= high:
+                raise ControlError(400, f"parameter {name!r} must be from {low} to {high}, "
+                                   f"not {shown(raw)}")  # fmt: skip
             return value
 
-        return cls(parse, f"{doc}, {low} to {high}", default=default)
+        return cls(parse, f"{doc}, {low} to {high}", default=default, kind="integer")
 
     @classmethod
     def number(
@@ -137,40 +156,44 @@ class Param:
         high: float = math.inf,
         default: float | None = None,
     ) -> Param:
+        bounds = f"from {low:g} to {high:g}" if math.isfinite(high) else f"of at least {low:g}"
+
         def parse(name: str, raw: str) -> float:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ControlError(400, f"parameter {name!r} must be a number: {raw!r}") from None
+            if not NUMBER.fullmatch(raw):
+                raise ControlError(400, f"parameter {name!r} must be a number: {shown(raw)}")
+            value = float(raw)
             if not math.isfinite(value) or not low <= value <= high:
-                raise ControlError(400, f"parameter {name!r} must be a finite number from {low:g} "
-                                   f"to {high:g}, not {raw}")  # fmt: skip
+                raise ControlError(400, f"parameter {name!r} must be a finite number {bounds}, "
+                                   f"not {shown(raw)}")  # fmt: skip
             return value
 
-        return cls(parse, doc, default=default)
+        return cls(parse, doc, default=default, kind="number")
 
     @classmethod
     def flag(cls, doc: str = "true or false", *, default: bool | None = None) -> Param:
         def parse(name: str, raw: str) -> bool:
             lowered = raw.lower()
             if lowered not in ("true", "false", "1", "0", ""):
-                raise ControlError(400, f"parameter {name!r} must be true or false: {raw!r}")
+                raise ControlError(400, f"parameter {name!r} must be true or false: {shown(raw)}")
             return lowered in ("true", "1", "")
 
-        return cls(parse, doc, default=default)
+        return cls(parse, doc, default=default, kind="flag")
 
     @classmethod
     def wait(cls, default: float = 10.0) -> Param:
         """The long-poll parameter: seconds to hold the request, at most :data:`MAX_WAIT`."""
 
         def parse(name: str, raw: str) -> float:
-            value = cls.number(low=0.0).parse(name, raw)
-            if value > MAX_WAIT:
+            value = float(raw) if NUMBER.fullmatch(raw) else math.nan
+            if math.isfinite(value) and value > MAX_WAIT:
                 raise ControlError(400, f"parameter {name!r} is {value:g} s; the longest wait "
                                    f"is {MAX_WAIT:g} s, wait again for longer")  # fmt: skip
-            return float(value)
+            if not (math.isfinite(value) and value >= 0):
+                raise ControlError(400, f"parameter {name!r} must be a finite number of seconds "
+                                   f"from 0 to {MAX_WAIT:g}, not {shown(raw)}")  # fmt: skip
+            return value
 
-        return cls(parse, f"seconds to wait, at most {MAX_WAIT:g}", default=default)
+        return cls(parse, f"seconds to wait, at most {MAX_WAIT:g}", default=default, kind="wait")
 
 
 # -- routes and requests ------------------------------------------------------------------
@@ -254,13 +277,14 @@ class ControlApp:
             Rule(PREFIX + r.rule, methods=list(r.methods), endpoint=i, strict_slashes=False)
             for i, r in enumerate(self.routes)
         ]
-        self._map = Map(rules).bind("localhost")
+        # No slash merging: werkzeug answers "//" with a redirect, which is no JSON answer.
+        self._map = Map(rules, merge_slashes=False).bind("localhost")
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        path = environ.get("PATH_INFO") or ""
+        path = wsgi_text(environ.get("PATH_INFO") or "")
         try:
             route, values = self._match(path, method)
             request = ControlRequest(
@@ -311,9 +335,9 @@ class ControlApp:
         if not raw.strip():
             return None
         try:
-            return json.loads(raw, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as error:
-            raise ControlError(400, f"the body is not valid JSON: {error}") from None
+            return json_body(raw, MAX_DEPTH)
+        except InputError as error:
+            raise ControlError(400, str(error)) from None
 
     def _index(self, request: ControlRequest) -> Any:
         return {
@@ -339,22 +363,18 @@ class ControlApp:
         }
 
 
-def _no_constant(text: str) -> Any:
-    raise ValueError(f"{text} is not a JSON number")
-
-
 def _parse_args(route: Route, query: str, method: str, path: str) -> dict[str, Any]:
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=200)
-    except ValueError as error:
-        raise ControlError(400, f"bad query string: {error}") from None
+        pairs = query_pairs(query)
+    except InputError as error:
+        raise ControlError(400, str(error)) from None
     args: dict[str, Any] = {}
     for name, raw in pairs:
         param = route.params.get(name)
         if param is None:
             known = ", ".join(sorted(route.params)) or "none"
             raise ControlError(
-                400, f"unknown parameter {name!r} for {method} {path}; known: {known}"
+                400, f"unknown parameter {shown(name)} for {method} {path}; known: {known}"
             )
         value = param.parse(name, raw)
         if param.many:

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import unittest
@@ -17,6 +18,7 @@ import psutil
 
 from mocksup import ChildCrashedError, ControlAPIError
 from mocksup.control import (
+    MAX_DEPTH,
     MAX_WAIT,
     ControlApp,
     ControlClient,
@@ -86,6 +88,14 @@ class ControlAppTest(unittest.TestCase):
         self.port = server.port
         self.client = ControlClient(f"http://127.0.0.1:{server.port}", "counter")
 
+    def raw_bytes(self, target: bytes) -> tuple[int, Any]:
+        """GET ``target`` as these very bytes (http.client refuses non-ASCII ones)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            return response.status, json.loads(response.read())
+
     def raw(self, method: str, target: str, body: bytes | None = None) -> tuple[int, Any, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
@@ -154,7 +164,7 @@ class ControlAppTest(unittest.TestCase):
             (b"{", "not valid JSON"),
             (b'{"by": NaN}', "not valid JSON"),
             (b"[1]", "must be a JSON object"),
-            (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+            (b"[" * 100_000 + b"]" * 100_000, f"deeper than {MAX_DEPTH} levels"),
             (b'{"by": "x"}', "by must be an integer"),
             (b" " * (2 << 20), "exceeds the limit"),
         ]:
@@ -163,6 +173,70 @@ class ControlAppTest(unittest.TestCase):
                 self.assertEqual(status, 413 if b" " * 100 in body else 400)
                 self.assertIn(message, answer["error"])
         self.assertEqual(self.client.call("GET", "/count"), {"value": 2})
+
+    def test_bodies_nest_at_most_max_depth_and_hold_finite_numbers(self) -> None:
+        def deep(levels: int) -> bytes:
+            return b'{"by": 1, "x": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+        self.assertEqual(self.raw("POST", "/mocksup/count", deep(MAX_DEPTH))[0], 200)
+        # 980 levels: json reads it, but what reads it next (pydantic, an answer's encoder)
+        # may run out of stack and fail with a 500.
+        for levels in (MAX_DEPTH + 1, 980):
+            status, _, answer = self.raw("POST", "/mocksup/count", deep(levels))
+            self.assertEqual(status, 400)
+            self.assertEqual(answer["error"], f"the body nests objects and arrays deeper than "
+                                              f"{MAX_DEPTH} levels")  # fmt: skip
+        status, _, answer = self.raw("POST", "/mocksup/count", b'{"by": 1, "x": -1e400}')
+        self.assertEqual(status, 400)
+        self.assertIn("'-1e400' is out of a double's range", answer["error"])
+        self.assertEqual(self.client.call("GET", "/count"), {"value": 1})
+
+    def test_query_values_are_utf8_and_numbers_plain_decimals(self) -> None:
+        # Raw UTF-8 (curl sends it so) reads as percent-encoded UTF-8 does; so do path values.
+        for query in ("name=caf\u00e9", "name=caf%C3%A9"):
+            with self.subTest(query):
+                status, answer = self.raw_bytes(f"/mocksup/echo?{query}".encode())
+                self.assertEqual((status, answer["name"]), (200, "caf\u00e9"))
+        self.assertEqual(self.raw_bytes("/mocksup/items/caf\u00e9".encode()),
+                         (200, {"id": "caf\u00e9"}))  # fmt: skip
+        cases = {
+            b"/mocksup/echo?name=%E9": "parameter 'name' is not UTF-8",
+            b"/mocksup/echo?name=caf\xe9": "parameter 'name' is not UTF-8",
+            b"/mocksup/echo?name=%ED%A0%80": "parameter 'name' is not UTF-8",  # a lone surrogate
+            b"/mocksup/echo?%ff=1": "a parameter name is not UTF-8",
+            b"/mocksup/count?at_least=1_0": "parameter 'at_least' must be an integer: '1_0'",
+            b"/mocksup/count?at_least=%D9%A3": "parameter 'at_least' must be an integer",
+            b"/mocksup/count?at_least=%201": "parameter 'at_least' must be an integer",
+            b"/mocksup/count?at_least=" + b"9" * 5000: "'at_least' must be from 0 to",
+            b"/mocksup/echo?ratio=0x1": "parameter 'ratio' must be a number: '0x1'",
+            b"/mocksup/echo?ratio=0_5": "parameter 'ratio' must be a number",
+            b"/mocksup/count?timeout=nan": "'timeout' must be a finite number of seconds from 0 "
+                                           "to 600, not 'nan'",
+            b"/mocksup/count?timeout=-1": "from 0 to 600, not '-1'",
+        }  # fmt: skip
+        for target, message in cases.items():
+            with self.subTest(target=target[:60]):
+                status, answer = self.raw_bytes(target)
+                self.assertEqual(status, 400)
+                self.assertIn(message, answer["error"])
+                self.assertLess(len(answer["error"]), 200)  # a long value is cut short
+        self.assertEqual(self.client.call("GET", "/echo", params={"ratio": ".5"})["ratio"], 0.5)
+
+    def test_merged_slashes_are_no_route(self) -> None:
+        # werkzeug would redirect: no JSON answer, and it was a 500.
+        status, _, body = self.raw("GET", "/mocksup//count")
+        self.assertEqual(status, 404)
+        self.assertIn("no control route GET /mocksup//count", body["error"])
+
+    def test_each_param_says_its_kind(self) -> None:
+        params = [
+            Param.text(), Param.texts(), Param.choice("a"), Param.integer(), Param.number(),
+            Param.flag(), Param.wait(), Param(lambda name, raw: raw, "mine"),
+        ]  # fmt: skip
+        self.assertEqual(
+            [param.kind for param in params],
+            ["text", "text", "choice", "integer", "number", "flag", "wait", "custom"],
+        )
 
     def test_answers_never_carry_bare_nan(self) -> None:
         status, _, body = self.raw("GET", "/mocksup/nan")

@@ -120,7 +120,9 @@ class Request:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": self.method,
             "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            # The target's bytes, unquoted (a str would be UTF-8-encoded first: raw bytes
+            # past ASCII would reach the app encoded twice).
+            "PATH_INFO": unquote_to_bytes(path.encode("latin-1")).decode("latin-1"),
             "QUERY_STRING": query,
             "RAW_URI": self.target,
             "REQUEST_URI": self.target,

@@ -39,7 +39,8 @@ _JSON_LINES = "application/x-ndjson"
 
 def _many(choices: tuple[str, ...], doc: str) -> Param:
     one = Param.choice(*choices)
-    return Param(one.parse, f"{doc}: {', '.join(choices)}; repeatable", many=True, default=[])
+    return Param(one.parse, f"{doc}: {', '.join(choices)}; repeatable", many=True, default=[],
+                 kind=one.kind)  # fmt: skip
 
 
 #: Filters every signal has.
@@ -213,7 +214,7 @@ class _Handlers:
             page = read_page(self.store, queries, args["after"], args["limit"],
                              args["timeout"])  # fmt: skip
         except StaleCursorError as error:
-            raise ControlError(400, str(error)) from None
+            raise ControlError(400, f"parameter 'after': {error}") from None
         except ConnectionAbortedError:
             raise ControlError(503, "the collector is stopping") from None
         if args["encoding"] == "protobuf":
@@ -275,6 +276,10 @@ class _Handlers:
 
     def clear(self, request: ControlRequest) -> Any:
         """``POST /mocksup/clear``: forget items, records, counters and faults."""
+        if request.body not in (None, {}):
+            # Nothing to choose: a body ({"signal": ...}, vLLM's {"metrics": ...}) would
+            # be ignored while everything is forgotten; say so instead.
+            raise ControlError(400, "POST /mocksup/clear takes no body: it forgets everything")
         self.faults.clear()
         return {"generation": self.store.clear()}
 
@@ -299,7 +304,8 @@ class _Handlers:
         host = f"[{host}]" if ":" in host else host
         if protocol == "grpc":
             if info.get("grpc_port") is None:
-                raise ControlError(400, "gRPC is switched off on this collector")
+                raise ControlError(400, "parameter 'protocol' is grpc, but gRPC is switched "
+                                   "off on this collector (grpc_port=None)")  # fmt: skip
             return exporter_env(f"http://{host}:{info['grpc_port']}", protocol)
         return exporter_env(f"http://{host}:{info['port']}", protocol)
 

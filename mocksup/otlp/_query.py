@@ -19,6 +19,7 @@ client uses (:mod:`mocksup.otlp.items`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,6 +50,9 @@ __all__ = (
     "summarise",
 )
 
+_HEX = re.compile(r"[0-9a-fA-F]*")
+# A span kind or status code given as its number: plain ASCII digits, kept as sent.
+_ENUM_NUMBER = re.compile(r"-?[0-9]+")
 _METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _PARSERS: dict[str, Any] = {
     "traces": ExportTraceServiceRequest.FromString,
@@ -102,16 +106,16 @@ def _attrs_match(kvs: Iterable[Any], wanted: Mapping[str, Any]) -> bool:
 def _id_filter(text: str | None, size: int, what: str) -> bytes | None:
     if not text:
         return None
-    raw = bytes.fromhex(text)
-    if len(raw) != size:
-        raise ValueError(f"{what} {text!r} is not {2 * size} hex digits")
-    return raw
+    if not _HEX.fullmatch(text) or len(text) != 2 * size:
+        shown = repr(text) if len(text) <= 64 else repr(text[:64]) + "..."
+        raise ValueError(f"{what} {shown} is not {2 * size} hex digits")
+    return bytes.fromhex(text)
 
 
 def _enum_filter(value: str | None, names: tuple[str, ...], what: str) -> int | None:
     if value is None or value == "":
         return None
-    if value.lstrip("-").isdigit() and value.isascii():
+    if _ENUM_NUMBER.fullmatch(value):
         return int(value)  # a number, known to the enum or not (kept as sent)
     name = value.upper()
     for prefix in ("SPAN_KIND_", "STATUS_CODE_"):

@@ -14,10 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mocksup.otlp._status import GRPC_CODES, grpc_code_for_http, http_status_for_grpc
 
-__all__ = ("Fault", "Signal", "Transport")
+__all__ = ("MAX_DELAY", "Fault", "Signal", "Transport")
 
 Signal = Literal["traces", "metrics", "logs"]
 Transport = Literal["http", "grpc"]
+
+#: The longest ``delay`` and ``retry_after`` of a fault, in seconds (an hour: longer than
+#: any client's timeout, and short enough for every timer and header that carries it).
+MAX_DELAY = 3600.0
+#: The largest ``rejected`` count: OTLP's ``rejected_*`` fields are int64.
+_MAX_REJECTED = 2**63 - 1
 
 
 class Fault(BaseModel):
@@ -40,26 +46,28 @@ class Fault(BaseModel):
     :param retry_after: seconds the client should wait: the ``Retry-After`` header over HTTP
         (whole seconds, rounded up; the ``Status`` body's ``RetryInfo`` has the exact value),
         ``RetryInfo`` over gRPC (in ``grpc-status-details-bin`` and in
-        ``google.rpc.retryinfo-bin``, since the Python exporter reads only the latter).
+        ``google.rpc.retryinfo-bin``, since the Python exporter reads only the latter). At
+        most ``MAX_DELAY`` (3600).
     :param rejected: partial success: how many items to report as rejected.
     :param message: the ``error_message`` of a partial success, or of the error status.
-    :param delay: seconds to wait before answering.
+    :param delay: seconds to wait before answering, at most ``MAX_DELAY`` (3600).
     :param drop: close the connection without answering. Over gRPC, which cannot drop a
         connection from a handler, the call ends with UNAVAILABLE and no ``RetryInfo``:
         what a client sees when its connection breaks.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused: no setting is meant to be one, and none encodes back.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     signal: Signal | None = None
     transport: Transport | None = None
     count: int | None = Field(default=1, ge=1)
     status: int | None = Field(default=None, ge=400, le=599)
     grpc_code: str | None = None
-    retry_after: float | None = Field(default=None, ge=0)
-    rejected: int = Field(default=0, ge=0)
+    retry_after: float | None = Field(default=None, ge=0, le=MAX_DELAY)
+    rejected: int = Field(default=0, ge=0, le=_MAX_REJECTED)
     message: str = ""
-    delay: float = Field(default=0.0, ge=0)
+    delay: float = Field(default=0.0, ge=0, le=MAX_DELAY)
     drop: bool = False
 
     @model_validator(mode="after")

@@ -8,8 +8,11 @@ import json
 import socket
 import time
 
+from pydantic import ValidationError
+
 from mocksup.control import MAX_WAIT
-from mocksup.otlp import MockOTLPCollector
+from mocksup.otlp import Fault, MockOTLPCollector
+from mocksup.otlp.faults import MAX_DELAY
 from tests.otlp.support import CollectorTestCase, post
 from tests.otlp.test_http_input import request_bytes
 from tests.support import ProcessTestCase
@@ -59,6 +62,34 @@ class ParametersTest(CollectorTestCase):
         self.assertIn("unknown span kind", self.refused("/mocksup/spans?kind=SIDEWAYS"))
         self.assertIn("'signal' must be one of", self.refused("/mocksup/export?signal=profiles"))
 
+    def test_malformed_ids_kinds_and_cursors_name_their_parameter(self) -> None:
+        # Python's own messages ("non-hexadecimal number found in fromhex() arg",
+        # "invalid literal for int()") named neither the parameter nor what it wants.
+        cases = {
+            "/mocksup/spans?trace_id=zz": "trace_id 'zz' is not 32 hex digits",
+            "/mocksup/traces/" + "g" * 32: "trace_id '" + "g" * 32 + "' is not 32 hex digits",
+            "/mocksup/logs?span_id=%20" + "0" * 15: "span_id ' " + "0" * 15 + "' is not 16 hex",
+            "/mocksup/spans?kind=--5": "unknown span kind '--5'; one of",
+            "/mocksup/spans?status=1e3": "unknown status code '1e3'; one of",
+            "/mocksup/feed?after=99&timeout=0": "parameter 'after': cursor 99 is past",
+        }
+        for target, message in cases.items():
+            with self.subTest(target):
+                self.assertIn(message, self.refused(target))
+
+    def test_clear_takes_no_body(self) -> None:
+        # A body was ignored while everything was forgotten: {"signal": "traces"} cleared
+        # the logs and metrics too.
+        for body in (b'{"signal": "traces"}', b'{"metrics": true}', b"[1]", b"0"):
+            with self.subTest(body):
+                status, _, answer = post(self.collector, "/mocksup/clear", body)
+                self.assertEqual(status, 400)
+                self.assertIn("takes no body", json.loads(answer)["error"])
+        self.assertEqual(len(self.collector.spans()), 2)
+        for body in (b"", b"{}"):
+            self.assertEqual(post(self.collector, "/mocksup/clear", body)[0], 200)
+        self.assertEqual(self.collector.spans(), [])
+
     def test_a_wait_longer_than_the_cap_is_refused_not_shortened(self) -> None:
         for route in ("spans/wait", "metrics/wait", "logs/wait", "feed"):
             with self.subTest(route):
@@ -97,6 +128,13 @@ class ParametersTest(CollectorTestCase):
             (b'{"status": 200}', "status"),
             (b"{", "not valid JSON"),
             (b'{"count": NaN}', "not valid JSON"),
+            # Accepted, these made every export they met answer 500 (a timer of 1e308 s,
+            # an infinity in the answer, an int64 field past its range).
+            (b'{"delay": 1e308}', "delay\n  Input should be less than or equal to 3600"),
+            (b'{"delay": 3600.5}', "less than or equal to 3600"),
+            (b'{"status": 503, "retry_after": 1e308}', "retry_after\n  Input should be less"),
+            (b'{"delay": 1e400}', "out of a double's range"),
+            (b'{"rejected": 9223372036854775808}', "less than or equal to 9223372036854775807"),
         ):
             with self.subTest(body):
                 conn.request("POST", "/mocksup/faults", body=body)
@@ -105,6 +143,11 @@ class ParametersTest(CollectorTestCase):
                 self.assertEqual(response.status, 400)
                 self.assertIn(expected, answer["error"])
         self.assertEqual(self.collector.faults(), [])
+        self.assertEqual(post(self.collector, "/v1/traces", request_bytes("after", 1))[0], 200)
+        with self.assertRaises(ValidationError):
+            Fault(delay=float("inf"))
+        with self.assertRaises(ValidationError):
+            self.collector.delay_next(MAX_DELAY + 1)
 
 
 class StreamedAnswerTest(CollectorTestCase):
@@ -145,6 +188,16 @@ class HTTPSettingsTest(ProcessTestCase):
         # HTTP/1.0 needs no Host, and the collector keeps serving.
         answer = self.raw(collector, b"GET /mocksup/health HTTP/1.0\r\n\r\n")
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:40])
+
+    def test_env_for_grpc_without_grpc_names_the_parameter(self) -> None:
+        collector = self.start_server(MockOTLPCollector(port=0, grpc_port=None))
+        status, _, body = get(collector, "/mocksup/env?protocol=grpc")
+        self.assertEqual(status, 400)
+        self.assertEqual(
+            json.loads(body)["error"],
+            "parameter 'protocol' is grpc, but gRPC is switched off on this collector "
+            "(grpc_port=None)",
+        )
 
     def test_spec_mode_accepts_it(self) -> None:
         collector = self.start_server(MockOTLPCollector(port=0, grpc_port=None, compat="spec"))

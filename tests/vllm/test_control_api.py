@@ -9,7 +9,7 @@ import time
 from unittest import mock
 
 from mocksup import ControlAPIError, WaitTimeoutError
-from mocksup.control import MAX_WAIT
+from mocksup.control import MAX_DEPTH, MAX_WAIT
 from mocksup.vllm import VLLMClient
 from tests.vllm.support import ServerTestCase, raw_post, raw_request
 
@@ -99,6 +99,20 @@ class ControlAPITest(ServerTestCase):
             self.assertIn(words, json.loads(data)["error"], (path, body))
         # Nothing was changed by the refused bodies.
         self.assertEqual(self.server.runtime_config()["latency"]["ttft"], 0.0)
+
+    def test_a_deeply_nested_rule_is_refused_and_the_rules_stay_readable(self) -> None:
+        # 980 levels of tool arguments parsed, were stored, and then every GET of the rules
+        # or the config answered 500 (the encoder ran out of stack) until they were replaced.
+        arguments = '{"a":' * 980 + "1" + "}" * 980
+        body = '{"reply": {"tool_calls": [{"name": "f", "arguments": ' + arguments + "}]}}"
+        status, _, data = raw_request(self.server, "POST", "/mocksup/scripts", body.encode())
+        self.assertEqual(status, 400)
+        self.assertIn(f"deeper than {MAX_DEPTH} levels", json.loads(data)["error"])
+        for path in ("/mocksup/scripts", "/mocksup/config"):
+            self.assertEqual(raw_request(self.server, "GET", path)[0], 200, path)
+        self.assertEqual(
+            json.loads(raw_request(self.server, "GET", "/mocksup/scripts")[2]), {"rules": []}
+        )
 
     def test_clear_with_metrics_zeroes_the_counters(self) -> None:
         raw_post(self.server, "/v1/completions", BODY)
