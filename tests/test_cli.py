@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -801,6 +802,44 @@ class BadInputTest(CLITestCase):
             f"choose another port with port in server 'cache''s init_kwargs in {config}",
             result.stderr,
         )
+
+    def test_a_server_not_ready_in_time_is_said_in_the_command_line_s_terms(self) -> None:
+        # A command that says how far it got, then never prints the line that means ready.
+        server = (
+            '[[servers]]\nname = "app"\nserver_class = "mocksup:ProcessServer"\n'
+            'init_kwargs = { command = ["sh", "-c", "echo loading the model; exec sleep 60"], '
+            'ready_pattern = "^ready$"%s }\n'
+        )
+        config = self.folder / "servers.toml"
+        head = (
+            r"mocksup: mock server 'app' \(pid \d+\) was not ready within 0\.5 s and was killed; "
+        )
+        cases = [
+            # The file sets no start_timeout: --start-timeout is that server's, and named.
+            ("", ["--start-timeout", "0.5"], "--start-timeout"),
+            # The file sets it: the advice points there.
+            (
+                ", start_timeout = 0.5",
+                [],
+                f"start_timeout in server 'app''s init_kwargs in {config}",
+            ),
+        ]
+        for setting, options, where in cases:
+            with self.subTest(where):
+                config.write_text(server % setting)
+                result = self.run_mocksup("up", "--config", str(config), *options)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertRegex(
+                    result.stderr.splitlines()[0],
+                    f"^{head}see its output below for how far it got "
+                    rf"\(raise {re.escape(where)} only if it shows slow progress\)$",
+                )
+                self.assertIn("\n    loading the model\n", result.stderr)
+        # A bad --start-timeout is the option's error, not the file's.
+        config.write_text(server % "")
+        code, _, err = run_main("up", "--config", str(config), "--start-timeout", "0")
+        self.assertEqual((code, err), (2, "mocksup: error: --start-timeout: Input should be "
+                                          "greater than 0\n"))  # fmt: skip
 
     def test_no_collector_to_ask(self) -> None:
         sock = self.listening_socket()
