@@ -253,7 +253,7 @@ def _run_up(args: argparse.Namespace) -> int:
         return 1
     finally:
         _launch.prestarted.discard()
-    followers = _followers(servers, args, dump)
+    followers: list[Follower[Any]] = []
     try:
         ready = _ready_document(servers)
         if args.ready_file is not None:
@@ -262,6 +262,9 @@ def _run_up(args: argparse.Namespace) -> int:
             print(json.dumps(ready), flush=True)
         else:
             _print_banner(servers, ready, time.monotonic() - started)
+        # Followed once the banner is out: what arrived before it (vLLM's start-up spans) is
+        # printed after it, not amid its lines. They read from the first item: none is missed.
+        followers = _followers(servers, args, dump)
         _summarise_until(stop, servers, quiet=args.quiet or args.json or args.print)
     finally:
         # What arrived is read before the collectors stop: nothing is missed.

@@ -375,6 +375,32 @@ class UpTest(CLITestCase):
         ]
         self.assertEqual(names, ["first", "last"])
 
+    def test_print_follows_once_the_banner_is_out(self) -> None:
+        # vLLM's start-up spans are in the collector before ``up`` is ready: a follower that
+        # ran while the banner is printed would print them amid its lines. ``up`` runs here
+        # with its banner function wrapped to say which followers run when it is called.
+        code = (
+            "import sys, threading\n"
+            "from mocksup import cli\n"
+            "banner = cli._print_banner\n"
+            "def said(*args):\n"
+            "    names = [t.name for t in threading.enumerate() if 'follow' in t.name]\n"
+            "    print('following:', names)\n"
+            "    banner(*args)\n"
+            "cli._print_banner = said\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen([sys.executable, "-c", code, "up", *FREE_PORTS, "--print"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)  # fmt: skip
+        self.addCleanup(_end, proc)
+        self.assertEqual(self.read_until(proc, "following:"), ["following: []\n"])
+        self.read_until(proc, "Ctrl-C stops everything.")
+        self.assertRegex(self.read_until(proc, "span ")[-1], r"^span \S+ '\w[^']*' INTERNAL ")
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(10), 0)
+
     def test_config_file_with_an_endpoint_reference(self) -> None:
         config = self.folder / "servers.toml"
         config.write_text(
