@@ -1,10 +1,17 @@
-"""The examples run as their users run them: a script in its own process."""
+"""The examples run as their users run them: a script in its own process.
+
+The Python blocks of ``README.md`` and ``docs/quickstart.rst`` run too, as written, each in a
+fresh interpreter. A block that is not a whole program is marked as a fragment on the line
+before it, and is not run: ``<!-- fragment -->`` before a fenced block of the README,
+``.. fragment`` (a comment) before a ``code-block`` of the docs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +40,24 @@ def processes_marked_by(marker: str) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+_FENCED = re.compile(r"^(<!-- fragment -->\n)?```python\n(.*?)^```$", re.M | re.S)
+_CODE_BLOCK = re.compile(
+    r"^(\.\. fragment\n\n)?\.\. code-block:: python\n\n((?:    .*\n|\n)+)", re.M
+)
+
+
+def python_blocks(path: Path) -> list[tuple[str, bool]]:
+    """Each Python block of a Markdown or reStructuredText page, dedented, and whether it is
+    a whole program (not marked as a fragment)."""
+    text = path.read_text()
+    if path.suffix == ".md":
+        return [(code, not fragment) for fragment, code in _FENCED.findall(text)]
+    return [
+        ("\n".join(line[4:] for line in block.rstrip("\n").splitlines()) + "\n", not fragment)
+        for fragment, block in _CODE_BLOCK.findall(text)
+    ]
 
 
 def _kill_group(pgid: int) -> None:
@@ -167,3 +192,36 @@ class ShellAndAttachExamplesTest(ProcessTestCase):
         self.assertIn("collector got: 'GET /work' from my-app", out)
         self.assertEqual(out.splitlines()[-1], "OK")
         self.assertFalse(psutil.pid_exists(pid))
+
+
+class QuickStartSnippetsTest(ProcessTestCase):
+    """The Python a newcomer copies first: the README's and the quick start's."""
+
+    def test_every_whole_program_runs_as_written(self) -> None:
+        for page in (ROOT / "README.md", ROOT / "docs" / "quickstart.rst"):
+            programs = [code for code, whole in python_blocks(page) if whole]
+            self.assertTrue(programs, f"no Python program found in {page.name}")
+            for number, code in enumerate(programs, 1):
+                with self.subTest(f"{page.name}, program {number}"):
+                    proc = self.popen(
+                        [sys.executable, "-W", "error", "-c", code],
+                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                    )
+                    out, err = (s.decode() for s in proc.communicate(timeout=TIMEOUT))
+                    self.assertEqual(proc.returncode, 0, f"{code}\n{out}{err}")
+
+    def test_a_fragment_is_marked_and_left_out(self) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="mocksup-snippets-"))
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "page.md").write_text(
+            "```python\nprint('whole')\n```\n\n<!-- fragment -->\n```python\nservers.stop()\n```\n"
+        )
+        (folder / "page.rst").write_text(
+            ".. code-block:: python\n\n    print('whole')\n\n"
+            ".. fragment\n\n.. code-block:: python\n\n    servers.stop()\n"
+        )
+        expected = [("print('whole')\n", True), ("servers.stop()\n", False)]
+        self.assertEqual(python_blocks(folder / "page.md"), expected)
+        self.assertEqual(python_blocks(folder / "page.rst"), expected)
