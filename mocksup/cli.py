@@ -49,6 +49,7 @@ from mocksup._cli.settings import (
     apply_environment,
     default_server_configs,
     load_config,
+    read_config,
     toml,
 )
 from mocksup._cli.tools import add_tool_commands
@@ -153,7 +154,8 @@ def _add_up(up: argparse.ArgumentParser) -> None:
         "--start-timeout",
         type=float,
         metavar="SECONDS",
-        help="seconds each server may take to start (30)",
+        help="seconds each server may take to start (30; with --config, each server whose "
+        "file sets no start_timeout)",
     )
     add_vllm_options(up)
     up.set_defaults(func=_up)
@@ -251,7 +253,7 @@ def _run_up(args: argparse.Namespace) -> int:
         return 1
     finally:
         _launch.prestarted.discard()
-    followers = _followers(servers, args, dump)
+    followers: list[Follower[Any]] = []
     try:
         ready = _ready_document(servers)
         if args.ready_file is not None:
@@ -260,6 +262,9 @@ def _run_up(args: argparse.Namespace) -> int:
             print(json.dumps(ready), flush=True)
         else:
             _print_banner(servers, ready, time.monotonic() - started)
+        # Followed once the banner is out: what arrived before it (vLLM's start-up spans) is
+        # printed after it, not amid its lines. They read from the first item: none is missed.
+        followers = _followers(servers, args, dump)
         _summarise_until(stop, servers, quiet=args.quiet or args.json or args.print)
     finally:
         # What arrived is read before the collectors stop: nothing is missed.
@@ -288,8 +293,7 @@ def _configs(args: argparse.Namespace) -> tuple[list[MockServerConfig], Advice]:
     if args.otlp_compat is not None:
         raise UsageError(f"--otlp-compat sets the default otlp server; with --config, set "
                          f"compat in {args.config}'s init_kwargs")  # fmt: skip
-    configs = load_config(args.config, args.log_dir)
-    return configs, Advice(config=str(args.config))
+    return read_config(args.config, args.log_dir, args.start_timeout)
 
 
 def _settings_of(configs: list[MockServerConfig], error: MockServerError) -> dict[str, Any]:

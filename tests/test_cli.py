@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -167,6 +168,15 @@ class CLITestCase(ProcessTestCase):
         self.fail(f"no line with {text!r} before EOF: {lines} {proc.stderr.read()}")
 
 
+def _running(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs (a zombie has ended: it only waits to be reaped)."""
+    try:
+        # is_running() first: it tells a reused pid from the process that had it.
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _end(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -207,7 +217,7 @@ class UpTest(CLITestCase):
         )
         self.assertEqual(alive, [])
 
-    def test_its_processes_are_its_servers_named_and_all_end_on_sigterm(self) -> None:
+    def test_its_processes_are_its_servers_named_and_all_end_promptly_on_sigterm(self) -> None:
         proc = self.mocksup("up", *FREE_PORTS, "--json")
         ready: dict[str, Any] = json.loads(self.read_until(proc, "{")[-1])
         pids = {name: entry["pid"] for name, entry in ready["servers"].items()}
@@ -219,12 +229,18 @@ class UpTest(CLITestCase):
         for name, kind in (("otlp", "MockOTLPCollector"), ("vllm", "MockVLLMServer")):
             child = psutil.Process(pids[name])
             self.assertEqual(" ".join(child.cmdline()), f"mocksup {name} ({kind})")
+        signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
+        took = time.monotonic() - signalled
         self.assertEqual(proc.returncode, 0, err)
-        # Gone with it: every process that ran under it when it was ready.
-        _, alive = psutil.wait_procs(tree, timeout=2)
-        self.assertEqual([p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [])
+        # Every process that ran under it was stopped and reaped before it exited: none is
+        # left to end on its own when its lifeline closes.
+        self.assertEqual([p for p in tree if _running(p)], [])
+        # Under 100 ms on an idle machine; the bound is generous for a busy one, yet under
+        # the graceful part of a stop (1.75 s of the 2 s stop_timeout), so a server that has
+        # to be killed, or any wait on the way out, fails it.
+        self.assertLess(took, 1.5)
 
     def test_banner_ready_file_summary_and_ctrl_c(self) -> None:
         ready_file = self.folder / "ready.json"
@@ -373,6 +389,32 @@ class UpTest(CLITestCase):
             for span in scope["spans"]
         ]
         self.assertEqual(names, ["first", "last"])
+
+    def test_print_follows_once_the_banner_is_out(self) -> None:
+        # vLLM's start-up spans are in the collector before ``up`` is ready: a follower that
+        # ran while the banner is printed would print them amid its lines. ``up`` runs here
+        # with its banner function wrapped to say which followers run when it is called.
+        code = (
+            "import sys, threading\n"
+            "from mocksup import cli\n"
+            "banner = cli._print_banner\n"
+            "def said(*args):\n"
+            "    names = [t.name for t in threading.enumerate() if 'follow' in t.name]\n"
+            "    print('following:', names)\n"
+            "    banner(*args)\n"
+            "cli._print_banner = said\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen([sys.executable, "-c", code, "up", *FREE_PORTS, "--print"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)  # fmt: skip
+        self.addCleanup(_end, proc)
+        self.assertEqual(self.read_until(proc, "following:"), ["following: []\n"])
+        self.read_until(proc, "Ctrl-C stops everything.")
+        self.assertRegex(self.read_until(proc, "span ")[-1], r"^span \S+ '\w[^']*' INTERNAL ")
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(10), 0)
 
     def test_config_file_with_an_endpoint_reference(self) -> None:
         config = self.folder / "servers.toml"
@@ -801,6 +843,44 @@ class BadInputTest(CLITestCase):
             f"choose another port with port in server 'cache''s init_kwargs in {config}",
             result.stderr,
         )
+
+    def test_a_server_not_ready_in_time_is_said_in_the_command_line_s_terms(self) -> None:
+        # A command that says how far it got, then never prints the line that means ready.
+        server = (
+            '[[servers]]\nname = "app"\nserver_class = "mocksup:ProcessServer"\n'
+            'init_kwargs = { command = ["sh", "-c", "echo loading the model; exec sleep 60"], '
+            'ready_pattern = "^ready$"%s }\n'
+        )
+        config = self.folder / "servers.toml"
+        head = (
+            r"mocksup: mock server 'app' \(pid \d+\) was not ready within 0\.5 s and was killed; "
+        )
+        cases = [
+            # The file sets no start_timeout: --start-timeout is that server's, and named.
+            ("", ["--start-timeout", "0.5"], "--start-timeout"),
+            # The file sets it: the advice points there.
+            (
+                ", start_timeout = 0.5",
+                [],
+                f"start_timeout in server 'app''s init_kwargs in {config}",
+            ),
+        ]
+        for setting, options, where in cases:
+            with self.subTest(where):
+                config.write_text(server % setting)
+                result = self.run_mocksup("up", "--config", str(config), *options)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertRegex(
+                    result.stderr.splitlines()[0],
+                    f"^{head}see its output below for how far it got "
+                    rf"\(raise {re.escape(where)} only if it shows slow progress\)$",
+                )
+                self.assertIn("\n    loading the model\n", result.stderr)
+        # A bad --start-timeout is the option's error, not the file's.
+        config.write_text(server % "")
+        code, _, err = run_main("up", "--config", str(config), "--start-timeout", "0")
+        self.assertEqual((code, err), (2, "mocksup: error: --start-timeout: Input should be "
+                                          "greater than 0\n"))  # fmt: skip
 
     def test_no_collector_to_ask(self) -> None:
         sock = self.listening_socket()

@@ -156,8 +156,10 @@ def print_follower(collector: Any, verbosity: str, prefix: str = "") -> Follower
         return page.items, page.cursor
 
     def emit(items: Sequence[Any]) -> None:
-        for item in items:
-            print(prefix + render(item, verbosity))  # type: ignore[arg-type]
+        # One write for the page: another follower's thread (one per collector), or an
+        # unbuffered stdout, never splits an item's lines or cuts one from its newline.
+        lines = (prefix + render(item, verbosity) + "\n" for item in items)  # type: ignore[arg-type]
+        sys.stdout.write("".join(lines))
         sys.stdout.flush()
 
     return Follower(fetch, emit, collector.name)

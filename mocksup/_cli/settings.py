@@ -40,6 +40,7 @@ __all__ = (
     "default_server_configs",
     "env_name",
     "load_config",
+    "read_config",
 )
 
 DEFAULT_SERVERS = ("otlp", "vllm")
@@ -258,7 +259,7 @@ def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
         try:
             model = config.create()
         except ValidationError as error:
-            raise UsageError(where + _one_line(error, config.name, how)) from None
+            raise UsageError(_one_line(error, config.name, how, where)) from None
         option = how.options.get((config.name, "host"))
         hosts.setdefault(model.host, option or f"{where}server {config.name!r}: host")
     try:
@@ -276,17 +277,18 @@ def _describe(error: ValidationError) -> str:
     )
 
 
-def _one_line(error: ValidationError, server: str, how: Advice) -> str:
+def _one_line(error: ValidationError, server: str, how: Advice, where: str) -> str:
     parts = []
     for detail in error.errors():
         loc = ".".join(str(part) for part in detail["loc"])
         option = how.options.get((server, loc)) or how.options.get((server, loc.split(".")[0]))
         if option is None and not loc and (server, "vllm_serve_args") in how.options:
             option = how.options[(server, "vllm_serve_args")]
-        if option is not None and how.config is None:
+        # With a file, only the settings an option gave are in ``how.options``.
+        if option is not None:
             parts.append(f"{option}: {detail['msg']}")
         else:
-            parts.append(f"server {server!r}: {loc or 'settings'}: {detail['msg']}")
+            parts.append(f"{where}server {server!r}: {loc or 'settings'}: {detail['msg']}")
     return "; ".join(parts)
 
 
@@ -304,14 +306,27 @@ def toml() -> Any:
     return tomli  # pragma: no cover
 
 
-def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfig]:
+def load_config(
+    path: Path, log_dir: Path | None = None, start_timeout: float | None = None
+) -> list[MockServerConfig]:
     """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
     (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
     A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's :class:`Endpoint`.
 
+    :param log_dir: the ``log_dir`` of each server that sets none (``--log-dir``).
+    :param start_timeout: the ``start_timeout`` of each server that sets none
+        (``--start-timeout``).
     :raises UsageError: the file cannot be read, parsed or validated (the message names the
         server concerned).
     """
+    return read_config(path, log_dir, start_timeout)[0]
+
+
+def read_config(
+    path: Path, log_dir: Path | None = None, start_timeout: float | None = None
+) -> tuple[list[MockServerConfig], Advice]:
+    """:func:`load_config`, with the :class:`Advice` for errors about its servers: a server
+    that sets no ``start_timeout`` takes ``--start-timeout``'s, so that option is named."""
     from pydantic import ValidationError
 
     from mocksup.harness import MockServerConfig
@@ -327,6 +342,7 @@ def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfi
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"{path}: expected one or more [[servers]] tables")
     configs = []
+    options: dict[tuple[str, str], str] = {}
     for number, entry in enumerate(entries, 1):
         where = f"{path}: server {entry.get('name', number)!r}"
         unknown = sorted(set(entry) - {"name", "server_class", "init_kwargs"})
@@ -335,6 +351,9 @@ def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfi
         kwargs = {k: _endpoint(v) for k, v in dict(entry.get("init_kwargs", {})).items()}
         if log_dir is not None:
             kwargs.setdefault("log_dir", str(log_dir))
+        timeout_option = "start_timeout" not in kwargs
+        if timeout_option and start_timeout is not None:
+            kwargs["start_timeout"] = start_timeout
         try:
             config = MockServerConfig(
                 name=entry.get("name", ""),
@@ -344,8 +363,11 @@ def load_config(path: Path, log_dir: Path | None = None) -> list[MockServerConfi
         except ValidationError as error:
             raise UsageError(f"{where}: {_describe(error)}") from None
         configs.append(config)
-    check_configs(configs, Advice(config=str(path)))
-    return configs
+        if timeout_option:
+            options[(config.name, "start_timeout")] = "--start-timeout"
+    how = Advice(options, config=str(path))
+    check_configs(configs, how)
+    return configs, how
 
 
 def _endpoint(value: Any) -> Any:
