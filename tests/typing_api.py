@@ -39,7 +39,7 @@ from mocksup import (
     stop_all,
     stop_mock_servers,
 )
-from mocksup.harness import ConfigLike
+from mocksup.harness import ConfigLike, check_configs
 from mocksup.serving import bind_tcp
 from mocksup.testing import (
     AsyncMockServerTestCase,
@@ -131,6 +131,7 @@ def the_harness() -> None:
         MyMock(name="mine"),
     ]
     assert_type(MockServerConfig(name="x", server_class=MyMock).depends_on(), set[str])
+    assert_type(check_configs(configs), None)
     servers = start_all(configs)
     assert_type(servers, MockServers)
     assert_type(servers["otlp"], MockServerBase)

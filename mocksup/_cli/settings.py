@@ -251,7 +251,7 @@ def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
     """
     from pydantic import ValidationError
 
-    from mocksup.harness import _plan
+    from mocksup import harness
 
     where = f"{how.config}: " if how.config else ""
     hosts: dict[str, str] = {}
@@ -263,7 +263,7 @@ def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
         option = how.options.get((config.name, "host"))
         hosts.setdefault(model.host, option or f"{where}server {config.name!r}: host")
     try:
-        _plan(configs)
+        harness.check_configs(configs)
     except ValueError as error:  # a reference to an unknown server or role, a cycle
         raise UsageError(f"{where}{error}") from None
     for host, label in hosts.items():
