@@ -63,8 +63,7 @@ VLLM_OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--vllm-fault": (
         "faults.kind",
         str,
-        "what an injected fault does: rate_limit, unavailable, server_error, stream_error, "
-        "stream_cut or reset (unavailable)",
+        "what an injected fault does: %(fault_kinds)s (unavailable)",
     ),
     "--vllm-fault-rate": ("faults.rate", float, "probability that a request fails (0)"),
     "--vllm-fault-first": ("faults.first", int, "fail this many first requests (0)"),
@@ -79,6 +78,21 @@ VLLM_OPTIONS: dict[str, tuple[str, Any, str]] = {
 _METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
 
 
+class _FaultKinds:
+    """The vLLM mock's fault kinds as a help text lists them, read from
+    :data:`mocksup.vllm.FaultKind` only when a help is printed: importing the mock (and
+    pydantic) to set the options up would hold back the children ``mocksup up`` launches
+    first by about 0.2 s."""
+
+    def __str__(self) -> str:
+        from typing import get_args
+
+        from mocksup.vllm import FaultKind
+
+        *first, last = get_args(FaultKind)
+        return f"{', '.join(first)} or {last}"
+
+
 def env_name(dest: str) -> str:
     """The environment variable of an option's destination (``otlp_port``)."""
     return _ENV_PREFIX + dest.upper()
@@ -89,7 +103,9 @@ def add_vllm_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the vLLM mock (with the default servers)")
     for option, (_, kind, text) in VLLM_OPTIONS.items():
         metavar = _METAVARS.get(kind, "TEXT") if option != "--vllm-fault" else "KIND"
-        group.add_argument(option, type=kind, help=text, metavar=metavar)
+        action = group.add_argument(option, type=kind, help=text, metavar=metavar)
+        # argparse fills a help's ``%(name)s`` from the action's attributes when it prints it.
+        vars(action)["fault_kinds"] = _FaultKinds()
     group.add_argument(
         "--vllm-replicas",
         type=_replicas,
