@@ -40,7 +40,7 @@ SERVER_OPTIONS = (("grpc.compression_enabled_algorithms_bitset", 0b101),)
 _Handler = Callable[[bytes, grpc.ServicerContext], bytes]
 
 
-def grpc_handlers(ingest: Ingest) -> list[Any]:
+def grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
     """The generic handlers of the three OTLP services, for :func:`mocksup.serving.grpc_server`."""
     return [
         grpc.method_handlers_generic_handler(
@@ -134,7 +134,7 @@ def _fail(
         trailers.append(("google.rpc.retryinfo-bin", retry_info(delay)))
     record["error"] = bounded(text)
     _finish(ingest, record, "dropped" if answer.drop else code)
-    context.set_trailing_metadata(trailers)
+    context.set_trailing_metadata(tuple(trailers))
     context.abort(getattr(grpc.StatusCode, code), text)
     raise AssertionError("abort() returned")
 
