@@ -25,10 +25,11 @@ from mocksup.otlp._ingest import Answer, Ingest
 from mocksup.otlp._limits import LimitError, bounded, bounded_headers
 from mocksup.otlp._proto import ProtoError, decode
 from mocksup.otlp._status import GRPC_CODES, encode_response, retry_info, status_body
+from mocksup.otlp.faults import Signal
 
 __all__ = ("SERVER_OPTIONS", "grpc_handlers")
 
-_SERVICES = {
+_SERVICES: dict[Signal, str] = {
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
@@ -55,7 +56,7 @@ def grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
     ]
 
 
-def _exporter(ingest: Ingest, signal: str, path: str) -> _Handler:
+def _exporter(ingest: Ingest, signal: Signal, path: str) -> _Handler:
     limits = ingest.limits
     always_partial = limits.mode.success_has_partial
 
@@ -86,7 +87,7 @@ def _exporter(ingest: Ingest, signal: str, path: str) -> _Handler:
 
 
 def _record(
-    context: grpc.ServicerContext, signal: str, path: str, started: float, size: int
+    context: grpc.ServicerContext, signal: Signal, path: str, started: float, size: int
 ) -> dict[str, Any]:
     metadata = {
         key: value for key, value in context.invocation_metadata() if isinstance(value, str)

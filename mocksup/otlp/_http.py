@@ -30,6 +30,7 @@ from mocksup.otlp._proto import Envelope, ProtoError
 from mocksup.otlp._proto import decode as decode_protobuf
 from mocksup.otlp._status import GRPC_CODES, encode_response, grpc_code_for_http, status_body
 from mocksup.otlp._values import no_gc
+from mocksup.otlp.faults import Signal
 from mocksup.serving import BodyError, DropConnection, read_body, request_headers, status_line
 
 __all__ = ("OTLPHTTPApp",)
@@ -198,7 +199,7 @@ class OTLPHTTPApp:
         # Go closes the connection after a MaxBytesReader error: the rest is never read.
         return _Refuse(self.mode.oversize_status, error.message, close=True)
 
-    def _decode(self, signal: str, media: str, data: bytes) -> Envelope:
+    def _decode(self, signal: Signal, media: str, data: bytes) -> Envelope:
         try:
             if media == _PROTOBUF:
                 return decode_protobuf(signal, data, self.limits)
@@ -235,7 +236,7 @@ class OTLPHTTPApp:
         return document
 
     def _answer(
-        self, signal: str, json_encoding: bool, answer: Answer, record: dict[str, Any]
+        self, signal: Signal, json_encoding: bool, answer: Answer, record: dict[str, Any]
     ) -> _Reply:
         media = _JSON if json_encoding else _PROTOBUF
         fault = answer.fault
