@@ -326,8 +326,9 @@ def load_config(
     path: Path, log_dir: Path | None = None, start_timeout: float | None = None
 ) -> list[MockServerConfig]:
     """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
-    (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
-    A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's :class:`Endpoint`.
+    (``"package.module:Class"``) and ``init_kwargs``, as :class:`~mocksup.MockServerConfig`
+    takes them. A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's
+    :class:`~mocksup.Endpoint`.
 
     :param log_dir: the ``log_dir`` of each server that sets none (``--log-dir``).
     :param start_timeout: the ``start_timeout`` of each server that sets none
