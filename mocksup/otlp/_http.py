@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from mocksup.control import PREFIX
+from mocksup.control import PREFIX, ControlApp
 from mocksup.otlp._codecs import ENCODINGS, CodecError, decode
 from mocksup.otlp._cors import CORSPolicy
 from mocksup.otlp._ingest import Answer, Ingest
@@ -85,14 +85,14 @@ class _Reply:
 class OTLPHTTPApp:
     """Serves ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs``, and the control API.
 
-    :param control: the WSGI app for paths under the control prefix.
+    :param control: the control API, for paths under the control prefix.
     :param cors: the CORS answers, ``None`` for none (the Collector's default).
     """
 
     def __init__(
         self,
         ingest: Ingest,
-        control: Callable[..., Iterable[bytes]],
+        control: ControlApp,
         cors: CORSPolicy | None = None,
     ) -> None:
         self.ingest = ingest
