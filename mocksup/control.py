@@ -230,6 +230,8 @@ class ControlRequest:
         return self.body
 
 
+#: A route's handler: it answers a :class:`ControlRequest` with a JSON-able value (sent with
+#: 200) or a :class:`Raw` body, or raises :class:`ControlError` for an error answer.
 Handler = Callable[[ControlRequest], Any]
 
 

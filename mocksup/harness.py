@@ -30,6 +30,7 @@ __all__ = (
     "Endpoint",
     "MockServerConfig",
     "MockServers",
+    "check_configs",
     "default_configs",
     "start_all",
     "start_mock_servers_async",
@@ -177,6 +178,17 @@ def _plan(configs: Sequence[ConfigLike]) -> list[list[ConfigLike]]:
         done.update(_name(c) for c in wave)
         pending = [c for c in pending if c not in wave]
     return waves
+
+
+def check_configs(configs: Iterable[ConfigLike]) -> None:
+    """Check servers as the harness does before it starts any, and start none: names
+    unique, settings valid, each :class:`Endpoint` naming a server of the list and one of
+    that server's roles, no two servers referring to each other.
+
+    :raises ValueError: a name given twice, an unknown server or role, a cycle.
+    :raises pydantic.ValidationError: invalid settings.
+    """
+    _plan(list(configs))
 
 
 async def start_mock_servers_async(configs: Iterable[ConfigLike]) -> dict[str, MockServerBase]:

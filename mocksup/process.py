@@ -45,6 +45,7 @@ from mocksup.serving import url_host
 
 __all__ = ("ProcessServer", "StopSignal")
 
+#: The signals ``stop_signal`` may name.
 StopSignal = Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL"]
 #: How often readiness by port or HTTP is checked, at first and at most (it backs off).
 _FIRST_CHECK = 0.002

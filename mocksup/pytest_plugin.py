@@ -52,6 +52,8 @@ _DUMPED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """pytest's hook: adds ``--mocksup-dump-dir DIR`` (the folder of a failing test's
+    dumps; default ``$MOCKSUP_DUMP_DIR``)."""
     parser.getgroup("mocksup").addoption(
         "--mocksup-dump-dir",
         metavar="DIR",
@@ -128,6 +130,8 @@ def vllm_server(mocksup_servers: MockServers) -> MockVLLMServer:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """pytest's hook: a failing test that used the plugin's servers gets, in its report, the
+    tail of each server's log and the paths of its collectors' dumps and HTML reports."""
     report = yield
     servers = item.config.stash.get(_RUNNING, None)
     if report.failed and servers is not None and _FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -22,7 +22,7 @@ import logging
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mocksup._http import (
     BodyError,
@@ -36,13 +36,20 @@ from mocksup._http import (
 )
 from mocksup.errors import PortInUseError
 
+if TYPE_CHECKING:
+    # grpc is imported by grpc_server() itself, when a mock serves gRPC: a mock that does
+    # not never pays for it. Its types come from the types-grpcio stubs.
+    import grpc
+
 __all__ = (
     "GRPC_MAX_MESSAGE",
     "REDACTED",
     "BodyError",
     "DropConnection",
+    "ErrorPage",
     "HTTPLimits",
     "HTTPServer",
+    "WSGIApp",
     "bind_tcp",
     "go_error",
     "grpc_server",
@@ -182,9 +189,9 @@ def grpc_server(
     *,
     max_workers: int = 16,
     max_message: int = GRPC_MAX_MESSAGE,
-    options: Sequence[tuple[str, Any]] = (),
-    handlers: Sequence[Any] = (),
-) -> tuple[Any, int]:
+    options: Sequence[tuple[str, int | str]] = (),
+    handlers: Sequence[grpc.GenericRpcHandler] = (),
+) -> tuple[grpc.Server, int]:
     """Create a gRPC server bound to ``host:port`` (``0`` for a free port), not yet started.
 
     ``SO_REUSEPORT`` is off (grpcio turns it on by default, which would let two servers share

@@ -1,9 +1,12 @@
-"""The public API: every public module's ``__all__`` is a tuple and honest both ways.
+"""The public API: every public module's ``__all__`` is a tuple and honest both ways, and
+every name in it is documented.
 
 Every name listed exists; every public name a module defines is listed (or renamed with a
 leading underscore); a module lists names it imports only from mocksup's private modules
-(a facade over its internals), a package from anywhere. The
-types of the API are pinned by ``tests/typing_api.py``, which mypy checks and nothing runs.
+(a facade over its internals), a package from anywhere. Every listed name has an entry in
+``docs/`` (an autodoc directive, an ``automodule``'s ``:members:``, or a ``.. py:`` entry),
+read from the ``.rst`` sources so that no docs build is needed. The types of the API are
+pinned by ``tests/typing_api.py``, which mypy checks and nothing runs.
 """
 
 from __future__ import annotations
@@ -12,10 +15,17 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
+import tempfile
+import typing
 import unittest
+from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import mocksup
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 #: Modules of other areas whose ``__all__`` is still a list, for their owners to turn into a
 #: tuple (the names are held honest all the same); a stale entry does no harm.
@@ -36,7 +46,6 @@ LISTS_PENDING = frozenset(
 #: Public names other areas' modules define without listing them, recorded so that no new
 #: one slips in; each owner lists them or renames them private, and deletes the entry.
 UNLISTED_PENDING = {
-    "mocksup.otlp.faults": {"Signal", "Transport"},
     "mocksup.vllm.settings": {"MAX_DELAY"},
     "mocksup.vllm.tokenizer": {"SPECIAL"},
 }
@@ -109,10 +118,13 @@ class AllTest(unittest.TestCase):
                 if not hasattr(module, "__path__"):
                     # A module re-exports only what a private module of mocksup defines (a
                     # facade over its internals); a package may re-export anything.
+                    # (A type alias, ``Callable[...]`` or ``Literal[...]``, names the module of
+                    # its origin, never its own: it is not checked.)
                     imported = [
                         item
                         for item in set(listed) - defined
-                        if not _private(getattr(getattr(module, item), "__module__", ""))
+                        if typing.get_origin(getattr(module, item)) is None
+                        and not _private(getattr(getattr(module, item), "__module__", ""))
                     ]
                     self.assertEqual(sorted(imported), [], "listed but defined elsewhere")
 
@@ -122,6 +134,180 @@ class AllTest(unittest.TestCase):
             self.assertIs(getattr(mocksup, name).__name__, name)
         with self.assertRaisesRegex(AttributeError, "no attribute 'Nope'"):
             mocksup.Nope  # noqa: B018
+
+
+#: A directive that documents an object: ``.. autoclass:: mocksup.X``, ``.. py:data:: ...``.
+_DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<kind>auto\w+|py:\w+):: *(?P<target>[\w.]+)")
+_OPTION = re.compile(r"^ +:(?P<name>[\w-]+):(?P<value>.*)$")
+
+
+def _directives(page: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """``(kind, target, options)`` of each directive of an ``.rst`` page whose target is one of
+    mocksup's names, in full (``:module:`` prefixed); members written inside a ``py:class``
+    are relative to it: not these."""
+    lines = page.read_text().splitlines()
+    for number, line in enumerate(lines):
+        found = _DIRECTIVE.match(line)
+        if found is None:
+            continue
+        options: dict[str, str] = {}
+        last = None
+        for following in lines[number + 1 :]:
+            if not following.startswith(found["indent"] + " ") or not following.strip():
+                break
+            option = _OPTION.match(following)
+            if option is not None:
+                last = option["name"]
+                options[last] = option["value"].strip()
+            elif last is not None:  # an option's value continued on the next line
+                options[last] += " " + following.strip()
+        target = found["target"]
+        if "module" in options:
+            target = f"{options['module']}.{target}"
+        if target.startswith("mocksup"):
+            yield found["kind"], target, options
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _has_own_doc(module: ModuleType, name: str) -> bool:
+    """Whether autodoc finds a docstring for ``module.name`` without ``:undoc-members:``: a
+    class's or a function's own, or a ``#:`` comment above a value's assignment."""
+    value = getattr(module, name)
+    if inspect.isclass(value) or inspect.isroutine(value):
+        return bool(inspect.getdoc(value))
+    pattern = rf"^#:.*\n(?:#:.*\n)*(?:[\w, ]*\b{re.escape(name)}\b[\w, ]*)[:=]"
+    return re.search(pattern, inspect.getsource(module), re.M) is not None
+
+
+def documented_names(docs: Path = DOCS) -> set[str]:
+    """The dotted names of every object the ``.rst`` pages document."""
+    names: set[str] = set()
+    for page in sorted(docs.glob("*.rst")):
+        for kind, target, options in _directives(page):
+            names.add(target)
+            if kind != "automodule" or "members" not in options:
+                continue
+            members = _names(options["members"])
+            if not members:  # all of ``__all__``, less what autodoc skips and excludes
+                module = importlib.import_module(target)
+                excluded = set(_names(options.get("exclude-members", "")))
+                members = [
+                    name
+                    for name in module.__all__
+                    if name not in excluded
+                    and ("undoc-members" in options or _has_own_doc(module, name))
+                ]
+            names.update(f"{target}.{member}" for member in members)
+    return names
+
+
+_MISSING = object()
+
+
+def _as_autodoc_finds(parts: list[str]) -> object:
+    """The longest prefix that imports as a module, then attributes."""
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            found = getattr(found, part, _MISSING)
+        return found
+    return _MISSING
+
+
+def _as_code_reaches(parts: list[str]) -> object:
+    """Attributes from the top, importing a module where no attribute has its name yet."""
+    found: object = importlib.import_module(parts[0])
+    for index, part in enumerate(parts[1:], 2):
+        if hasattr(found, part):
+            found = getattr(found, part)
+            continue
+        try:
+            found = importlib.import_module(".".join(parts[:index]))
+        except ImportError:
+            return _MISSING
+    return found
+
+
+def resolve(dotted: str) -> list[object]:
+    """The objects a dotted name can document: as autodoc finds it, and as a user's code
+    reaches it. The two differ where a package's attribute hides its module of the same
+    name (``mocksup.otlp.render`` is a function, and a module)."""
+    parts = dotted.split(".")
+    found: list[object] = []
+    for value in (_as_autodoc_finds(parts), _as_code_reaches(parts)):
+        if value is not _MISSING and all(value is not other for other in found):
+            found.append(value)
+    return found
+
+
+class DocumentedTest(unittest.TestCase):
+    def test_every_listed_name_is_documented(self) -> None:
+        documented = documented_names()
+        objects: dict[int, set[str]] = {}
+        for dotted in documented:
+            for value in resolve(dotted):
+                objects.setdefault(id(value), set()).add(dotted.rpartition(".")[2])
+        for name in public_modules():
+            module = importlib.import_module(name)
+            # A name documented where it is defined, or where it is re-exported, covers it
+            # at the other place: the same object, under the same name.
+            missing = [
+                item
+                for item in module.__all__
+                if f"{name}.{item}" not in documented
+                and item not in objects.get(id(getattr(module, item)), set())
+            ]
+            with self.subTest(name):
+                self.assertEqual(missing, [], "listed in __all__ but not documented in docs/")
+
+    def test_every_documented_name_exists(self) -> None:
+        for dotted in sorted(documented_names()):
+            with self.subTest(dotted):
+                self.assertNotEqual(resolve(dotted), [], "no such object: a stale entry")
+
+    def test_the_reading_of_the_docs(self) -> None:
+        # The cases the pages above use, each in one small page of its own.
+        temporary = tempfile.TemporaryDirectory()
+        self.addCleanup(temporary.cleanup)
+        folder = Path(temporary.name)
+        (folder / "a.rst").write_text(
+            ".. automodule:: mocksup.redis\n"
+            "   :members: MockRedisServer,\n"
+            "      MAX_INLINE\n"
+            "\n"
+            ".. py:class:: mocksup.Endpoint(server, role)\n"
+            "\n"
+            "   .. py:method:: nested()\n"
+            "\n"
+            ".. automodule:: mocksup.process\n"
+            "   :members:\n"
+            "   :exclude-members: ProcessServer\n"
+            "\n"
+            ".. automodule:: mocksup.errors\n"
+            "   :no-members:\n"
+            "\n"
+            ".. py:type:: WSGIApp\n"
+            "   :module: mocksup.serving\n"
+        )
+        self.assertEqual(
+            documented_names(folder),
+            {
+                "mocksup.redis",
+                "mocksup.redis.MockRedisServer",
+                "mocksup.redis.MAX_INLINE",
+                "mocksup.Endpoint",
+                "mocksup.process",
+                "mocksup.process.StopSignal",  # documented by its ``#:`` comment
+                "mocksup.errors",
+                "mocksup.serving.WSGIApp",
+            },
+        )
 
 
 if __name__ == "__main__":

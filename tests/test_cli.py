@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 from unittest import mock
 
 import openai
@@ -43,7 +43,7 @@ from mocksup import MockOTLPCollector, cli
 from mocksup._cli.live import Follower
 from mocksup.otlp.dump import signal_of
 from mocksup.serving import url_host
-from mocksup.vllm import VLLMClient
+from mocksup.vllm import FaultKind, VLLMClient
 from mocksup.vllm._startup_spans import STARTUP_SPANS
 from tests.support import ProcessTestCase, has_ipv6_loopback
 
@@ -945,6 +945,34 @@ class DocumentedTest(unittest.TestCase):
             with self.subTest(option):
                 self.assertIn(option, rows)
                 self.assertIn(f"``MOCKSUP_{action.dest.upper()}``", rows[option])
+
+    def test_the_fault_option_lists_the_fault_kinds_without_loading_the_mock(self) -> None:
+        # The options are set up before ``up`` launches its children, so the kinds come from
+        # the mock's Literal only when the help is shown.
+        code = (
+            "import os, sys\n"
+            "from mocksup import cli\n"
+            "from mocksup._cli.settings import apply_environment\n"
+            "_, commands = cli._parser()\n"
+            "apply_environment(commands['up'], os.environ)\n"
+            "print([m for m in ('pydantic', 'mocksup.vllm') if m in sys.modules])\n"
+            "print(commands['up'].format_help())\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"}
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        loaded, help_text = out.stdout.split("\n", 1)
+        self.assertEqual(loaded, "[]")
+        line = next(line for line in help_text.splitlines() if "--vllm-fault KIND  " in line)
+        listed = line.partition("does: ")[2].partition(" (unavailable)")[0]
+        self.assertEqual(listed.replace(" or ", ", ").split(", "), list(get_args(FaultKind)))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from mocksup import (
     stop_all,
     stop_mock_servers,
 )
+from mocksup.harness import check_configs
 from mocksup.testing import start_module_servers, stop_module_servers
 from tests.support import AsyncProcessTestCase, ProcessTestCase, children
 from tests.targets import (
@@ -228,6 +229,34 @@ class EndpointTest(ProcessTestCase):
         ]
         with self.assertRaisesRegex(ValueError, "refer to each other"):
             start_all(cycle)
+        self.assertEqual(children(), before)
+
+    def test_check_configs_says_what_a_start_would_refuse_and_starts_nothing(self) -> None:
+        before = children()
+        touched = Path(tempfile.mkdtemp(prefix="mocksup-test-")) / "started"
+        self.addCleanup(shutil.rmtree, touched.parent)
+        up = MockServerConfig(name="up", server_class=Touch, init_kwargs={"path": str(touched)})
+
+        def down(server: str, role: str, name: str = "down") -> MockServerConfig:
+            endpoint = Endpoint(server, role)
+            return MockServerConfig(
+                name=name, server_class=Downstream, init_kwargs={"upstream": endpoint}
+            )
+
+        check_configs([down("up", "tcp"), up])  # in any order: the waves come from the references
+        refused = {
+            "named 'up'; names must be unique": [up, up],
+            "'down' refers to unknown nowhere": [up, down("nowhere", "tcp")],
+            "'down' refers to endpoint 'http' of 'up', which has tcp": [up, down("up", "http")],
+            "refer to each other": [down("b", "tcp", "a"), down("a", "tcp", "b")],
+        }
+        for message, configs in refused.items():
+            with self.subTest(message), self.assertRaisesRegex(ValueError, re.escape(message)):
+                check_configs(iter(configs))
+        bad = MockServerConfig(name="bad", server_class=Sleeper, init_kwargs={"port": -1})
+        with self.assertRaises(ValidationError):
+            check_configs([up, bad])
+        self.assertFalse(touched.exists())
         self.assertEqual(children(), before)
 
     def test_a_failed_first_wave_starts_nothing_more(self) -> None:

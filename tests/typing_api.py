@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
 
+import grpc
 from typing_extensions import assert_type
 
 import mocksup
@@ -39,8 +40,8 @@ from mocksup import (
     stop_all,
     stop_mock_servers,
 )
-from mocksup.harness import ConfigLike
-from mocksup.serving import bind_tcp
+from mocksup.harness import ConfigLike, check_configs
+from mocksup.serving import bind_tcp, grpc_server
 from mocksup.testing import (
     AsyncMockServerTestCase,
     MockServersMixin,
@@ -65,6 +66,14 @@ class MyMock(MockServerBase):
         assert_type(ctx.wait(0.5), bool)
         assert_type(ctx.wait(), bool)
         sock.close()
+
+
+def a_grpc_server(handlers: list[grpc.GenericRpcHandler]) -> None:
+    server, port = grpc_server("::1", 0, handlers=handlers, options=[("grpc.max_pings", 2)])
+    assert_type(server, grpc.Server)
+    assert_type(port, int)
+    server.start()
+    server.stop(None).wait()
 
 
 class QuotaError(MockServerError):
@@ -131,6 +140,7 @@ def the_harness() -> None:
         MyMock(name="mine"),
     ]
     assert_type(MockServerConfig(name="x", server_class=MyMock).depends_on(), set[str])
+    assert_type(check_configs(configs), None)
     servers = start_all(configs)
     assert_type(servers, MockServers)
     assert_type(servers["otlp"], MockServerBase)

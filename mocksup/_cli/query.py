@@ -14,17 +14,21 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mocksup._cli.errors import UsageError
 from mocksup.errors import MockServerError
 
+if TYPE_CHECKING:
+    # Annotations only: the collector's client is imported when a command runs.
+    from mocksup.otlp.faults import Signal
+
 __all__ = ("add_query_commands", "collector_for")
 
 DEFAULT_URL = "http://127.0.0.1:4318"
-_SIGNALS = {"spans": "traces", "metrics": "metrics", "logs": "logs"}
+_SIGNALS: dict[str, Signal] = {"spans": "traces", "metrics": "metrics", "logs": "logs"}
 #: The OTLP/JSON keys of each signal: resources, scopes in a resource, items in a scope.
-_KEYS = {
+_KEYS: dict[Signal, tuple[str, str, str]] = {
     "traces": ("resourceSpans", "scopeSpans", "spans"),
     "metrics": ("resourceMetrics", "scopeMetrics", "metrics"),
     "logs": ("resourceLogs", "scopeLogs", "logRecords"),
@@ -210,7 +214,7 @@ def _note_left_out(total: int, shown: int, what: str) -> None:
         )
 
 
-def _keep_last(document: dict[str, Any], signal: str, limit: int) -> tuple[int, int]:
+def _keep_last(document: dict[str, Any], signal: Signal, limit: int) -> tuple[int, int]:
     """Keep the last ``limit`` items of an OTLP/JSON document (0: all), dropping the
     resources and scopes left empty; return how many there were and are."""
     resources_key, scopes_key, items_key = _KEYS[signal]

@@ -63,8 +63,7 @@ VLLM_OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--vllm-fault": (
         "faults.kind",
         str,
-        "what an injected fault does: rate_limit, unavailable, server_error, stream_error, "
-        "stream_cut or reset (unavailable)",
+        "what an injected fault does: %(fault_kinds)s (unavailable)",
     ),
     "--vllm-fault-rate": ("faults.rate", float, "probability that a request fails (0)"),
     "--vllm-fault-first": ("faults.first", int, "fail this many first requests (0)"),
@@ -79,6 +78,21 @@ VLLM_OPTIONS: dict[str, tuple[str, Any, str]] = {
 _METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
 
 
+class _FaultKinds:
+    """The vLLM mock's fault kinds as a help text lists them, read from
+    :data:`mocksup.vllm.FaultKind` only when a help is printed: importing the mock (and
+    pydantic) to set the options up would hold back the children ``mocksup up`` launches
+    first by about 0.2 s."""
+
+    def __str__(self) -> str:
+        from typing import get_args
+
+        from mocksup.vllm import FaultKind
+
+        *first, last = get_args(FaultKind)
+        return f"{', '.join(first)} or {last}"
+
+
 def env_name(dest: str) -> str:
     """The environment variable of an option's destination (``otlp_port``)."""
     return _ENV_PREFIX + dest.upper()
@@ -89,7 +103,9 @@ def add_vllm_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the vLLM mock (with the default servers)")
     for option, (_, kind, text) in VLLM_OPTIONS.items():
         metavar = _METAVARS.get(kind, "TEXT") if option != "--vllm-fault" else "KIND"
-        group.add_argument(option, type=kind, help=text, metavar=metavar)
+        action = group.add_argument(option, type=kind, help=text, metavar=metavar)
+        # argparse fills a help's ``%(name)s`` from the action's attributes when it prints it.
+        vars(action)["fault_kinds"] = _FaultKinds()
     group.add_argument(
         "--vllm-replicas",
         type=_replicas,
@@ -251,7 +267,7 @@ def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
     """
     from pydantic import ValidationError
 
-    from mocksup.harness import _plan
+    from mocksup import harness
 
     where = f"{how.config}: " if how.config else ""
     hosts: dict[str, str] = {}
@@ -263,7 +279,7 @@ def check_configs(configs: Sequence[MockServerConfig], how: Advice) -> None:
         option = how.options.get((config.name, "host"))
         hosts.setdefault(model.host, option or f"{where}server {config.name!r}: host")
     try:
-        _plan(configs)
+        harness.check_configs(configs)
     except ValueError as error:  # a reference to an unknown server or role, a cycle
         raise UsageError(f"{where}{error}") from None
     for host, label in hosts.items():
@@ -310,8 +326,9 @@ def load_config(
     path: Path, log_dir: Path | None = None, start_timeout: float | None = None
 ) -> list[MockServerConfig]:
     """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
-    (``"package.module:Class"``) and ``init_kwargs``, as :class:`MockServerConfig` takes them.
-    A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's :class:`Endpoint`.
+    (``"package.module:Class"``) and ``init_kwargs``, as :class:`~mocksup.MockServerConfig`
+    takes them. A setting ``{endpoint = "otlp:otlp_grpc"}`` is another server's
+    :class:`~mocksup.Endpoint`.
 
     :param log_dir: the ``log_dir`` of each server that sets none (``--log-dir``).
     :param start_timeout: the ``start_timeout`` of each server that sets none

@@ -28,9 +28,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from mocksup.otlp._encode import OTLPJSON, span_columns, span_documents
 from mocksup.otlp._query import ITEM_KEYS
-from mocksup.otlp._signals import FIELDS, resources_of, scopes_of
-from mocksup.otlp._store import SIGNALS
+from mocksup.otlp._signals import FIELDS, SIGNALS, resources_of, scopes_of
 from mocksup.otlp._values import no_gc
+from mocksup.otlp.faults import Signal
 from mocksup.otlp.items import LogRecord, Resource, Scope
 from mocksup.otlp.metrics import Metric
 
@@ -49,7 +49,7 @@ _PARSERS: dict[str, Any] = {
     "logs": LogsData.FromString,
 }
 #: The protobuf field number of each signal's frames in a feed answer (see ``feed_protobuf``).
-FEED_FIELDS = {signal: number for number, signal in enumerate(SIGNALS, 1)}
+FEED_FIELDS: dict[Signal, int] = {signal: number for number, signal in enumerate(SIGNALS, 1)}
 _OTLP = OTLPJSON()
 _DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
@@ -82,7 +82,9 @@ class _Index:
         return found
 
 
-def document_chunks(signal: str, parts: Iterable[bytes], head: dict[str, Any]) -> Iterator[bytes]:
+def document_chunks(
+    signal: Signal, parts: Iterable[bytes], head: dict[str, Any]
+) -> Iterator[bytes]:
     """The control API's document of a selection: ``head``'s keys, the items, then
     ``"resources"``, ``"scopes"`` and ``"count"`` (known only at the end)."""
     index = _Index()
@@ -102,7 +104,7 @@ def document_chunks(signal: str, parts: Iterable[bytes], head: dict[str, Any]) -
     ).encode()
 
 
-def _items_text(signal: str, part: bytes, index: _Index) -> list[str]:
+def _items_text(signal: Signal, part: bytes, index: _Index) -> list[str]:
     message = _PARSERS[signal](part)
     if signal == "traces":
         return _spans_text(part, message, index)
@@ -138,13 +140,13 @@ def _spans_text(part: bytes, message: Any, index: _Index) -> list[str]:
     return texts
 
 
-def otlp_json(signal: str, part: bytes) -> str:
+def otlp_json(signal: Signal, part: bytes) -> str:
     """One serialised ``*Data`` message as its OTLP/JSON object."""
     with no_gc():
         return _OTLP.message(_PARSERS[signal](part))
 
 
-def otlp_document_chunks(signal: str, parts: Iterable[bytes]) -> Iterator[bytes]:
+def otlp_document_chunks(signal: Signal, parts: Iterable[bytes]) -> Iterator[bytes]:
     """A selection as one OTLP/JSON ``TracesData``/``MetricsData``/``LogsData`` document."""
     key = FIELDS[signal][0]
     camel = key.split("_")[0] + "".join(word.capitalize() for word in key.split("_")[1:])
@@ -159,13 +161,13 @@ def otlp_document_chunks(signal: str, parts: Iterable[bytes]) -> Iterator[bytes]
     yield b"]}"
 
 
-def json_lines(frames: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
+def json_lines(frames: Iterable[tuple[Signal, bytes]]) -> Iterator[bytes]:
     """OTLP JSON lines: one ``*Data`` object per ``(signal, message)`` frame, UTF-8."""
     for signal, part in frames:
         yield (otlp_json(signal, part) + "\n").encode()
 
 
-def feed_protobuf(frames: Iterable[tuple[str, bytes]], cursor: int, generation: int) -> bytes:
+def feed_protobuf(frames: Iterable[tuple[Signal, bytes]], cursor: int, generation: int) -> bytes:
     """A feed page as protobuf: each ``*Data`` message a length-delimited field whose number
     names its signal (:data:`FEED_FIELDS`), in arrival order, then the cursor (field 4) and
     the generation (field 5) as varints. That is the wire form of::
@@ -196,7 +198,7 @@ def _varint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
-def feed_json(frames: Iterable[tuple[str, bytes]], head: dict[str, Any]) -> bytes:
+def feed_json(frames: Iterable[tuple[Signal, bytes]], head: dict[str, Any]) -> bytes:
     """Feed frames as JSON: ``head``'s keys and ``"data"``, the OTLP/JSON ``*Data`` objects
     in arrival order (each line of an export, in one list)."""
     texts = [otlp_json(signal, part) for signal, part in frames]

@@ -22,14 +22,15 @@ from mocksup.otlp import _answers
 from mocksup.otlp._feed import StaleCursorError, read_page, stored_after
 from mocksup.otlp._ingest import FaultBook
 from mocksup.otlp._query import Query, Result, json_document, select, summarise
-from mocksup.otlp._store import SIGNALS, Batch, Store
+from mocksup.otlp._signals import SIGNALS
+from mocksup.otlp._store import Batch, Store
 from mocksup.otlp._ui import Journals, ui_routes
-from mocksup.otlp.faults import Fault
+from mocksup.otlp.faults import Fault, Signal
 from mocksup.otlp.records import Trace, exporter_env, trace_tree
 
 __all__ = ("ENCODINGS", "control_app")
 
-_ROUTE_SIGNALS = {"spans": "traces", "metrics": "metrics", "logs": "logs"}
+_ROUTE_SIGNALS: dict[str, Signal] = {"spans": "traces", "metrics": "metrics", "logs": "logs"}
 #: The encodings of item answers: the control API's document, OTLP/JSON, protobuf.
 ENCODINGS = ("json", "otlp-json", "protobuf")
 _JSON = "application/json"
@@ -122,7 +123,7 @@ def control_app(
                       info=lambda: {k: v for k, v in info().items() if k != "name"})  # fmt: skip
 
 
-def _query(signal: str, args: dict[str, Any]) -> Query:
+def _query(signal: Signal, args: dict[str, Any]) -> Query:
     try:
         return Query(signal, args)
     except ValueError as error:
@@ -135,7 +136,7 @@ class _Handlers:
         self.faults = faults
         self.info = info
 
-    def items(self, signal: str) -> Callable[[ControlRequest], Any]:
+    def items(self, signal: Signal) -> Callable[[ControlRequest], Any]:
         """``GET /mocksup/{spans,metrics,logs}``: the stored items matching the filters."""
 
         def handle(request: ControlRequest) -> Any:
@@ -153,7 +154,7 @@ class _Handlers:
 
         return handle
 
-    def wait(self, signal: str) -> Callable[[ControlRequest], Any]:
+    def wait(self, signal: Signal) -> Callable[[ControlRequest], Any]:
         """``GET /mocksup/{spans,metrics,logs}/wait``: hold until ``count`` items match."""
 
         def handle(request: ControlRequest) -> Any:
@@ -171,7 +172,9 @@ class _Handlers:
 
         return handle
 
-    def _hold(self, signal: str, query: Query, count: int, deadline: float, encoding: str) -> Any:
+    def _hold(
+        self, signal: Signal, query: Query, count: int, deadline: float, encoding: str
+    ) -> Any:
         store = self.store
         result = Result(signal)
         seen = 0
@@ -310,7 +313,7 @@ class _Handlers:
         return exporter_env(f"http://{host}:{info['port']}", protocol)
 
 
-def _selected(signal: str, query: Query, batches: list[Batch]) -> Iterator[bytes]:
+def _selected(signal: Signal, query: Query, batches: list[Batch]) -> Iterator[bytes]:
     """The selection of ``batches``, one message per batch, computed as it is read."""
     for batch in batches:
         part, count = select(signal, query, batch)
@@ -323,7 +326,7 @@ def _headers(count: int, generation: int) -> list[tuple[str, str]]:
 
 
 def _answer(
-    signal: str, selection: Result | Iterator[bytes], encoding: str, head: dict[str, Any]
+    signal: Signal, selection: Result | Iterator[bytes], encoding: str, head: dict[str, Any]
 ) -> Raw:
     """A selection in the encoding asked for (see ``ENCODINGS``).
 
@@ -344,7 +347,7 @@ def _answer(
 
 
 def _timed_out(
-    signal: str, result: Result, arrived: list[Batch], generation: int, encoding: str
+    signal: Signal, result: Result, arrived: list[Batch], generation: int, encoding: str
 ) -> Any:
     # Always JSON, whatever the encoding asked: the caller needs the listing of what
     # arrived for its error message, not the few items that matched.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from mocksup.otlp._query import Query, select
 from mocksup.otlp._store import Batch, Store
 from mocksup.otlp._values import no_gc
+from mocksup.otlp.faults import Signal
 
 __all__ = ("Page", "StaleCursorError", "read_page", "stored_after")
 
@@ -34,12 +35,12 @@ class Page:
 
     cursor: int
     generation: int
-    frames: list[tuple[str, bytes]] = field(default_factory=list)
+    frames: list[tuple[Signal, bytes]] = field(default_factory=list)
     count: int = 0
 
 
 def read_page(
-    store: Store, queries: dict[str, Query], after: int, limit: int, timeout: float
+    store: Store, queries: dict[Signal, Query], after: int, limit: int, timeout: float
 ) -> Page:
     """The items after ``after`` that match (at least one, at most about ``limit``: requests
     are never split), waiting up to ``timeout`` seconds for one to arrive.
@@ -83,8 +84,8 @@ def read_page(
 
 
 def stored_after(
-    store: Store, signals: Sequence[str], after: int
-) -> Iterator[tuple[int, str, Batch]]:
+    store: Store, signals: Sequence[Signal], after: int
+) -> Iterator[tuple[int, Signal, Batch]]:
     """The stored requests of ``signals`` numbered above ``after``, in arrival order.
 
     Called under the store's lock, read after it: only the bounds are taken here (the
@@ -99,16 +100,16 @@ def stored_after(
 
 
 def _run(
-    signal: str, batches: list[Batch], start: int, end: int
-) -> Iterator[tuple[int, str, Batch]]:
+    signal: Signal, batches: list[Batch], start: int, end: int
+) -> Iterator[tuple[int, Signal, Batch]]:
     for index in range(start, end):
         batch = batches[index]
         yield batch.seq, signal, batch
 
 
 def _collect(
-    queries: dict[str, Query],
-    pending: Iterable[tuple[int, str, Batch]],
+    queries: dict[Signal, Query],
+    pending: Iterable[tuple[int, Signal, Batch]],
     after: int,
     limit: int,
     generation: int,
@@ -130,5 +131,5 @@ def _seq(batch: Batch) -> int:
     return batch.seq
 
 
-def _first(entry: tuple[int, str, Batch]) -> int:
+def _first(entry: tuple[int, Signal, Batch]) -> int:
     return entry[0]

@@ -25,10 +25,11 @@ from mocksup.otlp._ingest import Answer, Ingest
 from mocksup.otlp._limits import LimitError, bounded, bounded_headers
 from mocksup.otlp._proto import ProtoError, decode
 from mocksup.otlp._status import GRPC_CODES, encode_response, retry_info, status_body
+from mocksup.otlp.faults import Signal
 
 __all__ = ("SERVER_OPTIONS", "grpc_handlers")
 
-_SERVICES = {
+_SERVICES: dict[Signal, str] = {
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
@@ -40,7 +41,7 @@ SERVER_OPTIONS = (("grpc.compression_enabled_algorithms_bitset", 0b101),)
 _Handler = Callable[[bytes, grpc.ServicerContext], bytes]
 
 
-def grpc_handlers(ingest: Ingest) -> list[Any]:
+def grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
     """The generic handlers of the three OTLP services, for :func:`mocksup.serving.grpc_server`."""
     return [
         grpc.method_handlers_generic_handler(
@@ -55,7 +56,7 @@ def grpc_handlers(ingest: Ingest) -> list[Any]:
     ]
 
 
-def _exporter(ingest: Ingest, signal: str, path: str) -> _Handler:
+def _exporter(ingest: Ingest, signal: Signal, path: str) -> _Handler:
     limits = ingest.limits
     always_partial = limits.mode.success_has_partial
 
@@ -86,7 +87,7 @@ def _exporter(ingest: Ingest, signal: str, path: str) -> _Handler:
 
 
 def _record(
-    context: grpc.ServicerContext, signal: str, path: str, started: float, size: int
+    context: grpc.ServicerContext, signal: Signal, path: str, started: float, size: int
 ) -> dict[str, Any]:
     metadata = {
         key: value for key, value in context.invocation_metadata() if isinstance(value, str)
@@ -134,7 +135,7 @@ def _fail(
         trailers.append(("google.rpc.retryinfo-bin", retry_info(delay)))
     record["error"] = bounded(text)
     _finish(ingest, record, "dropped" if answer.drop else code)
-    context.set_trailing_metadata(trailers)
+    context.set_trailing_metadata(tuple(trailers))
     context.abort(getattr(grpc.StatusCode, code), text)
     raise AssertionError("abort() returned")
 

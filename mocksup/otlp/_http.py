@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from mocksup.control import PREFIX
+from mocksup.control import PREFIX, ControlApp
 from mocksup.otlp._codecs import ENCODINGS, CodecError, decode
 from mocksup.otlp._cors import CORSPolicy
 from mocksup.otlp._ingest import Answer, Ingest
@@ -30,6 +30,7 @@ from mocksup.otlp._proto import Envelope, ProtoError
 from mocksup.otlp._proto import decode as decode_protobuf
 from mocksup.otlp._status import GRPC_CODES, encode_response, grpc_code_for_http, status_body
 from mocksup.otlp._values import no_gc
+from mocksup.otlp.faults import Signal
 from mocksup.serving import BodyError, DropConnection, read_body, request_headers, status_line
 
 __all__ = ("OTLPHTTPApp",)
@@ -84,14 +85,14 @@ class _Reply:
 class OTLPHTTPApp:
     """Serves ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs``, and the control API.
 
-    :param control: the WSGI app for paths under the control prefix.
+    :param control: the control API, for paths under the control prefix.
     :param cors: the CORS answers, ``None`` for none (the Collector's default).
     """
 
     def __init__(
         self,
         ingest: Ingest,
-        control: Callable[..., Iterable[bytes]],
+        control: ControlApp,
         cors: CORSPolicy | None = None,
     ) -> None:
         self.ingest = ingest
@@ -198,7 +199,7 @@ class OTLPHTTPApp:
         # Go closes the connection after a MaxBytesReader error: the rest is never read.
         return _Refuse(self.mode.oversize_status, error.message, close=True)
 
-    def _decode(self, signal: str, media: str, data: bytes) -> Envelope:
+    def _decode(self, signal: Signal, media: str, data: bytes) -> Envelope:
         try:
             if media == _PROTOBUF:
                 return decode_protobuf(signal, data, self.limits)
@@ -235,7 +236,7 @@ class OTLPHTTPApp:
         return document
 
     def _answer(
-        self, signal: str, json_encoding: bool, answer: Answer, record: dict[str, Any]
+        self, signal: Signal, json_encoding: bool, answer: Answer, record: dict[str, Any]
     ) -> _Reply:
         media = _JSON if json_encoding else _PROTOBUF
         fault = answer.fault

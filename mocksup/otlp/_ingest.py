@@ -18,7 +18,7 @@ from typing import Any
 from mocksup.otlp._limits import Limits
 from mocksup.otlp._proto import Envelope, data_point_count
 from mocksup.otlp._store import Store
-from mocksup.otlp.faults import Fault
+from mocksup.otlp.faults import Fault, Signal, Transport
 
 __all__ = ("Answer", "FaultBook", "Ingest")
 
@@ -56,7 +56,7 @@ class Ingest:
         self.stopping = stopping
         self.limits = limits
 
-    def export(self, signal: str, envelope: Envelope, record: dict[str, Any]) -> Answer:
+    def export(self, signal: Signal, envelope: Envelope, record: dict[str, Any]) -> Answer:
         """Apply faults, store the items that fit and fill ``record``; return the answer."""
         count = envelope.count
         points = data_point_count(envelope.raw) if count and signal == "metrics" else 0
@@ -82,7 +82,9 @@ class Ingest:
             return Answer(fault, fault.rejected, fault.message)
         return Answer(fault)
 
-    def _store(self, signal: str, envelope: Envelope, count: int, points: int) -> tuple[int, int]:
+    def _store(
+        self, signal: Signal, envelope: Envelope, count: int, points: int
+    ) -> tuple[int, int]:
         store = self.store
         if not count:
             return 0, 0
@@ -134,7 +136,7 @@ class FaultBook:
         with self._lock:
             self._faults.clear()
 
-    def take(self, signal: str, transport: str) -> Fault | None:
+    def take(self, signal: Signal, transport: Transport) -> Fault | None:
         """The fault that applies to this export, counting it as used; ``None`` if none."""
         if not self._faults:  # the common case, without the lock
             return None

@@ -43,6 +43,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from mocksup.otlp._limits import bounded
 from mocksup.otlp._proto import ID_SIZES, REQUEST_TYPES
+from mocksup.otlp.faults import Signal
 
 __all__ = ("OTLPJSONError", "parse_request")
 
@@ -384,7 +385,7 @@ def _hex_id(name: str, size: int) -> _Converter:
 _READERS = {True: _Reader(strict=True), False: _Reader(strict=False)}
 
 
-def parse_request(signal: str, document: Any, *, strict: bool = True) -> Message:
+def parse_request(signal: Signal, document: Any, *, strict: bool = True) -> Message:
     """Build the ``Export*ServiceRequest`` of ``signal`` from a decoded OTLP/JSON document.
 
     :param strict: read as the Collector's pdata does (else as the proto3 JSON mapping);

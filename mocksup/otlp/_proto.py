@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from mocksup.otlp._limits import Limits
+from mocksup.otlp.faults import Signal
 
 __all__ = ("ID_SIZES", "REQUEST_TYPES", "Envelope", "ProtoError", "data_point_count", "decode")
 
@@ -140,7 +141,7 @@ _BYTES_REQUESTS = _clone("mocksup_bytes.", _bytes_strings)
 # -- checking a request ----------------------------------------------------------------------
 
 
-def decode(signal: str, raw: bytes, limits: Limits) -> Envelope:
+def decode(signal: Signal, raw: bytes, limits: Limits) -> Envelope:
     """Check a serialised ``Export*ServiceRequest`` as pdata would, and open its envelope.
 
     The envelope's ``raw`` is what to keep: the bytes as sent, unless the request used the
@@ -183,7 +184,7 @@ def _messages(message: Message) -> Iterator[Message]:
             yield from _messages(value)
 
 
-def _check_ids(signal: str, merged: Message) -> None:
+def _check_ids(signal: Signal, merged: Message) -> None:
     """Refuse ids of the wrong length (the merged messages hold every id sent).
 
     Deepest first, each message holding ids is stripped of every other field and serialised:
@@ -292,7 +293,7 @@ _TOP = {"traces": "resource_spans", "metrics": "resource_metrics", "logs": "reso
 # -- invalid UTF-8 ---------------------------------------------------------------------------
 
 
-def _repair_utf8(signal: str, raw: bytes) -> bytes:
+def _repair_utf8(signal: Signal, raw: bytes) -> bytes:
     lenient = _BYTES_REQUESTS[signal].FromString(raw)
     target = REQUEST_TYPES[signal]()
     _copy_replacing(lenient, target)
@@ -345,7 +346,7 @@ _TABLES: dict[str, dict[int, Any]] = {}
 _SCHEMAS = {s: _schema_table(cls.DESCRIPTOR, _TABLES) for s, cls in REQUEST_TYPES.items()}
 
 
-def _count_messages(signal: str, raw: bytes, limits: Limits) -> None:
+def _count_messages(signal: Signal, raw: bytes, limits: Limits) -> None:
     """Count the messages a parse of ``raw`` would build; stop past the limit.
 
     The walk skips strings and scalars by their length, so it costs per field, not per

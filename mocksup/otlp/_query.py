@@ -35,6 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from mocksup.otlp._signals import items_of, resources_of, scopes_of
 from mocksup.otlp._store import Batch
 from mocksup.otlp._values import KINDS, STATUS_CODES, no_gc, to_python
+from mocksup.otlp.faults import Signal
 from mocksup.otlp.items import LogRecord, Resource, Scope, Span
 from mocksup.otlp.metrics import Metric
 
@@ -135,7 +136,7 @@ class Query:
     :raises ValueError: a parameter has no valid value.
     """
 
-    def __init__(self, signal: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, signal: Signal, params: Mapping[str, Any]) -> None:
         self.signal = signal
         self.name: str | None = params.get("name") or None
         self.attrs = parse_attr_filters(params.get("attr") or [])
@@ -170,7 +171,7 @@ class Query:
         )
 
 
-def select(signal: str, query: Query, batch: Batch) -> tuple[bytes, int]:
+def select(signal: Signal, query: Query, batch: Batch) -> tuple[bytes, int]:
     """The items of one stored batch that ``query`` matches, as a serialised ``*Data``
     message (the stored bytes themselves when nothing is filtered), and how many."""
     if query.is_empty:
@@ -192,7 +193,7 @@ def select(signal: str, query: Query, batch: Batch) -> tuple[bytes, int]:
     return b"".join(parts), count
 
 
-def _group_bytes(signal: str, top: Any, group: Any, items: list[Any]) -> bytes:
+def _group_bytes(signal: Signal, top: Any, group: Any, items: list[Any]) -> bytes:
     data = _DATA_TYPES[signal]()
     out_top = resources_of(signal, data).add()
     out_top.resource.CopyFrom(top.resource)
@@ -208,7 +209,7 @@ def _group_bytes(signal: str, top: Any, group: Any, items: list[Any]) -> bytes:
 class Result:
     """The growing selection of a query, kept serialised."""
 
-    def __init__(self, signal: str) -> None:
+    def __init__(self, signal: Signal) -> None:
         self.signal = signal
         self.count = 0
         # In arrival order: serialised *Data messages (whole batches or selections). Each
@@ -235,13 +236,13 @@ class Result:
             return items_from_protobuf(self.signal, self.protobuf())
 
 
-def json_document(signal: str, items: list[Any]) -> dict[str, Any]:
+def json_document(signal: Signal, items: list[Any]) -> dict[str, Any]:
     """Items as a JSON document with resources and scopes listed once."""
     with no_gc():
         return _json_document(signal, items)
 
 
-def _json_document(signal: str, items: list[Any]) -> dict[str, Any]:
+def _json_document(signal: Signal, items: list[Any]) -> dict[str, Any]:
     resources: dict[int, int] = {}
     scopes: dict[int, int] = {}
     resource_docs: list[dict[str, Any]] = []
@@ -261,7 +262,7 @@ def _json_document(signal: str, items: list[Any]) -> dict[str, Any]:
     return {"resources": resource_docs, "scopes": scope_docs, ITEM_KEYS[signal]: docs}
 
 
-def _select(signal: str, q: Query, group: Any) -> list[Any]:
+def _select(signal: Signal, q: Query, group: Any) -> list[Any]:
     if signal == "traces":
         # One pass per filter given, cheapest first, each over the survivors of the last.
         spans: Any = group.spans
@@ -319,7 +320,7 @@ def _matching_points(metric: Any, q: Query) -> Any:
     return copy
 
 
-def summarise(signal: str, batches: Iterable[Batch], limit: int = 20) -> list[str]:
+def summarise(signal: Signal, batches: Iterable[Batch], limit: int = 20) -> list[str]:
     """Short lines naming what arrived (``'GET /x' x3 (service svc)``), for wait errors."""
     result = Result(signal)
     result.add(Query(signal, {}), batches)
@@ -335,7 +336,7 @@ def summarise(signal: str, batches: Iterable[Batch], limit: int = 20) -> list[st
     return lines
 
 
-def items_from_protobuf(signal: str, data: bytes) -> list[Any]:
+def items_from_protobuf(signal: Signal, data: bytes) -> list[Any]:
     """The items of a ``TracesData``/``MetricsData``/``LogsData`` message, in order.
 
     The Python client calls it in the test's process: it never touches the garbage collector

@@ -7,34 +7,39 @@ them once, for the store, the ingest and the queries alike.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
-__all__ = ("FIELDS", "all_scopes", "items_of", "resources_of", "scopes_of")
+from mocksup.otlp.faults import Signal
+
+__all__ = ("FIELDS", "SIGNALS", "all_scopes", "items_of", "resources_of", "scopes_of")
+
+#: The signals the collector receives, in the order routes and counters list them.
+SIGNALS: tuple[Signal, ...] = get_args(Signal)
 
 #: Per signal: the request's resources, a resource's scopes, a scope's items.
-FIELDS = {
+FIELDS: dict[Signal, tuple[str, str, str]] = {
     "traces": ("resource_spans", "scope_spans", "spans"),
     "metrics": ("resource_metrics", "scope_metrics", "metrics"),
     "logs": ("resource_logs", "scope_logs", "log_records"),
 }
 
 
-def resources_of(signal: str, message: Any) -> Any:
+def resources_of(signal: Signal, message: Any) -> Any:
     """The repeated ``Resource*`` field of a request or ``*Data`` message."""
     return getattr(message, FIELDS[signal][0])
 
 
-def scopes_of(signal: str, resource: Any) -> Any:
+def scopes_of(signal: Signal, resource: Any) -> Any:
     """The repeated ``Scope*`` field of one resource entry."""
     return getattr(resource, FIELDS[signal][1])
 
 
-def items_of(signal: str, scope: Any) -> Any:
+def items_of(signal: Signal, scope: Any) -> Any:
     """The repeated spans, metrics or log records of one scope entry."""
     return getattr(scope, FIELDS[signal][2])
 
 
-def all_scopes(signal: str, message: Any) -> Iterator[Any]:
+def all_scopes(signal: Signal, message: Any) -> Iterator[Any]:
     """Every scope entry of a request, in order."""
     for resource in resources_of(signal, message):
         yield from scopes_of(signal, resource)

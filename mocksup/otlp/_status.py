@@ -8,6 +8,11 @@ tests decode them with the real generated classes.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Annotations only: the faults module imports this one.
+    from mocksup.otlp.faults import Signal
 
 __all__ = (
     "GRPC_CODES",
@@ -164,7 +169,7 @@ _REJECTED = {
 
 
 def encode_response(
-    signal: str,
+    signal: Signal,
     *,
     json_encoding: bool,
     rejected: int = 0,

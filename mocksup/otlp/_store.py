@@ -20,12 +20,11 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
+from mocksup.otlp._signals import SIGNALS
+from mocksup.otlp.faults import Signal
 from mocksup.serving import redact_credentials
 
-__all__ = ("SIGNALS", "Batch", "Store")
-
-#: The signals the collector receives, in the order routes and counters list them.
-SIGNALS = ("traces", "metrics", "logs")
+__all__ = ("Batch", "Store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +64,7 @@ class Store:
         #: Long polls held now (the control API's waits), for stats and tests.
         self.waiting = 0
         self.generation = 0
-        self.batches: dict[str, list[Batch]] = {signal: [] for signal in SIGNALS}
+        self.batches: dict[Signal, list[Batch]] = {signal: [] for signal in SIGNALS}
         self.requests: deque[dict[str, Any]] = deque(maxlen=max_requests)
         #: The number of the last request stored or refused by the caps (the feed's cursors).
         self.seq = 0
@@ -96,7 +95,9 @@ class Store:
                 return items, None
             return items, max(0, self.max_stored_bytes - self.stored_bytes)
 
-    def add(self, signal: str, raw: bytes, count: int, dropped: int = 0, points: int = 0) -> None:
+    def add(
+        self, signal: Signal, raw: bytes, count: int, dropped: int = 0, points: int = 0
+    ) -> None:
         """Keep one accepted request's items (already trimmed to the cap by the caller);
         ``points`` counts the data points of the metrics kept."""
         with self.cond:

@@ -14,30 +14,33 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from mocksup.control import CHECK_GRACE, PREFIX, ControlClient
 from mocksup.errors import ControlAPIError
 from mocksup.otlp._query import filter_params, items_from_protobuf
+from mocksup.otlp._signals import SIGNALS
 from mocksup.otlp.dump import _Source, replay
+from mocksup.otlp.faults import Signal
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
 from mocksup.otlp.records import FeedPage
 
-__all__ = ("CollectorStreams",)
+__all__ = ("CollectorStreams", "parse_feed_page")
 
 #: pytest leaves this module's frames out of a failing test's traceback: the message
 #: says what went wrong, and the user's own line is what to look at.
 __tracebackhide__ = True
 
-Signal = Literal["traces", "metrics", "logs"]
 Item = Span | Metric | LogRecord
 _Attrs = Mapping[str, Any] | None
-_QUERY_METHODS = {"traces": "spans", "metrics": "metrics", "logs": "logs"}
-_ROUTES = {"traces": "/spans", "metrics": "/metrics", "logs": "/logs"}
-#: The fields of a feed page in protobuf (see ``_answers.feed_protobuf``), by number.
-_FEED_FIELDS = {1: "traces", 2: "metrics", 3: "logs", 4: "cursor", 5: "generation"}
+_QUERY_METHODS: dict[Signal, str] = {"traces": "spans", "metrics": "metrics", "logs": "logs"}
+_ROUTES: dict[Signal, str] = {"traces": "/spans", "metrics": "/metrics", "logs": "/logs"}
+#: The fields of a feed page in protobuf (see ``_answers.feed_protobuf``), by number: each
+#: signal's frames, then the cursor and the generation.
+_FEED_SIGNALS: dict[int, Signal] = dict(enumerate(SIGNALS, 1))
+_CURSOR, _GENERATION = 4, 5
 
 
 class CollectorStreams:
@@ -129,14 +132,11 @@ class CollectorStreams:
         params.update(after=after, timeout=timeout, limit=limit, signal=signals or None)
         params["encoding"] = "protobuf"
         _, payload = self.control.fetch("GET", "/feed", params=params, wait=timeout)
+        frames, cursor, generation = parse_feed_page(payload)
         items: list[Item] = []
-        position = {"cursor": after, "generation": 0}
-        for signal, value in _fields(payload):
-            if isinstance(value, int):
-                position[signal] = value
-            else:
-                items.extend(items_from_protobuf(signal, value))
-        return FeedPage(tuple(items), position["cursor"], position["generation"])
+        for signal, frame in frames:
+            items.extend(items_from_protobuf(signal, frame))
+        return FeedPage(tuple(items), cursor, generation)
 
     def follow(
         self,
@@ -182,18 +182,21 @@ class CollectorStreams:
 _FOLLOW_POLL = 30.0
 
 
-def _fields(data: bytes) -> Iterator[tuple[str, bytes | int]]:
-    """The fields of a feed page (see ``_answers.feed_protobuf``) in wire order:
-    ``(signal, *Data bytes)`` frames, then ``("cursor", n)`` and ``("generation", n)``."""
+def parse_feed_page(data: bytes) -> tuple[list[tuple[Signal, bytes]], int, int]:
+    """A feed page in protobuf (see ``_answers.feed_protobuf``): its ``(signal, *Data
+    bytes)`` frames in wire order, its cursor and its generation."""
+    frames: list[tuple[Signal, bytes]] = []
+    numbers = {_CURSOR: 0, _GENERATION: 0}
     pos, end = 0, len(data)
     while pos < end:
         tag = data[pos]
         value, pos = _varint(data, pos + 1)
         if tag & 7 == 0:
-            yield _FEED_FIELDS[tag >> 3], value
+            numbers[tag >> 3] = value
         else:
-            yield _FEED_FIELDS[tag >> 3], data[pos : pos + value]
+            frames.append((_FEED_SIGNALS[tag >> 3], data[pos : pos + value]))
             pos += value
+    return frames, numbers[_CURSOR], numbers[_GENERATION]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -39,7 +39,7 @@ class TelemetryTimeoutError(WaitTimeoutError):
     the other fields are those of :class:`~mocksup.WaitTimeoutError`.
     """
 
-    def __init__(self, message: str, *, signal: str = "", **fields: Any) -> None:
+    def __init__(self, message: str, *, signal: Signal | None = None, **fields: Any) -> None:
         super().__init__(message, **fields)
         self.signal = signal
 
@@ -203,7 +203,7 @@ class CollectorQueries(CollectorStreams):
         (see :class:`~mocksup.otlp.Trace`)."""
         return Trace.from_spans(trace_id, self.spans(trace_id=trace_id))
 
-    def _query(self, signal: str, path: str, params: dict[str, Any]) -> Any:
+    def _query(self, signal: Signal, path: str, params: dict[str, Any]) -> Any:
         data, _ = self._fetch_protobuf(path, params)
         return items_from_protobuf(signal, data or b"")
 
@@ -223,7 +223,7 @@ class CollectorQueries(CollectorStreams):
         return None, json.loads(payload)
 
     def _wait(
-        self, signal: str, path: str, count: int, timeout: float, arguments: dict[str, Any]
+        self, signal: Signal, path: str, count: int, timeout: float, arguments: dict[str, Any]
     ) -> Any:
         params = filter_params(arguments)
         params.update(count=count, timeout=timeout)
@@ -260,7 +260,11 @@ class CollectorQueries(CollectorStreams):
         self.control.call("POST", "/clear")
 
     def requests(
-        self, signal: str | None = None, *, transport: str | None = None, limit: int | None = None
+        self,
+        signal: Signal | None = None,
+        *,
+        transport: Transport | None = None,
+        limit: int | None = None,
     ) -> list[RequestRecord]:
         """The records of the requests answered, oldest first (the newest ``max_requests``).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,6 +21,14 @@ from mocksup.otlp.client import CollectorQueries
 from mocksup.otlp.records import exporter_env
 from mocksup.serving import HTTPLimits, url_host
 
+if TYPE_CHECKING:
+    # The child's pieces, imported where they are built (in the child, see _parts): the
+    # parent never pays for them.
+    import grpc
+
+    from mocksup.otlp._http import OTLPHTTPApp
+    from mocksup.otlp._ingest import Ingest
+
 __all__ = ("CORSConfig", "MockOTLPCollector")
 
 _MIB = 1024 * 1024
@@ -28,8 +36,8 @@ _MIB = 1024 * 1024
 
 @dataclass
 class _Parts:
-    ingest: Any
-    app: Any
+    ingest: Ingest
+    app: OTLPHTTPApp
     ports: dict[str, Any]
 
 
@@ -202,7 +210,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         app = OTLPHTTPApp(ingest, control, cors)
         return _Parts(ingest, app, ports)
 
-    def _grpc_server(self, ingest: Any, ports: dict[str, Any]) -> Any:
+    def _grpc_server(self, ingest: Ingest, ports: dict[str, Any]) -> grpc.Server | None:
         if self.grpc_port is None:
             return None
         from mocksup.otlp._grpc import SERVER_OPTIONS, grpc_handlers

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from mocksup.errors import MockServerError
 from mocksup.otlp._json import OTLPJSONError, parse_request
+from mocksup.otlp.faults import Signal
 
 __all__ = ("ReplayError", "read_dump", "replay", "signal_of")
 
@@ -32,7 +33,7 @@ __tracebackhide__ = True
 _Source = str | os.PathLike[str] | IO[bytes] | IO[str]
 
 #: The top-level key of each signal's document, as OTLP/JSON and proto3 JSON spell it.
-_KEYS = {
+_KEYS: dict[str, Signal] = {
     "resourceSpans": "traces",
     "resource_spans": "traces",
     "resourceMetrics": "metrics",
@@ -40,7 +41,7 @@ _KEYS = {
     "resourceLogs": "logs",
     "resource_logs": "logs",
 }
-_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
+_PATHS: dict[Signal, str] = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
 
 
 class ReplayError(MockServerError):
@@ -62,7 +63,7 @@ class ReplayError(MockServerError):
         return {"server": self.server, "line": self.line, "status": self.status, "url": self.url}
 
 
-def signal_of(document: Mapping[str, Any]) -> str | None:
+def signal_of(document: Mapping[str, Any]) -> Signal | None:
     """``"traces"``, ``"metrics"`` or ``"logs"`` for a dump line's document, ``None`` for
     an object with none of their keys (an empty line's ``{}``)."""
     for key in document:
@@ -72,7 +73,7 @@ def signal_of(document: Mapping[str, Any]) -> str | None:
     return None
 
 
-def read_dump(source: _Source) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def read_dump(source: _Source) -> Iterator[tuple[int, Signal, dict[str, Any]]]:
     """The documents of a dump: ``(line number, signal, document)``, blank lines skipped.
 
     :param source: a path, or a file opened in binary or text mode.
@@ -142,7 +143,7 @@ def replay(
     return sent
 
 
-def _body(number: int, signal: str, document: Any, encoding: str) -> tuple[bytes, str]:
+def _body(number: int, signal: Signal, document: Any, encoding: str) -> tuple[bytes, str]:
     if encoding == "json":
         return json.dumps(document, separators=(",", ":")).encode(), "application/json"
     try:

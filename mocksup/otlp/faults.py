@@ -16,7 +16,9 @@ from mocksup.otlp._status import GRPC_CODES, grpc_code_for_http, http_status_for
 
 __all__ = ("MAX_DELAY", "Fault", "Signal", "Transport")
 
+#: An OTLP signal: what a request exports, and what a fault, a query or a record is about.
 Signal = Literal["traces", "metrics", "logs"]
+#: How a request reached the collector: OTLP/HTTP or OTLP/gRPC.
 Transport = Literal["http", "grpc"]
 
 #: The longest ``delay`` and ``retry_after`` of a fault, in seconds (an hour: longer than

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mocksup.otlp.faults import Signal, Transport
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
 
@@ -25,8 +26,8 @@ class RequestRecord:
 
     id: int
     time: float
-    transport: str
-    signal: str | None
+    transport: Transport
+    signal: Signal | None
     path: str
     method: str
     content_type: str

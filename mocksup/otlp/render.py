@@ -20,7 +20,7 @@ from mocksup.otlp.records import Trace
 
 __all__ = ("Verbosity", "format_duration", "render", "render_trace")
 
-#: How much :func:`render` writes: one line, or every field.
+#: How much :func:`~mocksup.otlp.render` writes: one line, or every field.
 Verbosity = Literal["basic", "detailed"]
 _MAX_VALUE = 80
 

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from mocksup.otlp._answers import feed_protobuf
 from mocksup.otlp._json import OTLPJSONError, parse_request
-from mocksup.otlp._streams import _fields
+from mocksup.otlp._streams import parse_feed_page
 from mocksup.otlp._ui import journal_view, page
 from mocksup.otlp.dump import ReplayError, _Source, read_dump
+from mocksup.otlp.faults import Signal
 
 if TYPE_CHECKING:
     from mocksup.base import MockServerBase
@@ -46,7 +47,7 @@ __all__ = (
 )
 
 #: One stored request: its signal and its ``TracesData``/``MetricsData``/``LogsData`` bytes.
-Frame = tuple[str, bytes]
+Frame = tuple[Signal, bytes]
 #: The environment variable naming the folder where test reports are written.
 REPORT_DIR_ENV = "MOCKSUP_REPORT_DIR"
 #: Items per feed page read from a collector.
@@ -78,14 +79,9 @@ def collector_frames(collector: CollectorQueries) -> list[Frame]:
     while True:
         params = {"after": cursor, "timeout": 0, "limit": _PAGE, "encoding": "protobuf"}
         _, payload = collector.control.fetch("GET", "/feed", params=params)
-        page_frames = 0
-        for signal, value in _fields(payload):
-            if isinstance(value, bytes):
-                frames.append((signal, value))
-                page_frames += 1
-            elif signal == "cursor":
-                cursor = value
-        if not page_frames:
+        page, cursor, _ = parse_feed_page(payload)
+        frames.extend(page)
+        if not page:
             return frames
 
 

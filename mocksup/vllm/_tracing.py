@@ -304,6 +304,7 @@ class SpanExporter:
         parts = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
         target = parts.netloc or endpoint
         channel = grpc.insecure_channel(target)
+        export: grpc.UnaryUnaryMultiCallable[bytes, ExportTraceServiceResponse]
         export = channel.unary_unary(
             _EXPORT_METHOD,
             request_serializer=None,

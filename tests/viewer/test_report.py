@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry._logs import SeverityNumber
 
 from mocksup.otlp._query import items_from_protobuf
-from mocksup.otlp._streams import _fields
+from mocksup.otlp._streams import parse_feed_page
 from mocksup.otlp.report import collector_frames, dump_frames, render_report
 from tests.otlp.support import CollectorTestCase, Pipelines
 
@@ -26,9 +26,9 @@ def embedded(html: str) -> dict[str, Any]:
     """The report's boot document, and its data decoded into items."""
     boot: dict[str, Any] = json.loads(re.search(r'id="boot">(.*?)</script>', html, re.S)[1])  # type: ignore[index]
     items = []
-    for signal, value in _fields(base64.b64decode(boot["data"])):
-        if isinstance(value, bytes):
-            items.extend(items_from_protobuf(signal, value))
+    frames, _, _ = parse_feed_page(base64.b64decode(boot["data"]))
+    for signal, frame in frames:
+        items.extend(items_from_protobuf(signal, frame))
     boot["items"] = items
     return boot
 
