@@ -11,6 +11,7 @@ from typing import Any
 import psutil
 
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule
+from tests.fuzz.support import send_raw
 from tests.vllm.support import ServerTestCase, raw_post
 
 CHAT = "/v1/chat/completions"
@@ -263,10 +264,25 @@ class RegexTest(ServerTestCase):
 
 class HeadTest(ServerTestCase):
     def test_head_on_health_and_metrics(self) -> None:
-        for path in ("/health", "/metrics"):
-            conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
-            conn.request("HEAD", path)
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            self.assertEqual(response.status, 200, path)
+        # Raw and pipelined in one write, parsed strictly: a body sent after a HEAD's head
+        # would be read as the next answer's status line (http.client, knowing it sent
+        # HEAD, would silently skip it).
+        raw = b"".join(
+            b"%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, path)
+            for method, path in (
+                (b"HEAD", b"/health"),
+                (b"HEAD", b"/metrics"),
+                (b"GET", b"/version"),
+            )
+        )
+        exchange = send_raw(self.server.host, self.server.port, raw, head_requests=2)
+        self.assertEqual((exchange.error, exchange.trailing), ("", b""))
+        health, metrics, version = exchange.answers
+        self.assertEqual([a.status for a in exchange.answers], [200, 200, 200])
+        self.assertEqual((health.body, metrics.body), (b"", b""))
+        # The heads are GET's: /metrics announces the length of the text it did not send.
+        self.assertGreater(int(metrics.headers["content-length"]), 1000)
+        self.assertEqual(
+            metrics.headers["content-type"], "text/plain; version=1.0.0; charset=utf-8"
+        )
+        self.assertIn("version", json.loads(version.body))
