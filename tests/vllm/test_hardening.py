@@ -166,8 +166,21 @@ class ControlNumbersTest(ServerTestCase):
         self.assertIn("invalid regex", _strict(data)["error"])
 
     def test_nan_long_poll_is_refused(self) -> None:
-        status, data, _ = _send(self.server, "GET", "/mocksup/requests?count=5&wait=nan", b"")
-        self.assertEqual(status, 400, data)
+        cases = {
+            "nan": "parameter 'timeout' must be a finite number from 0 to inf, not nan",
+            "inf": "parameter 'timeout' must be a finite number from 0 to inf, not inf",
+            "-1": "parameter 'timeout' must be a finite number from 0 to inf, not -1",
+            "601": "parameter 'timeout' is 601 s; the longest wait is 600 s",
+        }
+        for value, message in cases.items():
+            with self.subTest(timeout=value):
+                target = f"/mocksup/requests?count=5&timeout={value}"
+                status, data, _ = _send(self.server, "GET", target, b"")
+                self.assertEqual(status, 400, data)
+                self.assertTrue(_strict(data)["error"].startswith(message), data)
+        # The same query with a valid timeout is served: the refusals were the timeout's.
+        status, data, _ = _send(self.server, "GET", "/mocksup/requests?count=0&timeout=0", b"")
+        self.assertEqual(status, 200, data)
 
 
 class JournalTest(ServerTestCase):
