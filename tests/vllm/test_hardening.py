@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -251,26 +252,56 @@ class MemoryTest(ServerTestCase):
 
 
 class RegexTest(ServerTestCase):
+    #: Patterns that backtrack for ever on ``"a" * 60 + "!"``: each gives up after
+    #: REGEX_TIMEOUT (0.25 s), so one hostile request spends 0.5 s matching them.
+    SLOW = (r"(a|aa)+$", r"(aa|a)+$")
+
     @classmethod
     def make_server(cls) -> MockVLLMServer:
-        slow = ScriptRule(regex=r"(a|aa)+$", reply=ScriptReply(content="matched"))
-        return MockVLLMServer(port=0, scripts=[slow])
+        rules = [ScriptRule(regex=p, reply=ScriptReply(content="matched")) for p in cls.SLOW]
+        return MockVLLMServer(port=0, scripts=rules)
+
+    def storm(self) -> list[float]:
+        """Two clients sending hostile prompts back to back until the test ends; returns
+        the list their requests' durations go to, once the first has finished (so that
+        from then on one is always being matched)."""
+        stop, first = threading.Event(), threading.Event()
+        took: list[float] = []
+        hostile = {"prompt": "a" * 60 + "!", "max_tokens": 2}
+
+        def client() -> None:
+            while not stop.is_set():
+                start = time.monotonic()
+                status = raw_post(self.server, "/v1/completions", hostile)[0]
+                took.append(time.monotonic() - start if status == 200 else -status)
+                first.set()
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+            self.addCleanup(thread.join, 30)
+        self.addCleanup(stop.set)
+        self.assertTrue(first.wait(30))
+        return took
 
     def test_a_backtracking_regex_stalls_no_other_request(self) -> None:
-        done = threading.Event()
-
-        def hostile() -> None:
-            raw_post(self.server, "/v1/completions", {"prompt": "a" * 60 + "!", "max_tokens": 2})
-            done.set()
-
-        thread = threading.Thread(target=hostile)
-        thread.start()
-        self.addCleanup(thread.join, 30)
-        start = time.monotonic()
-        answers = [_send(self.server, "GET", "/v1/models", b"")[0] for _ in range(5)]
-        self.assertEqual(answers, [200] * 5)
-        self.assertLess(time.monotonic() - start, 2.0)
-        self.assertTrue(done.wait(10))
+        took = self.storm()
+        # Ten requests of each kind while the patterns run: /v1/models needs only the GIL
+        # (patterns run without it); a generation request also takes the state lock
+        # (patterns run outside it). Ten take well under 0.2 s; a pattern holding either
+        # would hold most of them for a share of a hostile request's 0.5 s of matching.
+        probes: dict[str, Callable[[], int]] = {
+            "models": lambda: _send(self.server, "GET", "/v1/models", b"")[0],
+            "completion": lambda: raw_post(
+                self.server, "/v1/completions", {"prompt": "hi", "max_tokens": 1}
+            )[0],
+        }
+        for name, probe in probes.items():
+            start = time.monotonic()
+            self.assertEqual([probe() for _ in range(10)], [200] * 10, name)
+            self.assertLess(time.monotonic() - start, 1.5, f"{name} waited for the patterns")
+        # The hostile requests were answered, each after both its patterns gave up.
+        self.assertGreaterEqual(min(took), 2 * 0.25, took)
         body = raw_post(self.server, "/v1/completions", {"prompt": "aaaa", "max_tokens": 20})[2]
         self.assertEqual(json.loads(body)["choices"][0]["text"], "matched")
 
