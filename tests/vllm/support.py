@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-import unittest
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -15,10 +14,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from mocksup.vllm import MockVLLMServer
+from tests.support import ProcessTestCase
 
 
-class ServerTestCase(unittest.TestCase):
-    """Starts one mock per class (its cleanup registered first) and an ``openai`` client."""
+class ServerTestCase(ProcessTestCase):
+    """Starts one mock per class (its cleanup registered first) and an ``openai`` client;
+    fails a test, or the class, that leaves a child process."""
 
     server: MockVLLMServer
     client: openai.OpenAI
