@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import unittest
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psutil
@@ -32,6 +33,7 @@ __all__ = (
     "children",
     "has_ipv6_loopback",
     "open_fds",
+    "poll_until",
     "snapshot",
     "wait_until_exited",
     "wait_until_stopped",
@@ -192,6 +194,23 @@ def wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"pid {pid} was not stopped within {timeout:g} s")
         select.select([], [], [], 0.001)
+
+
+def poll_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Return once ``condition()`` holds; fail after ``timeout`` seconds, saying ``what``.
+
+    For a state only a query shows (a server's gauge, its count of held waits): there is
+    nothing to wait on, so the query is asked again after a pause that doubles from 1 ms to
+    50 ms, prompt when the state comes soon and light on the server when it comes late.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while not condition():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{what} within {timeout:g} s: it did not")
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
 
 
 def has_ipv6_loopback() -> bool:

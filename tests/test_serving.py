@@ -36,6 +36,8 @@ class App:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.gone: list[bool] = []
+        self.short_wait = 0.0
+        self.watching = threading.Event()
         self.gone_event = threading.Event()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
@@ -56,7 +58,13 @@ class App:
             start_response("200 OK", [])
             return [b"released"]
         if path == "/disconnect":
-            self.gone.append(environ["mocksup.wait_disconnect"](10))
+            wait_disconnect = environ["mocksup.wait_disconnect"]
+            # First a short wait with the client there, then a long one it ends by leaving.
+            started = time.monotonic()
+            self.gone.append(wait_disconnect(0.2))
+            self.short_wait = time.monotonic() - started
+            self.watching.set()
+            self.gone.append(wait_disconnect(10))
             self.gone_event.set()
             start_response("200 OK", [])
             return [b"late"]
@@ -144,13 +152,22 @@ class KeepAliveTest(ServerTestCase):
         self.assertIs(self.conn.sock, first)
 
     def test_head_has_no_body_and_keeps_the_connection_usable(self) -> None:
-        for path in ("/x", "/stream"):
-            self.conn.request("HEAD", path)
-            response = self.conn.getresponse()
-            self.assertEqual(response.status, 200)
-            self.assertEqual(response.read(), b"")
-        # Had HEAD sent a body, this answer would be read out of it.
-        self.assertEqual(self.request("GET", "/next")[0], b"GET /next ")
+        # Raw bytes, not http.client: a client that knows it sent HEAD skips a body the
+        # server wrongly sent, and would only stumble on it later, if at all.
+        heads = {
+            # An answer sent whole: its length is announced, its body is not sent.
+            "/x": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\n",
+            # A streamed answer: no length known, no chunked framing for a body never sent.
+            "/stream": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n",
+        }
+        following = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+        for path, head in heads.items():
+            with self.subTest(path=path):
+                # HEAD and GET pipelined in one write: the GET's answer must start right
+                # where the HEAD's head ends.
+                raw = b"HEAD %s HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+                answer = self.exchange(raw % path.encode())
+                self.assertEqual(answer, head + following + b"GET /next ")
 
     def test_body_over_the_limit_is_413_without_reading_it(self) -> None:
         data, response = self.request("POST", "/echo", b"x" * 5000)
@@ -285,13 +302,17 @@ class ContinueTest(ServerTestCase):
 class DisconnectTest(ServerTestCase):
     def test_the_app_learns_at_once_that_its_client_left(self) -> None:
         sock = self.connect()
-        sock.sendall(b"GET /disconnect HTTP/1.1\r\n\r\n")
-        time.sleep(0.05)  # let the app start waiting (it may also start after the close)
+        sock.sendall(b"GET /disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
+        # While the client stays, a wait runs to its end and says so.
+        self.assertTrue(self.app.watching.wait(5))
+        self.assertEqual(self.app.gone, [False])
+        self.assertGreaterEqual(self.app.short_wait, 0.19)  # 0.2 s, less the timer's rounding
+        # The app is now in (or about to start) a 10 s wait: leaving ends it at once.
         started = time.monotonic()
         sock.close()
         self.assertTrue(self.app.gone_event.wait(5))
         self.assertLess(time.monotonic() - started, 2.0)
-        self.assertEqual(self.app.gone, [True])
+        self.assertEqual(self.app.gone, [False, True])
 
 
 class LimitsTest(ServerTestCase):

@@ -21,7 +21,7 @@ from mocksup.control import MAX_WAIT, ControlClient
 from mocksup.errors import WaitTimeoutError
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
 
-__all__ = ["JournalEntry", "VLLMClient", "VLLMQueries"]
+__all__ = ("JournalEntry", "VLLMClient", "VLLMQueries")
 
 #: pytest leaves this module's frames out of a failing test's traceback: the message
 #: says what went wrong, and the user's own line is what to look at.

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mocksup.vllm._app import VLLMApp
     from mocksup.vllm._tracing import SpanExporter
 
-__all__ = ["VLLM_VERSION", "MockVLLMServer"]
+__all__ = ("VLLM_VERSION", "MockVLLMServer")
 
 #: The vLLM release the mock imitates; its behaviour follows this version's server code.
 VLLM_VERSION = "0.33.0"

@@ -11,7 +11,16 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["FAULT_KINDS", "FaultKind", "Faults", "Latency", "ScriptReply", "ScriptRule", "ToolCall"]
+__all__ = (
+    "FAULT_KINDS",
+    "MAX_DELAY",
+    "FaultKind",
+    "Faults",
+    "Latency",
+    "ScriptReply",
+    "ScriptRule",
+    "ToolCall",
+)
 
 #: What an injected fault does.
 #:

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mocksup import Endpoint, MockOTLPCollector, MockServerConfig, MockVLLMServer
 from mocksup.testing import MockServerTestCase, start_module_servers, stop_module_servers
+from tests.support import LeakCheck, assert_no_children_left, snapshot
 
 MOCK_SERVERS = [
     MockServerConfig(
@@ -48,12 +49,18 @@ SERVICE = "e2e-app"
 APP_TIMEOUT = 60
 
 
+#: Our child processes before the module's servers started: none other may be left after.
+_before_module: set[int] = set()
+
+
 def setUpModule() -> None:
+    _before_module.update(snapshot())
     start_module_servers(MOCK_SERVERS)
 
 
 def tearDownModule() -> None:
     stop_module_servers()
+    assert_no_children_left(_before_module, f"module {__name__}")
 
 
 def run_app(env: dict[str, str], prompt: str) -> dict[str, Any]:
@@ -88,7 +95,7 @@ def scrape(vllm: MockVLLMServer) -> dict[str, float]:
     return samples
 
 
-class OtelE2ETest(MockServerTestCase):
+class OtelE2ETest(LeakCheck, MockServerTestCase):
     # Every test reads the one run of the app made in setUpClass: nothing is cleared between.
     clear_before_each_test = False
     app: ClassVar[dict[str, Any]]

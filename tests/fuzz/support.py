@@ -57,7 +57,7 @@ def send_raw(
 ) -> Exchange:
     """Send ``data`` in ``pieces`` writes on a new connection, read everything until the
     server closes (or ``timeout``), and parse the answers (the first ``head_requests`` of
-    them answer ``HEAD``: no body)."""
+    them answer ``HEAD``, strictly: they have no body)."""
     exchange = Exchange(data)
     received = bytearray()
     with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -75,10 +75,10 @@ def send_raw(
             pass  # a server may close as soon as it refused the request
         except TimeoutError:
             exchange.error = "timed out"
+    # Strict: an answer to HEAD has no body, so a body sent anyway leaves bytes that do not
+    # parse as the next answer. (A HEAD whose request line the server cannot read gets a
+    # body like any refusal; the caller does not count it in ``head_requests``.)
     parsed = _parse(bytes(received), head_requests)
-    if parsed[2] and head_requests:
-        # A HEAD refused before the server could read its method gets a body: try that.
-        parsed = _parse(bytes(received), 0)
     exchange.answers, exchange.trailing = parsed[0], parsed[1]
     exchange.error = exchange.error or parsed[2]
     return exchange

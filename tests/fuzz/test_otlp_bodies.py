@@ -4,8 +4,9 @@ and gRPC.
 Bodies are valid exports with random damage (flipped bytes, splices, huge lengths, deep
 nesting, empty envelopes by the hundred thousand, broken or concatenated gzip members,
 JSON values of the wrong type). Every answer must be a success or a 4xx (gRPC: a status the
-Collector gives), never a 5xx; every span the collector accepted from a body we can decode
-must be stored, exactly; the child's RSS must stay bounded.
+Collector gives), never a 5xx; every span in an accepted body (counted here, from the bytes)
+must be stored, or counted as dropped past the cap, exactly; the child's RSS must stay
+bounded.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from tests.support import ProcessTestCase
 CASES = 800
 BATCH = 100
 GRPC_CASES = 300
+#: The collector's ``max_items`` here: past it, accepted spans are dropped and counted.
+CAP = 60
 #: gRPC answers the Collector gives to a bad export (never UNKNOWN: that is a crash).
 GRPC_REFUSALS = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -188,24 +191,89 @@ def compress(rng: random.Random, body: bytes) -> tuple[bytes, str]:
     return body, ""
 
 
-def spans_in(body: bytes, encoding: str) -> int | None:
-    """How many spans the protobuf ``body`` holds, as a receiver decodes it; ``None`` when
-    that cannot be told here (then the accounting of this case is skipped)."""
-    try:
-        if encoding == "gzip":
-            data = _gunzip_all(body)
-        elif encoding == "deflate":
-            data = zlib.decompress(body)
+def decompress(body: bytes, encoding: str) -> bytes:
+    """``body`` decoded as a receiver decodes it (raises what it refuses)."""
+    if encoding == "gzip":
+        return gzip.decompress(body)  # every member; raises on trailing garbage
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+def spans_in(body: bytes) -> int:
+    """How many spans the protobuf ``body`` holds, read off the wire format here (no
+    protobuf runtime: the collector may accept what it refuses, such as bad UTF-8).
+
+    :raises ValueError: the framing down to the spans is broken.
+    """
+    return sum(
+        1
+        for number, resource in _fields(body)
+        if number == 1  # ExportTraceServiceRequest.resource_spans
+        for number_2, scope in _fields(resource)
+        if number_2 == 2  # ResourceSpans.scope_spans
+        for number_3, _ in _fields(scope)
+        if number_3 == 2  # ScopeSpans.spans
+    )
+
+
+def _fields(message: bytes) -> list[tuple[int, bytes]]:
+    """The length-delimited fields of ``message``, by number; the others skipped."""
+    fields, position = [], 0
+    while position < len(message):
+        key, position = _varint(message, position)
+        number, wire_type = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire_type == 0:
+            _, position = _varint(message, position)
+        elif wire_type in (1, 5):
+            position += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            size, position = _varint(message, position)
+            fields.append((number, message[position : position + size]))
+            position += size
         else:
-            data = body
-        request = ExportTraceServiceRequest.FromString(data)
-    except Exception:
-        return None
-    return sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            raise ValueError(f"wire type {wire_type}")
+        if position > len(message):
+            raise ValueError("a field runs past the end")
+    return fields
 
 
-def _gunzip_all(body: bytes) -> bytes:
-    return gzip.decompress(body)  # every member; raises on trailing garbage
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    for index in range(position, min(position + 10, len(data))):
+        value |= (data[index] & 0x7F) << shift
+        if not data[index] & 0x80:
+            if value >= 1 << 64:
+                raise ValueError("varint over 64 bits")
+            return value, index + 1
+        shift += 7
+    raise ValueError("truncated or overlong varint")
+
+
+def json_spans_in(body: bytes) -> int:
+    """How many spans the OTLP/JSON ``body`` holds, read as the collector reads it: keys
+    in camelCase or snake_case, unknown keys ignored, a list given as ``null`` empty.
+
+    :raises ValueError: the body is not JSON or its shape down to the spans is wrong.
+    """
+    total = 0
+    for resource in _members(json.loads(body), "resourceSpans", "resource_spans"):
+        for scope in _members(resource, "scopeSpans", "scope_spans"):
+            total += len(_members(scope, "spans", "spans"))
+    return total
+
+
+def _members(message: Any, camel: str, snake: str) -> list[Any]:
+    if not isinstance(message, dict):
+        raise ValueError(f"a message that is {type(message).__name__}")
+    value = message.get(camel, message.get(snake))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{camel} is {type(value).__name__}")
+    return value
 
 
 class OTLPBodyFuzzTest(ProcessTestCase):
@@ -214,7 +282,9 @@ class OTLPBodyFuzzTest(ProcessTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.collector = MockOTLPCollector(port=0, grpc_port=0)
+        # A cap on stored items well under what each test's accepted exports hold (150 to
+        # 300 spans), so the fuzz also goes through trimming at the cap and dropping past it.
+        cls.collector = MockOTLPCollector(port=0, grpc_port=0, max_items=CAP)
         cls.addClassCleanup(cls.collector.stop)
         cls.collector.start()
 
@@ -223,6 +293,8 @@ class OTLPBodyFuzzTest(ProcessTestCase):
         self.collector.clear()
         assert self.collector.pid is not None
         self.checks = Checks(self, self.collector.pid, frozenset({501, 505}))
+        #: Spans in the exports the collector accepted, counted here from the bodies.
+        self.accepted = 0
 
     def post(self, body: bytes, content_type: str, encoding: str) -> int:
         collector = self.collector
@@ -235,36 +307,57 @@ class OTLPBodyFuzzTest(ProcessTestCase):
         self.checks.answers(exchange)
         self.assertEqual(len(exchange.answers), 1, exchange.raw[:200])
         answer = exchange.answers[0]
-        if answer.status == 200 and content_type == "application/x-protobuf":
+        if answer.status == 200:
             # A partial success says how many were refused; they are not stored.
-            rejected = ExportTraceServiceResponse.FromString(answer.body).partial_success
-            self.assertEqual(rejected.rejected_spans, 0, rejected.error_message)
+            if content_type == "application/x-protobuf":
+                rejected = ExportTraceServiceResponse.FromString(answer.body).partial_success
+                self.assertEqual(rejected.rejected_spans, 0, rejected.error_message)
+            else:
+                partial = json.loads(answer.body).get("partialSuccess", {})
+                self.assertEqual(int(partial.get("rejectedSpans", 0)), 0, partial)
         return answer.status
+
+    def account(self, count_spans: Callable[[bytes], int], body: bytes, encoding: str) -> None:
+        """One more accepted export: its spans, counted here, are all stored or counted as
+        dropped (past a cap), none lost and none extra."""
+        try:
+            count = count_spans(decompress(body, encoding))
+        except Exception as error:
+            self.fail(f"accepted, but broken when read here ({error!r}): {body[:200]!r}")
+        self.accepted += count
+        stats = self.collector.stats()
+        stored, dropped = stats["items"]["traces"], stats["dropped"]["traces"]
+        self.assertEqual(stored + dropped, self.accepted, f"after {count} spans in {body[:200]!r}")
+        self.assertEqual(
+            stored, min(self.accepted, CAP), "stored past the cap, or dropped short of it"
+        )
+
+    def stored(self) -> None:
+        """The spans the collector counts as stored are the spans it returns."""
+        self.assertEqual(len(self.collector.spans()), self.collector.stats()["items"]["traces"])
 
     def test_protobuf_bodies(self) -> None:
         rng = rng_for("protobuf")
-        stored = 0
         for number in range(CASES):
             body, encoding = compress(rng, protobuf_body(rng))
             if self.post(body, "application/x-protobuf", encoding) == 200:
-                count = spans_in(body, encoding)
-                now = len(self.collector.spans())
-                if count is not None:  # else a body only the collector decodes (bad UTF-8)
-                    self.assertEqual(now - stored, count, "accepted spans missing or extra")
-                stored = now
+                self.account(spans_in, body, encoding)
             if number % BATCH == BATCH - 1:
-                self.checks.alive()
-        self.checks.alive()
+                self.checks.alive(self.stored)
+        self.checks.alive(self.stored)
+        self.assertGreater(self.collector.stats()["dropped"]["traces"], 0, "the cap was never met")
 
     def test_json_bodies(self) -> None:
         rng = rng_for("json")
         for number in range(CASES):
             body, encoding = compress(rng, json_body(rng))
-            self.post(body, rng.choice(["application/json", "application/json; charset=utf-8"]),
-                      encoding)  # fmt: skip
+            content_type = rng.choice(["application/json", "application/json; charset=utf-8"])
+            if self.post(body, content_type, encoding) == 200:
+                self.account(json_spans_in, body, encoding)
             if number % BATCH == BATCH - 1:
-                self.checks.alive(self.collector.stats)
-        self.checks.alive(self.collector.stats)
+                self.checks.alive(self.stored)
+        self.checks.alive(self.stored)
+        self.assertGreater(self.collector.stats()["dropped"]["traces"], 0, "the cap was never met")
 
     def test_grpc_bodies(self) -> None:
         rng = rng_for("grpc")
@@ -276,17 +369,20 @@ class OTLPBodyFuzzTest(ProcessTestCase):
             request_serializer=lambda b: b,
             response_deserializer=lambda b: b,
         )
-        expected = 0
-        for _ in range(GRPC_CASES):
+        for number in range(GRPC_CASES):
             body = protobuf_body(rng)
             try:
-                export(body, timeout=30)
+                answer = export(body, timeout=30)
             except grpc.RpcError as error:
                 self.assertIn(error.code(), GRPC_REFUSALS, f"{error.details()} for {body[:80]!r}")
-                continue
-            count = spans_in(body, "")
-            expected += count or 0
-        self.checks.alive(lambda: self.assertGreaterEqual(len(self.collector.spans()), expected))
+            else:
+                rejected = ExportTraceServiceResponse.FromString(answer).partial_success
+                self.assertEqual(rejected.rejected_spans, 0, rejected.error_message)
+                self.account(spans_in, body, "")
+            if number % BATCH == BATCH - 1:
+                self.checks.alive(self.stored)
+        self.checks.alive(self.stored)
+        self.assertGreater(self.collector.stats()["dropped"]["traces"], 0, "the cap was never met")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from mocksup import ControlAPIError, MockServerError
 from mocksup.otlp import Fault, MockOTLPCollector, TelemetryTimeoutError
 from tests.otlp.support import CollectorTestCase, post
 from tests.otlp.test_http_input import request_bytes
-from tests.support import ProcessTestCase
+from tests.support import ProcessTestCase, poll_until
 
 
 class SurfaceTest(unittest.TestCase):
@@ -217,12 +217,11 @@ class StopTest(ProcessTestCase):
 
 def wait_until_held(collector: MockOTLPCollector, count: int, timeout: float = 10.0) -> None:
     """Return once the collector holds ``count`` long polls (its ``stats()["waiting"]``)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while collector.stats()["waiting"] < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the collector did not hold {count} wait(s) in {timeout} s")
+    poll_until(
+        lambda: collector.stats()["waiting"] >= count,
+        f"the collector was to hold {count} wait(s)",
+        timeout,
+    )
 
 
 class NoGCTest(unittest.TestCase):

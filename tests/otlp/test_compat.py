@@ -25,7 +25,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, ResourceMetrics, ScopeMetrics
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from werkzeug.test import Client, TestResponse
 
 from tests.otlp.support import CollectorTestCase, grpc_call, in_process, post, raw_grpc_call
@@ -33,6 +34,8 @@ from tests.otlp.test_http_input import json_span, request_bytes
 
 PB = "application/x-protobuf"
 JSON = "application/json"
+#: The logger the SDK's gRPC exporters report a failed export to.
+_GRPC_EXPORTER_LOG = "opentelemetry.exporter.otlp.proto.grpc.exporter"
 
 
 def traces(*spans: Span, old_layout: bool = False) -> bytes:
@@ -407,27 +410,40 @@ class GRPCTest(CollectorTestCase):
     """gRPC answers of the default (Collector) mode."""
 
     def test_deflate_is_unimplemented(self) -> None:
-        exporter = OTLPSpanExporter(
-            self.collector.grpc_endpoint, insecure=True, compression=grpc.Compression.Deflate
-        )
-        self.addCleanup(exporter.shutdown)
+        endpoint = self.collector.grpc_endpoint or ""
+        memory = InMemorySpanExporter()
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
         self.addCleanup(provider.shutdown)
         with provider.get_tracer("t").start_as_current_span("deflated"):
             pass
-        _, error = grpc_call(
-            self.collector.grpc_endpoint or "",
-            request_bytes(),
-            compression=grpc.Compression.Deflate,
+        # The SDK's exporter, as an app sets it up: its deflated export fails at once (the
+        # code is not one it retries) and it logs the collector's answer; gzip goes through.
+        results = {}
+        with self.assertLogs(_GRPC_EXPORTER_LOG, "ERROR") as logs:
+            for compression in (grpc.Compression.Deflate, grpc.Compression.Gzip):
+                exporter = OTLPSpanExporter(endpoint, insecure=True, compression=compression)
+                self.addCleanup(exporter.shutdown)
+                results[compression] = exporter.export(memory.get_finished_spans())
+        self.assertEqual(
+            results,
+            {
+                grpc.Compression.Deflate: SpanExportResult.FAILURE,
+                grpc.Compression.Gzip: SpanExportResult.SUCCESS,
+            },
         )
+        (line,) = logs.output
+        self.assertIn("error code: StatusCode.UNIMPLEMENTED", line)
+        # Refused by the gRPC core before a handler runs: neither stored nor recorded.
+        self.assertEqual([span.name for span in self.collector.spans()], ["deflated"])
+        self.assertEqual([r.status for r in self.collector.requests()], ["OK"])
+        # The same with a raw call.
+        _, error = grpc_call(endpoint, request_bytes(), compression=grpc.Compression.Deflate)
         assert error is not None
         self.assertEqual(error.code(), grpc.StatusCode.UNIMPLEMENTED)
-        self.assertEqual(self.collector.spans(), [])
-        _, error = grpc_call(
-            self.collector.grpc_endpoint or "", request_bytes(), compression=grpc.Compression.Gzip
-        )
+        _, error = grpc_call(endpoint, request_bytes(), compression=grpc.Compression.Gzip)
         self.assertIsNone(error)
+        self.assertEqual(len(self.collector.requests()), 2)
 
     def test_zstd_and_snappy_are_internal_as_grpcio_refuses_them(self) -> None:
         # What docs/otlp.rst says a grpc-go client sending them gets (both modes alike).

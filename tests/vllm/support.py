@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
-import unittest
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -15,10 +13,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from mocksup.vllm import MockVLLMServer
+from tests.support import ProcessTestCase, poll_until
 
 
-class ServerTestCase(unittest.TestCase):
-    """Starts one mock per class (its cleanup registered first) and an ``openai`` client."""
+class ServerTestCase(ProcessTestCase):
+    """Starts one mock per class (its cleanup registered first) and an ``openai`` client;
+    fails a test, or the class, that leaves a child process."""
 
     server: MockVLLMServer
     client: openai.OpenAI
@@ -63,12 +63,9 @@ def scrape(server: MockVLLMServer) -> Samples:
 
 
 def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Return once ``condition()`` holds (asked again as soon as it answered); fail after
-    ``timeout`` seconds. For states only a query shows, such as a gauge."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the condition did not hold within {timeout} s")
+    """Return once ``condition()`` holds; fail after ``timeout`` seconds. For states only a
+    query shows, such as a gauge (asked again with a growing pause: :func:`poll_until`)."""
+    poll_until(condition, "the condition was to hold", timeout)
 
 
 def raw_request(

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 import urllib.request
 
 import openai
@@ -93,7 +92,7 @@ class DataParallelTest(ServerTestCase):
             thread.join()
 
 
-class FleetTest(unittest.TestCase):
+class FleetTest(ProcessTestCase):
     """Replicas started together, each a process of its own with its own profile."""
 
     def test_a_fleet_of_replicas_with_profiles(self) -> None:

@@ -6,11 +6,13 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule
+from tests.fuzz.support import send_raw
 from tests.vllm.support import ServerTestCase, raw_post
 
 CHAT = "/v1/chat/completions"
@@ -165,8 +167,22 @@ class ControlNumbersTest(ServerTestCase):
         self.assertIn("invalid regex", _strict(data)["error"])
 
     def test_nan_long_poll_is_refused(self) -> None:
-        status, data, _ = _send(self.server, "GET", "/mocksup/requests?count=5&wait=nan", b"")
-        self.assertEqual(status, 400, data)
+        refused = "parameter 'timeout' must be a finite number of seconds from 0 to 600, not"
+        cases = {
+            "nan": f"{refused} 'nan'",
+            "inf": f"{refused} 'inf'",
+            "-1": f"{refused} '-1'",
+            "601": "parameter 'timeout' is 601 s; the longest wait is 600 s",
+        }
+        for value, message in cases.items():
+            with self.subTest(timeout=value):
+                target = f"/mocksup/requests?count=5&timeout={value}"
+                status, data, _ = _send(self.server, "GET", target, b"")
+                self.assertEqual(status, 400, data)
+                self.assertTrue(_strict(data)["error"].startswith(message), data)
+        # The same query with a valid timeout is served: the refusals were the timeout's.
+        status, data, _ = _send(self.server, "GET", "/mocksup/requests?count=0&timeout=0", b"")
+        self.assertEqual(status, 200, data)
 
 
 class JournalTest(ServerTestCase):
@@ -237,36 +253,81 @@ class MemoryTest(ServerTestCase):
 
 
 class RegexTest(ServerTestCase):
+    #: Patterns that backtrack for ever on ``"a" * 60 + "!"``: each gives up after
+    #: REGEX_TIMEOUT (0.25 s), so one hostile request spends 0.5 s matching them.
+    SLOW = (r"(a|aa)+$", r"(aa|a)+$")
+
     @classmethod
     def make_server(cls) -> MockVLLMServer:
-        slow = ScriptRule(regex=r"(a|aa)+$", reply=ScriptReply(content="matched"))
-        return MockVLLMServer(port=0, scripts=[slow])
+        rules = [ScriptRule(regex=p, reply=ScriptReply(content="matched")) for p in cls.SLOW]
+        return MockVLLMServer(port=0, scripts=rules)
+
+    def storm(self) -> list[float]:
+        """Two clients sending hostile prompts back to back until the test ends; returns
+        the list their requests' durations go to, once the first has finished (so that
+        from then on one is always being matched)."""
+        stop, first = threading.Event(), threading.Event()
+        took: list[float] = []
+        hostile = {"prompt": "a" * 60 + "!", "max_tokens": 2}
+
+        def client() -> None:
+            while not stop.is_set():
+                start = time.monotonic()
+                status = raw_post(self.server, "/v1/completions", hostile)[0]
+                took.append(time.monotonic() - start if status == 200 else -status)
+                first.set()
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+            self.addCleanup(thread.join, 30)
+        self.addCleanup(stop.set)
+        self.assertTrue(first.wait(30))
+        return took
 
     def test_a_backtracking_regex_stalls_no_other_request(self) -> None:
-        done = threading.Event()
-
-        def hostile() -> None:
-            raw_post(self.server, "/v1/completions", {"prompt": "a" * 60 + "!", "max_tokens": 2})
-            done.set()
-
-        thread = threading.Thread(target=hostile)
-        thread.start()
-        self.addCleanup(thread.join, 30)
-        start = time.monotonic()
-        answers = [_send(self.server, "GET", "/v1/models", b"")[0] for _ in range(5)]
-        self.assertEqual(answers, [200] * 5)
-        self.assertLess(time.monotonic() - start, 2.0)
-        self.assertTrue(done.wait(10))
+        took = self.storm()
+        # Ten requests of each kind while the patterns run: /v1/models needs only the GIL
+        # (patterns run without it); a generation request also takes the state lock
+        # (patterns run outside it). Ten take well under 0.2 s; a pattern holding either
+        # would hold most of them for a share of a hostile request's 0.5 s of matching.
+        probes: dict[str, Callable[[], int]] = {
+            "models": lambda: _send(self.server, "GET", "/v1/models", b"")[0],
+            "completion": lambda: raw_post(
+                self.server, "/v1/completions", {"prompt": "hi", "max_tokens": 1}
+            )[0],
+        }
+        for name, probe in probes.items():
+            start = time.monotonic()
+            self.assertEqual([probe() for _ in range(10)], [200] * 10, name)
+            self.assertLess(time.monotonic() - start, 1.5, f"{name} waited for the patterns")
+        # The hostile requests were answered, each after both its patterns gave up.
+        self.assertGreaterEqual(min(took), 2 * 0.25, took)
         body = raw_post(self.server, "/v1/completions", {"prompt": "aaaa", "max_tokens": 20})[2]
         self.assertEqual(json.loads(body)["choices"][0]["text"], "matched")
 
 
 class HeadTest(ServerTestCase):
     def test_head_on_health_and_metrics(self) -> None:
-        for path in ("/health", "/metrics"):
-            conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
-            conn.request("HEAD", path)
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            self.assertEqual(response.status, 200, path)
+        # Raw and pipelined in one write, parsed strictly: a body sent after a HEAD's head
+        # would be read as the next answer's status line (http.client, knowing it sent
+        # HEAD, would silently skip it).
+        raw = b"".join(
+            b"%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, path)
+            for method, path in (
+                (b"HEAD", b"/health"),
+                (b"HEAD", b"/metrics"),
+                (b"GET", b"/version"),
+            )
+        )
+        exchange = send_raw(self.server.host, self.server.port, raw, head_requests=2)
+        self.assertEqual((exchange.error, exchange.trailing), ("", b""))
+        health, metrics, version = exchange.answers
+        self.assertEqual([a.status for a in exchange.answers], [200, 200, 200])
+        self.assertEqual((health.body, metrics.body), (b"", b""))
+        # The heads are GET's: /metrics announces the length of the text it did not send.
+        self.assertGreater(int(metrics.headers["content-length"]), 1000)
+        self.assertEqual(
+            metrics.headers["content-type"], "text/plain; version=1.0.0; charset=utf-8"
+        )
+        self.assertIn("version", json.loads(version.body))

@@ -20,6 +20,8 @@ from mocksup.vllm import TOKENIZER, MockVLLMServer
 from tests.vllm.support import ServerTestCase, raw_post, raw_request, scrape, sse_events, until
 
 CHAT = "/v1/chat/completions"
+#: How far a delay in ms read back from float deadlines may be off: 1 ns.
+ROUNDING_MS = 1e-6
 
 
 def prefill_ms(server: MockVLLMServer, prompt: str, **extra: Any) -> float:
@@ -63,15 +65,16 @@ class PrefillTest(ServerTestCase):
             again = [prefill_ms(self.server, f"request {i}") for i in range(12)]
         finally:
             self.server.set_latency(ttft_stddev=0.0, prefill_per_token=0.0005)
-        self.assertEqual(first, again)
+        # A delay read back from the monotonic-clock deadlines is exact to the clock's float
+        # grid (picoseconds at a few hours of uptime), not to the bit: compare within 1 ns.
+        for a, b in zip(first, again, strict=True):
+            self.assertAlmostEqual(a, b, delta=ROUNDING_MS)
         self.assertGreater(len(set(first)), 8)
         # Each draw is clamped to 0.3..1.7 times the mean. The mock reports the prefill as the
         # difference of two monotonic timestamps (first token less scheduled), which rounds a
         # draw at a bound by a few 1e-9 ms once the clock is past a few hours: allow that.
-        rounding = 1e-6
-        self.assertTrue(
-            all(0.3 * 5 - rounding <= value <= 1.7 * 5 + rounding for value in first), first
-        )
+        low, high = 0.3 * 5 - ROUNDING_MS, 1.7 * 5 + ROUNDING_MS
+        self.assertTrue(all(low <= value <= high for value in first), first)
         mean = sum(first) / len(first)
         self.assertGreater(math.sqrt(sum((v - mean) ** 2 for v in first) / len(first)), 0.5)
 

@@ -9,7 +9,6 @@ import json
 import os
 import tempfile
 import time
-import unittest
 from typing import Any
 
 import openai
@@ -17,6 +16,7 @@ import pydantic
 
 from mocksup.otlp import MockOTLPCollector
 from mocksup.vllm import MockVLLMServer
+from tests.support import ProcessTestCase
 from tests.vllm.support import ServerTestCase, metric_families, raw_post, raw_request
 
 USER = [{"role": "user", "content": "Hello"}]
@@ -184,7 +184,7 @@ class WithoutRuntimeUpdatingTest(ServerTestCase):
         self.assertEqual(status, 200)
 
 
-class LoRASpanTest(unittest.TestCase):
+class LoRASpanTest(ProcessTestCase):
     """vLLM 0.33 sets no LoRA attribute on ``llm_request``: an adapter's span is a base one's."""
 
     def test_the_span_of_a_lora_request(self) -> None:

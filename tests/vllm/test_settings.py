@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import unittest
@@ -159,20 +160,32 @@ class ScriptRulesTest(ServerTestCase):
 class JitterTest(ServerTestCase):
     @classmethod
     def make_server(cls) -> MockVLLMServer:
-        return MockVLLMServer(port=0, seed=7, latency={"ttft": 0.1, "jitter": 0.5})
+        return MockVLLMServer(
+            port=0, seed=7, latency={"ttft": 0.1, "jitter": 0.5}, enable_per_request_metrics=True
+        )
 
-    def durations(self) -> list[float]:
+    def drawn(self) -> list[tuple[float, float]]:
+        """Four requests after a clear(): each one's TTFT as the engine drew it (its own
+        account, from the token deadlines: ms) and its duration on the server's clock (s)."""
         self.server.clear()
+        ttfts = []
         for _ in range(4):
-            raw_post(self.server, "/v1/completions", {"prompt": "x", "max_tokens": 1})
-        return [e.duration for e in self.server.requests(path="/v1/completions")]
+            _, _, data = raw_post(self.server, "/v1/completions", {"prompt": "x", "max_tokens": 1})
+            ttfts.append(json.loads(data)["metrics"]["time_to_first_token_ms"])
+        durations = [e.duration for e in self.server.requests(path="/v1/completions")]
+        return list(zip(ttfts, durations, strict=True))
 
     def test_jitter_repeats_from_the_seed(self) -> None:
-        first, second = self.durations(), self.durations()
-        for a, b in zip(first, second, strict=True):
-            self.assertGreaterEqual(a, 0.05)  # 0.1 s scaled by at least 1 - 0.5
-            self.assertAlmostEqual(a, b, delta=0.03)
-        self.assertGreater(max(first) - min(first), 0.005)
+        first, second = self.drawn(), self.drawn()
+        for (ttft, duration), (again, _) in zip(first, second, strict=True):
+            self.assertAlmostEqual(ttft, again, delta=1e-6)  # the same draw, to 1 ns
+            self.assertGreaterEqual(ttft, 50 - 1e-6)  # 0.1 s scaled by at least 1 - 0.5
+            self.assertLessEqual(ttft, 150 + 1e-6)
+            # Never early, not grossly late (a busy machine may add tens of ms).
+            self.assertGreaterEqual(duration, ttft / 1000 - 1e-9)
+            self.assertLess(duration, ttft / 1000 + 1.0)
+        ttfts = [ttft for ttft, _ in first]
+        self.assertGreater(max(ttfts) - min(ttfts), 5)
 
 
 class TimingTest(ServerTestCase):

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import os
-import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 
 from mocksup.otlp import MockOTLPCollector
 from mocksup.vllm import MockVLLMServer
+from tests.support import ProcessTestCase
 from tests.vllm.support import raw_post
 
 
-class TracingTest(unittest.TestCase):
+class TracingTest(ProcessTestCase):
     collector: MockOTLPCollector
     server: MockVLLMServer
     client: openai.OpenAI
 
     @classmethod
     def setUpClass(cls) -> None:
+        super().setUpClass()
         cls.collector = MockOTLPCollector(port=0, grpc_port=0)
         cls.addClassCleanup(cls.collector.stop)
         cls.collector.start()
@@ -105,7 +106,7 @@ class TracingTest(unittest.TestCase):
         self.assertEqual(len(self.collector.spans("llm_request", service_name="vllm-http")), 20)
 
 
-class SpanShapeTest(unittest.TestCase):
+class SpanShapeTest(ProcessTestCase):
     """Item 3 to 5: the span as vLLM's OpenTelemetry SDK exports it."""
 
     collector: MockOTLPCollector
@@ -114,6 +115,7 @@ class SpanShapeTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
+        super().setUpClass()
         cls.collector = MockOTLPCollector(port=0, grpc_port=0)
         cls.addClassCleanup(cls.collector.stop)
         cls.collector.start()
