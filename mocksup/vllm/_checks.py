@@ -17,6 +17,8 @@ from typing import Any
 import regex
 
 from mocksup.vllm._errors import VLLMValidationError
+from mocksup.vllm._generation.patterns import Unsatisfiable
+from mocksup.vllm._generation.regexes import TooLarge, compiled, parse_regex
 from mocksup.vllm._generation.structured import check_constraint
 from mocksup.vllm._sampling import GenerationRequest, StructuredOutputs
 from mocksup.vllm.tokenizer import TOKENIZER
@@ -261,8 +263,11 @@ def _regex(pattern: str) -> None:
             "structured_outputs.regex must not contain a NUL character ('\\x00')"
         )
     try:
-        regex.compile(pattern)
-    except regex.error as error:
+        try:
+            compiled(pattern)  # bounded: the engine copies out counted repetitions
+        except TooLarge:
+            parse_regex(pattern)  # generated all the same, and sent if max_tokens cuts it
+    except Unsatisfiable as error:
         raise VLLMValidationError(f"Failed to transform regex into a grammar: {error}") from None
 
 

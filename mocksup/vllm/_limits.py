@@ -13,18 +13,23 @@ __all__ = [
     "JOURNAL_BODY_BYTES",
     "JOURNAL_HEADER_BYTES",
     "MAX_COMPLETION_PROMPTS",
+    "MAX_GRAMMAR",
     "MAX_JSON_CONTAINERS",
     "MAX_JSON_VALUES",
     "MAX_LOGPROBS",
     "MAX_OUTPUT_FLOATS",
     "MAX_OUTPUT_TOKENS",
+    "MAX_PATTERN",
     "MAX_PROMPT_ITEMS",
     "MAX_SCRIPT_TEXT",
     "MAX_STOP_STRINGS",
     "MAX_STORED_BYTES",
     "MAX_STORED_RESPONSES",
+    "MAX_STRUCTURED_CHARS",
+    "MAX_STRUCTURED_STEPS",
     "QUEUE_TIMEOUT",
     "REGEX_TIMEOUT",
+    "STRUCTURED_REGEX_SECONDS",
 ]
 
 #: vLLM's ``--max-logprobs`` default: ``logprobs``/``top_logprobs`` above it get 400.
@@ -53,6 +58,29 @@ MAX_OUTPUT_TOKENS = 1_000_000
 #: Numbers one answer may hold: embedding values, or log-probabilities (one per
 #: generated token and alternative).
 MAX_OUTPUT_FLOATS = 4_000_000
+
+#: Characters of one structured output (a JSON Schema's document, a regex's, grammar's or
+#: choice's text, a tool call's arguments) the mock builds: ``max_tokens`` cuts a longer
+#: one (finish reason ``length``, as vLLM cuts it), and a request whose limit would let
+#: more through gets vLLM's 400 for its constraint.
+MAX_STRUCTURED_CHARS = 100_000
+
+#: Steps of work one request's structured outputs may take, all its choices together: a
+#: schema node built or checked is one, a pattern node walked or a character made an
+#: eighth (about half a second in all). Past them: vLLM's 400 for the constraint.
+MAX_STRUCTURED_STEPS = 100_000
+
+#: Seconds the regex engine may take matching one request's patterns (a schema's
+#: ``pattern``, a regex checked against its text), in all. Past them: a 400.
+STRUCTURED_REGEX_SECONDS = 1.0
+
+#: Characters of a pattern (a regex constraint, a schema's ``pattern``, a script rule's
+#: ``regex``), also once its counted repetitions are copied out, as the regex engine
+#: compiles them (``(a{1000}){1000}`` took 1.9 GiB).
+MAX_PATTERN = 10_000
+
+#: Characters of a grammar the mock parses (its tree costs about 150 bytes a character).
+MAX_GRAMMAR = 65_536
 
 #: Bytes of a request body the journal keeps; the rest is cut and marked.
 JOURNAL_BODY_BYTES = 64 * 1024

@@ -14,7 +14,8 @@ from typing import Any
 
 import regex
 
-from mocksup.vllm._limits import MAX_SCRIPT_TEXT, REGEX_TIMEOUT
+from mocksup.vllm._generation.regexes import pattern_size
+from mocksup.vllm._limits import MAX_PATTERN, MAX_SCRIPT_TEXT, REGEX_TIMEOUT
 from mocksup.vllm.settings import ScriptRule
 
 __all__ = ["compile_pattern", "matches"]
@@ -30,6 +31,12 @@ def compile_pattern(pattern: str) -> Any:
     :raises ValueError: it is not a valid regular expression (said with the reason).
     """
     try:
+        size = pattern_size(pattern)
+        if size > MAX_PATTERN:
+            raise ValueError(
+                f"larger than the mock's {MAX_PATTERN} characters once its counted "
+                "repetitions are expanded"
+            )
         return regex.compile(pattern)
     except (regex.error, TypeError, ValueError) as error:
         raise ValueError(f"invalid regex {pattern!r}: {error}") from None

@@ -20,6 +20,7 @@ from typing import Any
 
 from mocksup.vllm._errors import APIError, VLLMValidationError
 from mocksup.vllm._generation import Ask, Draft, draft
+from mocksup.vllm._generation.budget import Work
 from mocksup.vllm._limits import MAX_OUTPUT_FLOATS, MAX_OUTPUT_TOKENS
 from mocksup.vllm._sampling import GenerationRequest
 from mocksup.vllm.settings import ScriptReply
@@ -140,6 +141,7 @@ def plan_request(
     _check_output_size(request, len(prompts), settings)
     choices: list[Choice] = []
     total_prompt = 0
+    work = Work()  # one budget of work for every choice's constraint
     for p, prompt in enumerate(prompts):
         ids = _truncated(prompt.ids, request, settings.max_model_len)
         n_prompt = len(ids)
@@ -158,7 +160,8 @@ def plan_request(
         )
         for i in range(n):
             ask = Ask(request, _rng(seed, prompt.text, i), limit, settings.length_range, reply,
-                      thinking, request.thinking_budget, settings.tool_call_policy)  # fmt: skip
+                      thinking, request.thinking_budget, settings.tool_call_policy,
+                      work)  # fmt: skip
             choice = _make_choice(ask, p * n + i, rid, n_prompt)
             choice.echo = prompt.echo
             choice.max_tokens = limit

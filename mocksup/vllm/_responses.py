@@ -144,7 +144,9 @@ class ResponsesRequest(BaseModel):
         choice = data.get("tool_choice", "auto")
         named = isinstance(choice, dict) and choice.get("type") in ("function", "custom")
         for tool in tools if isinstance(tools, list) else []:
-            fmt = tool.get("format") if isinstance(tool, dict) else None
+            if not isinstance(tool, dict):
+                continue  # as vLLM: the field's own validation refuses it (400)
+            fmt = tool.get("format")
             if (
                 tool.get("type") == "custom"
                 and isinstance(fmt, dict)

@@ -89,6 +89,14 @@ class ValidationTest(ServerTestCase):
             )
             self.assertEqual(error["type"], "BadRequestError")
 
+    def test_responses_tools_that_are_not_objects(self) -> None:
+        # Found by the JSON fuzz: a tool that is no object made the custom-tool check fail
+        # (500); vLLM's check skips it and the field's validation refuses it.
+        for tool in (1, [1], "x", None):
+            error = self.error("/v1/responses", {"input": "hi", "tools": [tool]})
+            self.assertEqual((error["type"], error["param"]), ("Bad Request", "body.tools.0"))
+            self.assertIn("Input should be a valid dictionary", error["message"])
+
     def test_embedding_inputs_and_dimensions(self) -> None:
         path = "/v1/embeddings"
         for bad in (5, [[1.5]], [{}], [None]):

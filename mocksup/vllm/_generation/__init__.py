@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mocksup.vllm._generation.budget import Work
 from mocksup.vllm._sampling import GenerationRequest
 from mocksup.vllm.settings import ScriptReply
 
@@ -44,6 +45,9 @@ class Ask:
     thinking_budget: int | None = None
     #: The server's ``tool_call_policy``: whether ``tool_choice="auto"`` calls a tool.
     tool_call_policy: str = "mention"
+    #: The request's work for structured outputs and tool arguments, shared by its
+    #: choices (:mod:`.budget`).
+    work: Work = field(default_factory=Work)
 
 
 @dataclass

@@ -18,20 +18,22 @@ import random
 import re
 from dataclasses import dataclass
 
+from mocksup.vllm._generation.budget import Budget, Full
 from mocksup.vllm._generation.patterns import (
     Alt,
     Chars,
+    Costs,
     Lit,
     Node,
     Ref,
     Rep,
     Seq,
     Unsatisfiable,
-    _RegexParser,
     generate,
-    parse_regex,
     rule_costs,
 )
+from mocksup.vllm._generation.regexes import _RegexParser, parse_regex
+from mocksup.vllm._limits import MAX_GRAMMAR
 
 __all__ = ["Grammar", "parse_grammar"]
 
@@ -80,23 +82,33 @@ class Grammar:
     """A parsed grammar: its rules, their depths to a finished text, and its root."""
 
     rules: dict[str, Node]
-    costs: dict[str, int]
+    costs: Costs
     root: str
     #: Lark's ``%ignore`` of whitespace: a space before each terminal (then stripped).
     spaced: bool = False
 
-    def text(self, rng: random.Random) -> str:
-        """A text the grammar derives."""
-        out = generate(Ref(self.root), rng, self.rules, self.costs, depth=_DEPTH)
+    def text(self, rng: random.Random, budget: Budget | None = None) -> str:
+        """A text the grammar derives, within ``budget``.
+
+        :raises Full: the text reached the budget's characters (``partial``: so far).
+        :raises OverBudget: the derivation took the request's steps.
+        """
+        try:
+            out = generate(Ref(self.root), rng, self.rules, self.costs, _DEPTH, budget=budget)
+        except Full as full:
+            raise Full(full.partial.lstrip(" ") if self.spaced else full.partial) from None
         return out.lstrip(" ") if self.spaced else out
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=16)
 def parse_grammar(source: str) -> Grammar:
     """The grammar ``source`` holds (EBNF when a line has ``::=``, else Lark).
 
-    :raises Unsatisfiable: a syntax or construct the mock does not derive text for.
+    :raises Unsatisfiable: a syntax or construct the mock does not derive text for, or a
+        grammar longer than :data:`~mocksup.vllm._limits.MAX_GRAMMAR` characters.
     """
+    if len(source) > MAX_GRAMMAR:
+        raise Unsatisfiable(f"the grammar is longer than the mock's {MAX_GRAMMAR} characters")
     lines = [_COMMENT.sub("", line).strip() for line in source.split("\n")]
     if any("::=" in line for line in lines):
         rules, root, spaced = _EBNFParser(source).rules(), "root", False

@@ -7,6 +7,11 @@ sent, and drawn again when it fails. The keywords are those of JSON Schema 2020-
 structured-output backends compile (with draft-7 spellings: ``definitions``, ``items`` as a
 list, ``additionalItems``, boolean ``exclusiveMinimum``, ``dependencies``), with JSON's
 equality (``1 == 1.0``, ``true != 1``). Formats are checked for the ones the mock generates.
+
+A :class:`Checker` spends the request's :class:`~.budget.Work` (a step per schema checked),
+compares ``enum`` and ``uniqueItems`` values through hashable :func:`canonical` forms (not
+pair by pair), and runs the schema's patterns through :func:`~.patterns.compiled` with a
+time limit, so a check costs at most what the budget allows.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from urllib.parse import unquote
 
 import regex
 
-__all__ = ["conforms", "json_equal", "multiple_of", "resolve"]
+from mocksup.vllm._generation.budget import Work
+from mocksup.vllm._generation.regexes import compiled
+
+__all__ = ["Checker", "canonical", "json_equal", "multiple_of", "resolve"]
 
 _TYPES = {
     "string": lambda v: isinstance(v, str),
@@ -82,31 +90,81 @@ def multiple_of(value: Any, step: Any) -> bool:
     return bool(value % step == 0)
 
 
-def conforms(value: Any, schema: Any, root: Any, depth: int = 0) -> bool:
-    """Whether ``value`` is valid against ``schema`` (refs resolved in ``root``)."""
-    if schema is True or schema == {}:
-        return True
-    if schema is False or not isinstance(schema, dict) or depth > 200:
-        return schema is not False and depth <= 200
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and not conforms(value, resolve(ref, root), root, depth + 1):
-        return False
-    return all(check(value, schema, root, depth) for check in _CHECKS)
+def canonical(value: Any) -> Any:
+    """A hashable form of a JSON value, equal for values JSON calls equal (``1`` and ``1.0``,
+    not ``true`` and ``1``; objects whatever their key order)."""
+    if isinstance(value, bool) or value is None:
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", value)  # Python's 1 == 1.0 and hash(1) == hash(1.0), as JSON's
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, list):
+        return ("l", tuple(canonical(item) for item in value))
+    if isinstance(value, dict):
+        return ("d", frozenset((key, canonical(item)) for key, item in value.items()))
+    return ("x", repr(value))
 
 
-def _types_and_values(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
+class Checker:
+    """Checks against one root schema, spending one request's work."""
+
+    def __init__(self, root: Any, work: Work) -> None:
+        self.root = root
+        self.work = work
+        # Canonical sets of enum lists, by identity (the list is kept alive beside them).
+        self._listed: dict[int, tuple[Any, frozenset[Any]]] = {}
+
+    def conforms(self, value: Any, schema: Any, depth: int = 0) -> bool:
+        """Whether ``value`` is valid against ``schema``.
+
+        :raises OverBudget: the request's work ran out, or its patterns' time.
+        """
+        if schema is True or schema == {}:
+            return True
+        if schema is False or not isinstance(schema, dict) or depth > 200:
+            return schema is not False and depth <= 200
+        self.work.tick()
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not self.conforms(value, resolve(ref, self.root), depth + 1):
+            return False
+        return all(check(self, value, schema, depth) for check in _CHECKS)
+
+    def among(self, value: Any, listed: list[Any]) -> bool:
+        """Whether ``value`` equals (as JSON) one of ``listed``."""
+        known = self._listed.get(id(listed))
+        if known is None or known[0] is not listed:
+            self.work.tick(len(listed) + 1)
+            known = (listed, frozenset(canonical(item) for item in listed))
+            self._listed[id(listed)] = known
+        return canonical(value) in known[1]
+
+    def search(self, pattern: str, text: str) -> bool:
+        """Whether ``pattern`` matches somewhere in ``text``.
+
+        :raises OverBudget: the request's patterns took their time; a pattern the regex
+            engine refuses is an :class:`~.patterns.Unsatisfiable`.
+        """
+        self.work.tick()
+        engine = compiled(pattern)
+        found = self.work.regex(lambda timeout: engine.search(text, timeout=timeout,
+                                                               concurrent=True))  # fmt: skip
+        return found is not None
+
+
+def _types_and_values(checker: Checker, value: Any, schema: dict[str, Any], depth: int) -> bool:
     kinds = schema.get("type")
     if kinds is not None:
         names = kinds if isinstance(kinds, list) else [kinds]
-        if not any(_TYPES[k](value) for k in names if k in _TYPES):
+        if not any(_TYPES[k](value) for k in names if isinstance(k, str) and k in _TYPES):
             return False
     listed = schema.get("enum")
-    if isinstance(listed, list) and not any(json_equal(value, e) for e in listed):
+    if isinstance(listed, list) and not checker.among(value, listed):
         return False
     return "const" not in schema or json_equal(value, schema["const"])
 
 
-def _numbers(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
+def _numbers(checker: Checker, value: Any, schema: dict[str, Any], depth: int) -> bool:
     if not _TYPES["number"](value):
         return True
     low, high = schema.get("minimum"), schema.get("maximum")
@@ -127,7 +185,7 @@ def _number(bound: Any) -> TypeGuard[float]:
     return isinstance(bound, (int, float)) and not isinstance(bound, bool)
 
 
-def _strings(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
+def _strings(checker: Checker, value: Any, schema: dict[str, Any], depth: int) -> bool:
     if not isinstance(value, str):
         return True
     if len(value) < schema.get("minLength", 0):
@@ -136,7 +194,7 @@ def _strings(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
     if high is not None and len(value) > high:
         return False
     pattern = schema.get("pattern")
-    if isinstance(pattern, str) and regex.search(pattern, value) is None:
+    if isinstance(pattern, str) and not checker.search(pattern, value):
         return False
     form = schema.get("format")
     return not isinstance(form, str) or format_ok(form, value)
@@ -165,7 +223,7 @@ def format_ok(form: str, value: str) -> bool:
     return pattern is None or pattern.fullmatch(value) is not None
 
 
-def _arrays(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
+def _arrays(checker: Checker, value: Any, schema: dict[str, Any], depth: int) -> bool:
     if not isinstance(value, list):
         return True
     if len(value) < schema.get("minItems", 0):
@@ -177,21 +235,19 @@ def _arrays(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
     rest = schema.get("additionalItems", True) if isinstance(items, list) else items
     for i, item in enumerate(value):
         sub = prefix[i] if i < len(prefix) else rest
-        if not conforms(item, sub, root, depth + 1):
+        if not checker.conforms(item, sub, depth + 1):
             return False
-    if schema.get("uniqueItems") and any(
-        json_equal(a, b) for i, a in enumerate(value) for b in value[i + 1 :]
-    ):
+    if schema.get("uniqueItems") and len({canonical(item) for item in value}) < len(value):
         return False
     contains = schema.get("contains")
     if contains is None:
         return True
-    found = sum(conforms(item, contains, root, depth + 1) for item in value)
+    found = sum(checker.conforms(item, contains, depth + 1) for item in value)
     most = schema.get("maxContains")
     return found >= schema.get("minContains", 1) and (most is None or found <= most)
 
 
-def _objects(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
+def _objects(checker: Checker, value: Any, schema: dict[str, Any], depth: int) -> bool:
     if not isinstance(value, dict):
         return True
     if any(key not in value for key in schema.get("required", [])):
@@ -204,19 +260,20 @@ def _objects(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
     patterns = schema.get("patternProperties", {})
     names = schema.get("propertyNames")
     for key, item in value.items():
-        if names is not None and not conforms(key, names, root, depth + 1):
+        if names is not None and not checker.conforms(key, names, depth + 1):
             return False
-        matched = [s for p, s in patterns.items() if regex.search(p, key)]
+        matched = [s for p, s in patterns.items() if checker.search(p, key)]
         if key in properties:
             matched.append(properties[key])
         if not matched:
             matched = [schema.get("additionalProperties", True)]
-        if not all(conforms(item, s, root, depth + 1) for s in matched):
+        if not all(checker.conforms(item, s, depth + 1) for s in matched):
             return False
-    return _dependencies(value, schema, root, depth)
+    return _dependencies(checker, value, schema, depth)
 
 
-def _dependencies(value: dict[str, Any], schema: dict[str, Any], root: Any, depth: int) -> bool:
+def _dependencies(checker: Checker, value: dict[str, Any], schema: dict[str, Any],
+                  depth: int) -> bool:  # fmt: skip
     needs = {**schema.get("dependencies", {}), **schema.get("dependentRequired", {}),
              **schema.get("dependentSchemas", {})}  # fmt: skip
     for key, need in needs.items():
@@ -225,45 +282,49 @@ def _dependencies(value: dict[str, Any], schema: dict[str, Any], root: Any, dept
         if isinstance(need, list):
             if any(other not in value for other in need):
                 return False
-        elif not conforms(value, need, root, depth + 1):
+        elif not checker.conforms(value, need, depth + 1):
             return False
     unevaluated = schema.get("unevaluatedProperties", True)
     if unevaluated is True:
         return True
-    known = _declared(schema, root)
+    known = _declared(checker, schema)
     return all(
-        key in known or conforms(item, unevaluated, root, depth + 1) for key, item in value.items()
+        key in known or checker.conforms(item, unevaluated, depth + 1)
+        for key, item in value.items()
     )
 
 
-def _declared(schema: dict[str, Any], root: Any) -> set[str]:
-    # Properties a schema and its sub-schemas declare (what unevaluatedProperties spares).
+def _declared(checker: Checker, schema: Any, depth: int = 0) -> set[str]:
+    # Properties a schema and its sub-schemas declare (what unevaluatedProperties spares);
+    # a $ref that leads back to itself ends at the depth bound.
+    if not isinstance(schema, dict) or depth > 200:
+        return set()
+    checker.work.tick()
     keys = set(schema.get("properties", {}))
     for combinator in ("allOf", "anyOf", "oneOf"):
         for sub in schema.get(combinator, []):
-            if isinstance(sub, dict):
-                keys |= _declared(sub, root)
+            keys |= _declared(checker, sub, depth + 1)
     ref = schema.get("$ref")
     if isinstance(ref, str):
-        keys |= _declared(resolve(ref, root), root)
+        keys |= _declared(checker, resolve(ref, checker.root), depth + 1)
     return keys
 
 
-def _logic(value: Any, schema: dict[str, Any], root: Any, depth: int) -> bool:
+def _logic(checker: Checker, value: Any, schema: dict[str, Any], depth: int) -> bool:
     deeper = depth + 1
-    if not all(conforms(value, s, root, deeper) for s in schema.get("allOf", [])):
+    if not all(checker.conforms(value, s, deeper) for s in schema.get("allOf", [])):
         return False
     options = schema.get("anyOf")
-    if options is not None and not any(conforms(value, s, root, deeper) for s in options):
+    if options is not None and not any(checker.conforms(value, s, deeper) for s in options):
         return False
     options = schema.get("oneOf")
-    if options is not None and sum(conforms(value, s, root, deeper) for s in options) != 1:
+    if options is not None and sum(checker.conforms(value, s, deeper) for s in options) != 1:
         return False
-    if "not" in schema and conforms(value, schema["not"], root, deeper):
+    if "not" in schema and checker.conforms(value, schema["not"], deeper):
         return False
     if "if" in schema:
-        branch = "then" if conforms(value, schema["if"], root, deeper) else "else"
-        return conforms(value, schema.get(branch, True), root, deeper)
+        branch = "then" if checker.conforms(value, schema["if"], deeper) else "else"
+        return checker.conforms(value, schema.get(branch, True), deeper)
     return True
 
 

@@ -12,26 +12,34 @@ time, email, uuid, uri, hostname, ipv4, ipv6, duration...), a ``pattern``
 within the bounds and a multiple of ``multipleOf``. Recursive schemas stop recursing past a
 depth, where optional properties are left out and arrays are as short as allowed.
 
-The whole document is then checked (:func:`~.json_check.conforms`) and drawn again when a
+The whole document is then checked (:class:`~.json_check.Checker`) and drawn again when a
 keyword the construction does not guarantee (``not``, ``if``, ``oneOf``'s exclusivity, a
 pattern's length) failed; after a few draws the schema is refused with
 :class:`~.patterns.Unsatisfiable`, never answered with a document that does not conform.
+
+The value is built in the order of its JSON text, and the characters of that text are
+counted as it grows: once they pass the :class:`~.budget.Budget`'s, construction stops with
+:class:`~.budget.Full`, carrying the value so far (the last item cut: a shorter string, an
+array or object with fewer members) and how much of its text is a prefix of a conforming
+document. ``minLength: 1000000`` thus costs what ``max_tokens`` lets through, not a
+million characters. Every node built and checked spends the request's work.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import json
 import random
-import uuid
-from collections.abc import Callable
-from typing import Any, TypeGuard
+from typing import Any
 
-from mocksup.vllm._generation.json_check import conforms, json_equal, multiple_of, resolve
-from mocksup.vllm._generation.patterns import Node, Unsatisfiable, generate, parse_regex
+from mocksup.vllm._generation.budget import Budget, Full
+from mocksup.vllm._generation.json_check import Checker, canonical, resolve
+from mocksup.vllm._generation.json_values import FORMATS, bounds, is_number, merge, multiple
+from mocksup.vllm._generation.patterns import Unsatisfiable, generate
+from mocksup.vllm._generation.regexes import parse_regex
 from mocksup.vllm.tokenizer import WORDS
 
-__all__ = ["schema_value"]
+__all__ = ["schema_value", "text_length"]
 
 #: Whole-document draws before a schema is refused.
 ATTEMPTS = 6
@@ -45,41 +53,79 @@ _WORDS = tuple(
                                                       "war", "crime", "attack", "blood"}
     )
 )  # fmt: skip
-_BOUND_KEYS = {"minimum": max, "exclusiveMinimum": max, "minLength": max, "minItems": max,
-               "minProperties": max, "maximum": min, "exclusiveMaximum": min,
-               "maxLength": min, "maxItems": min, "maxProperties": min}  # fmt: skip
 
 
-def schema_value(schema: Any, rng: random.Random) -> Any:
+def schema_value(schema: Any, rng: random.Random, budget: Budget | None = None) -> Any:
     """A value valid against ``schema``.
 
+    :param budget: the characters its JSON text (:func:`text_length`) may take, and the
+        request's work; by default :data:`~mocksup.vllm._limits.MAX_STRUCTURED_CHARS` and
+        a fresh one.
+    :raises Full: the text reached the budget's characters: ``partial`` is the value so
+        far, ``prefix`` how many characters of its text begin a conforming document.
+    :raises OverBudget: the schema took more than the budget's work.
     :raises Unsatisfiable: the mock found no valid value (the schema admits none, or none
         it can construct).
     """
-    maker = _Maker(schema, rng)
+    maker = _Maker(schema, rng, budget or Budget())
     for _ in range(ATTEMPTS):
-        value = maker.value(schema, 0)
-        if conforms(value, schema, schema):
+        maker.used = 0
+        try:
+            value = maker.value(schema, 0)
+        except Full as full:
+            full.prefix = maker.used
+            raise
+        if maker.check.conforms(value, schema):
             return value
     raise Unsatisfiable("the mock could not generate a value valid against the schema")
 
 
-class _Maker:
-    """One document's construction: the root (for ``$ref``) and the generator."""
+def text_length(value: Any) -> int:
+    """The characters of ``value``'s JSON text as the mock writes it (``json.dumps``,
+    ``ensure_ascii=False``)."""
+    return len(json.dumps(value, ensure_ascii=False))
 
-    def __init__(self, root: Any, rng: random.Random) -> None:
+
+class _Maker:
+    """One document's construction: the root (for ``$ref``), the generator, the budget
+    and how many characters of the text are built (``used``)."""
+
+    def __init__(self, root: Any, rng: random.Random, budget: Budget) -> None:
         self.root = root
         self.rng = rng
+        self.budget = budget
+        self.check = Checker(root, budget.work)
+        self.used = 0
+        # Derived schemas by the identity of their source (kept alive beside them), so an
+        # array of a million items merges its item schema once.
+        self._memo: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def spend(self, chars: int, value: Any) -> None:
+        """Count ``value``'s ``chars``; past the budget, stop with it as the last item."""
+        self.budget.work.light(min(chars, max(self.budget.chars - self.used, 0) + 1))
+        self.used += chars
+        if self.used > self.budget.chars:
+            raise Full(value)
+
+    def memo(self, kind: str, node: Any, make: Any) -> Any:
+        known = self._memo.get((kind, id(node)))
+        if known is None or known[0] is not node:
+            known = (node, make())
+            self._memo[(kind, id(node))] = known
+        return known[1]
 
     def value(self, node: Any, depth: int) -> Any:
+        self.budget.tick()
         if depth > _MAX_DEPTH:
             raise Unsatisfiable("the schema recurses without an end")
         node = self.flatten(node)
         if isinstance(node, dict) and ("not" in node or "if" in node):
             # Easier checked than built: draw until one passes.
+            mark = self.used
             for _ in range(ATTEMPTS * 3):
+                self.used = mark
                 value = self.built(node, depth)
-                if conforms(value, node, self.root):
+                if self.check.conforms(value, node):
                     return value
             raise Unsatisfiable("no value found that passes its not/if keywords")
         return self.built(node, depth)
@@ -88,11 +134,12 @@ class _Maker:
         if node is False:
             raise Unsatisfiable("a schema admits no value (false)")
         if node is True or not node:
-            return self.anything(depth)
+            return self.anything()
         if "const" in node:
+            self.spend(text_length(node["const"]), node["const"])
             return node["const"]
         if "enum" in node:
-            return self.listed(node, depth)
+            return self.listed(node)
         for key in ("anyOf", "oneOf"):
             if isinstance(node.get(key), list):
                 return self.branch(node, key, depth)
@@ -101,12 +148,18 @@ class _Maker:
 
     def flatten(self, node: Any) -> Any:
         """``node`` with its ``$ref`` and ``allOf`` merged in."""
+        if not isinstance(node, dict) or ("$ref" not in node and "allOf" not in node):
+            return node
+        return self.memo("flat", node, lambda: self.flattened(node))
+
+    def flattened(self, node: Any) -> Any:
         for _ in range(_MAX_DEPTH):
             if not isinstance(node, dict):
                 return node
             ref, parts = node.get("$ref"), node.get("allOf")
             if not isinstance(ref, str) and not isinstance(parts, list):
                 return node
+            self.budget.tick(len(parts) if isinstance(parts, list) else 1)
             rest = {k: v for k, v in node.items() if k not in ("$ref", "allOf")}
             if isinstance(ref, str):
                 try:
@@ -118,27 +171,41 @@ class _Maker:
             node = rest
         raise Unsatisfiable("$ref chains without an end")
 
-    def listed(self, node: dict[str, Any], depth: int) -> Any:
-        rest = {k: v for k, v in node.items() if k != "enum"}
-        values = node["enum"]
-        if not isinstance(values, list) or not values:
-            raise Unsatisfiable("enum must be a non-empty array")
-        fitting = [v for v in values if conforms(v, rest, self.root)]
-        if not fitting:
+    def listed(self, node: dict[str, Any]) -> Any:
+        def fitting() -> list[Any]:
+            values = node["enum"]
+            if not isinstance(values, list) or not values:
+                raise Unsatisfiable("enum must be a non-empty array")
+            self.budget.tick(len(values))
+            rest = {k: v for k, v in node.items() if k != "enum"}
+            return [v for v in values if self.check.conforms(v, rest)]
+
+        found = self.memo("enum", node, fitting)
+        if not found:
             raise Unsatisfiable("no value of an enum fits the rest of its schema")
-        return fitting[int(self.rng.random() * len(fitting))]
+        value = found[int(self.rng.random() * len(found))]
+        self.spend(text_length(value), value)
+        return value
 
     def branch(self, node: dict[str, Any], key: str, depth: int) -> Any:
-        options = list(node[key])
+        def merged() -> list[Any]:
+            self.budget.tick(len(node[key]))
+            rest = {k: v for k, v in node.items() if k != key}
+            return [merge(rest, self.flatten(option)) for option in node[key]]
+
+        options = list(self.memo(key, node, merged))
+        self.budget.tick(len(options) // 16 + 1)
         self.rng.shuffle(options)
-        rest = {k: v for k, v in node.items() if k != key}
+        mark = self.used
         for option in options:
+            self.used = mark
             try:
-                value = self.value(merge(rest, self.flatten(option)), depth + 1)
+                value = self.value(option, depth + 1)
             except Unsatisfiable:
                 continue
-            if key == "anyOf" or sum(conforms(value, o, self.root) for o in node[key]) == 1:
+            if key == "anyOf" or sum(self.check.conforms(value, o) for o in node[key]) == 1:
                 return value
+        self.used = mark
         raise Unsatisfiable(f"no branch of {key} could be generated")
 
     def kind(self, node: dict[str, Any]) -> str:
@@ -153,39 +220,51 @@ class _Maker:
                 return kind
         return "any"
 
-    def anything(self, depth: int) -> Any:
+    def anything(self) -> Any:
         draw = self.rng.random()
         if draw < 0.5:
-            return self.words(1, 3)
-        if draw < 0.7:
-            return self.rng.randint(0, 100)
-        if draw < 0.8:
-            return round(self.rng.uniform(0, 100), 2)
-        return self.rng.random() < 0.5 if draw < 0.95 else None
+            value: Any = self.words(1, 3)
+        elif draw < 0.7:
+            value = self.rng.randint(0, 100)
+        elif draw < 0.8:
+            value = round(self.rng.uniform(0, 100), 2)
+        else:
+            value = self.rng.random() < 0.5 if draw < 0.95 else None
+        self.spend(text_length(value), value)
+        return value
 
     def make_any(self, node: dict[str, Any], depth: int) -> Any:
-        return self.anything(depth)
+        return self.anything()
 
     def make_null(self, node: dict[str, Any], depth: int) -> Any:
+        self.spend(4, None)
         return None
 
     def make_boolean(self, node: dict[str, Any], depth: int) -> Any:
-        return self.rng.random() < 0.5
+        value = self.rng.random() < 0.5
+        self.spend(text_length(value), value)
+        return value
 
     def make_integer(self, node: dict[str, Any], depth: int) -> Any:
-        low, high = _bounds(node, integer=True)
+        low, high = bounds(node, integer=True)
         step = node.get("multipleOf")
-        if _is_number(step) and step > 0:
-            return _multiple(low, high, step, self.rng, integer=True)
-        return self.rng.randint(low, high)
+        if is_number(step) and step > 0:
+            value = multiple(low, high, step, self.rng, integer=True)
+        else:
+            value = self.rng.randint(low, high)
+        self.spend(text_length(value), value)
+        return value
 
     def make_number(self, node: dict[str, Any], depth: int) -> Any:
-        low, high = _bounds(node, integer=False)
+        low, high = bounds(node, integer=False)
         step = node.get("multipleOf")
-        if _is_number(step) and step > 0:
-            return _multiple(low, high, step, self.rng, integer=False)
-        value = round(self.rng.uniform(low, high), 2)
-        return value if low <= value <= high else (low + high) / 2
+        if is_number(step) and step > 0:
+            value = multiple(low, high, step, self.rng, integer=False)
+        else:
+            value = round(self.rng.uniform(low, high), 2)
+            value = value if low <= value <= high else (low + high) / 2
+        self.spend(text_length(value), value)
+        return value
 
     def make_string(self, node: dict[str, Any], depth: int) -> Any:
         low = node.get("minLength", 0)
@@ -193,16 +272,44 @@ class _Maker:
         if high is not None and high < low:
             raise Unsatisfiable("maxLength is below minLength")
         form, pattern = node.get("format"), node.get("pattern")
+        if isinstance(pattern, str):
+            text = self.patterned(pattern, low, high)
+        elif isinstance(form, str) and form in FORMATS:
+            text = self.formatted(form, low, high)
+        else:
+            room = self.budget.chars - self.used - 1  # after the opening quote
+            if low > room:  # cannot end within the budget: as much as it allows, cut
+                cut = self.sized_words(max(room + 1, 0), max(room + 1, 0))
+                self.budget.work.light(len(cut))
+                self.used += text_length(cut) - 1  # the opening quote and the words
+                raise Full(cut)
+            text = self.sized_words(low, high)
+        self.spend(text_length(text), text)
+        return text
+
+    def patterned(self, pattern: str, low: int, high: int | None) -> str:
+        node = _regex(pattern)
+        room = self.budget.chars - self.used
+        cap = room if high is None else min(room, high)
         for _ in range(ATTEMPTS * 2):
-            if isinstance(pattern, str):
-                text = generate(_regex(pattern), self.rng)
-            elif isinstance(form, str) and form in _FORMATS:
-                text = _FORMATS[form](self)
-            else:
-                return self.sized_words(low, high)
+            try:
+                text = generate(node, self.rng, budget=Budget(cap, self.budget.work))
+            except Full as full:
+                if high is not None and high < room:
+                    continue  # longer than maxLength: draw again
+                # Past the room: a prefix of a text the pattern matches ends the document.
+                self.used += text_length(full.partial) - 1
+                raise Full(full.partial) from None
             if len(text) >= low and (high is None or len(text) <= high):
                 return text
-        raise Unsatisfiable("no string of the pattern or format fits its length bounds")
+        raise Unsatisfiable("no string of the pattern fits its length bounds")
+
+    def formatted(self, form: str, low: int, high: int | None) -> str:
+        for _ in range(ATTEMPTS * 2):
+            text = FORMATS[form](self)
+            if len(text) >= low and (high is None or len(text) <= high):
+                return text
+        raise Unsatisfiable("no string of the format fits its length bounds")
 
     def make_array(self, node: dict[str, Any], depth: int) -> Any:
         items = node.get("items", True)
@@ -215,52 +322,97 @@ class _Maker:
         if top < low:
             raise Unsatisfiable("the array cannot have minItems items")
         count = low if depth >= _SHALLOW else self.rng.randint(low, max(low, min(top, low + 3)))
-        return self.fill(node, prefix, rest, count, depth)
+        self.spend(1, [])
+        out = self.fill(node, prefix, rest, count, depth)
+        self.used += 1
+        return out
 
     def fill(self, node: dict[str, Any], prefix: list[Any], rest: Any, count: int,
              depth: int) -> list[Any]:  # fmt: skip
         contains = node.get("contains")
         needed = node.get("minContains", 1) if contains is not None else 0
         unique = bool(node.get("uniqueItems"))
+        seen: set[Any] = set()
         out: list[Any] = []
+        both = (
+            self.memo("contains", node, lambda: merge(self.flatten(rest), self.flatten(contains)))
+            if needed
+            else None
+        )
         for i in range(max(count, needed)):
             schema = prefix[i] if i < len(prefix) else rest
             if i >= len(prefix) and needed:
-                schema, needed = merge(self.flatten(rest), self.flatten(contains)), needed - 1
+                schema, needed = both, needed - 1
+            mark = self.used + (2 if out else 0)  # the ", " before the item
             for _ in range(ATTEMPTS * 2):
-                item = self.value(schema, depth + 1)
-                if not unique or not any(json_equal(item, seen) for seen in out):
+                self.used = mark
+                try:
+                    item = self.value(schema, depth + 1)
+                except Full as full:
+                    if unique and canonical(full.partial) in seen:
+                        continue  # a repeated item must not begin the text either
+                    raise Full([*out, full.partial]) from None
+                if not unique or canonical(item) not in seen:
                     break
             else:
+                self.used = mark - (2 if out else 0)
                 if len(out) >= node.get("minItems", 0):
                     break
                 raise Unsatisfiable("not enough distinct items for uniqueItems")
+            if unique:
+                seen.add(canonical(item))
             out.append(item)
         return out
 
     def make_object(self, node: dict[str, Any], depth: int) -> Any:
         properties = node.get("properties") or {}
-        required = [k for k in node.get("required", []) if isinstance(k, str)]
+        required = list(dict.fromkeys(k for k in node.get("required", []) if isinstance(k, str)))
+        needed = set(required)
         most = node.get("maxProperties")
         if most is not None and len(required) > most:
             raise Unsatisfiable("more required properties than maxProperties")
+        self.budget.tick(len(properties) + 1)
         chance = 0.75 if depth < _SHALLOW else 0.0
-        keys = [k for k in properties if k in required or self.rng.random() < chance]
+        keys = [k for k in properties if k in needed or (chance and self.rng.random() < chance)]
         keys += [k for k in required if k not in properties]
         keys = self.dependents(node, keys)
-        while most is not None and len(keys) > most:
-            keys.remove(next(k for k in reversed(keys) if k not in required))
-        optional = [k for k in properties if k not in keys]
-        while len(keys) < node.get("minProperties", 0):
-            keys.append(optional.pop(0) if optional else self.new_key(node, keys))
-        return {key: self.value(self.property_schema(node, key), depth + 1) for key in keys}
+        if most is not None and len(keys) > most:
+            optional = [k for k in keys if k not in needed]
+            dropped = set(optional[len(optional) - (len(keys) - most) :])  # the last ones
+            keys = [k for k in keys if k not in dropped]
+        self.spend(1, {})
+        out: dict[str, Any] = {}
+        for key in keys:
+            self.member(node, out, key, depth)
+        spare = (k for k in properties if k not in out)
+        least = node.get("minProperties", 0)
+        while len(out) < least:
+            key = next(spare, None)
+            self.member(node, out, self.new_key(node, out) if key is None else key, depth)
+        self.used += 1
+        return out
+
+    def member(self, node: dict[str, Any], out: dict[str, Any], key: str, depth: int) -> None:
+        """Add ``key`` and a value of its schema to ``out``, counting ``"key": value``."""
+        self.used += (2 if out else 0) + text_length(key) + 2
+        try:
+            out[key] = self.value(self.property_schema(node, key), depth + 1)
+        except Full as full:
+            raise Full({**out, key: full.partial}) from None
 
     def dependents(self, node: dict[str, Any], keys: list[str]) -> list[str]:
-        needs = {**node.get("dependencies", {}), **node.get("dependentRequired", {})}
-        for key in keys:
+        needs = self.memo(
+            "needs",
+            node,
+            lambda: {**node.get("dependencies", {}), **node.get("dependentRequired", {})},
+        )
+        have = set(keys)
+        for key in keys:  # grows as it goes: a dependency's dependencies come in too
             for other in needs.get(key, []) if isinstance(needs.get(key), list) else []:
-                if other not in keys:
+                self.budget.tick()
+                if other not in have:
                     keys.append(other)
+                    have.add(other)
         return keys
 
     def property_schema(self, node: dict[str, Any], key: str) -> Any:
@@ -268,174 +420,71 @@ class _Maker:
         if key in properties:
             return properties[key]
         for pattern, schema in (node.get("patternProperties") or {}).items():
-            if _regex_compiled(pattern).search(key):
+            if self.check.search(pattern, key):
                 return schema
         extra = node.get("additionalProperties", True)
         if extra is False:
             raise Unsatisfiable(f"property {key!r} is required but not allowed")
         return extra
 
-    def new_key(self, node: dict[str, Any], keys: list[str]) -> str:
+    def new_key(self, node: dict[str, Any], out: dict[str, Any]) -> str:
+        """A name for one more property, not among ``out``'s (its characters counted; a
+        name cut by the budget ends the document as that property's)."""
+        if node.get("additionalProperties", True) is False and not node.get("patternProperties"):
+            raise Unsatisfiable("minProperties needs properties the schema does not allow")
+        mark = self.used
+        for _ in range(ATTEMPTS * 2):
+            self.used = mark + (2 if out else 0)
+            try:
+                key = self.drawn_key(node, len(out))
+            except Full as full:
+                cut = full.partial
+                if not isinstance(cut, str) or cut in out:
+                    self.used = mark  # not a name that begins a new property: the object so far
+                    raise Full(dict(out)) from None
+                raise Full({**out, cut: None}) from None
+            if key not in out:
+                self.used = mark
+                return key
+        raise Unsatisfiable("no new property name found for minProperties")
+
+    def drawn_key(self, node: dict[str, Any], count: int) -> str:
         names = node.get("propertyNames")
         for pattern in node.get("patternProperties") or {}:
-            return generate(_regex(pattern), self.rng)
-        if node.get("additionalProperties", True) is False:
-            raise Unsatisfiable("minProperties needs properties the schema does not allow")
+            room = self.budget.chars - self.used - 1
+            try:
+                key = generate(_regex(pattern), self.rng, budget=Budget(room, self.budget.work))
+            except Full as full:
+                self.used += text_length(full.partial) - 1
+                raise
+            self.spend(text_length(key), key)
+            return key
         if isinstance(names, dict) and names:
-            return str(self.value(names, _MAX_DEPTH))
-        return f"{self.words(1, 1)}_{len(keys)}"
+            named = self.memo("names", node, lambda: merge({"type": "string"}, names))
+            return str(self.value(named, _MAX_DEPTH))
+        key = f"{self.words(1, 1)}_{count}"
+        self.spend(text_length(key), key)
+        return key
 
     def words(self, low: int, high: int) -> str:
         count = self.rng.randint(low, high)
         return " ".join(_WORDS[int(self.rng.random() * len(_WORDS))] for _ in range(count))
 
     def sized_words(self, low: int, high: int | None) -> str:
-        text = self.words(1, 4).capitalize()
-        if high is None:
-            while len(text) < low:
-                text += " " + self.words(1, 1)
-            return text
-        target = self.rng.randint(low, max(low, min(high, low + 24)))
-        while len(text) < target:
-            text += " " + self.words(1, 1)
-        text = text[:target]
+        parts = [self.words(1, 4).capitalize()]
+        size = len(parts[0])
+        target = low if high is None else self.rng.randint(low, max(low, min(high, low + 24)))
+        while size < target:
+            word = self.words(1, 1)
+            parts.append(word)
+            size += len(word) + 1
+        text = " ".join(parts)[: max(target, size) if high is None else target]
         # Cut between words where the bounds allow it.
         return text[:-1] if text.endswith(" ") and len(text) > low else text
 
 
-def merge(a: Any, b: Any) -> Any:
-    """One schema that asks what both ask (as far as generation needs; the final check
-    holds the rest)."""
-    if a is True or a == {}:
-        return b
-    if b is True or b == {}:
-        return a
-    if a is False or b is False or not isinstance(a, dict) or not isinstance(b, dict):
-        return False
-    out = dict(a)
-    for key, value in b.items():
-        if key not in out:
-            out[key] = value
-        elif key == "properties" and isinstance(value, dict):
-            mine = dict(out[key])
-            for name, sub in value.items():
-                mine[name] = merge(mine[name], sub) if name in mine else sub
-            out[key] = mine
-        elif key == "required":
-            out[key] = list(dict.fromkeys([*out[key], *value]))
-        elif key in _BOUND_KEYS and _is_number(value) and _is_number(out[key]):
-            out[key] = _BOUND_KEYS[key](out[key], value)
-        elif key == "type":
-            out[key] = _same_types(out[key], value)
-        elif key == "enum":
-            out[key] = [v for v in out[key] if any(json_equal(v, w) for w in value)]
-        elif not json_equal(out[key], value):
-            out["allOf"] = [*out.get("allOf", []), {key: value}]
-    return out
-
-
-def _same_types(a: Any, b: Any) -> Any:
-    left = set(a if isinstance(a, list) else [a])
-    right = set(b if isinstance(b, list) else [b])
-    if ("number" in left and "integer" in right) or ("number" in right and "integer" in left):
-        left |= {"integer"}
-        right |= {"integer"}
-    both = [k for k in (a if isinstance(a, list) else [a]) if k in right]
-    both += ["integer"] if "integer" in left & right and "integer" not in both else []
-    if not both:
-        raise Unsatisfiable("allOf asks for types that exclude each other")
-    return both[0] if len(both) == 1 else both
-
-
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _bounds(node: dict[str, Any], *, integer: bool) -> tuple[Any, Any]:
-    low, high = node.get("minimum"), node.get("maximum")
-    low_x, high_x = node.get("exclusiveMinimum"), node.get("exclusiveMaximum")
-    if low_x is True:
-        low_x, low = low, None
-    if high_x is True:
-        high_x, high = high, None
-    nudge = 1 if integer else 0.01
-    lows: list[float] = [low] if _is_number(low) else []
-    highs: list[float] = [high] if _is_number(high) else []
-    lows += [low_x + nudge] if _is_number(low_x) else []
-    highs += [high_x - nudge] if _is_number(high_x) else []
-    lo = max(lows) if lows else None
-    hi = min(highs) if highs else None
-    if lo is None:
-        lo = 0 if hi is None or hi >= 0 else hi - 100
-    if hi is None:
-        hi = lo + 100
-    if integer:
-        lo, hi = math.ceil(lo), math.floor(hi)
-    if lo > hi:
-        raise Unsatisfiable("the numeric bounds admit no value")
-    return lo, hi
-
-
-def _multiple(low: float, high: float, step: float, rng: random.Random, *, integer: bool) -> Any:
-    first, last = math.ceil(low / step), math.floor(high / step)
-    if first > last:
-        raise Unsatisfiable("no multiple of multipleOf lies within the bounds")
-    start = rng.randint(first, last)
-    for k in (*range(start, min(last, start + 50) + 1), *range(first, min(last, first + 50) + 1)):
-        value = k * step
-        value = round(value) if integer else round(value, 12)
-        if low <= value <= high and multiple_of(value, step):
-            return value
-    raise Unsatisfiable("no multiple of multipleOf lies within the bounds")
-
-
-@functools.lru_cache(maxsize=256)
-def _regex(pattern: str) -> Node:
-    return parse_regex(pattern)
-
-
-@functools.lru_cache(maxsize=256)
-def _regex_compiled(pattern: str) -> Any:
-    import regex
-
-    return regex.compile(pattern)
-
-
-def _date(m: _Maker) -> str:
-    r = m.rng
-    return f"{r.randint(2000, 2030):04d}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}"
-
-
-def _time(m: _Maker) -> str:
-    r = m.rng
-    return f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z"
-
-
-def _ipv6(m: _Maker) -> str:
-    return ":".join(f"{m.rng.getrandbits(16):x}" for _ in range(8))
-
-
-def _word(m: _Maker) -> str:
-    return m.words(1, 1)
-
-
-_FORMATS: dict[str, Callable[[_Maker], str]] = {
-    "date-time": lambda m: f"{_date(m)}T{_time(m)}",
-    "date": _date,
-    "time": _time,
-    "duration": lambda m: f"P{m.rng.randint(1, 30)}DT{m.rng.randint(0, 23)}H",
-    "email": lambda m: f"{_word(m)}.{_word(m)}@example.com",
-    "hostname": lambda m: f"{_word(m)}.example.com",
-    "ipv4": lambda m: ".".join(str(m.rng.randint(1, 254)) for _ in range(4)),
-    "ipv6": _ipv6,
-    "uuid": lambda m: str(uuid.UUID(int=m.rng.getrandbits(128), version=4)),
-    "uri": lambda m: f"https://{_word(m)}.example.com/{_word(m)}",
-    "uri-reference": lambda m: f"/{_word(m)}/{_word(m)}",
-    "iri": lambda m: f"https://{_word(m)}.example.com/{_word(m)}",
-    "uri-template": lambda m: f"https://example.com/{_word(m)}/{{id}}",
-    "json-pointer": lambda m: f"/{_word(m)}/{m.rng.randint(0, 9)}",
-    "relative-json-pointer": lambda m: f"{m.rng.randint(0, 3)}/{_word(m)}",
-}
+#: Pattern trees by pattern (the document check compiles the pattern only if it ends).
+_regex = functools.lru_cache(maxsize=64)(parse_regex)
 
 _KINDS = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
 _IMPLIED = (

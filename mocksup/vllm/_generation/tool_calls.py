@@ -18,16 +18,16 @@ valid against it. The text is what the model would write for the tool choice, an
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from mocksup.vllm._errors import VLLMValidationError
 from mocksup.vllm._generation import Ask, Draft
+from mocksup.vllm._generation.budget import Budget, Full, OverBudget, chars_for
 from mocksup.vllm._generation.json_schema import schema_value
-from mocksup.vllm._generation.patterns import Unsatisfiable
-from mocksup.vllm._generation.structured import json_text
+from mocksup.vllm._generation.structured import fitted, json_text
 from mocksup.vllm._sampling import Tool, ToolUse
 from mocksup.vllm._tool_parsers import HermesCalls, NamedCall, RequiredCalls, ToolParser
-from mocksup.vllm.tokenizer import TOKENIZER
 
 __all__ = ["TOOL_CALL_POLICIES", "draft", "named_tools", "synthesize_arguments"]
 
@@ -36,12 +36,17 @@ TOOL_CALL_POLICIES = ("mention", "always", "never")
 
 
 def draft(ask: Ask) -> Draft | None:
-    """The calls' text and its parser, or ``None`` when this choice calls no tool."""
+    """The calls' text and its parser, or ``None`` when this choice calls no tool.
+
+    :raises VLLMValidationError: a tool's parameter schema is refused (vLLM's 400), or
+        its arguments need more than the mock's budget.
+    """
     use = ask.request.tool_use
     if use is None or not use.tools:
         return None
     parallel = getattr(ask.request, "parallel_tool_calls", True) is not False
-    calls = _chosen(ask, use)
+    budget = chars_for(ask.limit, ask.work)
+    calls = _chosen(ask, use, budget)
     if not calls:
         return None
     if not parallel:
@@ -49,23 +54,42 @@ def draft(ask: Ask) -> Draft | None:
     parser: ToolParser
     if use.forced is not None:
         parser = NamedCall(ask.rng, use.forced, parallel=parallel)
-        text = json_text(calls[0][1])
+        text = _joined(calls[:1], lambda name, args: args, "", "")
     elif use.required:
         parser = RequiredCalls(ask.rng, parallel=parallel)
-        text = json_text([{"name": name, "parameters": args} for name, args in calls])
+        text = _joined(calls, lambda name, args: f'{{"name": {json_text(name)}, "parameters": '
+                       f"{args}}}", "[", "]", ", ")  # fmt: skip
     else:
         parser = HermesCalls(ask.rng, parallel=parallel)
-        text = "\n".join(
-            f"<tool_call>\n{json_text({'name': name, 'arguments': args})}\n</tool_call>"
-            for name, args in calls
-        )
-    tokens = TOKENIZER.encode(text)
-    if len(tokens) > ask.limit:
-        return Draft(tokens[: ask.limit], "length", tool_parser=parser)
-    return Draft(tokens, "stop", tool_parser=parser)
+        text = _joined(calls, lambda name, args: f"<tool_call>\n{{\"name\": {json_text(name)}, "
+                       f'"arguments": {args}}}\n</tool_call>', "", "", "\n")  # fmt: skip
+    try:
+        tokens, reason = fitted(text, budget, ask.limit, whole=not isinstance(calls[-1][1], _Cut))
+    except OverBudget as error:
+        raise VLLMValidationError(f"Invalid tool parameters schema: {error}",
+                                  parameter="tools") from None  # fmt: skip
+    return Draft(tokens, reason, tool_parser=parser)
 
 
-def _chosen(ask: Ask, use: ToolUse) -> list[tuple[str, Any]]:
+class _Cut(str):
+    """Arguments the budget cut: the start of their JSON text."""
+
+
+def _joined(calls: list[tuple[str, Any]], call_text: Callable[[str, str], str], opening: str,
+            closing: str, between: str = "") -> str:  # fmt: skip
+    # The calls' text, each as json_text writes it; a cut call ends it (what comes after
+    # lies past the limit).
+    texts = []
+    for name, args in calls:
+        if isinstance(args, _Cut):
+            whole = call_text(name, "\x00")
+            texts.append(whole[: whole.index("\x00")] + args)
+            return opening + between.join(texts)
+        texts.append(call_text(name, json_text(args)))
+    return opening + between.join(texts) + closing
+
+
+def _chosen(ask: Ask, use: ToolUse, budget: Budget) -> list[tuple[str, Any]]:
     by_name = {t.function.name: t for t in use.tools}
     reply = ask.reply
     if reply is not None and reply.tool_calls:
@@ -73,10 +97,10 @@ def _chosen(ask: Ask, use: ToolUse) -> list[tuple[str, Any]]:
         if use.forced is None:
             return scripted
         return [c for c in scripted if c[0] == use.forced][:1] or [
-            (use.forced, _arguments(by_name[use.forced], ask))
+            (use.forced, _arguments(by_name[use.forced], ask, budget))
         ]
     if use.forced is not None:
-        return [(use.forced, _arguments(by_name[use.forced], ask))]
+        return [(use.forced, _arguments(by_name[use.forced], ask, budget))]
     messages = getattr(ask.request, "messages", None) or []
     named = named_tools(messages, use.tools)
     if use.required:
@@ -87,7 +111,12 @@ def _chosen(ask: Ask, use: ToolUse) -> list[tuple[str, Any]]:
         if policy == "never" or last == "tool":
             return []
         tools = named or (use.tools[:1] if policy == "always" else [])
-    return [(t.function.name, _arguments(t, ask)) for t in tools]
+    calls: list[tuple[str, Any]] = []
+    for tool in tools:
+        calls.append((tool.function.name, _arguments(tool, ask, budget)))
+        if isinstance(calls[-1][1], _Cut):
+            break  # the text ends within these arguments
+    return calls
 
 
 def named_tools(messages: list[Any], tools: list[Tool]) -> list[Tool]:
@@ -107,16 +136,24 @@ def named_tools(messages: list[Any], tools: list[Tool]) -> list[Tool]:
     return [tool for _, tool in sorted(found, key=lambda pair: pair[0])]
 
 
-def _arguments(tool: Tool, ask: Ask) -> Any:
-    return synthesize_arguments(tool.function.parameters, ask.rng)
+def _arguments(tool: Tool, ask: Ask, budget: Budget) -> Any:
+    try:
+        return synthesize_arguments(tool.function.parameters, ask.rng, budget)
+    except Full as full:
+        return _Cut(json_text(full.partial)[: full.prefix])
 
 
-def synthesize_arguments(parameters: dict[str, Any] | None, rng: Any = None) -> Any:
+def synthesize_arguments(
+    parameters: dict[str, Any] | None, rng: Any = None, budget: Budget | None = None
+) -> Any:
     """Arguments valid against a tool's parameter schema (an empty object without one).
 
+    :param budget: the characters their JSON text may take and the request's work.
+    :raises Full: the arguments reached the budget's characters (as
+        :func:`~.json_schema.schema_value` raises it).
     :raises VLLMValidationError: the schema is not one a structured-output backend compiles
         or the mock can satisfy (answered 400, as vLLM answers a tool schema its grammar
-        compiler refuses).
+        compiler refuses), or it needs more work than the budget's.
     """
     import random
 
@@ -126,7 +163,7 @@ def synthesize_arguments(parameters: dict[str, Any] | None, rng: Any = None) -> 
     problem = schema_problem(schema, schema)
     if problem is None:
         try:
-            return schema_value(schema, rng if rng is not None else random.Random(0))
-        except Unsatisfiable as error:
-            problem = str(error)
+            return schema_value(schema, rng if rng is not None else random.Random(0), budget)
+        except (ValueError, TypeError, LookupError, RecursionError) as error:
+            problem = str(error) or "too deeply nested"  # Unsatisfiable, OverBudget...
     raise VLLMValidationError(f"Invalid tool parameters schema: {problem}", parameter="tools")
