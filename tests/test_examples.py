@@ -8,6 +8,7 @@ before it, and is not run: ``<!-- fragment -->`` before a fenced block of the RE
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
 import re
@@ -16,6 +17,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import unittest
+from importlib import metadata
 from pathlib import Path
 from typing import IO
 
@@ -225,3 +228,44 @@ class QuickStartSnippetsTest(ProcessTestCase):
         expected = [("print('whole')\n", True), ("servers.stop()\n", False)]
         self.assertEqual(python_blocks(folder / "page.md"), expected)
         self.assertEqual(python_blocks(folder / "page.rst"), expected)
+
+
+class ExamplesExtraTest(unittest.TestCase):
+    """``pip install '.[examples]'`` brings every package the docs' and README's examples and
+    ``examples/`` import, beside mocksup and the standard library."""
+
+    IMPORT = re.compile(
+        r"^\s*(?:import|from)\s+([A-Za-z_]\w*)[\w.]*(?:\s+import\b|\s*$|\s+as\b)", re.M
+    )
+
+    def imported(self) -> dict[str, set[str]]:
+        """Top-level modules by the files importing them."""
+        found: dict[str, set[str]] = {}
+        sources = [*sorted((ROOT / "docs").glob("*.rst")), ROOT / "README.md",
+                   *sorted((ROOT / "examples").glob("*.py"))]  # fmt: skip
+        for path in sources:
+            text = path.read_text()
+            if path.suffix == ".md":
+                text = "\n".join(re.findall(r"^```python\n(.*?)^```", text, re.M | re.S))
+            for module in self.IMPORT.findall(text):
+                found.setdefault(module, set()).add(path.name)
+        return found
+
+    def test_the_extra_brings_every_imported_package(self) -> None:
+        config = configparser.ConfigParser()
+        config.read(ROOT / "setup.cfg")
+        extra = config["options.extras_require"]["examples"]
+        wanted = {
+            re.split(r"[<>=!~;\[ ]", line.strip())[0].lower().replace("_", "-")
+            for line in extra.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        }
+        providers = metadata.packages_distributions()
+        imported = self.imported()
+        self.assertIn("anthropic", imported)  # the Messages API example
+        for module, files in sorted(imported.items()):
+            if module in sys.stdlib_module_names or module == "mocksup":
+                continue
+            with self.subTest(module, files=sorted(files)):
+                names = {d.lower().replace("_", "-") for d in providers.get(module, [])}
+                self.assertTrue(names & wanted, f"{module}: from {names or 'nothing installed'}")

@@ -201,7 +201,7 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes, LoRARou
             handler,
             status,
             end - exchange.started,
-            size_in=len(exchange.body),
+            size_in=_declared_length(exchange.environ),
             size_out=sent,
         )
         entry = exchange.entry(first_byte, end)
@@ -241,3 +241,13 @@ class VLLMApp(UtilityRoutes, DevRoutes, ResponsesRoutes, MessagesRoutes, LoRARou
 
     def _completions(self, exchange: Exchange) -> Iterable[bytes]:
         return self.generation.handle(COMPLETIONS, exchange)
+
+
+def _declared_length(environ: dict[str, Any]) -> int:
+    # The instrumentator observes the request's Content-Length header, not the bytes read:
+    # 0 without one (a chunked body), the full value for a body never read (a 401 or 404).
+    value = environ.get("CONTENT_LENGTH") or "0"
+    try:
+        return int(value.partition(",")[0])
+    except ValueError:
+        return 0

@@ -48,6 +48,8 @@ _VALUED: dict[str, Callable[[str], Any]] = {
     "port": int,
     "host": _text,
     "max-num-seqs": int,
+    "max-num-queued-reqs": int,
+    "max-num-queued-tokens": int,
     "max-logprobs": int,
     "response-role": _text,
     "root-path": _text,

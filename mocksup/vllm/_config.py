@@ -76,6 +76,9 @@ class ServerConfig:
     max_lora_rank: int = 16
     runtime_lora_updating: bool = False
     data_parallel_size: int = 1
+    #: ``--max-num-queued-reqs`` and ``--max-num-queued-tokens`` (``None``: no limit).
+    max_num_queued_reqs: int | None = None
+    max_num_queued_tokens: int | None = None
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -135,6 +138,8 @@ def server_config(
         max_loras=server.max_loras,
         max_lora_rank=server.max_lora_rank,
         data_parallel_size=server.data_parallel_size,
+        max_num_queued_reqs=server.max_num_queued_reqs,
+        max_num_queued_tokens=server.max_num_queued_tokens,
         runtime_lora_updating=server.allow_runtime_lora_updating
         or env.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "0").strip().lower() in ("1", "true"),
     )

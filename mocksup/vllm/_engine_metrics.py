@@ -213,6 +213,7 @@ class EngineMetrics:
             name: (dict.fromkeys(extra[0][1], 0.0) if extra else {"": 0.0})
             for name, _, extra in _COUNTERS
         }
+        self._rejections = dict.fromkeys(_ADMISSION_REASONS, 0.0)
         self._created = now
 
     # -- live gauges -------------------------------------------------------------------
@@ -245,6 +246,12 @@ class EngineMetrics:
         with self._lock:
             self.waiting -= 1
             self.running += 1
+
+    def rejected(self, reason: str) -> None:
+        """A request was refused by the queue limit ``reason`` (``max_num_queued_reqs`` or
+        ``max_num_queued_tokens``)."""
+        with self._lock:
+            self._rejections[reason] += 1
 
     def left_queue(self) -> None:
         """A waiting request was aborted before it ran."""
@@ -436,7 +443,7 @@ class EngineMetrics:
         series: list[tuple[Labels, float]] = []
         for reason in _ADMISSION_REASONS:
             own = {"model_name": self._labels["model_name"], "reason": reason}
-            sample(out, name + "_total", own, 0.0)
+            sample(out, name + "_total", own, self._rejections[reason])
             series.append((own, self._created))
         created_family(out, name, help_text, series)
 

@@ -3,8 +3,8 @@
 A :class:`Surface` says what differs between ``/v1/chat/completions``, ``/v1/completions`` and
 ``/v1/chat/completions/batch`` (and, later, ``/v1/responses`` and ``/v1/messages``): its
 request model, id prefix, body and chunk writer. :class:`Generation` does the rest in stages:
-validation as vLLM orders it, admission (script rule, fault), planning, the per-request
-timing, then the engine, streamed or whole.
+validation as vLLM orders it (the queue limits of :mod:`._queue_limits` among it), admission
+(script rule, fault), planning, the per-request timing, then the engine, streamed or whole.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from mocksup.vllm._lora import Adapters
 from mocksup.vllm._orca import orca_header
 from mocksup.vllm._pause import PAUSED_MESSAGE, PauseState
 from mocksup.vllm._plan import Plan, Settings, plan_request
+from mocksup.vllm._queue_limits import QueueLimits
 from mocksup.vllm._runtime import Admission, RuntimeState
 from mocksup.vllm._sampling import GenerationRequest
 from mocksup.vllm._stream import ChunkWriter, StreamSettings
@@ -77,6 +78,10 @@ class Generation:
         #: LoRA adapters served beside the base model names (set by the app).
         self.adapters: Adapters | None = None
         self._load_lock = threading.Lock()
+        #: ``--max-num-queued-reqs`` and ``--max-num-queued-tokens``, over every rank.
+        self.limits = QueueLimits(
+            config.max_num_queued_reqs, config.max_num_queued_tokens, engine.metrics
+        )
         self._warned_trace = False
         self._plan_settings = Settings(
             config.max_model_len, config.seed, config.output_tokens, config.role,
@@ -98,6 +103,8 @@ class Generation:
         fault = _forced_fault(headers)
         overrides = (_seconds(headers, "x-mocksup-ttft"), _seconds(headers, "x-mocksup-itl"))
         try:
+            # vLLM's preflight: the queue limits, after the model and before the prompt.
+            self.limits.check(request.choices)
             self._check_tools(request)
             check_sampling(request, self.config.max_logprobs)
             admission = self.state.admit(model, request.match_text(), headers, fault)
@@ -118,7 +125,11 @@ class Generation:
             request=request, plan=plan, admission=admission, exchange=exchange,
             arrival=(arrival, arrival_ns), overrides=overrides, model=model,
         )  # fmt: skip
-        return self._run(surface, exchange, request, job, ids=(model, request_id))
+        place = self.limits.enter(job)
+        ids = (model, request_id)
+        if place is None:
+            return self._run(surface, exchange, request, job, ids=ids)
+        return place.hold(lambda: self._run(surface, exchange, request, job, ids=ids))
 
     def check_model(self, model: Any) -> str:
         """The served name a request names (the first when it names none).

@@ -96,6 +96,18 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     max_num_seqs: int = Field(
         default=256, ge=1, description="``--max-num-seqs``: sequences run at once; more wait."
     )
+    max_num_queued_reqs: int | None = Field(
+        default=None,
+        ge=0,
+        description="``--max-num-queued-reqs``: engine requests unfinished (waiting or "
+        "running, over every rank) past which a request is refused with 503.",
+    )
+    max_num_queued_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="``--max-num-queued-tokens``: prompt tokens still in prefill at which "
+        "requests are refused with 503.",
+    )
     otlp_traces_endpoint: str | None = Field(
         default=None,
         description="``--otlp-traces-endpoint``: where ``llm_request`` spans go.",

@@ -111,3 +111,22 @@ def sse_events(raw: bytes) -> list[str]:
         assert event.startswith("data: "), f"only data lines: {event!r}"
         assert "\n" not in event, f"one line per event: {event!r}"
     return [e[len("data: ") :] for e in events]
+
+
+def running(server: MockVLLMServer) -> float:
+    """``vllm:num_requests_running`` now."""
+    return scrape(server)[("vllm:num_requests_running", ())]
+
+
+def hold(
+    case: ProcessTestCase, server: MockVLLMServer, body: Any, headers: dict[str, str],
+    path: str = "/v1/completions",
+) -> http.client.HTTPConnection:  # fmt: skip
+    """Send a request the mock keeps in flight (its ``X-Mocksup-*`` latency headers hold it)
+    without reading the answer; closing the returned connection makes the mock abort it
+    (closed at the test's end at the latest). Its journal entry is written once the mock
+    let go of it."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    case.addCleanup(conn.close)
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **headers})
+    return conn

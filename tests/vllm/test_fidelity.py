@@ -10,7 +10,15 @@ from typing import Any
 import openai
 
 from mocksup.vllm import TOKENIZER, MockVLLMServer
-from tests.vllm.support import ServerTestCase, raw_post, raw_request, sse_events
+from tests.vllm.support import (
+    ServerTestCase,
+    hold,
+    raw_post,
+    raw_request,
+    running,
+    sse_events,
+    until,
+)
 
 USER = [{"role": "user", "content": "Tell me about the world"}]
 CHAT = "/v1/chat/completions"
@@ -420,8 +428,15 @@ class DefaultsTest(ServerTestCase):
     """Items 11 to 13 with the default settings."""
 
     def test_load_is_zero_without_load_tracking(self) -> None:
+        # Even with a request in flight: vLLM counts only with --enable-server-load-tracking.
+        self.server.clear()
+        held = hold(self, self.server, {"prompt": "wait", "max_tokens": 1},
+                    {"X-Mocksup-TTFT": "30"})  # fmt: skip
+        until(lambda: running(self.server) == 1)
         _, _, data = raw_request(self.server, "GET", "/load")
         self.assertEqual(json.loads(data), {"server_load": 0})
+        held.close()
+        self.server.wait_for_requests(path="/v1/completions")
 
     def test_orca_load_report_on_request(self) -> None:
         for kind, prefix in (

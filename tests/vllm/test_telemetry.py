@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 from mocksup.vllm import MockVLLMServer
-from tests.vllm.support import ServerTestCase, raw_post, scrape
+from tests.vllm.support import ServerTestCase, hold, raw_post, raw_request, running, scrape, until
 
 #: How late a delay may be on a loaded machine before a test calls it wrong.
 SLACK = 1.0
@@ -92,6 +92,26 @@ class MetricsTest(ServerTestCase):
         self.assertGreaterEqual(
             after[("vllm:request_success_total", (("finished_reason", "abort"),))], 1
         )
+
+    def test_load_counts_each_request_in_flight(self) -> None:
+        self.server.clear()
+
+        def load() -> int:
+            return int(json.loads(raw_request(self.server, "GET", "/load")[2])["server_load"])
+
+        self.assertEqual(load(), 0)
+        held = hold(self, self.server, {"prompt": "wait", "max_tokens": 1},
+                    {"X-Mocksup-TTFT": "30"})  # fmt: skip
+        until(lambda: running(self.server) == 1)
+        self.assertEqual(load(), 1)
+        stream = hold(self, self.server, {"prompt": "go", "max_tokens": 2, "stream": True},
+                      {"X-Mocksup-ITL": "30"})  # fmt: skip
+        until(lambda: running(self.server) == 2)
+        self.assertEqual(load(), 2)
+        held.close()
+        stream.close()
+        self.server.wait_for_requests(path="/v1/completions", count=2)
+        self.assertEqual(load(), 0)
 
     def test_requests_beyond_max_num_seqs_queue(self) -> None:
         self.server.set_latency(max_num_seqs=1)

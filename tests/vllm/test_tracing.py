@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import openai
 
 from mocksup.otlp import MockOTLPCollector
-from mocksup.vllm import MockVLLMServer
+from mocksup.vllm import TOKENIZER, MockVLLMServer
 from tests.support import ProcessTestCase
-from tests.vllm.support import raw_post
+from tests.vllm.support import raw_post, scrape
 
 
 class TracingTest(ProcessTestCase):
@@ -207,3 +211,129 @@ class SpanShapeTest(ProcessTestCase):
         )
         self.assertEqual([s.attributes["gen_ai.request.n"] for s in spans], [1, 1, 1])
         self.assertTrue(all("gen_ai.response.finish_reasons" not in s.attributes for s in spans))
+
+
+class LatencySpanTest(ProcessTestCase):
+    """The span's latencies under the latency model (issue 14 item 8): what was modelled,
+    what the client measured and what ``/metrics`` shows for the same request agree."""
+
+    TTFT, PER_TOKEN, ITL = 0.02, 0.001, 0.01
+    collector: MockOTLPCollector
+    server: MockVLLMServer
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.collector = MockOTLPCollector(port=0, grpc_port=0)
+        cls.addClassCleanup(cls.collector.stop)
+        cls.collector.start()
+        cls.server = MockVLLMServer(
+            port=0,
+            otlp_traces_endpoint=cls.collector.grpc_endpoint,
+            latency={"ttft": cls.TTFT, "prefill_per_token": cls.PER_TOKEN, "itl": cls.ITL},
+            # 8 blocks of 16 tokens: two requests of 10 + 100 tokens (7 blocks each) collide.
+            block_size=16,
+            num_gpu_blocks_override=8,
+            max_model_len=128,
+            enable_prefix_caching=False,  # every prompt token prefilled, every time
+        )
+        cls.addClassCleanup(cls.server.stop)
+        cls.server.start()
+
+    def span_of(self, request_id: str) -> dict[str, Any]:
+        (span,) = self.collector.wait_for_spans(
+            "llm_request", attributes={"gen_ai.request.id": f"cmpl-{request_id}-0"}
+        )
+        latencies = {k.rpartition(".")[2]: v for k, v in span.attributes.items()
+                     if k.startswith("gen_ai.latency.")}  # fmt: skip
+        return {**latencies, "end_ns": span.end_time_unix_nano}
+
+    def assert_histograms_hold(self, spans: list[dict[str, Any]]) -> None:
+        samples = scrape(self.server)
+        for family, key in (
+            ("vllm:time_to_first_token_seconds", "time_to_first_token"),
+            ("vllm:e2e_request_latency_seconds", "e2e"),
+            ("vllm:request_queue_time_seconds", "time_in_queue"),
+            ("vllm:request_prefill_time_seconds", "time_in_model_prefill"),
+            ("vllm:request_decode_time_seconds", "time_in_model_decode"),
+            ("vllm:request_inference_time_seconds", "time_in_model_inference"),
+        ):
+            self.assertEqual(samples[(family + "_count", ())], len(spans), family)
+            total = sum(s[key] for s in spans)
+            self.assertAlmostEqual(samples[(family + "_sum", ())], total, places=6, msg=family)
+
+    def test_prefill_grows_with_the_prompt_in_span_client_and_metrics(self) -> None:
+        self.server.clear(metrics=True)
+        prompt = "of" + " of" * 59
+        self.assertEqual(TOKENIZER.count(prompt), 60)
+        body = {"prompt": prompt, "max_tokens": 5, "ignore_eos": True, "stream": True}
+        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=30)
+        self.addCleanup(conn.close)
+        started = time.monotonic()
+        conn.request("POST", "/v1/completions", json.dumps(body),
+                     {"Content-Type": "application/json", "X-Request-Id": "prefill"})  # fmt: skip
+        response = conn.getresponse()
+        while not response.readline().startswith(b"data: {"):
+            pass
+        client_ttft = time.monotonic() - started
+        response.read()
+        client_e2e = time.monotonic() - started
+        span = self.span_of("prefill")
+        modelled = self.TTFT + 60 * self.PER_TOKEN
+        # A stream's first token goes out once due: at its modelled time or just after.
+        self.assertGreaterEqual(span["time_in_model_prefill"], modelled)
+        self.assertLess(span["time_in_model_prefill"], modelled + 1.0)
+        self.assertAlmostEqual(
+            span["time_to_first_token"],
+            span["time_in_queue"] + span["time_in_model_prefill"],
+            places=6,
+        )
+        self.assertLessEqual(span["time_to_first_token"], client_ttft)
+        self.assertLess(client_ttft - span["time_to_first_token"], 1.0)
+        self.assertGreaterEqual(span["time_in_model_decode"], 0)
+        self.assertGreaterEqual(
+            span["e2e"], span["time_to_first_token"] + span["time_in_model_decode"]
+        )
+        self.assertLessEqual(span["e2e"], client_e2e)
+        self.assert_histograms_hold([span])
+
+    def test_a_preempted_request_counts_its_pause(self) -> None:
+        self.server.clear(metrics=True)
+        prompt = "the" + " the" * 9  # 10 tokens; 110 with the output: 7 of the 8 blocks
+        elapsed: dict[str, float] = {}
+
+        def send(request_id: str) -> None:
+            body = {"prompt": prompt, "max_tokens": 100, "ignore_eos": True}
+            started = time.monotonic()
+            status = raw_post(self.server, "/v1/completions", body,
+                              {"X-Request-Id": request_id})[0]  # fmt: skip
+            elapsed[request_id] = time.monotonic() - started
+            self.assertEqual(status, 200)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(send, ["first", "second"]))
+        samples = scrape(self.server)
+        self.assertEqual(samples[("vllm:num_preemptions_total", ())], 1)
+        self.assertEqual(samples[("vllm:request_num_preemptions_sum", ())], 1)
+        spans = {name: self.span_of(name) for name in elapsed}
+        modelled_decode = 99 * self.ITL
+        # Non-streamed tokens keep their modelled times: the request that ran through
+        # decodes in exactly 99 gaps; the preempted one also waited for the other to end
+        # and prefilled its prompt and output again (at least a TTFT more).
+        ran, paused = sorted(spans.values(), key=lambda s: s["time_in_model_decode"])
+        self.assertAlmostEqual(ran["time_in_model_decode"], modelled_decode, places=6)
+        self.assertGreaterEqual(paused["time_in_model_decode"], modelled_decode + self.TTFT)
+        self.assertGreaterEqual(paused["end_ns"], ran["end_ns"] + self.TTFT * 1e9)
+        for name, span in spans.items():
+            # Both were scheduled at once and had their first token before the preemption.
+            modelled_prefill = self.TTFT + 10 * self.PER_TOKEN
+            self.assertAlmostEqual(span["time_in_model_prefill"], modelled_prefill, places=6)
+            self.assertAlmostEqual(
+                span["time_in_model_inference"],
+                span["time_in_model_prefill"] + span["time_in_model_decode"],
+                places=6,
+            )
+            self.assertGreaterEqual(
+                span["e2e"], span["time_to_first_token"] + span["time_in_model_decode"]
+            )
+            self.assertLessEqual(span["e2e"], elapsed[name])
+        self.assert_histograms_hold(list(spans.values()))
