@@ -156,26 +156,30 @@ class RedisTest(ProcessTestCase):
 class ConnectionLimitTest(ProcessTestCase):
     def test_clients_past_the_cap_are_refused_until_one_leaves(self) -> None:
         server = self.start_server(MockRedisServer(max_connections=2))
-        first, second = RedisClient(server.port), RedisClient(server.port)
-        self.addCleanup(second.close)
-        for client in (first, second):
-            self.assertEqual(client.command(b"PING"), b"+PONG\r\n")  # both served
+        # The supervisor's ready probe was a client too, until the server saw it close.
+        first, second = self.served_client(server.port), self.served_client(server.port)
         third = RedisClient(server.port)
         self.addCleanup(third.close)
         self.assertEqual(third.reply(), b"-ERR max number of clients reached\r\n")
         self.assertEqual(third.file.read(), b"")
+        self.assertEqual(second.command(b"PING"), b"+PONG\r\n")  # still served
         first.close()
         # The slot is free once the server has seen the client go: a new one gets it then.
-        deadline = time.monotonic() + 10
-        while True:
-            client = RedisClient(server.port)
-            self.addCleanup(client.close)
-            if client.send_raw(b"PING\r\n") == b"+PONG\r\n":
-                break
-            self.assertLess(time.monotonic(), deadline, "the slot was never freed")
+        self.served_client(server.port)
         # The parent's own calls are clients too.
         with self.assertRaisesRegex(MockServerError, "max number of clients reached"):
             server.stats()
+
+    def served_client(self, port: int) -> RedisClient:
+        """A client the server serves, once a slot is free (within 10 s)."""
+        deadline = time.monotonic() + 10
+        while True:
+            client = RedisClient(port)
+            self.addCleanup(client.close)
+            if client.send_raw(b"PING\r\n") == b"+PONG\r\n":
+                return client
+            self.assertLess(time.monotonic(), deadline, "no slot was freed")
+            client.close()
 
 
 if __name__ == "__main__":
