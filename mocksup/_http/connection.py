@@ -1,8 +1,9 @@
 """One client connection: requests read in order, answers written in order.
 
 Keep-alive and pipelining, ``100 Continue``, ``HEAD`` without a body, chunked answers for
-streams, one send per answer or stream chunk; a connection that must close lingers briefly
-so a client still uploading reads the answer (a 413) rather than a reset.
+streams, one send per answer or stream chunk. A request whose body broke ends its
+connection after the answer. A connection that must close lingers briefly so a client still
+uploading reads the answer (a 413) rather than a reset.
 """
 
 from __future__ import annotations
@@ -255,7 +256,8 @@ class Connection:
             _log.info(
                 '%s "%s %s" %s', self.peer[0], request.method, request.target, response.status
             )
-        if not response.keep_alive or self.expect_continue or not body.drain():
+        # A broken body has set ``closing``: it is not drained (where it ends is unknown).
+        if self.closing or not response.keep_alive or self.expect_continue or not body.drain():
             self.closing = True
 
     def _refuse(self, status: int, reason: str) -> None:
@@ -325,10 +327,14 @@ class _Response:
                 else:
                     self.keep_alive = False
         body = self.request.body
-        if self.conn.expect_continue or (
-            body is not None
-            and body.length is not None
-            and body.length - body.received > DRAIN_LIMIT
+        if (
+            self.conn.closing  # the body broke (framing, limit, timeout): see Body
+            or self.conn.expect_continue
+            or (
+                body is not None
+                and body.length is not None
+                and body.length - body.received > DRAIN_LIMIT
+            )
         ):
             # The client may still be sending (or waiting to send) a body we will not read.
             self.keep_alive = False
