@@ -1,18 +1,21 @@
 """The HTTP server of ``mocksup.serving`` in real children, over raw sockets: a connection
-whose request body broke is closed right after the answer."""
+whose request body broke is closed right after the answer, and a request head that arrives
+too slowly is cut off at ``head_timeout`` from its first byte."""
 
 from __future__ import annotations
 
 import dataclasses
 import http.client
+import select
 import socket
 import time
 import unittest
-from typing import ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
-from mocksup import MockServerBase
+from mocksup import MockServerBase, ServeContext
 from mocksup.otlp import MockOTLPCollector
-from mocksup.serving import HTTPLimits
+from mocksup.serving import BodyError, HTTPLimits, bind_tcp, read_body, serve_wsgi
 from mocksup.vllm import MockVLLMServer
 from tests.support import ProcessTestCase
 
@@ -34,6 +37,26 @@ class QuickVLLM(MockVLLMServer):
 
     def http_limits(self) -> HTTPLimits:
         return dataclasses.replace(super().http_limits(), io_timeout=IO_TIMEOUT)
+
+
+def echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    try:
+        body = read_body(environ, 1000)
+    except BodyError as error:
+        start_response(f"{error.status} Nope", [("Content-Type", "text/plain")])
+        return [error.message.encode()]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["PATH_INFO"].encode() + b" " + body]
+
+
+class TightHead(MockServerBase):
+    """Serves :func:`echo` with a short ``head_timeout`` and ``idle_timeout``."""
+
+    def serve(self, ctx: ServeContext) -> None:
+        limits = HTTPLimits(head_timeout=0.5, idle_timeout=2.0)
+        with serve_wsgi(echo, bind_tcp(self.host, self.port), limits=limits) as server:
+            ctx.ready(port=server.port)
+            ctx.wait()
 
 
 def read_response(sock: socket.socket) -> http.client.HTTPResponse:
@@ -151,6 +174,75 @@ class VLLMBrokenBodyTest(BrokenBody, ProcessTestCase):
         for server in (cls.stock, cls.quick):
             cls.addClassCleanup(server.stop)
             server.start()
+
+
+class HeadTimeoutTest(ProcessTestCase):
+    """``head_timeout`` (0.5 s here) bounds a request's head from its first byte."""
+
+    server: ClassVar[TightHead]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.server = TightHead()
+        cls.addClassCleanup(cls.server.stop)
+        cls.server.start()
+
+    def connect(self) -> socket.socket:
+        assert self.server.port is not None
+        sock = socket.create_connection((self.server.host, self.server.port), timeout=10)
+        self.addCleanup(sock.close)
+        return sock
+
+    def drip(self, sock: socket.socket, data: bytes) -> float:
+        """Send ``data`` a byte every 0.05 s until the server stops reading (at most 15 s
+        of it); return how long the server listened."""
+        started = time.monotonic()
+        try:
+            for byte in data:
+                sock.sendall(bytes([byte]))
+                readable, _, _ = select.select([sock], [], [], 0.05)
+                if readable:
+                    break  # the server answered (or closed)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        return time.monotonic() - started
+
+    def assert_cut_off(self, sock: socket.socket, took: float) -> None:
+        self.assertGreaterEqual(took, 0.5)
+        # Dripped to the end, the request would have taken 15 s or more.
+        self.assertLess(took, 5.0, "the server kept reading a slow head")
+        answer = b""
+        sock.settimeout(10)
+        while data := sock.recv(65536):
+            answer += data
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer)
+        self.assertIn(b"Connection: close", answer)
+
+    def test_a_request_line_dripped_a_byte_at_a_time_gets_408(self) -> None:
+        sock = self.connect()
+        # Each byte within idle_timeout (2 s) of the last: only head_timeout can stop it.
+        line = b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n"
+        self.assert_cut_off(sock, self.drip(sock, line))
+
+    def test_a_header_line_dripped_a_byte_at_a_time_gets_408(self) -> None:
+        sock = self.connect()
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        self.assert_cut_off(sock, self.drip(sock, b"X-Slow: " + b"b" * 300 + b"\r\n\r\n"))
+
+    def test_the_deadline_starts_at_the_first_byte_not_at_the_connection(self) -> None:
+        sock = self.connect()
+        for path in (b"/one", b"/two"):
+            # Silent for longer than head_timeout (within idle_timeout): not a slow head.
+            time.sleep(0.8)  # measuring an interval: nothing to wait for
+            sock.sendall(b"POST " + path + b" HTTP/1.1\r\nContent-Length: 2\r\n\r\nok")
+            response = read_response(sock)
+            self.assertEqual((response.status, response.read()), (200, path + b" ok"))
+        # Silent past idle_timeout: closed without an answer (no 408 to a request never begun).
+        started = time.monotonic()
+        sock.settimeout(10)
+        self.assertEqual(sock.recv(100), b"")
+        self.assertGreaterEqual(time.monotonic() - started, 1.5)
 
 
 if __name__ == "__main__":
