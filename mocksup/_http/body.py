@@ -2,8 +2,10 @@
 
 :class:`Body` is ``wsgi.input``: it reads a ``Content-Length`` body or decodes a chunked one
 (strictly: sizes, CRLFs, trailers bounded), sends ``100 Continue`` on the first read, and
-raises :class:`BodyError` for a body badly framed or cut short. :func:`read_body` is how an
-app takes the whole of it, within its own size limit.
+raises :class:`BodyError` for a body badly framed, cut short or too large. Once it has raised,
+the body is broken for good: its connection closes after the answer, since where the next
+request would start is unknown. :func:`read_body` is how an app takes the whole of it, within
+its own size limit.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ DRAIN_LIMIT = 1 << 20
 
 
 class _Source(Protocol):
-    """What a body reads from: the connection's buffered reader, and its 100-continue."""
+    """What a body reads from: the connection's buffered reader, its 100-continue, and the
+    flag that ends the connection after the answer."""
 
-    rfile: BinaryIO
     expect_continue: bool
+    closing: bool
+
+    @property
+    def rfile(self) -> BinaryIO: ...
 
     def send_continue(self) -> None: ...
 
@@ -44,11 +50,14 @@ class Body:
     """A request body as ``wsgi.input``: never reads past its framing, never trusts it.
 
     ``length`` is the ``Content-Length`` (``None`` for a chunked body). A body that ends
-    before its framing says, or whose chunks are malformed, raises :class:`BodyError`
-    (400); the connection is then closed. ``100 Continue`` goes out on the first read.
+    before its framing says, whose chunks are malformed, or that stalls past the
+    server's ``io_timeout`` raises :class:`BodyError` (400), as does :meth:`read_all` past
+    its limit (413). From then on every read raises the same error and the connection is
+    marked to close after the answer (``Connection: close``, nothing more read from it).
+    ``100 Continue`` goes out on the first read.
     """
 
-    __slots__ = ("_chunk_left", "_conn", "_done", "length", "received")
+    __slots__ = ("_chunk_left", "_conn", "_done", "error", "length", "received")
 
     def __init__(self, conn: _Source | None, length: int | None) -> None:
         self._conn = conn
@@ -56,11 +65,21 @@ class Body:
         self.received = 0
         self._chunk_left = 0 if length is None else length
         self._done = length == 0
+        #: The error that broke the body, if one did.
+        self.error: BodyError | None = None
 
     @property
     def done(self) -> bool:
         """Whether the whole body was read."""
         return self._done
+
+    def _fail(self, error: BodyError) -> BodyError:
+        # Where this body ends, and the next request starts, is unknown now (or the client
+        # is still sending what will not be read): the connection cannot carry another.
+        self.error = error
+        if self._conn is not None:
+            self._conn.closing = True
+        return error
 
     def _rfile(self) -> BinaryIO:
         conn = self._conn
@@ -70,7 +89,18 @@ class Body:
         return conn.rfile
 
     def read(self, size: int | None = -1) -> bytes:
-        """Up to ``size`` bytes (all that is left when negative); ``b""`` at the end."""
+        """Up to ``size`` bytes (all that is left when negative); ``b""`` at the end.
+
+        :raises BodyError: the body is badly framed, cut short or stalled (400).
+        """
+        if self.error is not None:
+            raise self.error
+        try:
+            return self._read(size)
+        except BodyError as error:
+            raise self._fail(error) from None
+
+    def _read(self, size: int | None) -> bytes:
         if self._done:
             return b""
         if size is None or size < 0:
@@ -129,7 +159,8 @@ class Body:
         ``100 Continue`` is sent).
         """
         if self.length is not None and self.length > limit:
-            raise BodyError(413, f"the body of {self.length} bytes exceeds the limit of {limit}")
+            message = f"the body of {self.length} bytes exceeds the limit of {limit}"
+            raise self._fail(BodyError(413, message))
         if self.length is not None:
             return self.read(self.length)
         parts = []
@@ -137,7 +168,7 @@ class Body:
         while chunk := self.read(1 << 20):
             size += len(chunk)
             if size > limit:
-                raise BodyError(413, f"the body exceeds the limit of {limit} bytes")
+                raise self._fail(BodyError(413, f"the body exceeds the limit of {limit} bytes"))
             parts.append(chunk)
         return b"".join(parts)
 
@@ -163,9 +194,12 @@ class Body:
         self._done = True
 
     def drain(self) -> bool:
-        """Read and drop what the app left unread; ``False`` if too much is left."""
+        """Read and drop what the app left unread; ``False`` if too much is left, or the
+        body is broken."""
         if self._done:
             return True
+        if self.error is not None:
+            return False
         if self.length is not None and self.length - self.received > DRAIN_LIMIT:
             return False
         dropped = 0
@@ -182,7 +216,7 @@ class Body:
 def _read_exact(rfile: BinaryIO, size: int) -> bytes:
     try:
         data = rfile.read(size)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: the connection's file is closed
         raise BodyError(400, f"the body could not be read ({error})") from None
     if len(data) != size:
         raise BodyError(400, "the client closed the connection before the body ended")
@@ -192,7 +226,7 @@ def _read_exact(rfile: BinaryIO, size: int) -> bytes:
 def _read_line(rfile: BinaryIO, limit: int) -> bytes:
     try:
         line = rfile.readline(limit)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise BodyError(400, f"the body could not be read ({error})") from None
     if not line:
         raise BodyError(400, "the client closed the connection before the body ended")

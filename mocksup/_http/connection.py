@@ -1,13 +1,17 @@
 """One client connection: requests read in order, answers written in order.
 
 Keep-alive and pipelining, ``100 Continue``, ``HEAD`` without a body, chunked answers for
-streams, one send per answer or stream chunk; a connection that must close lingers briefly
-so a client still uploading reads the answer (a 413) rather than a reset.
+streams, one send per answer or stream chunk. A request's head must arrive within
+``head_timeout`` of its first byte; a request whose body broke ends its connection after the
+answer. A connection that must close lingers briefly so a client still uploading reads the
+answer (a 413) rather than a reset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import logging
 import select
 import socket
@@ -16,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from mocksup._http.body import DRAIN_LIMIT, Body, BodyError
 from mocksup._http.request import Refuse, Request, parse_header, parse_request_line
@@ -56,6 +60,9 @@ class _Gone(Exception):
     """The client closed the connection (or went quiet) between requests."""
 
 
+_SLOW_HEAD = "the request head took too long"
+
+
 class Connection:
     """One client connection: reads requests and writes responses, in order."""
 
@@ -63,7 +70,7 @@ class Connection:
         self.server = server
         self.sock = sock
         self.peer = peer
-        self.rfile: BinaryIO = sock.makefile("rb", 65536)  # type: ignore[assignment]
+        self.rfile: io.BufferedReader = sock.makefile("rb", 65536)  # type: ignore[assignment]
         #: Waiting for (or reading) the next request's head, since ``since``: reclaimable.
         self.idle = True
         self.since = time.monotonic()
@@ -123,6 +130,7 @@ class Connection:
                 except _Gone:
                     return
                 except Refuse as refuse:
+                    self.sock.settimeout(limits.io_timeout)  # the head's may be spent
                     self._refuse(refuse.status, refuse.reason)
                     return
                 self.idle, self.since = False, time.monotonic()
@@ -172,19 +180,29 @@ class Connection:
 
     def _read_head(self) -> Request:
         limits = self.server.limits
-        rfile = self.rfile
+        try:
+            buffered = self.rfile.peek(1)  # the wait for a request: up to idle_timeout
+        except (OSError, ValueError):
+            raise _Gone from None
+        if not buffered:
+            raise _Gone
+        # From its first byte, the whole head must arrive within head_timeout: a client
+        # dripping a byte now and then must not hold the connection for longer.
+        self.sock.settimeout(limits.head_timeout)
+        deadline = time.monotonic() + limits.head_timeout
+        readline = self._head_reader(buffered, deadline)
         line = b""
         for _ in range(8):  # RFC 9112 2.2: ignore a few empty lines before a request
             try:
-                line = rfile.readline(limits.max_request_line + 1)
-            except (TimeoutError, OSError, ValueError):
+                line = readline(limits.max_request_line + 1)
+            except TimeoutError:
+                raise Refuse(408, _SLOW_HEAD) from None
+            except (OSError, ValueError):
                 raise _Gone from None
             if not line:
                 raise _Gone
             if line not in (b"\r\n", b"\n"):
                 break
-        self.sock.settimeout(limits.head_timeout)
-        deadline = time.monotonic() + limits.head_timeout
         if not line.endswith(b"\n"):
             if len(line) > limits.max_request_line:
                 raise Refuse(414, "request line too long")
@@ -195,8 +213,10 @@ class Connection:
         headers: list[tuple[str, str]] = []
         while True:
             try:
-                raw = rfile.readline(limits.max_header_bytes - size + 1)
-            except (TimeoutError, OSError, ValueError):
+                raw = readline(limits.max_header_bytes - size + 1)
+            except TimeoutError:  # the deadline passed (or a read outlived it)
+                raise Refuse(408, _SLOW_HEAD) from None
+            except (OSError, ValueError):
                 raise _Gone from None
             if raw in (b"\r\n", b"\n"):
                 break
@@ -207,11 +227,40 @@ class Connection:
             if not raw.endswith(b"\n"):
                 raise _Gone
             if time.monotonic() > deadline:
-                raise Refuse(408, "the request head took too long")
+                raise Refuse(408, _SLOW_HEAD)
             headers.append(parse_header(raw))
         request.headers = headers
         request.frame(self, limits)
         return request
+
+    def _head_reader(self, buffered: bytes, deadline: float) -> Callable[[int], bytes]:
+        """How to read the lines of a head that starts ``buffered``: the buffered reader's
+        ``readline`` when the whole head is there already (the usual case: no read will
+        wait), else :meth:`_readline_by` ``deadline``."""
+        if buffered[0] not in b"\r\n" and (b"\n\r\n" in buffered or b"\n\n" in buffered):
+            return self.rfile.readline
+        return functools.partial(self._readline_by, deadline)
+
+    def _readline_by(self, deadline: float, limit: int) -> bytes:
+        """``rfile.readline(limit)``, each wait for data cut short at ``deadline``.
+
+        :raises TimeoutError: the deadline passed before the line ended.
+        """
+        rfile = self.rfile
+        line = bytearray()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self.sock.settimeout(remaining)
+            data = rfile.peek(1)  # what is buffered, else one read from the socket
+            if not data:
+                return bytes(line)  # the client closed
+            room = limit - len(line)
+            end = data.find(b"\n", 0, room)
+            line += rfile.read(end + 1 if end >= 0 else min(len(data), room))
+            if end >= 0 or len(line) >= limit:
+                return bytes(line)
 
     # -- running the app -------------------------------------------------------------------
 
@@ -255,7 +304,8 @@ class Connection:
             _log.info(
                 '%s "%s %s" %s', self.peer[0], request.method, request.target, response.status
             )
-        if not response.keep_alive or self.expect_continue or not body.drain():
+        # A broken body has set ``closing``: it is not drained (where it ends is unknown).
+        if self.closing or not response.keep_alive or self.expect_continue or not body.drain():
             self.closing = True
 
     def _refuse(self, status: int, reason: str) -> None:
@@ -325,10 +375,14 @@ class _Response:
                 else:
                     self.keep_alive = False
         body = self.request.body
-        if self.conn.expect_continue or (
-            body is not None
-            and body.length is not None
-            and body.length - body.received > DRAIN_LIMIT
+        if (
+            self.conn.closing  # the body broke (framing, limit, timeout): see Body
+            or self.conn.expect_continue
+            or (
+                body is not None
+                and body.length is not None
+                and body.length - body.received > DRAIN_LIMIT
+            )
         ):
             # The client may still be sending (or waiting to send) a body we will not read.
             self.keep_alive = False

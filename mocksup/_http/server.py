@@ -39,9 +39,12 @@ class HTTPLimits:
     :param max_request_line: bytes of the request line (414 past it).
     :param max_header_bytes: bytes of all header lines together (431 past it).
     :param max_headers: number of header lines (431 past it).
-    :param idle_timeout: seconds a kept-alive connection may wait for its next request.
-    :param head_timeout: seconds the request line and headers may take to arrive in all.
-    :param io_timeout: seconds a body read or a response write may stall.
+    :param idle_timeout: seconds a connection may wait for the first byte of its next
+        request (closed without an answer past it).
+    :param head_timeout: seconds the request line and headers may take to arrive in all,
+        from the request's first byte (408 past it).
+    :param io_timeout: seconds a body read or a response write may stall (a body stalled
+        past it is broken: 400, and the connection closes after the answer).
     :param require_host: answer 400 to an HTTP/1.1 request without ``Host`` (as Go does).
     """
 

@@ -90,12 +90,13 @@ def _json_error(error: json.JSONDecodeError) -> dict[str, Any]:
     }
 
 
-def validate(model: type[M], data: Any) -> M:
-    """Validate decoded JSON against ``model``.
+def validate(model: type[M], data: Any, context: dict[str, Any] | None = None) -> M:
+    """Validate decoded JSON against ``model`` (``context``: the limits it checks, from
+    :attr:`~._config.ServerConfig.validation_context`; vLLM's defaults without it).
 
     :raises APIError: vLLM's 400 listing the schema errors.
     """
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as error:
         raise from_validation_error(error) from None

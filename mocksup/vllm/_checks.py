@@ -25,22 +25,21 @@ from mocksup.vllm.tokenizer import TOKENIZER
 
 __all__ = ["check_prompt_ids", "check_sampling"]
 
-#: vLLM's ``VLLM_MAX_N_SEQUENCES`` default.
-MAX_N = 16384
 #: vLLM's ``MAX_LOGPROB_TOKEN_IDS``.
 MAX_LOGPROB_TOKEN_IDS = 128
 
 
-def check_sampling(request: GenerationRequest, max_logprobs: int) -> None:
+def check_sampling(request: GenerationRequest, max_logprobs: int, max_n: int) -> None:
     """Apply vLLM's sampling-parameter rules to ``request``.
 
     :param max_logprobs: ``--max-logprobs`` (-1: the vocabulary size).
+    :param max_n: ``VLLM_MAX_N_SEQUENCES``: the largest ``n``.
     :raises VLLMValidationError: the first rule broken, in vLLM's words.
     """
     # Rules about fields most requests leave out run only when the field is set.
     if request.logit_bias:
         _logit_bias_keys(request.logit_bias)
-    _ranges(request)
+    _ranges(request, max_n)
     _lengths(request)
     if (
         request.logprob_token_ids is not None
@@ -84,13 +83,13 @@ def _logit_bias_keys(bias: dict[str, float] | None) -> None:
         )
 
 
-def _ranges(request: GenerationRequest) -> None:
+def _ranges(request: GenerationRequest, max_n: int) -> None:
     n = request.choices
     if n < 1:
         raise VLLMValidationError(f"n must be at least 1, got {n}.")
-    if n > MAX_N:
+    if n > max_n:
         raise VLLMValidationError(
-            f"n must be at most {MAX_N}, got {n}. To increase this limit, set the "
+            f"n must be at most {max_n}, got {n}. To increase this limit, set the "
             "VLLM_MAX_N_SEQUENCES environment variable."
         )
     for name in ("presence_penalty", "frequency_penalty"):

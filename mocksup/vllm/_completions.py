@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from mocksup.vllm._chat import BodyOptions
 from mocksup.vllm._checks import check_prompt_ids
@@ -36,9 +36,10 @@ class CompletionRequest(GenerationRequest):
 
     @model_validator(mode="before")
     @classmethod
-    def _check_prompt(cls, data: Any) -> Any:
+    def _check_prompt(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
+        limit = (info.context or {}).get("max_completion_prompts", MAX_COMPLETION_PROMPTS)
         if data.get("max_tokens", 0) is None:
             data["max_tokens"] = 16  # null means the default, as in vLLM
         prompt = data.get("prompt")
@@ -48,10 +49,10 @@ class CompletionRequest(GenerationRequest):
                 parameter="prompt",
             )
         many = isinstance(prompt, list) and not all(isinstance(p, int) for p in prompt)
-        if many and len(prompt) > MAX_COMPLETION_PROMPTS:
+        if many and len(prompt) > limit:
             raise VLLMValidationError(
                 f"prompt list length {len(prompt)} exceeds the maximum allowed count of "
-                f"{MAX_COMPLETION_PROMPTS}. To increase this limit, set the "
+                f"{limit}. To increase this limit, set the "
                 "VLLM_MAX_COMPLETION_PROMPTS environment variable.",
                 parameter="prompt",
             )

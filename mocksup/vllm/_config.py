@@ -2,7 +2,8 @@
 
 vLLM reads a few settings from its environment as well as from its flags (``VLLM_API_KEY``,
 ``VLLM_SERVER_DEV_MODE``, ``VLLM_ENABLE_RESPONSES_API_STORE``,
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, ``OTEL_SERVICE_NAME``,
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, ``VLLM_MAX_N_SEQUENCES``,
+``VLLM_MAX_COMPLETION_PROMPTS``, ``OTEL_SERVICE_NAME``,
 ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``);
 :func:`server_config` applies them the same way, so ``env={...}`` on the mock works as the
 environment of ``vllm serve`` does.
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mocksup.vllm._limits import MAX_COMPLETION_PROMPTS, MAX_N_SEQUENCES
 from mocksup.vllm._lora import LoRAModule
 
 if TYPE_CHECKING:
@@ -55,6 +57,10 @@ class ServerConfig:
     tokens_as_token_ids: bool = False
     root_path: str = ""
     max_logprobs: int = 20
+    #: ``VLLM_MAX_N_SEQUENCES``: the largest ``n``.
+    max_n_sequences: int = MAX_N_SEQUENCES
+    #: ``VLLM_MAX_COMPLETION_PROMPTS``: prompts in one completion request.
+    max_completion_prompts: int = MAX_COMPLETION_PROMPTS
     docs: bool = True
     log_stats: bool = True
     prefix_caching: bool = True
@@ -85,11 +91,19 @@ class ServerConfig:
         """The KV cache's capacity in tokens."""
         return self.gpu_blocks * self.block_size
 
+    @property
+    def validation_context(self) -> dict[str, Any]:
+        """The limits request models check while validating (pydantic's ``context``)."""
+        return {"max_completion_prompts": self.max_completion_prompts}
+
 
 def server_config(
     server: MockVLLMServer, *, tracing: bool, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
-    """The app's settings from the server model and the environment (``os.environ``)."""
+    """The app's settings from the server model and the environment (``os.environ``).
+
+    :raises ValueError: a ``VLLM_MAX_*`` variable is not an integer (vLLM fails to start).
+    """
     env = os.environ if environ is None else environ
     keys = [server.api_key] if isinstance(server.api_key, str) else list(server.api_key or [])
     if not keys and env.get("VLLM_API_KEY"):
@@ -120,6 +134,8 @@ def server_config(
         tokens_as_token_ids=server.return_tokens_as_token_ids,
         root_path=(server.root_path or "").rstrip("/"),
         max_logprobs=server.max_logprobs,
+        max_n_sequences=_env_int(env, "VLLM_MAX_N_SEQUENCES", MAX_N_SEQUENCES),
+        max_completion_prompts=_env_int(env, "VLLM_MAX_COMPLETION_PROMPTS", MAX_COMPLETION_PROMPTS),
         docs=not server.disable_fastapi_docs,
         log_stats=not server.disable_log_stats,
         prefix_caching=server.enable_prefix_caching,
@@ -143,6 +159,17 @@ def server_config(
         runtime_lora_updating=server.allow_runtime_lora_updating
         or env.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "0").strip().lower() in ("1", "true"),
     )
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    # vLLM reads these as int(os.environ.get(name, default)), every one at start-up.
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not an integer (vLLM's default: {default})") from None
 
 
 def _truthy(value: str | None) -> bool:

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_JSON_CONTAINERS",
     "MAX_JSON_VALUES",
     "MAX_LOGPROBS",
+    "MAX_N_SEQUENCES",
     "MAX_OUTPUT_FLOATS",
     "MAX_OUTPUT_TOKENS",
     "MAX_PATTERN",
@@ -35,7 +36,12 @@ __all__ = [
 #: vLLM's ``--max-logprobs`` default: ``logprobs``/``top_logprobs`` above it get 400.
 MAX_LOGPROBS = 20
 
-#: vLLM's ``VLLM_MAX_COMPLETION_PROMPTS``: prompts in one completion request (400 past it).
+#: The default of vLLM's ``VLLM_MAX_N_SEQUENCES``, read from the child's environment: the
+#: largest ``n`` (400 past it).
+MAX_N_SEQUENCES = 16384
+
+#: The default of vLLM's ``VLLM_MAX_COMPLETION_PROMPTS``, read from the child's environment:
+#: prompts in one completion request (400 past it).
 MAX_COMPLETION_PROMPTS = 1024
 
 #: vLLM's ``VLLM_MAX_STOP_STRINGS``: stop strings in one request (a schema error past it).

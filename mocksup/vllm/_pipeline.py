@@ -97,7 +97,7 @@ class Generation:
         arrival, arrival_ns = time.monotonic(), time.time_ns()
         if request is None:
             data = decode_json(exchange.environ.get("CONTENT_TYPE", ""), exchange.body)
-            request = validate(surface.request_model, data)
+            request = validate(surface.request_model, data, self.config.validation_context)
         model = self.check_model(request.model)
         headers = exchange.request_headers()
         fault = _forced_fault(headers)
@@ -106,7 +106,7 @@ class Generation:
             # vLLM's preflight: the queue limits, after the model and before the prompt.
             self.limits.check(request.choices)
             self._check_tools(request)
-            check_sampling(request, self.config.max_logprobs)
+            check_sampling(request, self.config.max_logprobs, self.config.max_n_sequences)
             admission = self.state.admit(model, request.match_text(), headers, fault)
             if admission.reply is not None and admission.reply.error_status is not None:
                 raise APIError(admission.reply.error_status, admission.reply.error_message)

@@ -159,7 +159,7 @@ class UtilityRoutes:
         data = self._json(exchange)
         for surface in (CHAT, COMPLETIONS):
             try:
-                surface.request_model.model_validate(data)
+                surface.request_model.model_validate(data, context=self.config.validation_context)
             except (ValidationError, ValueError):
                 continue
             return self.generation.handle(surface, exchange)

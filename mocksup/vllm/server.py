@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from mocksup._context import ServeContext
+    from mocksup.serving import HTTPLimits
     from mocksup.vllm._app import VLLMApp
     from mocksup.vllm._tracing import SpanExporter
 
@@ -361,7 +362,13 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         sock = bind_tcp(self.host, self.port)
         port = sock.getsockname()[1]  # serve_wsgi closes our copy of the socket
         try:
-            with serve_wsgi(app, sock, request_log=self.request_log, error_page=uvicorn_error_page):
+            with serve_wsgi(
+                app,
+                sock,
+                request_log=self.request_log,
+                limits=self.http_limits(),
+                error_page=uvicorn_error_page,
+            ):
                 if exporter is not None:
                     # Exported before ready, so that a test clearing the collector once the
                     # mocks serve never sees them arrive later (bounded: an unreachable
@@ -378,6 +385,13 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         finally:
             if exporter is not None:
                 exporter.close()
+
+    def http_limits(self) -> HTTPLimits:
+        """The HTTP server's limits: :class:`~mocksup.serving.HTTPLimits`' defaults (a
+        subclass may return others)."""
+        from mocksup.serving import HTTPLimits
+
+        return HTTPLimits()
 
     def make_app(self) -> tuple[VLLMApp, SpanExporter | None]:
         """Build the WSGI app (and its span exporter, when tracing is on) from the settings.

@@ -6,10 +6,11 @@ import json
 import threading
 import time
 import unittest
+from typing import Any
 
 import openai
 
-from mocksup import WaitTimeoutError
+from mocksup import ChildCrashedError, WaitTimeoutError
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule, VLLMClient
 from mocksup.vllm._engine import Slots
 from tests.vllm.support import ServerTestCase, raw_post
@@ -122,6 +123,70 @@ class SettingsTest(ServerTestCase):
             raw_post(self.server, "/tokenize", {"prompt": f"p{i}"}, headers)
         entries = self.server.requests(path="/tokenize")
         self.assertEqual([e.body["prompt"] for e in entries], ["p2", "p3", "p4"])
+
+
+class EnvironmentLimitsTest(ServerTestCase):
+    """``VLLM_MAX_N_SEQUENCES`` and ``VLLM_MAX_COMPLETION_PROMPTS`` are read from the child's
+    environment, as vLLM reads them: the limits move, so the errors' advice holds."""
+
+    @classmethod
+    def make_server(cls) -> MockVLLMServer:
+        env = {"VLLM_MAX_N_SEQUENCES": "3", "VLLM_MAX_COMPLETION_PROMPTS": "2"}
+        return MockVLLMServer(port=0, env=env)
+
+    def error(self, **request: Any) -> dict[str, Any]:
+        with self.assertRaises(openai.BadRequestError) as caught:
+            self.client.completions.create(model="mock-model", max_tokens=1, **request)
+        body = caught.exception.body
+        assert isinstance(body, dict)
+        return body
+
+    def test_n_is_limited_by_vllm_max_n_sequences(self) -> None:
+        reply = self.client.completions.create(model="mock-model", prompt="x", n=3, max_tokens=1)
+        self.assertEqual(len(reply.choices), 3)
+        self.assertEqual(
+            self.error(prompt="x", n=4)["message"],
+            "n must be at most 3, got 4. To increase this limit, set the VLLM_MAX_N_SEQUENCES "
+            "environment variable.",
+        )
+        with self.assertRaises(openai.BadRequestError):
+            self.client.chat.completions.create(
+                model="mock-model", messages=[{"role": "user", "content": "x"}], n=4
+            )
+
+    def test_prompts_are_limited_by_vllm_max_completion_prompts(self) -> None:
+        reply = self.client.completions.create(model="mock-model", prompt=["a", "b"], max_tokens=1)
+        self.assertEqual(len(reply.choices), 2)
+        body = self.error(prompt=["a", "b", "c"])
+        # vLLM's schema error wraps the sentence (its validator raises inside pydantic's).
+        self.assertIn(
+            "prompt list length 3 exceeds the maximum allowed count of 2. To increase this "
+            "limit, set the VLLM_MAX_COMPLETION_PROMPTS environment variable.",
+            body["message"],
+        )
+        self.assertEqual(body["param"], "prompt")
+        # SageMaker's route tries each request type: none takes this one.
+        status, _, data = raw_post(self.server, "/invocations", {"prompt": ["a", "b", "c"]})
+        self.assertEqual(status, 400)
+        self.assertIn(b"Cannot find suitable handler for request", data)
+
+    def test_without_the_variables_the_limits_are_vllms_defaults(self) -> None:
+        with MockVLLMServer(port=0) as server:
+            client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+            self.addCleanup(client.close)
+            for request, expected in (
+                ({"prompt": "x", "n": 16385}, "n must be at most 16384, got 16385."),
+                ({"prompt": ["p"] * 1025}, "maximum allowed count of 1024."),
+            ):
+                with self.assertRaises(openai.BadRequestError) as caught:
+                    client.completions.create(model="mock-model", max_tokens=1, **request)
+                self.assertIn(expected, str(caught.exception))
+
+    def test_a_value_that_is_no_integer_fails_the_start_naming_the_variable(self) -> None:
+        server = MockVLLMServer(port=0, env={"VLLM_MAX_COMPLETION_PROMPTS": "many"})
+        with self.assertRaises(ChildCrashedError) as caught:
+            server.start()
+        self.assertIn("VLLM_MAX_COMPLETION_PROMPTS='many' is not an integer", str(caught.exception))
 
 
 class NoEchoTest(ServerTestCase):
