@@ -94,11 +94,16 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+    import importlib.util
+
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'mocksup' has no attribute {name!r}")
-    import importlib
-
+        # A public submodule (``mocksup.harness``...) is imported on first use too, as it
+        # was when this package imported the harness up front.
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'mocksup' has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

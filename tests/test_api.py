@@ -16,6 +16,8 @@ import importlib
 import inspect
 import pkgutil
 import re
+import subprocess
+import sys
 import tempfile
 import typing
 import unittest
@@ -230,6 +232,26 @@ def resolve(dotted: str) -> list[object]:
         if value is not _MISSING and all(value is not other for other in found):
             found.append(value)
     return found
+
+
+class SubmoduleTest(unittest.TestCase):
+    def test_public_submodules_load_on_first_use(self) -> None:
+        # In a fresh interpreter: ``import mocksup`` loads neither the harness nor the mocks,
+        # yet ``mocksup.harness`` works as it did when the package imported it up front.
+        code = (
+            "import sys, mocksup\n"
+            "assert 'mocksup.harness' not in sys.modules\n"
+            "print(mocksup.harness.default_configs.__name__)\n"
+            "for name in ('nope', '_zygote'):\n"
+            "    try:\n"
+            "        getattr(mocksup, name)\n"
+            "    except AttributeError:\n"
+            "        print('no', name)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+        self.assertEqual(out.split(), ["default_configs", "no", "nope", "no", "_zygote"])
 
 
 class DocumentedTest(unittest.TestCase):
