@@ -17,6 +17,7 @@ import functools
 import random
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from mocksup.vllm._generation.budget import Budget, Full
 from mocksup.vllm._generation.patterns import (
@@ -123,7 +124,28 @@ def parse_grammar(source: str) -> Grammar:
 # -- EBNF ------------------------------------------------------------------------------------
 
 
-class _EBNFParser:
+class _TokenParser:
+    """What both grammar readers share: a token cursor and ``a | b | ...``, recursive
+    descent over a ``sequence()`` each reader defines."""
+
+    tokens: list[tuple[str, Any]]
+    pos: int
+
+    def peek(self) -> tuple[str, Any]:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
+
+    def sequence(self) -> Node:
+        raise NotImplementedError
+
+    def alternation(self) -> Node:
+        options = [self.sequence()]
+        while self.peek() == ("op", "|"):
+            self.pos += 1
+            options.append(self.sequence())
+        return options[0] if len(options) == 1 else Alt(options)
+
+
+class _EBNFParser(_TokenParser):
     """GBNF as xgrammar reads it: ``name ::= expression`` rules."""
 
     def __init__(self, source: str) -> None:
@@ -164,16 +186,6 @@ class _EBNFParser:
             self.pos += 1
             rules[str(value)] = self.alternation()
         return rules
-
-    def peek(self) -> tuple[str, str | Node]:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
-
-    def alternation(self) -> Node:
-        options = [self.sequence()]
-        while self.peek() == ("op", "|"):
-            self.pos += 1
-            options.append(self.sequence())
-        return options[0] if len(options) == 1 else Alt(options)
 
     def sequence(self) -> Node:
         items: list[Node] = []
@@ -284,7 +296,7 @@ def _is_space(name: str, rules: dict[str, Node], bodies: dict[str, str]) -> bool
         return False
 
 
-class _LarkExpression:
+class _LarkExpression(_TokenParser):
     """One rule's or terminal's body: alternatives of items with operators."""
 
     def __init__(self, body: str, *, terminal: bool, spaced: bool) -> None:
@@ -306,21 +318,11 @@ class _LarkExpression:
                 tokens.append((match.lastgroup, match.group(match.lastgroup)))
         return tokens
 
-    def peek(self) -> tuple[str, str]:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
-
     def parse(self) -> Node:
         node = self.alternation()
         if self.pos != len(self.tokens):
             raise Unsatisfiable(f"unexpected {self.peek()[1]!r}")
         return node
-
-    def alternation(self) -> Node:
-        options = [self.sequence()]
-        while self.peek() == ("op", "|"):
-            self.pos += 1
-            options.append(self.sequence())
-        return options[0] if len(options) == 1 else Alt(options)
 
     def sequence(self) -> Node:
         items: list[Node] = []
