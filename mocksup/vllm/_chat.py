@@ -11,7 +11,13 @@ from mocksup.vllm._errors import VLLMValidationError
 from mocksup.vllm._generation.reasoning import check_reasoning_fields, thinking_enabled
 from mocksup.vllm._logprobs import chat_logprobs, prompt_logprobs_body
 from mocksup.vllm._plan import Choice, Plan
-from mocksup.vllm._sampling import GenerationRequest, Prompt, Tool, ToolUse
+from mocksup.vllm._sampling import (
+    GenerationRequest,
+    Prompt,
+    Tool,
+    ToolUse,
+    check_logprob_counts,
+)
 from mocksup.vllm._stream import ChunkWriter, per_request_metrics, prompt_details
 from mocksup.vllm._tool_choice import check_tool_usage
 from mocksup.vllm.tokenizer import TOKENIZER
@@ -60,38 +66,13 @@ class ChatRequest(GenerationRequest):
                 "when using `logprob_token_ids`, `logprobs` must be set to true.",
                 parameter="logprob_token_ids",
             )
-        for name in ("prompt_logprobs", "top_logprobs"):
-            value = data.get(name)
-            if value is not None and not isinstance(value, (int, float)):
-                raise VLLMValidationError(
-                    f"`{name}` must be an integer.", parameter=name, value=value
-                )
-        prompt = data.get("prompt_logprobs")
-        if prompt is not None:
-            if data.get("stream") and (prompt > 0 or prompt == -1):
-                raise VLLMValidationError(
-                    "`prompt_logprobs` are not available when `stream=True`.",
-                    parameter="prompt_logprobs",
-                )
-            if prompt < 0 and prompt != -1:
-                raise VLLMValidationError(
-                    "`prompt_logprobs` must be a positive value or -1.",
-                    parameter="prompt_logprobs",
-                    value=prompt,
-                )
+        check_logprob_counts(data, ("prompt_logprobs", "top_logprobs"))
         top = data.get("top_logprobs")
-        if top is not None:
-            if top < 0 and top != -1:
-                raise VLLMValidationError(
-                    "`top_logprobs` must be a positive value or -1.",
-                    parameter="top_logprobs",
-                    value=top,
-                )
-            if (top == -1 or top > 0) and not data.get("logprobs"):
-                raise VLLMValidationError(
-                    "when using `top_logprobs`, `logprobs` must be set to true.",
-                    parameter="top_logprobs",
-                )
+        if top is not None and (top == -1 or top > 0) and not data.get("logprobs"):
+            raise VLLMValidationError(
+                "when using `top_logprobs`, `logprobs` must be set to true.",
+                parameter="top_logprobs",
+            )
         return data
 
     @model_validator(mode="before")

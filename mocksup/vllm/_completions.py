@@ -17,7 +17,7 @@ from mocksup.vllm._logprobs import (
     prompt_logprobs_body,
 )
 from mocksup.vllm._plan import Choice, Plan
-from mocksup.vllm._sampling import GenerationRequest, Prompt
+from mocksup.vllm._sampling import GenerationRequest, Prompt, check_logprob_counts
 from mocksup.vllm._stream import ChunkWriter, per_request_metrics
 from mocksup.vllm.tokenizer import TOKENIZER
 
@@ -61,29 +61,7 @@ class CompletionRequest(GenerationRequest):
                 "when using `logprob_token_ids`, `logprobs` must be set.",
                 parameter="logprob_token_ids",
             )
-        for name in ("prompt_logprobs", "logprobs"):
-            value = data.get(name)
-            if value is not None and not isinstance(value, (int, float)):
-                raise VLLMValidationError(
-                    f"`{name}` must be an integer.", parameter=name, value=value
-                )
-        wanted = data.get("prompt_logprobs")
-        if wanted is not None and data.get("stream") and (wanted > 0 or wanted == -1):
-            raise VLLMValidationError(
-                "`prompt_logprobs` are not available when `stream=True`.",
-                parameter="prompt_logprobs",
-            )
-        if wanted is not None and wanted < 0 and wanted != -1:
-            raise VLLMValidationError(
-                "`prompt_logprobs` must be a positive value or -1.",
-                parameter="prompt_logprobs",
-                value=wanted,
-            )
-        logprobs = data.get("logprobs")
-        if logprobs is not None and logprobs < 0 and logprobs != -1:
-            raise VLLMValidationError(
-                "`logprobs` must be a positive value or -1.", parameter="logprobs", value=logprobs
-            )
+        check_logprob_counts(data, ("prompt_logprobs", "logprobs"))
         return data
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ __all__ = [
     "Tool",
     "ToolFunction",
     "ToolUse",
+    "check_logprob_counts",
 ]
 
 _INT64 = 2**63
@@ -194,3 +195,25 @@ class GenerationRequest(BaseModel):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def check_logprob_counts(data: dict[str, Any], names: tuple[str, str]) -> None:
+    """vLLM's checks of ``prompt_logprobs`` and the surface's other count (``names``), in
+    its order: each a number, no prompt log-probabilities when streamed, each positive or
+    -1."""
+    for name in names:
+        value = data.get(name)
+        if value is not None and not isinstance(value, (int, float)):
+            raise VLLMValidationError(f"`{name}` must be an integer.", parameter=name, value=value)
+    prompt = data.get("prompt_logprobs")
+    if prompt is not None and data.get("stream") and (prompt > 0 or prompt == -1):
+        raise VLLMValidationError(
+            "`prompt_logprobs` are not available when `stream=True`.",
+            parameter="prompt_logprobs",
+        )
+    for name in names:
+        value = data.get(name)
+        if value is not None and value < 0 and value != -1:
+            raise VLLMValidationError(
+                f"`{name}` must be a positive value or -1.", parameter=name, value=value
+            )
