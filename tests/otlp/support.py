@@ -7,7 +7,10 @@ import http.client
 import json
 import socket
 import struct
+import threading
+import time
 import unittest
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -35,7 +38,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from werkzeug.test import Client
 
 from mocksup.otlp import MockOTLPCollector
-from tests.support import ProcessTestCase, children
+from tests.support import ProcessTestCase, children, poll_until
 
 __all__ = ["CollectorTestCase", "Pipelines", "grpc_call", "in_process", "post", "raw_grpc_call"]
 
@@ -209,6 +212,42 @@ class CollectorTestCase(ProcessTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.collector.clear()
+
+    def held(
+        self, wait: Callable[[], Any], send: Callable[[], None], timeout: float = 30.0
+    ) -> tuple[Any, float]:
+        """Start ``wait`` in a thread, check the collector holds it, ``send``; return the
+        wait's answer (or raise its error) and the seconds from the send to the answer."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = wait()
+            except BaseException as error:
+                box["error"] = error
+            box["at"] = time.monotonic()
+            done.set()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.addCleanup(thread.join, timeout + 5)
+        wait_until_held(self.collector, 1)
+        sent = time.monotonic()
+        send()
+        self.assertTrue(done.wait(timeout + 5))
+        if "error" in box:
+            raise box["error"]
+        return box["value"], box["at"] - sent
+
+
+def wait_until_held(collector: MockOTLPCollector, count: int, timeout: float = 10.0) -> None:
+    """Return once the collector holds ``count`` long polls (its ``stats()["waiting"]``)."""
+    poll_until(
+        lambda: collector.stats()["waiting"] >= count,
+        f"the collector was to hold {count} wait(s)",
+        timeout,
+    )
 
 
 def _check_class_left_nothing(name: str, before: set[int]) -> None:

@@ -11,9 +11,9 @@ import pydantic
 import mocksup.otlp
 from mocksup import ControlAPIError, MockServerError
 from mocksup.otlp import Fault, MockOTLPCollector, TelemetryTimeoutError
-from tests.otlp.support import CollectorTestCase, post
+from tests.otlp.support import CollectorTestCase, post, wait_until_held
 from tests.otlp.test_http_input import request_bytes
-from tests.support import ProcessTestCase, poll_until
+from tests.support import ProcessTestCase
 
 
 class SurfaceTest(unittest.TestCase):
@@ -213,15 +213,6 @@ class StopTest(ProcessTestCase):
         assert isinstance(error, ControlAPIError)
         self.assertEqual(error.status, 503)
         self.assertIn("stopping", str(error))
-
-
-def wait_until_held(collector: MockOTLPCollector, count: int, timeout: float = 10.0) -> None:
-    """Return once the collector holds ``count`` long polls (its ``stats()["waiting"]``)."""
-    poll_until(
-        lambda: collector.stats()["waiting"] >= count,
-        f"the collector was to hold {count} wait(s)",
-        timeout,
-    )
 
 
 class NoGCTest(unittest.TestCase):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from mocksup import ControlAPIError
 from mocksup.otlp import LogRecord, Metric, Span
 from tests.otlp.support import CollectorTestCase, Pipelines, post
-from tests.otlp.test_api import wait_until_held
 from tests.otlp.test_http_input import request_bytes
 
 TIMEOUT = 30.0
@@ -60,29 +57,6 @@ class FeedTest(CollectorTestCase):
         self.assertEqual([i.name for i in page.items if isinstance(i, Span)], ["first", "fourth"])
         # The cursor moved past the request that did not match: it is not read again.
         self.assertEqual(page.cursor, self.collector.stats()["cursor"])
-
-    def held(self, wait: Callable[[], Any], send: Callable[[], None]) -> tuple[Any, float]:
-        box: dict[str, Any] = {}
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                box["value"] = wait()
-            except BaseException as error:
-                box["error"] = error
-            box["at"] = time.monotonic()
-            done.set()
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        self.addCleanup(thread.join, TIMEOUT + 5)
-        wait_until_held(self.collector, 1)
-        sent = time.monotonic()
-        send()
-        self.assertTrue(done.wait(TIMEOUT + 5))
-        if "error" in box:
-            raise box["error"]
-        return box["value"], box["at"] - sent
 
     def test_a_held_page_returns_as_soon_as_an_item_arrives(self) -> None:
         cursor = self.collector.stats()["cursor"]

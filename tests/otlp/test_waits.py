@@ -7,13 +7,7 @@ not waking its waiters (the time would be the whole timeout).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from typing import Any
-
 from tests.otlp.support import CollectorTestCase, Pipelines
-from tests.otlp.test_api import wait_until_held
 
 TIMEOUT = 30.0
 PROMPT = 5.0  # generous for a loaded machine; a missed wake-up costs the whole TIMEOUT
@@ -23,31 +17,6 @@ class LongPollTest(CollectorTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.sdk = Pipelines(self, self.collector, "http", service="late")
-
-    def held(self, wait: Callable[[], Any], send: Callable[[], None]) -> tuple[Any, float]:
-        """Start ``wait`` in a thread, check the collector holds it, ``send``; return
-        the wait's answer and the seconds from the send to the answer."""
-        box: dict[str, Any] = {}
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                box["value"] = wait()
-            except BaseException as error:
-                box["error"] = error
-            box["at"] = time.monotonic()
-            done.set()
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        self.addCleanup(thread.join, TIMEOUT + 5)
-        wait_until_held(self.collector, 1)
-        sent = time.monotonic()
-        send()
-        self.assertTrue(done.wait(TIMEOUT + 5))
-        if "error" in box:
-            raise box["error"]
-        return box["value"], box["at"] - sent
 
     def test_wait_for_spans(self) -> None:
         def send() -> None:
