@@ -146,13 +146,18 @@ def replay(
 def _body(number: int, signal: Signal, document: Any, encoding: str) -> tuple[bytes, str]:
     if encoding == "json":
         return json.dumps(document, separators=(",", ":")).encode(), "application/json"
+    return _protobuf(number, signal, document), "application/x-protobuf"
+
+
+def _protobuf(number: int, signal: Signal, document: Any) -> bytes:
+    """Dump line ``number``'s document as protobuf (``ReplayError`` if it is not OTLP/JSON)."""
     try:
         message = parse_request(signal, document, strict=False)
     except OTLPJSONError as error:
         raise ReplayError(
             f"dump line {number} is not valid OTLP/JSON: {error}", line=number
         ) from None
-    return message.SerializeToString(), "application/x-protobuf"
+    return message.SerializeToString()
 
 
 def _export(

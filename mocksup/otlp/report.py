@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mocksup.otlp._answers import feed_protobuf
-from mocksup.otlp._json import OTLPJSONError, parse_request
 from mocksup.otlp._streams import parse_feed_page
 from mocksup.otlp._ui import journal_view, page
-from mocksup.otlp.dump import ReplayError, _Source, read_dump
+from mocksup.otlp.dump import _protobuf, _Source, read_dump
 from mocksup.otlp.faults import Signal
 
 if TYPE_CHECKING:
@@ -60,13 +59,7 @@ def dump_frames(source: _Source) -> Iterator[Frame]:
     :raises ReplayError: a line is not JSON, or not OTLP/JSON of one of the three signals.
     """
     for number, signal, document in read_dump(source):
-        try:
-            message = parse_request(signal, document, strict=False)
-        except OTLPJSONError as error:
-            raise ReplayError(
-                f"dump line {number} is not valid OTLP/JSON: {error}", line=number
-            ) from None
-        yield signal, message.SerializeToString()
+        yield signal, _protobuf(number, signal, document)
 
 
 def collector_frames(collector: CollectorQueries) -> list[Frame]:
