@@ -364,7 +364,9 @@ def default_configs(
     free ports; with both, vLLM exports its ``llm_request`` spans to the collector (gRPC) and
     the collector's viewer shows vLLM's request journal (``journal_viewer``). With
     ``vllm_replicas`` above 1, replicas ``vllm-0``... on ``vllm_port`` and the ports after it
-    (each on a free port when ``vllm_port`` is 0)."""
+    (each on a free port when ``vllm_port`` is 0).
+
+    :raises ValueError: the replicas' ports would run past 65535."""
     chosen = set(servers)
     common: dict[str, object] = {"host": host, "log_dir": log_dir}
     configs = []
@@ -389,6 +391,12 @@ def default_configs(
                 MockServerConfig(name="vllm", server_class=MockVLLMServer, init_kwargs=vllm)
             )
         else:
+            if vllm_port and vllm_port + vllm_replicas - 1 > 65535:
+                raise ValueError(
+                    f"{vllm_replicas} vLLM replicas from port {vllm_port} need ports up to "
+                    f"{vllm_port + vllm_replicas - 1}, past 65535: start them lower (or on "
+                    "free ports, with port 0)"
+                )
             ports = [{"port": vllm_port + i if vllm_port else 0} for i in range(vllm_replicas)]
             settings: dict[str, Any] = dict(vllm)
             configs += vllm_fleet_configs(vllm_replicas, profiles=ports, **settings)

@@ -761,6 +761,11 @@ class BadInputTest(CLITestCase):
             run_main("up", "--servers", "otlp", "--vllm-model", "m"), "need the vllm server"
         )
         self.assert_usage_error(run_main("up", "--otlp-compat", "strict"), "invalid choice")
+        # The last replica's port would be 65536: said as such, not as a bad --vllm-port.
+        self.assert_usage_error(
+            run_main("up", "--vllm-port", "65535", "--vllm-replicas", "2"),
+            "--vllm-replicas: 2 vLLM replicas from port 65535 need ports up to 65536",
+        )
         self.assert_usage_error(
             run_main("up", env={"MOCKSUP_OTLP_COMPAT": "strict"}),
             "$MOCKSUP_OTLP_COMPAT: 'strict' is not one of collector, spec",

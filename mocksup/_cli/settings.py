@@ -198,15 +198,18 @@ def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerCon
     unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
     if unknown or not chosen:
         raise UsageError(f"--servers takes otlp and/or vllm, not {','.join(unknown) or 'nothing'}")
-    configs = default_configs(
-        host=args.host,
-        otlp_port=args.otlp_port,
-        otlp_grpc_port=args.otlp_grpc_port,
-        vllm_port=args.vllm_port,
-        log_dir=args.log_dir,
-        servers=chosen,
-        vllm_replicas=args.vllm_replicas,
-    )
+    try:
+        configs = default_configs(
+            host=args.host,
+            otlp_port=args.otlp_port,
+            otlp_grpc_port=args.otlp_grpc_port,
+            vllm_port=args.vllm_port,
+            log_dir=args.log_dir,
+            servers=chosen,
+            vllm_replicas=args.vllm_replicas,
+        )
+    except ValueError as error:  # the replicas' ports past 65535
+        raise UsageError(f"--vllm-replicas: {error}") from None
     # "vllm", or its replicas "vllm-0"... with --vllm-replicas.
     vllms = [c.name for c in configs if c.name == "vllm" or c.name.startswith("vllm-")]
     options = {
