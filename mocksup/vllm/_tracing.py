@@ -274,7 +274,8 @@ class SpanExporter:
 
     def _export_raw(self, payload: bytes, done: threading.Event) -> None:
         try:
-            self._send(payload)
+            # Not waiting for a collector that refuses: the mock's ready waits for this.
+            self._send(payload, False)
         except Exception as error:
             _log.warning("could not export the start-up spans: %s", error)
         finally:
@@ -290,7 +291,7 @@ class SpanExporter:
             ]
         )
         try:
-            self._send(request.SerializeToString())
+            self._send(request.SerializeToString(), True)
         except Exception as error:
             self.failed += len(batch)
             _log.warning("could not export %d span(s): %s", len(batch), error)
@@ -298,7 +299,7 @@ class SpanExporter:
             self.exported += len(batch)
 
     @staticmethod
-    def _grpc_sender(endpoint: str) -> Callable[[bytes], None]:
+    def _grpc_sender(endpoint: str) -> Callable[[bytes, bool], None]:
         import grpc
 
         parts = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
@@ -311,13 +312,14 @@ class SpanExporter:
             response_deserializer=ExportTraceServiceResponse.FromString,
         )
 
-        def send(payload: bytes) -> None:
-            export(payload, timeout=_EXPORT_TIMEOUT, wait_for_ready=True)
+        def send(payload: bytes, patient: bool) -> None:
+            # ``patient``: retry the connection until the timeout, as the SDK's exporter does.
+            export(payload, timeout=_EXPORT_TIMEOUT, wait_for_ready=patient)
 
         return send
 
     @staticmethod
-    def _http_sender(endpoint: str) -> Callable[[bytes], None]:
+    def _http_sender(endpoint: str) -> Callable[[bytes, bool], None]:
         parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
         host, port = parts.hostname or "127.0.0.1", parts.port or 4318
         path = parts.path if parts.path not in ("", "/") else "/v1/traces"
@@ -325,7 +327,8 @@ class SpanExporter:
             http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         )
 
-        def send(payload: bytes) -> None:
+        def send(payload: bytes, patient: bool) -> None:
+            # A refused connection fails at once over HTTP whether ``patient`` or not.
             conn = connection_class(host, port, timeout=_EXPORT_TIMEOUT)
             try:
                 conn.request(

@@ -371,8 +371,8 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
             ):
                 if exporter is not None:
                     # Exported before ready, so that a test clearing the collector once the
-                    # mocks serve never sees them arrive later (bounded: an unreachable
-                    # collector delays the start by at most one export's timeout).
+                    # mocks serve never sees them arrive later (bounded: a collector that
+                    # refuses fails it at once, a silent one after one export's timeout).
                     exporter.startup(started_ns, time.time_ns()).wait(_STARTUP_EXPORT_WAIT)
                 ctx.ready(port=port)
                 if self.journal_viewer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -183,6 +184,17 @@ class SpanShapeTest(ProcessTestCase):
             mine = [s.name for s in spans]
         self.assertIn("Overall Loading", mine)
         self.assertIn("Warmup (GPU)", mine)
+
+    def test_a_collector_that_refuses_does_not_delay_the_start(self) -> None:
+        # The start-up export waits for an answer, not for a collector to come up: patient
+        # gRPC retries would hold the ready for the export's whole 1 s timeout.
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        started = time.monotonic()
+        with MockVLLMServer(port=0, otlp_traces_endpoint=f"127.0.0.1:{port}"):
+            self.assertLess(time.monotonic() - started, 0.9)
 
     def test_an_unsampled_parent_gets_no_span(self) -> None:
         unsampled = os.urandom(16).hex()
