@@ -1,9 +1,11 @@
 """The HTTP server of ``mocksup.serving`` in real children, over raw sockets: a connection
-whose request body broke is closed right after the answer, and a request head that arrives
-too slowly is cut off at ``head_timeout`` from its first byte."""
+whose request body broke is closed right after the answer, a request head that arrives
+too slowly is cut off at ``head_timeout`` from its first byte, and a client that stops
+reading an answer is let go at ``io_timeout``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import select
@@ -55,6 +57,24 @@ class TightHead(MockServerBase):
     def serve(self, ctx: ServeContext) -> None:
         limits = HTTPLimits(head_timeout=0.5, idle_timeout=2.0)
         with serve_wsgi(echo, bind_tcp(self.host, self.port), limits=limits) as server:
+            ctx.ready(port=server.port)
+            ctx.wait()
+
+
+def firehose(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """``/firehose`` streams 64 KiB chunks for as long as the client takes them."""
+    if environ["PATH_INFO"] != "/firehose":
+        return echo(environ, start_response)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return iter(lambda: b"x" * 65536, None)
+
+
+class Firehose(MockServerBase):
+    """Serves :func:`firehose` with a short ``io_timeout``."""
+
+    def serve(self, ctx: ServeContext) -> None:
+        limits = HTTPLimits(io_timeout=IO_TIMEOUT)
+        with serve_wsgi(firehose, bind_tcp(self.host, self.port), limits=limits) as server:
             ctx.ready(port=server.port)
             ctx.wait()
 
@@ -243,6 +263,37 @@ class HeadTimeoutTest(ProcessTestCase):
         sock.settimeout(10)
         self.assertEqual(sock.recv(100), b"")
         self.assertGreaterEqual(time.monotonic() - started, 1.5)
+
+
+class StalledReaderTest(ProcessTestCase):
+    """``io_timeout`` (0.5 s here) bounds a write that makes no progress."""
+
+    def test_a_client_that_stops_reading_a_stream_is_let_go(self) -> None:
+        server = Firehose()
+        self.addCleanup(server.stop)
+        server.start()
+        assert server.port is not None
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((server.host, server.port))
+        sock.sendall(b"GET /firehose HTTP/1.1\r\nHost: x\r\n\r\n")
+        # The stimulus: a client that reads nothing for a while. The kernel still takes a
+        # trickle for about a second after the buffers fill; then the server's writes stall
+        # and io_timeout later it gives up.
+        time.sleep(3.0)
+        received = 0
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while (data := sock.recv(1 << 20)) and received < 256 << 20:
+                received += len(data)
+        # What was in flight (the socket buffers, a few MiB), then the end: a server that
+        # had waited would stream on for as long as it is read.
+        self.assertLess(received, 64 << 20)
+        with socket.create_connection((server.host, server.port), timeout=10) as other:
+            other.sendall(b"POST /still HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+            response = read_response(other)
+            self.assertEqual((response.status, response.read()), (200, b"/still ok"))
 
 
 if __name__ == "__main__":
