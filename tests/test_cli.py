@@ -851,6 +851,7 @@ class BadInputTest(CLITestCase):
 
     def test_a_server_not_ready_in_time_is_said_in_the_command_line_s_terms(self) -> None:
         # A command that says how far it got, then never prints the line that means ready.
+        # 2 s: time enough for the shell to say it on a loaded machine (0.5 s was not).
         server = (
             '[[servers]]\nname = "app"\nserver_class = "mocksup:ProcessServer"\n'
             'init_kwargs = { command = ["sh", "-c", "echo loading the model; exec sleep 60"], '
@@ -858,14 +859,14 @@ class BadInputTest(CLITestCase):
         )
         config = self.folder / "servers.toml"
         head = (
-            r"mocksup: mock server 'app' \(pid \d+\) was not ready within 0\.5 s and was killed; "
+            r"mocksup: mock server 'app' \(pid \d+\) was not ready within 2 s and was killed; "
         )
         cases = [
             # The file sets no start_timeout: --start-timeout is that server's, and named.
-            ("", ["--start-timeout", "0.5"], "--start-timeout"),
+            ("", ["--start-timeout", "2"], "--start-timeout"),
             # The file sets it: the advice points there.
             (
-                ", start_timeout = 0.5",
+                ", start_timeout = 2",
                 [],
                 f"start_timeout in server 'app''s init_kwargs in {config}",
             ),
