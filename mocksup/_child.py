@@ -1,14 +1,15 @@
-"""The child's entry: read the server model, watch the lifeline, serve, report ready.
+"""The child's entry: read the server, watch the lifeline, serve, report ready.
 
 A child is either exec'd by the parent (``python -m mocksup._child LIFELINE_FD STATUS_FD``:
 an exec, never a fork of the parent, so a parent that has loaded gRPC is safe) or forked by
 the zygote (:mod:`mocksup._zygote`), which calls :func:`run` with the same two pipes. Over
 the lifeline pipe the parent sends the payload (:mod:`mocksup._payload`): the parent's
 ``sys.path``, its ``__main__`` script when the server class lives there, and the validated
-server model. The parent then keeps the pipe's write end open for the child's whole life:
-EOF on it means the parent is gone (even SIGKILLed), and the child stops at once. On the
-status pipe the child writes one JSON line: ``ready`` with the ports it really serves on, or
-``error`` with a pickled :class:`~mocksup.MockServerError`.
+server model (or, for a class that serves plain settings, those settings: the child then
+serves before it imports pydantic). The parent then keeps the pipe's write end open for the
+child's whole life: EOF on it means the parent is gone (even SIGKILLed), and the child stops
+at once. On the status pipe the child writes one JSON line: ``ready`` with the ports it
+really serves on, or ``error`` with a pickled :class:`~mocksup.MockServerError`.
 
 A child started before its server was known (forked, or exec'd with ``--warm`` by ``mocksup
 up``) takes on the environment and working folder of the moment from the payload. Once it
@@ -55,8 +56,9 @@ _log = logging.getLogger(__name__)
 
 def main(argv: list[str]) -> int:
     """Run one mock server in this exec'd process: ``LIFELINE_FD STATUS_FD [--warm
-    MODULE...]``. With ``--warm`` the child imports those modules (and what every child
-    needs) first, says so, then waits for its server."""
+    MODULE...]``. With ``--warm`` the child imports those modules first (see
+    :func:`preload`; ``mocksup.base`` for a server that comes as a model), says so, then
+    waits for its server."""
     lifeline_fd, status_fd = int(argv[0]), int(argv[1])
     warm = argv[2:3] == ["--warm"]
     if warm:
@@ -78,7 +80,8 @@ def run(lifeline_fd: int, status_fd: int, *, adopted: bool = False) -> int:
         server = _load_payload(lifeline_fd, status_fd, adopted)
     except Exception as error:
         return _could_not_load(error, status_fd)
-    _name_process(title(server.name, type(server).__name__), f"mocksup {server.name}")
+    kind = server.kind if isinstance(server, _payload.Settings) else type(server).__name__
+    _name_process(title(server.name, kind), f"mocksup {server.name}")
     _configure_logging()
     ctx.name = server.name
     threading.Thread(
@@ -91,7 +94,7 @@ def run(lifeline_fd: int, status_fd: int, *, adopted: bool = False) -> int:
 
 
 def _preload(names: list[str]) -> None:
-    for name in ("mocksup.base", *names):
+    for name in names:
         preload(name)
 
 
@@ -108,10 +111,13 @@ def preload(module: str) -> None:
 
 
 def modules_of(module: str) -> list[str]:
-    """``module``, or for one in a package of mocksup (``mocksup.otlp.collector``) that
-    package and each of its modules, in the order to import them."""
+    """``module``, or for a public one in a package of mocksup (``mocksup.otlp.collector``)
+    that package and each of its modules, in the order to import them. A private module
+    (``mocksup.otlp._serve``) names exactly what is needed: it comes alone."""
     parts = module.split(".")
     if len(parts) < 2 or parts[0] != "mocksup" or parts[1].startswith("_"):
+        return [module]
+    if len(parts) > 2 and parts[-1].startswith("_"):
         return [module]
     package = ".".join(parts[:2])
     try:
@@ -206,7 +212,7 @@ def _install_signal_handlers(ctx: ServeContext) -> int:
     return wakeup_r
 
 
-def _load_payload(fd: int, status_fd: int, adopted: bool) -> MockServerBase:
+def _load_payload(fd: int, status_fd: int, adopted: bool) -> MockServerBase | _payload.Settings:
     header = _payload.read_header(fd)
     if adopted:
         # Tell the parent this child is alive and has its server: one that died before
@@ -281,7 +287,7 @@ def _configure_logging() -> None:
     _log.debug("logging at %s", logging.getLevelName(logging.getLogger().level))
 
 
-def _serve(server: MockServerBase, ctx: ServeContext, status_fd: int) -> int:
+def _serve(server: MockServerBase | _payload.Settings, ctx: ServeContext, status_fd: int) -> int:
     from mocksup.errors import MockServerError
 
     try:

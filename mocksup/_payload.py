@@ -3,32 +3,38 @@
 Over the lifeline pipe the parent writes two length-prefixed pickles: a header (the parent's
 ``sys.path``, working folder, the path of its ``__main__`` script when the server class lives
 there, and for a child started before its server the environment and log file of the
-moment), then the validated server model. A child that fails before it is ready sends back its
-:class:`~mocksup.MockServerError` pickled, and described in words as well, so that an error
-that does not pickle (or that the parent cannot unpickle) still arrives, as a
-:class:`~mocksup.ServeError`. The process code on either side uses this leaf module, which
-imports neither, so the child's import path stays light (no psutil, no asyncio machinery).
+moment), then the validated server model; or, for a class that names a function serving
+its settings (``_serve_settings``), those settings as a plain dict (:class:`Settings`), so
+that the child serves without importing pydantic or the class first. A child that fails
+before it is ready sends back its :class:`~mocksup.MockServerError` pickled, and described
+in words as well, so that an error that does not pickle (or that the parent cannot
+unpickle) still arrives, as a :class:`~mocksup.ServeError`. The process code on either side
+uses this leaf module, which imports neither, so the child's import path stays light (no
+psutil, no asyncio machinery).
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import os
 import pickle
 import runpy
 import struct
 import sys
 import traceback
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mocksup.errors import MockServerError, ServeError
 
 if TYPE_CHECKING:
+    from mocksup._context import ServeContext
     from mocksup.base import MockServerBase
 
 __all__ = (
     "MAIN_MODULES",
     "Header",
+    "Settings",
     "decode_error",
     "encode",
     "encode_error",
@@ -59,6 +65,36 @@ class Header(TypedDict):
     cwd: str
     env: dict[str, str] | None
     log_path: str | None
+
+
+class Settings:
+    """A server as its validated settings and the function that serves them: what the
+    child gets for a class with ``_serve_settings`` instead of the model itself.
+
+    :param target: ``"module:function"``, called with ``(settings, ctx)``.
+    :param name: the server's name.
+    :param kind: its class's name (the child shows it in ``ps``).
+    :param settings: the model's ``model_dump()``.
+    """
+
+    def __init__(self, target: str, name: str, kind: str, settings: dict[str, Any]) -> None:
+        self.target = target
+        self.name = name
+        self.kind = kind
+        self.settings = settings
+
+    def serve(self, ctx: ServeContext) -> None:
+        """Serve, as the model's ``serve()`` would."""
+        module, _, function = self.target.partition(":")
+        getattr(importlib.import_module(module), function)(self.settings, ctx)
+
+
+def _body(server: MockServerBase) -> MockServerBase | Settings:
+    # The class's own attribute: a subclass may override serve() or what it calls.
+    target = type(server).__dict__.get("_serve_settings")
+    if not isinstance(target, str):
+        return server
+    return Settings(target, server.name, type(server).__name__, server.model_dump())
 
 
 def main_path(server: MockServerBase) -> str | None:
@@ -100,7 +136,7 @@ def encode(
         "log_path": log_path,
     }
     head = pickle.dumps(header)
-    body = pickle.dumps(server)
+    body = pickle.dumps(_body(server))
     return _LENGTH.pack(len(head)) + head + _LENGTH.pack(len(body)) + body
 
 
@@ -113,9 +149,10 @@ def read_header(fd: int) -> Header:
     return header
 
 
-def read_server(fd: int) -> MockServerBase:
-    """Read and unpickle the server model (its modules are imported here)."""
-    server: MockServerBase = pickle.loads(_read_block(fd))
+def read_server(fd: int) -> MockServerBase | Settings:
+    """Read and unpickle the server model (its modules are imported here), or its
+    :class:`Settings`."""
+    server: MockServerBase | Settings = pickle.loads(_read_block(fd))
     return server
 
 

@@ -101,6 +101,11 @@ class MockServerBase(BaseModel):
 
     #: The name a server of this class gets when none is given.
     default_name: ClassVar[str] = "mock"
+    #: ``"module:function"`` serving this class's settings given as a plain dict (its
+    #: ``model_dump()``) as ``serve()`` does, for a child that should serve before it imports
+    #: pydantic and the class (see :mod:`mocksup._payload`). Used for the class that sets it
+    #: only, never for a subclass (which may override ``serve()`` or what it calls).
+    _serve_settings: ClassVar[str | None] = None
 
     name: str = Field(
         "", description="Name in logs, errors and log file names; defaults to the class's."

@@ -174,8 +174,25 @@ def _port(text: str) -> int:
 # -- up ---------------------------------------------------------------------------------------
 
 
-#: The module of each default server's class, which its child imports while it waits.
-_DEFAULT_MODULES = {"otlp": "mocksup.otlp", "vllm": "mocksup.vllm"}
+#: What the child of each default server imports while it waits for its server. The
+#: collector comes as plain settings: its child imports everything its servers use before
+#: they serve (a test holds this list to it), and no pydantic. The vLLM mock comes as its
+#: model (pydantic, ``mocksup.base``).
+_DEFAULT_MODULES = {
+    "otlp": [
+        "mocksup.otlp._serve",
+        "mocksup.otlp._http",
+        "mocksup.otlp._api",
+        "mocksup.otlp._grpc",
+        "grpc._server",
+        "grpc._utilities",
+        "concurrent.futures.thread",
+        "encodings.idna",
+        "werkzeug.routing",
+        "werkzeug.exceptions",
+    ],
+    "vllm": ["mocksup.base", "mocksup.vllm"],
+}
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -197,13 +214,14 @@ def _prestart(args: argparse.Namespace) -> None:
     """
     from mocksup import _launch
 
-    for module in _server_modules(args):
-        _launch.prestarted.launch([module] if module else [])
+    for modules in _server_modules(args):
+        _launch.prestarted.launch(modules)
 
 
-def _server_modules(args: argparse.Namespace) -> list[str | None]:
-    """The class module of each server ``up`` will start, when it is one of mocksup's own
-    (``None`` for another: its child imports it once it has its server's import path)."""
+def _server_modules(args: argparse.Namespace) -> list[list[str]]:
+    """What the child of each server ``up`` will start imports first: its class's module
+    when it is one of mocksup's own (another's child imports it once it has its server's
+    import path), and pydantic (``mocksup.base``) for a server that comes as its model."""
     if args.config is None:
         names = [name.strip() for name in args.servers.split(",")]
         copies = {"vllm": args.vllm_replicas}  # a child for each replica
@@ -220,11 +238,12 @@ def _server_modules(args: argparse.Namespace) -> list[str | None]:
         return []  # load_config says what is wrong
     if not isinstance(entries, list):
         return []
-    modules: list[str | None] = []
+    modules: list[list[str]] = []
     for entry in entries:
         spec = str(entry.get("server_class", "")) if isinstance(entry, dict) else ""
         module = spec.partition(":")[0] if ":" in spec else spec.rpartition(".")[0]
-        modules.append(module if module.startswith("mocksup.") else None)
+        ours = [module] if module.startswith("mocksup.") else []
+        modules.append(["mocksup.base", *ours])
     return modules
 
 

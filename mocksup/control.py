@@ -24,7 +24,6 @@ through :attr:`MockServerBase.control <mocksup.MockServerBase.control>`::
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import socket
@@ -484,6 +483,10 @@ class ControlClient:
         headers = {"Content-Type": _JSON} if data is not None else {}
         if self.check is not None:
             self.check(0.0)
+        # Imported by the client only: a mock serving its routes never pays for it (nor for
+        # the ssl and email modules it loads).
+        import http.client
+
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout + wait)
         try:
             conn.request(method, target, body=data, headers=headers)

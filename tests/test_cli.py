@@ -177,6 +177,11 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
+def _maps_pydantic(pid: int) -> bool:
+    """Whether process ``pid`` has loaded pydantic's compiled core."""
+    return "_pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def _end(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -241,6 +246,28 @@ class UpTest(CLITestCase):
         # the graceful part of a stop (1.75 s of the 2 s stop_timeout), so a server that has
         # to be killed, or any wait on the way out, fails it.
         self.assertLess(took, 1.5)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "reads /proc/PID/maps")
+    def test_the_collector_serves_before_it_loads_pydantic(self) -> None:
+        # Its child gets plain settings and imports only what serves them: pydantic (its
+        # compiled core, seen in the child's memory map) is loaded by the first request
+        # that needs it, a fault, and not by ingest, queries or the wait for the ready line.
+        proc = self.mocksup("up", "--servers", "otlp", *FREE_PORTS[:4], "--json")
+        ready: dict[str, Any] = json.loads(self.read_until(proc, "{")[-1])
+        entry = ready["servers"]["otlp"]
+        otlp = entry["endpoints"]["otlp_http"]
+        post_span(otlp, "first")
+        with urllib.request.urlopen(otlp + "/mocksup/spans", timeout=10) as response:
+            names = [span["name"] for span in json.load(response)["spans"]]
+        self.assertEqual(names, ["first"])
+        self.assertFalse(_maps_pydantic(entry["pid"]))
+        fault = json.dumps({"status": 503}).encode()
+        post = urllib.request.Request(
+            otlp + "/mocksup/faults", data=fault, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(post, timeout=10) as response:
+            self.assertEqual(json.load(response)["faults"][0]["status"], 503)
+        self.assertTrue(_maps_pydantic(entry["pid"]))
 
     def test_banner_ready_file_summary_and_ctrl_c(self) -> None:
         ready_file = self.folder / "ready.json"
@@ -439,6 +466,48 @@ server_class = "mocksup:MockRedisServer"
         ready = json.loads(self.read_until(proc, "{")[-1])
         self.assertEqual(list(ready["servers"]), ["collector", "llm", "cache"])
         self.assertEqual(ready["env"]["REDIS_URL"], ready["servers"]["cache"]["endpoints"]["url"])
+
+
+class WarmModulesTest(unittest.TestCase):
+    def test_the_collector_child_imports_nothing_between_warm_and_ready(self) -> None:
+        # ``up``'s collector child imports its warm list while the parent builds the
+        # servers; given its settings it must serve at once: nothing of weight left to
+        # import (the list is complete), and no pydantic (the settings come plain).
+        script = (
+            "import json, os, sys, threading\n"
+            "from mocksup import cli\n"
+            "from mocksup._context import ServeContext\n"
+            "for name in cli._DEFAULT_MODULES['otlp']:\n"
+            "    __import__(name)\n"
+            "warm = set(sys.modules)\n"
+            "from mocksup.otlp._serve import serve_settings\n"
+            "status_r, status_w = os.pipe()\n"
+            "ctx = ServeContext(status_w)\n"
+            "settings = json.loads(sys.argv[1])\n"
+            "served = threading.Thread(target=serve_settings, args=(settings, ctx))\n"
+            "served.start()\n"
+            "ready = json.loads(os.read(status_r, 4096))\n"
+            "new = sorted(set(sys.modules) - warm)\n"
+            "ctx.request_stop('done')\n"
+            "served.join()\n"
+            "print(json.dumps({'ready': ready, 'new': new}))\n"
+        )
+        settings = MockOTLPCollector(port=0, grpc_port=0).model_dump()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(settings)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        result = json.loads(done.stdout)
+        self.assertEqual(result["ready"]["event"], "ready")
+        self.assertEqual(set(result["ready"]["ports"]), {"port", "grpc_port"})
+        heavy = ("mocksup", "pydantic", "pydantic_core", "grpc", "werkzeug", "google")
+        self.assertEqual([m for m in result["new"] if m.split(".")[0] in heavy], [])
 
 
 def _read_pty_until(fd: int, done: Callable[[str], bool], timeout: float = 30.0) -> str:

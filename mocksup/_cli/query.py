@@ -21,7 +21,7 @@ from mocksup.errors import MockServerError
 
 if TYPE_CHECKING:
     # Annotations only: the collector's client is imported when a command runs.
-    from mocksup.otlp.faults import Signal
+    from mocksup.otlp._signals import Signal
 
 __all__ = ("add_query_commands", "collector_for")
 

@@ -12,21 +12,27 @@ lines) that :func:`replay` sends to any OTLP endpoint, and rendered as text
 
 from __future__ import annotations
 
-from mocksup.otlp.client import CollectorClient, TelemetryTimeoutError
-from mocksup.otlp.collector import CORSConfig, MockOTLPCollector
-from mocksup.otlp.dump import ReplayError, replay
-from mocksup.otlp.faults import Fault
-from mocksup.otlp.items import (
-    LogRecord,
-    Resource,
-    Scope,
-    Span,
-    SpanEvent,
-    SpanLink,
-)
-from mocksup.otlp.metrics import DataPoint, Metric
-from mocksup.otlp.records import FeedPage, RequestRecord, Trace
+from typing import TYPE_CHECKING
+
+# Imported at once, unlike the rest: the function has its module's name, which would hide
+# it once the module was imported (the import sets the package's attribute).
 from mocksup.otlp.render import render, render_trace
+
+if TYPE_CHECKING:
+    from mocksup.otlp.client import CollectorClient, TelemetryTimeoutError
+    from mocksup.otlp.collector import CORSConfig, MockOTLPCollector
+    from mocksup.otlp.dump import ReplayError, replay
+    from mocksup.otlp.faults import Fault
+    from mocksup.otlp.items import (
+        LogRecord,
+        Resource,
+        Scope,
+        Span,
+        SpanEvent,
+        SpanLink,
+    )
+    from mocksup.otlp.metrics import DataPoint, Metric
+    from mocksup.otlp.records import FeedPage, RequestRecord, Trace
 
 __all__ = (
     "CORSConfig",
@@ -50,3 +56,37 @@ __all__ = (
     "render_trace",
     "replay",
 )
+
+# Imported on first use: the collector's child imports its serving modules from this package
+# and serves before it imports the rest (pydantic, the client, the queries' item classes).
+_LAZY = {
+    "CollectorClient": "mocksup.otlp.client",
+    "TelemetryTimeoutError": "mocksup.otlp.client",
+    "CORSConfig": "mocksup.otlp.collector",
+    "MockOTLPCollector": "mocksup.otlp.collector",
+    "ReplayError": "mocksup.otlp.dump",
+    "replay": "mocksup.otlp.dump",
+    "Fault": "mocksup.otlp.faults",
+    "LogRecord": "mocksup.otlp.items",
+    "Resource": "mocksup.otlp.items",
+    "Scope": "mocksup.otlp.items",
+    "Span": "mocksup.otlp.items",
+    "SpanEvent": "mocksup.otlp.items",
+    "SpanLink": "mocksup.otlp.items",
+    "DataPoint": "mocksup.otlp.metrics",
+    "Metric": "mocksup.otlp.metrics",
+    "FeedPage": "mocksup.otlp.records",
+    "RequestRecord": "mocksup.otlp.records",
+    "Trace": "mocksup.otlp.records",
+}
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

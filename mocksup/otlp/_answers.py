@@ -28,9 +28,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from mocksup.otlp._encode import OTLPJSON, span_columns, span_documents
 from mocksup.otlp._query import ITEM_KEYS
-from mocksup.otlp._signals import FIELDS, SIGNALS, resources_of, scopes_of
+from mocksup.otlp._signals import FIELDS, SIGNALS, Signal, resources_of, scopes_of
 from mocksup.otlp._values import no_gc
-from mocksup.otlp.faults import Signal
 from mocksup.otlp.items import LogRecord, Resource, Scope
 from mocksup.otlp.metrics import Metric
 

@@ -15,17 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydantic import ValidationError
-
 from mocksup.control import ControlApp, ControlError, ControlRequest, Param, Raw, Route
 from mocksup.otlp import _answers
 from mocksup.otlp._feed import StaleCursorError, read_page, stored_after
 from mocksup.otlp._ingest import FaultBook
 from mocksup.otlp._query import Query, Result, json_document, select, summarise
-from mocksup.otlp._signals import SIGNALS
+from mocksup.otlp._signals import SIGNALS, Signal
 from mocksup.otlp._store import Batch, Store
 from mocksup.otlp._ui import Journals, ui_routes
-from mocksup.otlp.faults import Fault, Signal
 from mocksup.otlp.records import Trace, exporter_env, trace_tree
 
 __all__ = ("ENCODINGS", "control_app")
@@ -289,6 +286,11 @@ class _Handlers:
     def faults_route(self, request: ControlRequest) -> Any:
         """``GET``/``POST``/``DELETE /mocksup/faults``: list, append, clear."""
         if request.method == "POST":
+            # Here, not at the top: the collector serves before it imports pydantic.
+            from pydantic import ValidationError
+
+            from mocksup.otlp.faults import Fault
+
             body = request.body
             documents = body if isinstance(body, list) else [body]
             try:

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mocksup.otlp._query import Query, select
+from mocksup.otlp._signals import Signal
 from mocksup.otlp._store import Batch, Store
 from mocksup.otlp._values import no_gc
-from mocksup.otlp.faults import Signal
 
 __all__ = ("Page", "StaleCursorError", "read_page", "stored_after")
 

@@ -24,8 +24,8 @@ import grpc
 from mocksup.otlp._ingest import Answer, Ingest
 from mocksup.otlp._limits import LimitError, bounded, bounded_headers
 from mocksup.otlp._proto import ProtoError, decode
+from mocksup.otlp._signals import Signal
 from mocksup.otlp._status import GRPC_CODES, encode_response, retry_info, status_body
-from mocksup.otlp.faults import Signal
 
 __all__ = ("SERVER_OPTIONS", "grpc_handlers")
 

@@ -28,9 +28,9 @@ from mocksup.otlp._json import OTLPJSONError, parse_request
 from mocksup.otlp._limits import LimitError, bounded, bounded_headers, check_json_size
 from mocksup.otlp._proto import Envelope, ProtoError
 from mocksup.otlp._proto import decode as decode_protobuf
+from mocksup.otlp._signals import Signal
 from mocksup.otlp._status import GRPC_CODES, encode_response, grpc_code_for_http, status_body
 from mocksup.otlp._values import no_gc
-from mocksup.otlp.faults import Signal
 from mocksup.serving import BodyError, DropConnection, read_body, request_headers, status_line
 
 __all__ = ("OTLPHTTPApp",)

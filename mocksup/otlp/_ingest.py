@@ -13,12 +13,17 @@ import itertools
 import operator
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mocksup.otlp._limits import Limits
 from mocksup.otlp._proto import Envelope, data_point_count
+from mocksup.otlp._signals import Signal, Transport
 from mocksup.otlp._store import Store
-from mocksup.otlp.faults import Fault, Signal, Transport
+
+if TYPE_CHECKING:
+    # Only its type: the faults arrive built (the control API validates them), and the
+    # collector serves before it imports pydantic.
+    from mocksup.otlp.faults import Fault
 
 __all__ = ("Answer", "FaultBook", "Ingest")
 

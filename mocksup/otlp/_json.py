@@ -43,7 +43,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from mocksup.otlp._limits import bounded
 from mocksup.otlp._proto import ID_SIZES, REQUEST_TYPES
-from mocksup.otlp.faults import Signal
+from mocksup.otlp._signals import Signal
 
 __all__ = ("OTLPJSONError", "parse_request")
 

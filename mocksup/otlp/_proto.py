@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from mocksup.otlp._limits import Limits
-from mocksup.otlp.faults import Signal
+from mocksup.otlp._signals import Signal
 
 __all__ = ("ID_SIZES", "REQUEST_TYPES", "Envelope", "ProtoError", "data_point_count", "decode")
 

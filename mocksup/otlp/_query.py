@@ -32,10 +32,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from mocksup.otlp._signals import items_of, resources_of, scopes_of
+from mocksup.otlp._signals import Signal, items_of, resources_of, scopes_of
 from mocksup.otlp._store import Batch
 from mocksup.otlp._values import KINDS, STATUS_CODES, no_gc, to_python
-from mocksup.otlp.faults import Signal
 from mocksup.otlp.items import LogRecord, Resource, Scope, Span
 from mocksup.otlp.metrics import Metric
 

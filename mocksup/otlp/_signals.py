@@ -7,11 +7,25 @@ them once, for the store, the ingest and the queries alike.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
-from mocksup.otlp.faults import Signal
+__all__ = (
+    "FIELDS",
+    "SIGNALS",
+    "Signal",
+    "Transport",
+    "all_scopes",
+    "items_of",
+    "resources_of",
+    "scopes_of",
+)
 
-__all__ = ("FIELDS", "SIGNALS", "all_scopes", "items_of", "resources_of", "scopes_of")
+# Here rather than in :mod:`mocksup.otlp.faults` (which re-exports them): the modules that
+# serve import them, and must not import pydantic, which Fault needs, before they serve.
+#: An OTLP signal: what a request exports, and what a fault, a query or a record is about.
+Signal = Literal["traces", "metrics", "logs"]
+#: How a request reached the collector: OTLP/HTTP or OTLP/gRPC.
+Transport = Literal["http", "grpc"]
 
 #: The signals the collector receives, in the order routes and counters list them.
 SIGNALS: tuple[Signal, ...] = get_args(Signal)

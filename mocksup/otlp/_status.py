@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     # Annotations only: the faults module imports this one.
-    from mocksup.otlp.faults import Signal
+    from mocksup.otlp._signals import Signal
 
 __all__ = (
     "GRPC_CODES",

@@ -20,8 +20,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from mocksup.otlp._signals import SIGNALS
-from mocksup.otlp.faults import Signal
+from mocksup.otlp._signals import SIGNALS, Signal
 from mocksup.serving import redact_credentials
 
 __all__ = ("Batch", "Store")

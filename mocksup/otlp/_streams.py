@@ -20,9 +20,8 @@ from urllib.parse import urlencode
 from mocksup.control import CHECK_GRACE, PREFIX, ControlClient
 from mocksup.errors import ControlAPIError
 from mocksup.otlp._query import filter_params, items_from_protobuf
-from mocksup.otlp._signals import SIGNALS
+from mocksup.otlp._signals import SIGNALS, Signal
 from mocksup.otlp.dump import _Source, replay
-from mocksup.otlp.faults import Signal
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
 from mocksup.otlp.records import FeedPage

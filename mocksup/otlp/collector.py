@@ -1,44 +1,27 @@
-"""MockOTLPCollector: the settings, the child's ``serve()``, and the endpoints.
+"""MockOTLPCollector: the settings and the endpoints.
 
-The child serves OTLP/HTTP and the control API on ``port`` and OTLP/gRPC on ``grpc_port``.
-The query methods come from :class:`~mocksup.otlp.client.CollectorQueries`, which a
+The child serves OTLP/HTTP and the control API on ``port`` and OTLP/gRPC on ``grpc_port``
+(:class:`~mocksup.otlp._serve.CollectorServing`, which serves plain settings as well). The
+query methods come from :class:`~mocksup.otlp.client.CollectorQueries`, which a
 :class:`~mocksup.otlp.client.CollectorClient` shares for collectors other processes run.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mocksup._context import ServeContext
 from mocksup.base import MockServerBase
-from mocksup.otlp._limits import Limits
-from mocksup.otlp._modes import MODES, Compat
+from mocksup.otlp._modes import Compat
+from mocksup.otlp._serve import CollectorServing
 from mocksup.otlp.client import CollectorQueries
 from mocksup.otlp.records import exporter_env
-from mocksup.serving import HTTPLimits, url_host
-
-if TYPE_CHECKING:
-    # The child's pieces, imported where they are built (in the child, see _parts): the
-    # parent never pays for them.
-    import grpc
-
-    from mocksup.otlp._http import OTLPHTTPApp
-    from mocksup.otlp._ingest import Ingest
+from mocksup.serving import url_host
 
 __all__ = ("CORSConfig", "MockOTLPCollector")
 
 _MIB = 1024 * 1024
-
-
-@dataclass
-class _Parts:
-    ingest: Ingest
-    app: OTLPHTTPApp
-    ports: dict[str, Any]
 
 
 class CORSConfig(BaseModel):
@@ -61,7 +44,7 @@ class CORSConfig(BaseModel):
     max_age: int = 0
 
 
-class MockOTLPCollector(CollectorQueries, MockServerBase):
+class MockOTLPCollector(CollectorServing, CollectorQueries, MockServerBase):
     """An OTLP/HTTP and OTLP/gRPC receiver for traces, metrics and logs that tests query.
 
     Default ports: the well-known 4318 (OTLP/HTTP) and 4317 (OTLP/gRPC), as a real collector
@@ -75,6 +58,7 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
     """
 
     default_name: ClassVar[str] = "otlp"
+    _serve_settings: ClassVar[str | None] = "mocksup.otlp._serve:serve_settings"
 
     port: int = Field(4318, ge=0, le=65535, description="OTLP/HTTP and control API port.")
     grpc_port: int | None = Field(
@@ -132,99 +116,6 @@ class MockOTLPCollector(CollectorQueries, MockServerBase):
         from mocksup.otlp._ui import check_journal
 
         return {name: check_journal(name, url) for name, url in journals.items()}
-
-    # -- the child side ------------------------------------------------------------------
-
-    def limits(self) -> Limits:
-        """The limits in force, this mode's defaults filled in."""
-        mode = MODES[self.compat]
-        return Limits(
-            mode=mode,
-            max_body_size=self.max_body_size or mode.max_body_size,
-            grpc_max_message=self.grpc_max_message or mode.grpc_max_message,
-            max_request_objects=self.max_request_objects,
-            max_stored_bytes=self.max_stored_bytes,
-            max_items=self.max_items,
-            max_requests=self.max_requests,
-        )
-
-    def serve(self, ctx: ServeContext) -> None:
-        """Serve OTLP/HTTP, the control API and OTLP/gRPC until the stop request."""
-        from mocksup.serving import bind_tcp, serve_wsgi
-
-        parts = self._parts()
-        limits = self.http_limits()
-        sock = bind_tcp(self.host, self.port)
-        try:
-            grpc = self._grpc_server(parts.ingest, parts.ports)
-        except BaseException:
-            sock.close()
-            raise
-        parts.ports["port"] = sock.getsockname()[1]
-        with serve_wsgi(parts.app, sock, limits=limits):
-            try:
-                if grpc is not None:
-                    grpc.start()
-                # Both ports serve now: only then may the parent send.
-                ctx.ready(**{k: parts.ports[k] for k in ("port", "grpc_port") if k in parts.ports})
-                ctx.wait()
-            finally:
-                # Wake long polls and end injected delays, so in-flight requests finish
-                # within the stop budget instead of running out their timeouts.
-                parts.ingest.stopping.set()
-                parts.ingest.store.close()
-                if grpc is not None:
-                    grpc.stop(0.5).wait()
-
-    def http_limits(self) -> HTTPLimits:
-        """The HTTP server's limits: ``max_connections``; in ``"collector"`` mode an
-        HTTP/1.1 request without ``Host`` is refused with 400, as Go's net/http does."""
-        return HTTPLimits(
-            max_connections=self.max_connections, require_host=MODES[self.compat].require_host
-        )
-
-    def _parts(self) -> _Parts:
-        """The child's pieces, wired (the tests drive the HTTP app in-process with them)."""
-        from mocksup.otlp._api import control_app
-        from mocksup.otlp._cors import CORSPolicy
-        from mocksup.otlp._http import OTLPHTTPApp
-        from mocksup.otlp._ingest import FaultBook, Ingest
-        from mocksup.otlp._store import Store
-        from mocksup.otlp._ui import Journals
-
-        limits = self.limits()
-        store = Store(
-            limits.max_items,
-            limits.max_requests,
-            limits.max_stored_bytes,
-            keep_credentials=self.journal_credentials,
-        )
-        faults = FaultBook()
-        ingest = Ingest(store, faults, threading.Event(), limits)
-        ports: dict[str, Any] = {"name": self.name, "host": self.host}
-        cors = None
-        if self.cors is not None and self.cors.allowed_origins:
-            cors = CORSPolicy(**self.cors.model_dump())
-        journals = Journals(self.journals)
-        control = control_app(store, faults, lambda: dict(ports), journals)
-        app = OTLPHTTPApp(ingest, control, cors)
-        return _Parts(ingest, app, ports)
-
-    def _grpc_server(self, ingest: Ingest, ports: dict[str, Any]) -> grpc.Server | None:
-        if self.grpc_port is None:
-            return None
-        from mocksup.otlp._grpc import SERVER_OPTIONS, grpc_handlers
-        from mocksup.serving import grpc_server
-
-        server, ports["grpc_port"] = grpc_server(
-            self.host,
-            self.grpc_port,
-            max_workers=self.grpc_workers,
-            max_message=ingest.limits.grpc_max_message,
-            options=SERVER_OPTIONS,
-            handlers=grpc_handlers(ingest),
-        )
-        return server
 
     # -- the parent side: endpoints --------------------------------------------------------
 

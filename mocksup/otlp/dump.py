@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from mocksup.errors import MockServerError
 from mocksup.otlp._json import OTLPJSONError, parse_request
-from mocksup.otlp.faults import Signal
+from mocksup.otlp._signals import Signal
 
 __all__ = ("ReplayError", "read_dump", "replay", "signal_of")
 

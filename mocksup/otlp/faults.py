@@ -8,18 +8,12 @@ sequence scripts a sequence of answers (two 503s, then a partial success, then n
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mocksup.otlp._signals import Signal, Transport
 from mocksup.otlp._status import GRPC_CODES, grpc_code_for_http, http_status_for_grpc
 
 __all__ = ("MAX_DELAY", "Fault", "Signal", "Transport")
-
-#: An OTLP signal: what a request exports, and what a fault, a query or a record is about.
-Signal = Literal["traces", "metrics", "logs"]
-#: How a request reached the collector: OTLP/HTTP or OTLP/gRPC.
-Transport = Literal["http", "grpc"]
 
 #: The longest ``delay`` and ``retry_after`` of a fault, in seconds (an hour: longer than
 #: any client's timeout, and short enough for every timer and header that carries it).

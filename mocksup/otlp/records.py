@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mocksup.otlp.faults import Signal, Transport
+from mocksup.otlp._signals import Signal, Transport
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mocksup.otlp._answers import feed_protobuf
+from mocksup.otlp._signals import Signal
 from mocksup.otlp._streams import parse_feed_page
 from mocksup.otlp._ui import journal_view, page
 from mocksup.otlp.dump import _protobuf, _Source, read_dump
-from mocksup.otlp.faults import Signal
 
 if TYPE_CHECKING:
     from mocksup.base import MockServerBase

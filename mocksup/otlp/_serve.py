@@ -1,0 +1,167 @@
+"""The collector's child side: its servers built from its settings, without pydantic.
+
+:class:`CollectorServing` holds what :meth:`MockOTLPCollector.serve
+<mocksup.otlp.MockOTLPCollector.serve>` does; the collector mixes it in. A child given the
+collector's settings as a plain dict (its ``model_dump()``, validated in the parent) serves
+them through :func:`serve_settings` with the same code, importing neither pydantic nor the
+collector's class, nor anything the servers do not use before they serve (the queries load
+their item classes, the faults route pydantic, on first use): most of a fresh child's start
+is imports, and ``mocksup up``'s first export waits for them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mocksup._context import ServeContext
+from mocksup.otlp._limits import Limits
+from mocksup.otlp._modes import MODES, Compat
+from mocksup.serving import HTTPLimits
+
+if TYPE_CHECKING:
+    # The servers' pieces, imported where they are built.
+    import grpc
+
+    from mocksup.otlp._http import OTLPHTTPApp
+    from mocksup.otlp._ingest import Ingest
+
+__all__ = ("CollectorServing", "serve_settings")
+
+
+@dataclass
+class _Parts:
+    ingest: Ingest
+    app: OTLPHTTPApp
+    ports: dict[str, Any]
+
+
+class CollectorServing:
+    """The collector's ``serve()`` and its pieces, for any class with its settings as
+    attributes (:class:`~mocksup.otlp.MockOTLPCollector`, or plain settings)."""
+
+    if TYPE_CHECKING:  # provided by the class that mixes this in (its fields there)
+        name: str
+        host: str
+        port: int
+        grpc_port: int | None
+        compat: Compat
+        max_body_size: int | None
+        grpc_max_message: int | None
+        max_request_objects: int
+        max_items: int | None
+        max_stored_bytes: int | None
+        max_requests: int
+        journal_credentials: bool
+        grpc_workers: int
+        max_connections: int
+        cors: Any  # a CORSConfig, or its dump
+        journals: dict[str, str]
+
+    def limits(self) -> Limits:
+        """The limits in force, this mode's defaults filled in."""
+        mode = MODES[self.compat]
+        return Limits(
+            mode=mode,
+            max_body_size=self.max_body_size or mode.max_body_size,
+            grpc_max_message=self.grpc_max_message or mode.grpc_max_message,
+            max_request_objects=self.max_request_objects,
+            max_stored_bytes=self.max_stored_bytes,
+            max_items=self.max_items,
+            max_requests=self.max_requests,
+        )
+
+    def serve(self, ctx: ServeContext) -> None:
+        """Serve OTLP/HTTP, the control API and OTLP/gRPC until the stop request."""
+        from mocksup.serving import bind_tcp, serve_wsgi
+
+        parts = self._parts()
+        limits = self.http_limits()
+        sock = bind_tcp(self.host, self.port)
+        try:
+            grpc = self._grpc_server(parts.ingest, parts.ports)
+        except BaseException:
+            sock.close()
+            raise
+        parts.ports["port"] = sock.getsockname()[1]
+        with serve_wsgi(parts.app, sock, limits=limits):
+            try:
+                if grpc is not None:
+                    grpc.start()
+                # Both ports serve now: only then may the parent send.
+                ctx.ready(**{k: parts.ports[k] for k in ("port", "grpc_port") if k in parts.ports})
+                ctx.wait()
+            finally:
+                # Wake long polls and end injected delays, so in-flight requests finish
+                # within the stop budget instead of running out their timeouts.
+                parts.ingest.stopping.set()
+                parts.ingest.store.close()
+                if grpc is not None:
+                    grpc.stop(0.5).wait()
+
+    def http_limits(self) -> HTTPLimits:
+        """The HTTP server's limits: ``max_connections``; in ``"collector"`` mode an
+        HTTP/1.1 request without ``Host`` is refused with 400, as Go's net/http does."""
+        return HTTPLimits(
+            max_connections=self.max_connections, require_host=MODES[self.compat].require_host
+        )
+
+    def _parts(self) -> _Parts:
+        """The child's pieces, wired (the tests drive the HTTP app in-process with them)."""
+        from mocksup.otlp._api import control_app
+        from mocksup.otlp._cors import CORSPolicy
+        from mocksup.otlp._http import OTLPHTTPApp
+        from mocksup.otlp._ingest import FaultBook, Ingest
+        from mocksup.otlp._store import Store
+        from mocksup.otlp._ui import Journals
+
+        limits = self.limits()
+        store = Store(
+            limits.max_items,
+            limits.max_requests,
+            limits.max_stored_bytes,
+            keep_credentials=self.journal_credentials,
+        )
+        faults = FaultBook()
+        ingest = Ingest(store, faults, threading.Event(), limits)
+        ports: dict[str, Any] = {"name": self.name, "host": self.host}
+        # A CORSConfig on the model, its dump in plain settings.
+        settings = self.cors
+        if settings is not None and not isinstance(settings, dict):
+            settings = settings.model_dump()
+        cors = None
+        if settings is not None and settings["allowed_origins"]:
+            cors = CORSPolicy(**settings)
+        journals = Journals(self.journals)
+        control = control_app(store, faults, lambda: dict(ports), journals)
+        app = OTLPHTTPApp(ingest, control, cors)
+        return _Parts(ingest, app, ports)
+
+    def _grpc_server(self, ingest: Ingest, ports: dict[str, Any]) -> grpc.Server | None:
+        if self.grpc_port is None:
+            return None
+        from mocksup.otlp._grpc import SERVER_OPTIONS, grpc_handlers
+        from mocksup.serving import grpc_server
+
+        server, ports["grpc_port"] = grpc_server(
+            self.host,
+            self.grpc_port,
+            max_workers=self.grpc_workers,
+            max_message=ingest.limits.grpc_max_message,
+            options=SERVER_OPTIONS,
+            handlers=grpc_handlers(ingest),
+        )
+        return server
+
+
+class _Settings(CollectorServing):
+    """The collector's settings as attributes, from its ``model_dump()``."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.__dict__.update(settings)
+
+
+def serve_settings(settings: dict[str, Any], ctx: ServeContext) -> None:
+    """Serve a collector from its validated settings (``MockOTLPCollector.model_dump()``)."""
+    _Settings(settings).serve(ctx)
