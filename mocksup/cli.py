@@ -174,20 +174,22 @@ def _port(text: str) -> int:
 # -- up ---------------------------------------------------------------------------------------
 
 
-#: What the child of each default server imports while it waits for its server. The
-#: collector comes as plain settings: its child imports everything its servers use before
-#: they serve (a test holds this list to it), and no pydantic. The vLLM mock comes as its
-#: model (pydantic, ``mocksup.base``).
+#: What the child of each default server imports while it waits for its server: the
+#: modules before ``--then`` first, then those after it one by one until its server comes.
+#: The collector comes as plain settings (no pydantic): its gRPC side first, which it
+#: starts serving before it builds the HTTP side; a test holds the whole list to be all it
+#: serves with. The vLLM mock comes as its model (pydantic, ``mocksup.base``).
 _DEFAULT_MODULES = {
     "otlp": [
         "mocksup.otlp._serve",
-        "mocksup.otlp._http",
-        "mocksup.otlp._api",
         "mocksup.otlp._grpc",
         "grpc._server",
         "grpc._utilities",
         "concurrent.futures.thread",
         "encodings.idna",
+        "--then",
+        "mocksup.otlp._http",
+        "mocksup.otlp._api",
         "werkzeug.routing",
         "werkzeug.exceptions",
     ],

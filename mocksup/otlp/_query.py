@@ -18,19 +18,11 @@ client uses (:mod:`mocksup.otlp.items`).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
-from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
-from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from mocksup.otlp._signals import Signal, items_of, resources_of, scopes_of
 from mocksup.otlp._store import Batch
@@ -54,16 +46,40 @@ _HEX = re.compile(r"[0-9a-fA-F]*")
 # A span kind or status code given as its number: plain ASCII digits, kept as sent.
 _ENUM_NUMBER = re.compile(r"-?[0-9]+")
 _METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
-_PARSERS: dict[str, Any] = {
-    "traces": ExportTraceServiceRequest.FromString,
-    "metrics": ExportMetricsServiceRequest.FromString,
-    "logs": ExportLogsServiceRequest.FromString,
-}
-_DATA_TYPES: dict[str, Any] = {"traces": TracesData, "metrics": MetricsData, "logs": LogsData}
 #: The key of the item list in a query document, per signal.
 ITEM_KEYS = {"traces": "spans", "metrics": "metrics", "logs": "logs"}
 
 _MISSING = object()
+
+
+@functools.cache
+def _parsers() -> dict[str, Callable[[bytes], Any]]:
+    """Per signal, the parser of its export request. Imported on first use: a parent that
+    only starts a collector (``mocksup up``) does not load the protobuf modules before
+    its child has its server."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    return {
+        "traces": ExportTraceServiceRequest.FromString,
+        "metrics": ExportMetricsServiceRequest.FromString,
+        "logs": ExportLogsServiceRequest.FromString,
+    }
+
+
+@functools.cache
+def _data_types() -> dict[str, Any]:
+    """Per signal, its ``TracesData``/``MetricsData``/``LogsData`` class (see _parsers)."""
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+    return {"traces": TracesData, "metrics": MetricsData, "logs": LogsData}
 
 
 def parse_attr_filters(specs: Iterable[str]) -> dict[str, Any]:
@@ -177,7 +193,7 @@ def select(signal: Signal, query: Query, batch: Batch) -> tuple[bytes, int]:
         return batch.raw, batch.count
     parts = []
     count = 0
-    message = _PARSERS[signal](batch.raw)
+    message = _parsers()[signal](batch.raw)
     for top in resources_of(signal, message):
         if not _attrs_match(top.resource.attributes, query.resource):
             continue
@@ -193,7 +209,7 @@ def select(signal: Signal, query: Query, batch: Batch) -> tuple[bytes, int]:
 
 
 def _group_bytes(signal: Signal, top: Any, group: Any, items: list[Any]) -> bytes:
-    data = _DATA_TYPES[signal]()
+    data = _data_types()[signal]()
     out_top = resources_of(signal, data).add()
     out_top.resource.CopyFrom(top.resource)
     out_top.schema_url = top.schema_url
@@ -343,19 +359,19 @@ def items_from_protobuf(signal: Signal, data: bytes) -> list[Any]:
     """
     out: list[Any] = []
     if signal == "traces":
-        for rs in TracesData.FromString(data).resource_spans:
+        for rs in _data_types()["traces"].FromString(data).resource_spans:
             resource = Resource.from_protobuf(rs.resource, rs.schema_url)
             for ss in rs.scope_spans:
                 scope = Scope.from_protobuf(ss.scope, ss.schema_url)
                 out.extend([Span(s, resource, scope) for s in ss.spans])
     elif signal == "metrics":
-        for rm in MetricsData.FromString(data).resource_metrics:
+        for rm in _data_types()["metrics"].FromString(data).resource_metrics:
             resource = Resource.from_protobuf(rm.resource, rm.schema_url)
             for sm in rm.scope_metrics:
                 scope = Scope.from_protobuf(sm.scope, sm.schema_url)
                 out.extend([Metric(m, resource, scope) for m in sm.metrics])
     else:
-        for rl in LogsData.FromString(data).resource_logs:
+        for rl in _data_types()["logs"].FromString(data).resource_logs:
             resource = Resource.from_protobuf(rl.resource, rl.schema_url)
             for sl in rl.scope_logs:
                 scope = Scope.from_protobuf(sl.scope, sl.schema_url)

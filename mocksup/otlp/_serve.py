@@ -73,30 +73,38 @@ class CollectorServing:
         )
 
     def serve(self, ctx: ServeContext) -> None:
-        """Serve OTLP/HTTP, the control API and OTLP/gRPC until the stop request."""
+        """Serve OTLP/gRPC, then OTLP/HTTP and the control API, until the stop request.
+
+        gRPC serves as soon as it can: an export that arrives while the HTTP side is built
+        (its imports are most of what is left of a start) is answered at once. Ready, which
+        lets the parent go on, waits for both ports.
+        """
         from mocksup.serving import bind_tcp, serve_wsgi
 
-        parts = self._parts()
-        limits = self.http_limits()
+        ingest, ports = self._ingest()
         sock = bind_tcp(self.host, self.port)
+        grpc = None
         try:
-            grpc = self._grpc_server(parts.ingest, parts.ports)
+            ports["port"] = sock.getsockname()[1]
+            grpc = self._grpc_server(ingest, ports)
+            if grpc is not None:
+                grpc.start()
+            app = self._app(ingest, ports)
         except BaseException:
             sock.close()
+            if grpc is not None:
+                grpc.stop(None)
             raise
-        parts.ports["port"] = sock.getsockname()[1]
-        with serve_wsgi(parts.app, sock, limits=limits):
+        with serve_wsgi(app, sock, limits=self.http_limits()):
             try:
-                if grpc is not None:
-                    grpc.start()
                 # Both ports serve now: only then may the parent send.
-                ctx.ready(**{k: parts.ports[k] for k in ("port", "grpc_port") if k in parts.ports})
+                ctx.ready(**{k: ports[k] for k in ("port", "grpc_port") if k in ports})
                 ctx.wait()
             finally:
                 # Wake long polls and end injected delays, so in-flight requests finish
                 # within the stop budget instead of running out their timeouts.
-                parts.ingest.stopping.set()
-                parts.ingest.store.close()
+                ingest.stopping.set()
+                ingest.store.close()
                 if grpc is not None:
                     grpc.stop(0.5).wait()
 
@@ -109,12 +117,14 @@ class CollectorServing:
 
     def _parts(self) -> _Parts:
         """The child's pieces, wired (the tests drive the HTTP app in-process with them)."""
-        from mocksup.otlp._api import control_app
-        from mocksup.otlp._cors import CORSPolicy
-        from mocksup.otlp._http import OTLPHTTPApp
+        ingest, ports = self._ingest()
+        return _Parts(ingest, self._app(ingest, ports), ports)
+
+    def _ingest(self) -> tuple[Ingest, dict[str, Any]]:
+        """The store and the ingest both transports use, and the ports the control API
+        reports (filled in as they are bound)."""
         from mocksup.otlp._ingest import FaultBook, Ingest
         from mocksup.otlp._store import Store
-        from mocksup.otlp._ui import Journals
 
         limits = self.limits()
         store = Store(
@@ -123,9 +133,16 @@ class CollectorServing:
             limits.max_stored_bytes,
             keep_credentials=self.journal_credentials,
         )
-        faults = FaultBook()
-        ingest = Ingest(store, faults, threading.Event(), limits)
-        ports: dict[str, Any] = {"name": self.name, "host": self.host}
+        ingest = Ingest(store, FaultBook(), threading.Event(), limits)
+        return ingest, {"name": self.name, "host": self.host}
+
+    def _app(self, ingest: Ingest, ports: dict[str, Any]) -> OTLPHTTPApp:
+        """The HTTP side: OTLP/HTTP, the control API and the viewer, on ``ingest``."""
+        from mocksup.otlp._api import control_app
+        from mocksup.otlp._cors import CORSPolicy
+        from mocksup.otlp._http import OTLPHTTPApp
+        from mocksup.otlp._ui import Journals
+
         # A CORSConfig on the model, its dump in plain settings.
         settings = self.cors
         if settings is not None and not isinstance(settings, dict):
@@ -133,10 +150,10 @@ class CollectorServing:
         cors = None
         if settings is not None and settings["allowed_origins"]:
             cors = CORSPolicy(**settings)
-        journals = Journals(self.journals)
-        control = control_app(store, faults, lambda: dict(ports), journals)
-        app = OTLPHTTPApp(ingest, control, cors)
-        return _Parts(ingest, app, ports)
+        control = control_app(
+            ingest.store, ingest.faults, lambda: dict(ports), Journals(self.journals)
+        )
+        return OTLPHTTPApp(ingest, control, cors)
 
     def _grpc_server(self, ingest: Ingest, ports: dict[str, Any]) -> grpc.Server | None:
         if self.grpc_port is None:

@@ -21,10 +21,13 @@ from mocksup.control import CHECK_GRACE, PREFIX, ControlClient
 from mocksup.errors import ControlAPIError
 from mocksup.otlp._query import filter_params, items_from_protobuf
 from mocksup.otlp._signals import SIGNALS, Signal
-from mocksup.otlp.dump import _Source, replay
 from mocksup.otlp.items import LogRecord, Span
 from mocksup.otlp.metrics import Metric
 from mocksup.otlp.records import FeedPage
+
+if TYPE_CHECKING:
+    # Its parser loads the protobuf modules: imported by load() itself (see _query._parsers).
+    from mocksup.otlp.dump import _Source
 
 __all__ = ("CollectorStreams", "parse_feed_page")
 
@@ -98,6 +101,8 @@ class CollectorStreams:
         """Replay a dump into this collector (through its OTLP/HTTP endpoint, so every line
         is a request it records); return the requests sent. See :func:`~mocksup.otlp.replay`.
         """
+        from mocksup.otlp.dump import replay
+
         return replay(source, self.control.base_url, timeout=self.control.timeout)
 
     def feed(

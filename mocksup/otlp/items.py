@@ -162,6 +162,8 @@ class _View:
 
 
 def _rebuild(cls: type[_View], data: bytes, resource: Resource, scope: Scope) -> _View:
+    if not _MESSAGE_TYPES:
+        _register()
     message = _MESSAGE_TYPES[cls.__name__]()
     message.ParseFromString(data)
     return cls(message, resource, scope)
@@ -365,11 +367,10 @@ _MESSAGE_TYPES: dict[str, Any] = {}
 
 
 def _register() -> None:
+    # On first use (an item unpickled), not at import: the collector's child imports this
+    # module before it serves, and the protobuf classes are for the parent's side.
     from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord
     from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric as PbMetric
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
     _MESSAGE_TYPES.update(Span=PbSpan, Metric=PbMetric, LogRecord=PbLogRecord)
-
-
-_register()
