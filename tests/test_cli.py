@@ -929,9 +929,7 @@ class BadInputTest(CLITestCase):
             'ready_pattern = "^ready$"%s }\n'
         )
         config = self.folder / "servers.toml"
-        head = (
-            r"mocksup: mock server 'app' \(pid \d+\) was not ready within 2 s and was killed; "
-        )
+        head = r"mocksup: mock server 'app' \(pid \d+\) was not ready within 2 s and was killed; "
         cases = [
             # The file sets no start_timeout: --start-timeout is that server's, and named.
             ("", ["--start-timeout", "2"], "--start-timeout"),
