@@ -183,9 +183,7 @@ _DEFAULT_MODULES = {
     "otlp": [
         "mocksup.otlp._serve",
         "mocksup.otlp._grpc",
-        "grpc._server",
-        "grpc._utilities",
-        "concurrent.futures.thread",
+        "mocksup._h2.server",
         "encodings.idna",
         "--then",
         "mocksup.otlp._http",

@@ -1,105 +1,124 @@
-"""The OTLP/gRPC receiver: generic unary handlers that take the raw request bytes.
+"""The OTLP/gRPC receiver: the three ``Export`` methods on mocksup's own HTTP/2 server.
 
-Handlers get the serialised request (no deserializer), so it is checked once (``_proto``) and
-the bytes themselves are stored. grpcio's C core does what grpc-go does in the Collector before
-a handler runs: it inflates gzip, enforces the receive limit (RESOURCE_EXHAUSTED, also on the
-inflated size) and, configured by :data:`SERVER_OPTIONS`, answers UNIMPLEMENTED to ``deflate``
-as grpc-go does to any encoding it has no decompressor for. Such refusals never reach a
-handler, so they never reach a request record; neither does ``grpc-encoding``, which the core
-keeps to itself (``content_encoding`` stays empty in gRPC records).
+The methods get the serialised request, inflated and bounded by :mod:`mocksup._h2.grpc`,
+which answers as grpc-go does in the Collector before a handler runs: unknown methods,
+encodings without a decompressor (UNIMPLEMENTED), messages past the receive limit
+(RESOURCE_EXHAUSTED, also on the inflated size). The Collector's decompressors are gzip,
+zstd and snappy; zstd and snappy need mocksup's optional codecs (``mocksup[codecs]``).
 
-Two Collector behaviours grpcio cannot give: the Collector also decompresses ``zstd`` and
-``snappy`` messages, which grpcio's core refuses before any Python code runs (INTERNAL,
-"Error parsing 'grpc-encoding' metadata"); ``docs/otlp.rst`` lists them.
+Exports run on the server's loop; while faults are pending they run on a worker thread
+instead (at most ``workers`` at once), so an injected delay never holds other calls.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
-import grpc
-
+from mocksup._h2.grpc import Call, Reply, Unary
+from mocksup.otlp._codecs import CodecError, have_codecs
+from mocksup.otlp._codecs import decode as decode_body
 from mocksup.otlp._ingest import Answer, Ingest
 from mocksup.otlp._limits import LimitError, bounded, bounded_headers
 from mocksup.otlp._proto import ProtoError, decode
 from mocksup.otlp._signals import Signal
 from mocksup.otlp._status import GRPC_CODES, encode_response, retry_info, status_body
 
-__all__ = ("SERVER_OPTIONS", "grpc_handlers")
+__all__ = ("decoders", "grpc_methods")
 
 _SERVICES: dict[Signal, str] = {
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
 }
-#: Channel arguments of the server: only identity (bit 0) and gzip (bit 2) are accepted, so a
-#: ``deflate`` message is answered UNIMPLEMENTED, as grpc-go answers it.
-SERVER_OPTIONS = (("grpc.compression_enabled_algorithms_bitset", 0b101),)
-
-_Handler = Callable[[bytes, grpc.ServicerContext], bytes]
 
 
-def grpc_handlers(ingest: Ingest) -> list[grpc.GenericRpcHandler]:
-    """The generic handlers of the three OTLP services, for :func:`mocksup.serving.grpc_server`."""
-    return [
-        grpc.method_handlers_generic_handler(
-            service,
-            {
-                "Export": grpc.unary_unary_rpc_method_handler(
-                    _exporter(ingest, signal, f"/{service}/Export")
-                )
-            },
-        )
+def decoders() -> dict[str, Any]:
+    """The ``grpc-encoding`` decompressors, the Collector's: gzip, and zstd and snappy with
+    the optional codecs."""
+
+    def codec(name: str) -> Any:
+        # gRPC's snappy is the framed (stream) format only, unlike HTTP's auto-detection.
+        body_encoding = "x-snappy-framed" if name == "snappy" else name
+
+        def inflate(data: bytes, limit: int) -> bytes:
+            try:
+                return decode_body(data, body_encoding, limit)
+            except CodecError as error:
+                if error.kind == "too_large":
+                    return b"\0" * (limit + 1)  # past the limit: refused as too large
+                raise ValueError(error.message) from None
+
+        return inflate
+
+    names = ["gzip", *(["zstd", "snappy"] if have_codecs() else [])]
+    return {name: codec(name) for name in names}
+
+
+def grpc_methods(ingest: Ingest, workers: int) -> dict[str, Unary]:
+    """The ``Export`` method of each OTLP service, for :class:`mocksup._h2.grpc.GRPCHandler`."""
+    slots = threading.BoundedSemaphore(workers)
+    return {
+        f"/{service}/Export": _exporter(ingest, signal, f"/{service}/Export", slots)
         for signal, service in _SERVICES.items()
-    ]
+    }
 
 
-def _exporter(ingest: Ingest, signal: Signal, path: str) -> _Handler:
+def _exporter(ingest: Ingest, signal: Signal, path: str, slots: threading.Semaphore) -> Unary:
     limits = ingest.limits
     always_partial = limits.mode.success_has_partial
 
-    def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
-        started = time.time()
-        record = _record(context, signal, path, started, len(raw))
+    def export(call: Call) -> Reply:
+        record = _record(call, signal, path)
         try:
-            envelope = decode(signal, raw, limits)
+            envelope = decode(signal, call.message, limits)
         except LimitError as error:
-            _refuse(ingest, context, record, "RESOURCE_EXHAUSTED", error.message)
+            return _refuse(ingest, record, "RESOURCE_EXHAUSTED", error.message)
         except ProtoError as error:
             # grpc-go's codec failing: INTERNAL in the Collector.
             code = limits.mode.grpc_decode_error
-            _refuse(ingest, context, record, code, f"grpc: error unmarshalling request: {error}")
+            return _refuse(ingest, record, code, f"grpc: error unmarshalling request: {error}")
         answer = ingest.export(signal, envelope, record)
         if answer.fault is not None and (answer.drop or answer.error):
-            _fail(ingest, context, record, answer)
+            return _fail(ingest, record, answer)
         _finish(ingest, record, "OK")
-        return encode_response(
-            signal,
-            json_encoding=False,
-            rejected=answer.rejected,
-            message=answer.message,
-            always_partial=always_partial,
+        return Reply(
+            encode_response(
+                signal,
+                json_encoding=False,
+                rejected=answer.rejected,
+                message=answer.message,
+                always_partial=always_partial,
+            )
         )
 
-    return export
+    def serve(call: Call) -> Reply | None:
+        if not ingest.faults.pending_any():
+            return export(call)
+
+        # A fault may delay this export: off the loop, so other calls go on.
+        def work() -> None:
+            with slots:
+                call.finish(export(call))
+
+        threading.Thread(target=work, name="mocksup-grpc-export", daemon=True).start()
+        return None
+
+    return serve
 
 
-def _record(
-    context: grpc.ServicerContext, signal: Signal, path: str, started: float, size: int
-) -> dict[str, Any]:
-    metadata = {
-        key: value for key, value in context.invocation_metadata() if isinstance(value, str)
-    }
+def _record(call: Call, signal: Signal, path: str) -> dict[str, Any]:
+    metadata = call.metadata
+    size = len(call.message)
     return {
         "transport": "grpc",
-        "time": started,
+        "time": time.time(),
         "method": "POST",
         "path": path,
         "signal": signal,
         "content_type": metadata.get("content-type", "application/grpc"),
-        "content_encoding": metadata.get("grpc-encoding", ""),
+        "content_encoding": call.encoding,
         "headers": bounded_headers(metadata),
         "size": size,
         "decoded_size": size,
@@ -107,24 +126,19 @@ def _record(
     }
 
 
-def _refuse(
-    ingest: Ingest, context: grpc.ServicerContext, record: dict[str, Any], code: str, text: str
-) -> NoReturn:
+def _refuse(ingest: Ingest, record: dict[str, Any], code: str, text: str) -> Reply:
     record["error"] = bounded(text)
     _finish(ingest, record, code)
-    context.abort(getattr(grpc.StatusCode, code), text)
-    raise AssertionError("abort() returned")
+    return Reply(code=code, message=text)
 
 
-def _fail(
-    ingest: Ingest, context: grpc.ServicerContext, record: dict[str, Any], answer: Answer
-) -> NoReturn:
+def _fail(ingest: Ingest, record: dict[str, Any], answer: Answer) -> Reply:
     fault = answer.fault
     assert fault is not None
     code = "UNAVAILABLE" if answer.drop else fault.grpc_status()
     text = fault.message or f"injected fault: {fault.describe()}"
     delay = None if answer.drop else fault.retry_after
-    trailers: list[tuple[str, bytes]] = [
+    trailers: list[tuple[str, bytes | str]] = [
         (
             "grpc-status-details-bin",
             status_body(GRPC_CODES[code], text, json_encoding=False, retry_after=delay),
@@ -135,9 +149,7 @@ def _fail(
         trailers.append(("google.rpc.retryinfo-bin", retry_info(delay)))
     record["error"] = bounded(text)
     _finish(ingest, record, "dropped" if answer.drop else code)
-    context.set_trailing_metadata(tuple(trailers))
-    context.abort(getattr(grpc.StatusCode, code), text)
-    raise AssertionError("abort() returned")
+    return Reply(code=code, message=text, trailers=trailers)
 
 
 def _finish(ingest: Ingest, record: dict[str, Any], status: str) -> None:

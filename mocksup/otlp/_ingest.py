@@ -136,6 +136,10 @@ class FaultBook:
         with self._lock:
             self._faults.extend([fault, fault.count] for fault in faults)
 
+    def pending_any(self) -> bool:
+        """Whether any fault is pending (read without the lock: a hint for the fast path)."""
+        return bool(self._faults)
+
     def clear(self) -> None:
         """Forget every pending fault."""
         with self._lock:

@@ -22,8 +22,7 @@ from mocksup.serving import HTTPLimits
 
 if TYPE_CHECKING:
     # The servers' pieces, imported where they are built.
-    import grpc
-
+    from mocksup._h2.server import H2Server
     from mocksup.otlp._http import OTLPHTTPApp
     from mocksup.otlp._ingest import Ingest
 
@@ -93,7 +92,7 @@ class CollectorServing:
         except BaseException:
             sock.close()
             if grpc is not None:
-                grpc.stop(None)
+                grpc.shutdown()
             raise
         with serve_wsgi(app, sock, limits=self.http_limits()):
             try:
@@ -106,7 +105,7 @@ class CollectorServing:
                 ingest.stopping.set()
                 ingest.store.close()
                 if grpc is not None:
-                    grpc.stop(0.5).wait()
+                    grpc.shutdown()
 
     def http_limits(self) -> HTTPLimits:
         """The HTTP server's limits: ``max_connections``; in ``"collector"`` mode an
@@ -155,20 +154,20 @@ class CollectorServing:
         )
         return OTLPHTTPApp(ingest, control, cors)
 
-    def _grpc_server(self, ingest: Ingest, ports: dict[str, Any]) -> grpc.Server | None:
+    def _grpc_server(self, ingest: Ingest, ports: dict[str, Any]) -> H2Server | None:
         if self.grpc_port is None:
             return None
-        from mocksup.otlp._grpc import SERVER_OPTIONS, grpc_handlers
-        from mocksup.serving import grpc_server
+        from mocksup._h2.grpc import GRPCHandler
+        from mocksup._h2.server import H2Limits, H2Server
+        from mocksup.otlp._grpc import decoders, grpc_methods
+        from mocksup.serving import bind_tcp
 
-        server, ports["grpc_port"] = grpc_server(
-            self.host,
-            self.grpc_port,
-            max_workers=self.grpc_workers,
-            max_message=ingest.limits.grpc_max_message,
-            options=SERVER_OPTIONS,
-            handlers=grpc_handlers(ingest),
-        )
+        methods = grpc_methods(ingest, self.grpc_workers)
+        handler = GRPCHandler(methods, ingest.limits.grpc_max_message, decoders())
+        sock = bind_tcp(self.host, self.grpc_port)
+        server = H2Server(sock, handler, H2Limits(max_connections=self.max_connections))
+        handler.server = server
+        ports["grpc_port"] = server.port
         return server
 
 

@@ -97,11 +97,14 @@ class MockOTLPCollector(CollectorServing, CollectorQueries, MockServerBase):
         description="Keep credentials (``authorization``, API-key and cookie headers, bearer "
         "values) in the request records instead of ``[redacted]``.",
     )
-    grpc_workers: int = Field(16, gt=0, description="gRPC handler threads.")
+    grpc_workers: int = Field(
+        16, gt=0, description="Threads for gRPC exports while faults are pending."
+    )
     max_connections: int = Field(
         256,
         gt=0,
-        description="HTTP connections served at once; more wait in the listen backlog.",
+        description="HTTP connections, and gRPC connections, served at once; more wait in "
+        "the listen backlog.",
     )
     cors: CORSConfig | None = Field(None, description="CORS for the OTLP/HTTP routes.")
     journals: dict[str, str] = Field(

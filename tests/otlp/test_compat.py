@@ -445,23 +445,34 @@ class GRPCTest(CollectorTestCase):
         self.assertIsNone(error)
         self.assertEqual(len(self.collector.requests()), 2)
 
-    def test_zstd_and_snappy_are_internal_as_grpcio_refuses_them(self) -> None:
-        # What docs/otlp.rst says a grpc-go client sending them gets (both modes alike).
+    def test_zstd_and_snappy_are_inflated_as_the_collector_does(self) -> None:
+        # The Collector's gRPC server has gzip, zstd and snappy (the framed format)
+        # decompressors; what it lacks is UNIMPLEMENTED, as grpc-go answers it.
         endpoint = self.collector.grpc_endpoint or ""
         body = request_bytes("squeezed")
         for encoding, packed in (
             ("zstd", bytes(cramjam.zstd.compress(body))),
-            ("snappy", bytes(cramjam.snappy.compress_raw(body))),
+            ("snappy", bytes(cramjam.snappy.compress(body))),
+            ("gzip", gzip.compress(body)),
         ):
-            self.assertEqual(
-                raw_grpc_call(endpoint, packed, encoding=encoding),
-                (grpc.StatusCode.INTERNAL.value[0], "Error parsing 'grpc-encoding' metadata"),
-                encoding,
-            )
-        self.assertEqual((self.collector.requests(), self.collector.spans()), ([], []))
-        # The same hand-made call with gzip is served: the encoding is refused, not the call.
-        self.assertEqual(raw_grpc_call(endpoint, gzip.compress(body), encoding="gzip"), (0, ""))
-        self.assertEqual([s.name for s in self.collector.spans()], ["squeezed"])
+            self.assertEqual(raw_grpc_call(endpoint, packed, encoding=encoding), (0, ""), encoding)
+        self.assertEqual([s.name for s in self.collector.spans()], ["squeezed"] * 3)
+        self.assertEqual(
+            [r.content_encoding for r in self.collector.requests()], ["zstd", "snappy", "gzip"]
+        )
+        status, message = raw_grpc_call(
+            endpoint, bytes(cramjam.snappy.compress_raw(body)), encoding="snappy"
+        )
+        self.assertEqual(status, grpc.StatusCode.INTERNAL.value[0])
+        self.assertTrue(message.startswith("grpc: failed to decompress the received message"))
+        self.assertEqual(
+            raw_grpc_call(endpoint, body, encoding="br"),
+            (
+                grpc.StatusCode.UNIMPLEMENTED.value[0],
+                'grpc: Decompressor is not installed for grpc-encoding "br"',
+            ),
+        )
+        self.assertEqual(len(self.collector.spans()), 3)
 
     def test_undecodable_and_wrong_ids_are_internal(self) -> None:
         for body in (b"\xff\xff garbage", traces(Span(trace_id=bytes(8)))):

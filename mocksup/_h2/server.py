@@ -1,0 +1,274 @@
+"""The event loop: one thread serves every HTTP/2 connection of a listening socket.
+
+Single-threaded on purpose: a unary gRPC call costs a few tens of microseconds of Python
+here, where a thread handoff per call (grpcio's poller thread to its worker pool and back)
+costs more than the call. Work that must wait (an injected delay) runs elsewhere and comes
+back through :meth:`H2Server.call_soon`, so no connection ever waits for another.
+
+Bounded like the HTTP/1.1 server: at most ``max_connections`` (at the cap the quietest
+connection is closed to make room), a connection must finish its preface within
+``handshake_timeout`` and is closed after ``idle_timeout`` without a request, a client that
+does not read its answers stops being read, and a stream past its ``grpc-timeout`` is reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mocksup._h2.connection import Connection, Handler
+from mocksup._h2.frames import ErrorCode
+
+__all__ = ("H2Limits", "H2Server")
+
+_log = logging.getLogger(__name__)
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+#: Answers queued past this many bytes: the client is not reading; stop reading it too.
+_OUT_CAP = 4 << 20
+
+
+@dataclass(frozen=True)
+class H2Limits:
+    """What one HTTP/2 server accepts.
+
+    :param max_connections: connections served at once (more wait in the listen backlog;
+        at the cap the connection quiet the longest is closed to make room).
+    :param max_streams: requests in progress per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    :param max_header_list: bytes of one request's header list (SETTINGS_MAX_HEADER_LIST_SIZE).
+    :param handshake_timeout: seconds a new connection may take to send its preface.
+    :param idle_timeout: seconds a connection may stay without a request in progress.
+    """
+
+    max_connections: int = 256
+    max_streams: int = 100
+    max_header_list: int = 64 * 1024
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 300.0
+
+
+class _Peer:
+    """A connection and its socket."""
+
+    __slots__ = ("conn", "events", "sock", "started")
+
+    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.events = _READ
+        self.started = time.monotonic()
+
+
+class H2Server:
+    """Serves HTTP/2 (h2c with prior knowledge, as gRPC clients speak it) on ``sock``.
+
+    :param handler_factory: makes the :class:`Handler` of each new connection.
+    """
+
+    def __init__(
+        self, sock: socket.socket, handler: Handler, limits: H2Limits | None = None
+    ) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.limits = limits or H2Limits()
+        self.port: int = sock.getsockname()[1]
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._calls: deque[Callable[[], None]] = deque()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = 0
+        self._peers: dict[int, _Peer] = {}
+        self._listening = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._peers)
+
+    def start(self) -> None:
+        """Serve from a daemon thread."""
+        self.sock.setblocking(False)
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, _READ, None)
+        self._listen(True)
+        self._thread = threading.Thread(target=self._loop, name="mocksup-h2", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, grace: float = 0.5) -> None:
+        """Stop: GOAWAY to every connection, answers in flight get ``grace`` seconds."""
+        self.call_soon(self._begin_stop)
+        if self._thread is not None:
+            self._thread.join(grace + 2)
+        self._selector.close()
+        for sock in (self.sock, self._wake_r, self._wake_w):
+            sock.close()
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the loop's thread (thread-safe)."""
+        self._calls.append(call)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def call_at(self, moment: float, call: Callable[[], None]) -> None:
+        """Run ``call`` on the loop at ``moment`` (``time.monotonic()``); loop thread only."""
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (moment, self._timer_seq, call))
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        select = self._selector.select
+        next_sweep = time.monotonic() + 1.0
+        while self._peers or not self._stopping:
+            timeout = 1.0
+            if self._timers:
+                timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
+            for key, mask in select(timeout):
+                peer = key.data
+                if peer is None:
+                    self._wake()
+                elif peer is self:
+                    self._accept()
+                else:
+                    if mask & _READ:
+                        self._read(peer)
+                    if mask & _WRITE and peer.sock.fileno() != -1:
+                        self._flush(peer)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                heapq.heappop(self._timers)[2]()
+            if now >= next_sweep:
+                next_sweep = now + 1.0
+                self._sweep(now)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(4096)
+        calls = self._calls
+        while calls:
+            calls.popleft()()
+
+    def _listen(self, on: bool) -> None:
+        if on != self._listening and not self._stopping:
+            self._listening = on
+            if on:
+                self._selector.register(self.sock, _READ, self)
+            else:
+                self._selector.unregister(self.sock)
+
+    def _accept(self) -> None:
+        for _ in range(16):
+            if len(self._peers) >= self.limits.max_connections and not self._reclaim():
+                self._listen(False)  # back to listening when a connection closes
+                return
+            try:
+                sock, _ = self.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    _log.warning("cannot accept gRPC connections: %s", error.strerror)
+                    self._reclaim()
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = _Peer(sock, Connection(self.handler, self.limits))
+            self._peers[sock.fileno()] = peer
+            self._selector.register(sock, _READ, peer)
+            self._flush(peer)  # our SETTINGS go first
+
+    def _read(self, peer: _Peer) -> None:
+        try:
+            data = peer.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(peer)
+            return
+        peer.conn.feed(data)
+        self._flush(peer)
+
+    def _flush(self, peer: _Peer) -> None:
+        conn = peer.conn
+        out = conn.out
+        if out:
+            try:
+                sent = peer.sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close(peer)
+                return
+            del out[:sent]
+        if not out and (conn.closed or (conn.finished and self._stopping)):
+            self._close(peer)
+            return
+        events = (_WRITE if out else 0) | (_READ if len(out) < _OUT_CAP else 0)
+        if events != peer.events:
+            peer.events = events
+            self._selector.modify(peer.sock, events, peer)
+
+    def flush(self, conn: Connection) -> None:
+        """Write what ``conn`` queued outside a read (a late answer, a timer)."""
+        for peer in self._peers.values():
+            if peer.conn is conn:
+                self._flush(peer)
+                return
+
+    def _close(self, peer: _Peer) -> None:
+        fd = peer.sock.fileno()
+        if self._peers.pop(fd, None) is None:
+            return
+        peer.conn.closed = True
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(peer.sock)
+        peer.sock.close()
+        self._listen(True)
+
+    def _reclaim(self) -> bool:
+        """At the cap: close the connection quiet the longest, idle ones first."""
+        if not self._peers:
+            return False
+        victim = min(self._peers.values(), key=lambda p: (not p.conn.idle, p.conn.since))
+        victim.conn.fail(ErrorCode.NO_ERROR, "too many connections")
+        self._flush(victim)
+        self._close(victim)  # GOAWAY written if the socket took it; room made either way
+        return True
+
+    def _sweep(self, now: float) -> None:
+        limits = self.limits
+        for peer in list(self._peers.values()):
+            conn = peer.conn
+            quiet = now - conn.since
+            if not conn.handshaken and now - peer.started > limits.handshake_timeout:
+                self._close(peer)
+            elif conn.idle and quiet > limits.idle_timeout:
+                conn.fail(ErrorCode.NO_ERROR, "idle")
+                self._flush(peer)
+
+    def _begin_stop(self) -> None:
+        self._stopping = True
+        if self._listening:
+            self._selector.unregister(self.sock)
+            self._listening = False
+        for peer in list(self._peers.values()):
+            peer.conn.goaway(ErrorCode.NO_ERROR)
+            self._flush(peer)
+        self.call_at(time.monotonic() + 0.5, self._end_stop)
+
+    def _end_stop(self) -> None:
+        for peer in list(self._peers.values()):
+            self._close(peer)

@@ -1,0 +1,296 @@
+"""The collector's own HTTP/2 server under hostile and unusual clients, over raw sockets.
+
+Each test speaks HTTP/2 by hand (frames built here, HPACK from the h2 package where the
+block must be valid) and checks what RFC 9113 and grpc-go answer; after each, a real grpcio
+call still succeeds and what was stored before is still there.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+import unittest
+
+import grpc
+import hpack
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from tests.otlp.support import TRACE_EXPORT, CollectorTestCase, grpc_call
+from tests.otlp.test_http_input import request_bytes
+from tests.support import poll_until
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
+END_STREAM, END_HEADERS = 0x1, 0x4
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 1, 3, 6
+REFUSED_STREAM, COMPRESSION_ERROR = 7, 9
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return (
+        struct.pack(">L", len(payload))[1:]
+        + bytes((kind, flags))
+        + struct.pack(">L", stream)
+        + payload
+    )
+
+
+def request_block(encoder: hpack.Encoder, path: str = TRACE_EXPORT) -> bytes:
+    return encoder.encode(
+        [
+            (":method", "POST"), (":scheme", "http"), (":path", path),
+            (":authority", "localhost"), ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+    )  # fmt: skip
+
+
+def message(body: bytes) -> bytes:
+    return b"\0" + struct.pack(">L", len(body)) + body
+
+
+class Wire:
+    """A raw HTTP/2 client connection: sends bytes, reads frames against a deadline."""
+
+    def __init__(self, port: int, *, preface: bytes = PREFACE + frame(SETTINGS, 0, 0)) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        if preface:
+            self.sock.sendall(preface)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.sendall(b"".join(frames))
+
+    def frames(self, until: int, stream: int | None = None) -> list[tuple[int, int, int, bytes]]:
+        """Frames read until one of type ``until`` (on ``stream`` if given) or EOF."""
+        got: list[tuple[int, int, int, bytes]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            while len(self.buf) >= 9:
+                size = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + size:
+                    break
+                kind, flags = self.buf[3], self.buf[4]
+                sid = int.from_bytes(self.buf[5:9], "big")
+                got.append((kind, flags, sid, self.buf[9 : 9 + size]))
+                self.buf = self.buf[9 + size :]
+                if kind == until and stream in (None, sid):
+                    return got
+            data = self.sock.recv(65536)
+            if not data:
+                got.append((-1, 0, 0, b""))  # EOF
+                return got
+            self.buf += data
+        raise AssertionError(f"no frame of type {until} within 10 s: {got}")
+
+    def eof(self) -> bool:
+        """Whether the server closes the connection (reading and dropping what comes)."""
+        return self.frames(until=-2)[-1][0] == -1
+
+    def headers_of(self, block: bytes) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self.decoder.decode(block)}
+
+
+class WireTest(CollectorTestCase):
+    """Protocol errors answer as RFC 9113 says, and never cost the collector its data."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        _, error = grpc_call(self.collector.grpc_endpoint or "", request_bytes("before"))
+        self.assertIsNone(error)
+
+    def tearDown(self) -> None:
+        _, error = grpc_call(self.collector.grpc_endpoint or "", request_bytes("after"))
+        self.assertIsNone(error)
+        names = [span.name for span in self.collector.spans()]
+        self.assertEqual(names[0], "before")
+        self.assertEqual(names[-1], "after")
+        super().tearDown()
+
+    def wire(self, **kwargs: bytes) -> Wire:
+        wire = Wire(self.collector.grpc_port or 0, **kwargs)
+        self.addCleanup(wire.close)
+        return wire
+
+    def goaway(self, wire: Wire) -> tuple[int, int]:
+        kind, _, _, payload = wire.frames(until=GOAWAY)[-1]
+        self.assertEqual(kind, GOAWAY)
+        last, code = struct.unpack(">LL", payload[:8])
+        self.assertTrue(wire.eof())
+        return last, code
+
+    def test_a_bad_preface_is_closed_without_an_answer(self) -> None:
+        wire = self.wire(preface=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Only the server's own SETTINGS (sent first), then the close: as grpc-go does.
+        kinds = [kind for kind, *_ in wire.frames(until=-2)]
+        self.assertEqual(kinds[-1], -1)
+        self.assertNotIn(GOAWAY, kinds)
+
+    def test_our_settings_ack_and_ping(self) -> None:
+        wire = self.wire()
+        settings = wire.frames(until=SETTINGS)[-1]
+        values = dict(struct.iter_unpack(">HL", settings[3]))
+        self.assertEqual(values[3], 100)  # MAX_CONCURRENT_STREAMS
+        self.assertGreaterEqual(values[4], 1 << 20)  # INITIAL_WINDOW_SIZE: big exports flow
+        self.assertGreaterEqual(values[5], 1 << 20)  # MAX_FRAME_SIZE
+        wire.send(frame(PING, 0, 0, b"12345678"))
+        _, flags, _, payload = wire.frames(until=PING)[-1]
+        self.assertEqual((flags, payload), (1, b"12345678"))
+
+    def test_frames_that_break_the_rules_get_goaway(self) -> None:
+        block = request_block(hpack.Encoder())
+        cases = {
+            "HEADERS on stream 0": (frame(HEADERS, END_HEADERS, 0, block), PROTOCOL_ERROR),
+            "an even stream": (frame(HEADERS, END_HEADERS, 2, block), PROTOCOL_ERROR),
+            "DATA on an idle stream": (frame(DATA, 0, 7, b"x"), PROTOCOL_ERROR),
+            "a short PING": (frame(PING, 0, 0, b"1"), FRAME_SIZE_ERROR),
+            "SETTINGS of 5 bytes": (frame(SETTINGS, 0, 0, b"12345"), FRAME_SIZE_ERROR),
+            "a frame past MAX_FRAME_SIZE": (b"\x7f\xff\xff\0\0\0\0\0\x01", FRAME_SIZE_ERROR),
+            "a bad HPACK index": (frame(HEADERS, END_HEADERS, 1, b"\xff\x7f"), COMPRESSION_ERROR),
+            "Huffman with EOS": (
+                frame(HEADERS, END_HEADERS, 1, b"\x40\x84\xff\xff\xff\xff\x81\x00"),
+                COMPRESSION_ERROR,
+            ),
+            "window overflow": (
+                frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 2**31 - 1)),
+                FLOW_CONTROL_ERROR,
+            ),
+        }  # fmt: skip
+        for name, (bad, code) in cases.items():
+            with self.subTest(name):
+                wire = self.wire()
+                wire.send(bad)
+                self.assertEqual(self.goaway(wire)[1], code)
+
+    def test_goaway_names_the_last_stream(self) -> None:
+        wire = self.wire()
+        body = message(request_bytes("first"))
+        wire.send(
+            frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder)),
+            frame(DATA, END_STREAM, 1, body),
+            frame(PING, 0, 0, b"x"),
+        )
+        self.assertEqual(self.goaway(wire), (1, FRAME_SIZE_ERROR))
+        self.assertIn("first", [span.name for span in self.collector.spans()])
+
+    def test_a_client_that_dies_mid_message_loses_only_its_message(self) -> None:
+        wire = self.wire()
+        body = message(request_bytes("half"))
+        wire.send(frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder)))
+        wire.send(struct.pack(">L", len(body))[1:] + bytes((DATA, END_STREAM)) + b"\0\0\0\1")
+        wire.send(body[: len(body) // 2])
+        wire.close()
+        self.assertNotIn("half", [span.name for span in self.collector.spans()])
+
+    def test_answers_wait_for_the_clients_window(self) -> None:
+        # The client allows no DATA at all: the answer's headers come, its message waits.
+        wire = self.wire(preface=PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HL", 4, 0)))
+        wire.send(
+            frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder)),
+            frame(DATA, END_STREAM, 1, message(request_bytes("windowed"))),
+        )
+        got = wire.frames(until=HEADERS, stream=1)
+        wire.send(frame(PING, 0, 0, b"12345678"))
+        got += wire.frames(until=PING)
+        self.assertNotIn(DATA, [kind for kind, *_ in got])
+        wire.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">L", 3)))
+        got = wire.frames(until=DATA)
+        self.assertEqual(got[-1][3], b"\0\0\0")  # 3 bytes, as the window allows
+        wire.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">L", 100)))
+        got = wire.frames(until=HEADERS, stream=1)
+        self.assertEqual(b"".join(p for k, _, _, p in got if k == DATA), b"\0\x02\x0a\x00")
+        trailers = wire.headers_of(got[-1][3])
+        self.assertEqual(trailers["grpc-status"], "0")
+        self.assertIn("windowed", [span.name for span in self.collector.spans()])
+
+    def test_streams_past_the_limit_are_refused(self) -> None:
+        wire = self.wire()
+        frames = [
+            frame(HEADERS, END_HEADERS, 2 * n + 1, request_block(wire.encoder)) for n in range(101)
+        ]
+        wire.send(*frames)
+        _, _, stream, payload = wire.frames(until=RST_STREAM)[-1]
+        self.assertEqual((stream, payload), (201, struct.pack(">L", REFUSED_STREAM)))
+
+    def test_unknown_methods_are_answered_at_once(self) -> None:
+        # Before the message arrives, trailers-only, and the client's half is reset (NO_ERROR).
+        wire = self.wire()
+        wire.send(frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder, "/a.B/C")))
+        got = wire.frames(until=RST_STREAM)
+        headers = [p for k, f, s, p in got if k == HEADERS and f & END_STREAM]
+        answer = wire.headers_of(headers[0])
+        self.assertEqual(
+            (answer["grpc-status"], answer["grpc-message"]), ("12", "unknown service a.B")
+        )
+        self.assertEqual(got[-1][3], b"\0\0\0\0")
+
+    def test_grpc_timeout_resets_a_stream_left_open(self) -> None:
+        wire = self.wire()
+        block = wire.encoder.encode(
+            [(":method", "POST"), (":scheme", "http"), (":path", TRACE_EXPORT),
+             ("content-type", "application/grpc"), ("grpc-timeout", "100m")]
+        )  # fmt: skip
+        started = time.monotonic()
+        wire.send(frame(HEADERS, END_HEADERS, 1, block))
+        _, _, stream, payload = wire.frames(until=RST_STREAM)[-1]
+        self.assertEqual((stream, payload), (1, struct.pack(">L", 8)))  # CANCEL, as grpc-go
+        self.assertGreaterEqual(time.monotonic() - started, 0.1)
+
+
+class RealClientTest(CollectorTestCase):
+    """grpcio clients: large messages through flow control, delays that hold only their call."""
+
+    def test_a_message_just_under_the_limit_and_one_over(self) -> None:
+        def request(size: int) -> bytes:
+            span = Span(name="big", trace_id=b"\1" * 16, span_id=b"\2" * 8)
+            request = ExportTraceServiceRequest(
+                resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+            )
+            pad = size - request.ByteSize()
+            span.attributes.add(key="pad").value.string_value = "x" * (pad - 20)
+            request.resource_spans[0].scope_spans[0].spans[0].CopyFrom(span)
+            return request.SerializeToString()
+
+        limit = 4 << 20
+        endpoint = self.collector.grpc_endpoint or ""
+        ok = request(limit - 64)
+        self.assertEqual(grpc_call(endpoint, ok), (b"\x0a\x00", None))
+        _, error = grpc_call(endpoint, request(limit + 64))
+        assert error is not None
+        self.assertEqual(error.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertRegex(
+            error.details() or "", r"^grpc: received message larger than max \(\d+ vs\. 4194304\)$"
+        )
+        _, error = grpc_call(endpoint, ok + ok, compression=grpc.Compression.Gzip)
+        assert error is not None
+        self.assertEqual(error.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertEqual(
+            error.details(), "grpc: received message after decompression larger than max 4194304"
+        )
+        self.assertEqual(len(self.collector.spans()), 1)
+
+    def test_a_delayed_export_holds_no_other_call(self) -> None:
+        endpoint = self.collector.grpc_endpoint or ""
+        self.collector.delay_next(3.0, transport="grpc")
+        held = threading.Thread(target=grpc_call, args=(endpoint, request_bytes("slow")))
+        held.start()
+        self.addCleanup(held.join)
+        # The held export has taken its fault: it is in its delay now.
+        poll_until(lambda: self.collector.faults() == [], "the delay to be taken", 10)
+        started = time.monotonic()
+        self.assertEqual(grpc_call(endpoint, request_bytes("quick"))[1], None)
+        self.assertLess(time.monotonic() - started, 2.5)
+        held.join()
+        self.assertEqual(sorted(span.name for span in self.collector.spans()), ["quick", "slow"])
+
+
+if __name__ == "__main__":
+    unittest.main()
