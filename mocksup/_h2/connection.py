@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import Protocol
 
 from mocksup._h2.frames import (
     CONNECTION_WINDOW,
@@ -38,79 +37,11 @@ from mocksup._h2.frames import (
     window_update,
 )
 from mocksup._h2.hpack import TABLE_SIZE, HeaderDecoder, HeaderListTooLarge, HPACKError
+from mocksup._h2.stream import Answer, H2Error, Handler, Limits, Stream
 
 __all__ = ("Answer", "Connection", "H2Error", "Handler", "Stream")
 
 _U32 = struct.Struct(">L")
-
-
-class H2Error(Exception):
-    """A protocol error: of the connection (``stream == 0``) or of one stream."""
-
-    def __init__(self, code: int, message: str, stream: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.stream = stream
-
-
-class Answer:
-    """A response: ``head`` (header block) or ``None`` for a trailers-only answer, the
-    ``data`` (DATA frames, flow-controlled) and ``trailers`` (ending the stream)."""
-
-    __slots__ = ("data", "head", "trailers")
-
-    def __init__(self, head: bytes | None, data: bytes, trailers: bytes) -> None:
-        self.head = head
-        self.data = data
-        self.trailers = trailers
-
-
-class Stream:
-    """One request stream: its headers, the body so far, its windows."""
-
-    __slots__ = (
-        "answered",
-        "body",
-        "deadline",
-        "headers",
-        "id",
-        "pending",
-        "recv_window",
-        "remote_closed",
-        "send_window",
-        "size",
-        "state",
-    )
-
-    def __init__(self, stream_id: int, headers: list[tuple[bytes, bytes]], window: int) -> None:
-        self.id = stream_id
-        self.headers = headers
-        self.body: list[bytes | memoryview] = []  # the DATA payloads, as they arrived
-        self.size = 0
-        self.send_window = window
-        self.recv_window = STREAM_WINDOW
-        self.remote_closed = False
-        self.answered = False
-        self.deadline: float | None = None
-        self.pending: tuple[bytes, bytes] | None = None  # data and trailers held by windows
-        self.state: object = None  # the handler's
-
-
-class Handler(Protocol):
-    """What serves the requests of a connection (see the module's docstring)."""
-
-    def opened(self, conn: Connection, stream: Stream) -> Answer | None: ...
-    def received(self, conn: Connection, stream: Stream) -> Answer | None: ...
-    def ended(self, conn: Connection, stream: Stream) -> Answer | None: ...
-
-
-class Limits(Protocol):
-    """The bounds a connection needs (:class:`mocksup._h2.server.H2Limits`)."""
-
-    @property
-    def max_streams(self) -> int: ...
-    @property
-    def max_header_list(self) -> int: ...
 
 
 class Connection:
@@ -428,7 +359,7 @@ class Connection:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
-            stream.answered = True  # a late answer is not sent
+            stream.release()  # a late answer is not sent
             if stream in self._blocked:
                 self._blocked.remove(stream)
 
@@ -442,7 +373,7 @@ class Connection:
         """Send ``answer`` on ``stream`` (unless it was reset or answered meanwhile)."""
         if stream.answered or self.closed:
             return
-        stream.answered = True
+        stream.release()
         stream.body = []  # not needed any more: free it now
         if answer.head is None:
             self.out += headers_frames(stream.id, answer.trailers, True, self._peer_frame)
@@ -492,7 +423,7 @@ class Connection:
         self.out += rst_stream(stream_id, code)
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
-            stream.answered = True
+            stream.release()
             if stream in self._blocked:
                 self._blocked.remove(stream)
 
@@ -502,12 +433,20 @@ class Connection:
             self.goaway_sent = True
             self.out += goaway(self.last_stream, code, debug.encode()[:256])
 
+    def drop(self) -> None:
+        """Close without a word (no GOAWAY; what was queued is not sent)."""
+        self.out.clear()
+        self.closed = True
+        for stream in self.streams.values():
+            stream.release()
+        self.streams.clear()
+
     def fail(self, code: int, message: str) -> None:
         """A connection error: GOAWAY with ``code`` and close."""
         self.goaway(code, message)
         self.closed = True
         for stream in self.streams.values():
-            stream.answered = True
+            stream.release()
         self.streams.clear()
 
     @property

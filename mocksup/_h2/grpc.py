@@ -12,14 +12,16 @@ texts; errors are trailers-only answers, and a stream whose deadline passes is r
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mocksup._h2.connection import Answer, Connection, Stream
+from mocksup._h2.connection import Connection
 from mocksup._h2.frames import ErrorCode
 from mocksup._h2.hpack import literal
+from mocksup._h2.stream import Answer, Stream
 
 if TYPE_CHECKING:
     from mocksup._h2.server import H2Server
@@ -57,10 +59,11 @@ _STATUS_200 = b"\x88"  # ":status: 200", static table index 8
 
 
 class Reply:
-    """What a unary call answers: a ``message`` (status OK) or an error ``code`` with its
-    ``message`` text and extra trailers (``-bin`` values are bytes)."""
+    """What a unary call answers: a ``payload`` (status OK) or an error ``code`` with its
+    ``message`` text and extra trailers (``-bin`` values are bytes); or, with ``drop``, no
+    answer at all: the connection is closed (the client sees UNAVAILABLE)."""
 
-    __slots__ = ("code", "message", "payload", "trailers")
+    __slots__ = ("code", "drop", "message", "payload", "trailers")
 
     def __init__(
         self,
@@ -69,7 +72,9 @@ class Reply:
         code: str = "OK",
         message: str = "",
         trailers: Sequence[tuple[str, bytes | str]] = (),
+        drop: bool = False,
     ) -> None:
+        self.drop = drop
         self.payload = payload
         self.code = code
         self.message = message
@@ -106,7 +111,9 @@ class Call:
         assert server is not None
 
         def send() -> None:
-            self._conn.answer(self._stream, self._handler.answer(self._stream, reply))
+            answer = self._handler.answer(self._conn, self._stream, reply)
+            if answer is not None:
+                self._conn.answer(self._stream, answer)
             server.flush(self._conn)
 
         server.call_soon(send)
@@ -139,41 +146,44 @@ class GRPCHandler:
     # -- the Handler protocol ----------------------------------------------------------
 
     def opened(self, conn: Connection, stream: Stream) -> Answer | None:
-        """Check the request's headers; answer at once what grpc-go refuses before reading."""
-        path = content_type = encoding = timeout = b""
-        method = None
-        for name, value in stream.headers:
-            if name == b":path":
-                path = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"grpc-encoding":
-                encoding = value
-            elif name == b"grpc-timeout":
-                timeout = value
-            elif name == b":method":
-                method = value
-        if method != b"POST":
-            # grpc-go resets such a stream without an answer.
-            conn.reset(stream.id, ErrorCode.PROTOCOL_ERROR)
+        """Check the request's headers; answer at once what grpc-go refuses before reading,
+        in grpc-go's order."""
+        head = _Head(stream.headers)
+        if head.connection:  # "Transports must consider requests containing the Connection
+            conn.reset(stream.id, ErrorCode.PROTOCOL_ERROR)  # header as malformed" (A41)
             return None
-        subtype = _subtype(content_type)
-        if subtype is None:
-            text = f"invalid gRPC request content-type {content_type.decode('latin-1')!r}"
-            return self._refuse(stream, "INTERNAL", text, http_status=415)
-        stream.state = subtype
-        if timeout:
-            seconds = _timeout(timeout)
-            if seconds is None:
-                text = f"malformed grpc-timeout: {timeout.decode('latin-1')!r}"
-                return self._refuse(stream, "INTERNAL", text, http_status=400)
+        stream.state = head.subtype or b""
+        if head.authorities > 1 or head.hosts > 1:
+            text = (
+                f"num values of :authority: {head.authorities}, num values of host: "
+                f"{head.hosts}, both must only have 1 value as per HTTP/2 spec"
+            )
+            return self._refuse(stream, "INTERNAL", text, http_status=400)
+        if head.subtype is None:
+            text = f"invalid gRPC request content-type {_quote(head.content_type)}"
+            return self._refuse(stream, "INVALID_ARGUMENT", text, http_status=415)
+        seconds = None
+        if head.timeout is not None:
+            seconds, error = _timeout(head.timeout)
+            if error:
+                return self._refuse(
+                    stream, "INTERNAL", f"malformed grpc-timeout: {error}", http_status=400
+                )
+        if head.method != b"POST":
+            text = (
+                f"Received a HEADERS frame with :method {_quote(head.method)} which should be POST"
+            )
+            return self._refuse(stream, "INTERNAL", text, http_status=405)
+        if seconds is not None:
+            if seconds <= 0:
+                return self._refuse(stream, "DEADLINE_EXCEEDED", "context deadline exceeded")
             self._deadline(conn, stream, seconds)
-        if path not in self.methods:
-            return self._refuse(stream, "UNIMPLEMENTED", self._unknown(path))
-        coding = encoding.decode("latin-1")
+        if head.path not in self.methods:
+            return self._refuse(stream, "UNIMPLEMENTED", self._unknown(head.path))
+        coding = head.encoding.decode("latin-1")
         if coding not in ("", "identity") and coding not in self.decoders:
-            text = f"grpc: Decompressor is not installed for grpc-encoding {coding!r}"
-            return self._refuse(stream, "UNIMPLEMENTED", text.replace("'", '"'))
+            text = f"grpc: Decompressor is not installed for grpc-encoding {_quote(head.encoding)}"
+            return self._refuse(stream, "UNIMPLEMENTED", text)
         return None
 
     def received(self, conn: Connection, stream: Stream) -> Answer | None:
@@ -188,16 +198,18 @@ class GRPCHandler:
     def ended(self, conn: Connection, stream: Stream) -> Answer | None:
         """The request is complete: unframe, inflate and call the method."""
         path, fn = self.methods[_header(stream, b":path")]
+        if not stream.size:
+            text = (
+                "cardinality violation: received no request message from non-client-streaming RPC"
+            )
+            return self._refuse(stream, "INTERNAL", text)
         if stream.size < 5:
-            return self._refuse(stream, "INTERNAL", "grpc: received no request message")
+            return self._refuse(stream, "INTERNAL", "unexpected EOF")
         flag, length = _PREFIX.unpack_from(_head(stream.body))
         if stream.size - 5 < length:
-            return self._refuse(stream, "INTERNAL", "grpc: received a truncated message")
-        if stream.size - 5 > length:
-            return self._refuse(
-                stream, "UNIMPLEMENTED", "grpc: received more than one request message"
-            )
-        message = _join_after_prefix(stream.body)
+            return self._refuse(stream, "INTERNAL", "unexpected EOF")
+        # A unary method reads one message: grpc-go never looks at what follows it.
+        message = _join_after_prefix(stream.body, length)
         encoding = _header(stream, b"grpc-encoding").decode("latin-1")
         if flag == 1:
             refused, message = self._inflate(message, encoding)
@@ -215,12 +227,15 @@ class GRPCHandler:
             self, conn, stream, path=path, metadata=metadata, encoding=encoding, message=message
         )
         reply = fn(call)
-        return None if reply is None else self.answer(stream, reply)
+        return None if reply is None else self.answer(conn, stream, reply)
 
     # -- answers -----------------------------------------------------------------------
 
-    def answer(self, stream: Stream, reply: Reply) -> Answer:
-        """The HTTP/2 answer for ``reply``."""
+    def answer(self, conn: Connection, stream: Stream, reply: Reply) -> Answer | None:
+        """The HTTP/2 answer for ``reply``; ``None`` when it drops the connection."""
+        if reply.drop:
+            conn.drop()
+            return None
         if reply.code != "OK" or reply.trailers:
             return self._refuse(stream, reply.code, reply.message, reply.trailers)
         subtype = stream.state if isinstance(stream.state, bytes) else b""
@@ -272,7 +287,9 @@ class GRPCHandler:
         try:
             inflated = self.decoders[encoding](message, self.max_message)
         except Exception as error:  # any codec failure is the client's
-            return ("INTERNAL", f"grpc: failed to decompress the received message: {error}"), b""
+            # grpc-go's words: gzip fails opening its reader, stream codecs while reading.
+            what = "decompress the message" if encoding == "gzip" else "read decompressed data"
+            return ("INTERNAL", f"grpc: failed to {what}: {error}"), b""
         if len(inflated) > self.max_message:
             text = f"grpc: received message after decompression larger than max {self.max_message}"
             return ("RESOURCE_EXHAUSTED", text), b""
@@ -288,7 +305,7 @@ class GRPCHandler:
                 conn.reset(stream.id, ErrorCode.CANCEL)
                 server.flush(conn)
 
-        server.call_at(time.monotonic() + seconds, expire)
+        stream.timer = server.call_at(time.monotonic() + seconds, expire)
 
 
 def _head(chunks: list[bytes | memoryview]) -> bytes:
@@ -301,12 +318,13 @@ def _head(chunks: list[bytes | memoryview]) -> bytes:
     return head
 
 
-def _join_after_prefix(chunks: list[bytes | memoryview]) -> bytes:
-    """The body without its 5-byte prefix, joined in one copy."""
+def _join_after_prefix(chunks: list[bytes | memoryview], length: int) -> bytes:
+    """The first message of the body (``length`` bytes after its prefix), in one copy."""
     skip = 5
     for index, chunk in enumerate(chunks):
         if len(chunk) > skip:
-            return b"".join([chunk[skip:], *chunks[index + 1 :]])
+            joined = b"".join([chunk[skip:], *chunks[index + 1 :]])
+            return joined if len(joined) == length else joined[:length]
         skip -= len(chunk)
     return b""
 
@@ -319,28 +337,79 @@ def _header(stream: Stream, name: bytes) -> bytes:
 
 
 def _subtype(content_type: bytes) -> bytes | None:
-    """The content subtype (``b""`` for plain ``application/grpc``), ``None`` if not gRPC."""
-    lowered = content_type.lower()
-    if not lowered.startswith(b"application/grpc"):
-        return None
-    rest = lowered[16:]
-    if not rest:
+    """The content subtype (``b""`` for plain ``application/grpc``), ``None`` if not gRPC.
+
+    grpc-go's rule, case-sensitive: what follows ``application/grpc`` and a ``+`` or ``;``
+    (an unknown subtype is decoded as protobuf all the same).
+    """
+    if content_type == b"application/grpc":
         return b""
-    if rest[:1] == b"+":
-        return rest[1:]
-    return b"" if rest[:1] == b";" else None
+    if content_type.startswith(b"application/grpc") and content_type[16:17] in (b"+", b";"):
+        return content_type[17:]
+    return None
 
 
 def _content_type(subtype: bytes) -> bytes:
     return literal(b"content-type", b"application/grpc" + (b"+" + subtype if subtype else b""))
 
 
-def _timeout(value: bytes) -> float | None:
-    """``grpc-timeout`` in seconds (at most 8 digits and a unit), ``None`` if malformed."""
-    digits, unit = value[:-1], value[-1:]
-    if not 0 < len(digits) <= 8 or not digits.isdigit() or unit not in _UNITS:
-        return None
-    return int(digits) * _UNITS[unit]
+def _timeout(value: bytes) -> tuple[float, str]:
+    """``grpc-timeout`` in seconds, or grpc-go's complaint about it."""
+    if len(value) < 2:
+        return 0.0, f"transport: timeout string is too short: {_quote(value)}"
+    if len(value) > 9:  # 8 digits and the unit
+        return 0.0, f"transport: timeout string is too long: {_quote(value)}"
+    unit = _UNITS.get(value[-1:])
+    if unit is None:
+        return 0.0, f"transport: timeout unit is not recognized: {_quote(value)}"
+    if not value[:-1].isdigit():
+        return 0.0, f"strconv.ParseUint: parsing {_quote(value[:-1])}: invalid syntax"
+    return int(value[:-1]) * unit, ""
+
+
+def _quote(value: bytes) -> str:
+    """``value`` as Go's ``%q`` shows a string (double quotes, escapes)."""
+    return json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False)
+
+
+class _Head:
+    """What the gRPC layer reads from a request's header list."""
+
+    __slots__ = (
+        "authorities",
+        "connection",
+        "content_type",
+        "encoding",
+        "hosts",
+        "method",
+        "path",
+        "subtype",
+        "timeout",
+    )
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.path = self.content_type = self.encoding = self.method = b""
+        self.timeout: bytes | None = None
+        self.authorities = self.hosts = 0
+        self.connection = False
+        for name, value in headers:
+            if name == b":path":
+                self.path = value
+            elif name == b"content-type":
+                self.content_type = value
+            elif name == b"grpc-encoding":
+                self.encoding = value
+            elif name == b"grpc-timeout":
+                self.timeout = value
+            elif name == b":method":
+                self.method = value
+            elif name == b":authority":
+                self.authorities += 1
+            elif name == b"host":
+                self.hosts += 1
+            elif name == b"connection":
+                self.connection = True
+        self.subtype = _subtype(self.content_type)
 
 
 def percent_encode(text: str) -> bytes:

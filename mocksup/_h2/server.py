@@ -5,10 +5,11 @@ here, where a thread handoff per call (grpcio's poller thread to its worker pool
 costs more than the call. Work that must wait (an injected delay) runs elsewhere and comes
 back through :meth:`H2Server.call_soon`, so no connection ever waits for another.
 
-Bounded like the HTTP/1.1 server: at most ``max_connections`` (at the cap the quietest
-connection is closed to make room), a connection must finish its preface within
-``handshake_timeout`` and is closed after ``idle_timeout`` without a request, a client that
-does not read its answers stops being read, and a stream past its ``grpc-timeout`` is reset.
+Bounded like the HTTP/1.1 server: at most ``max_connections`` (a client arriving at the cap
+takes the room of the connection quiet the longest, idle ones first, which gets GOAWAY); a
+connection must finish its preface within ``handshake_timeout`` and is closed after
+``idle_timeout`` without a request; a client that does not read its answers stops being
+read; a stream past its ``grpc-timeout`` is reset.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from mocksup._h2.connection import Connection, Handler
 from mocksup._h2.frames import ErrorCode
 
-__all__ = ("H2Limits", "H2Server")
+__all__ = ("H2Limits", "H2Server", "Timer")
 
 _log = logging.getLogger(__name__)
 _READ = selectors.EVENT_READ
@@ -41,8 +42,8 @@ _OUT_CAP = 4 << 20
 class H2Limits:
     """What one HTTP/2 server accepts.
 
-    :param max_connections: connections served at once (more wait in the listen backlog;
-        at the cap the connection quiet the longest is closed to make room).
+    :param max_connections: connections served at once (a client arriving at the cap takes
+        the room of the connection quiet the longest).
     :param max_streams: requests in progress per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     :param max_header_list: bytes of one request's header list (SETTINGS_MAX_HEADER_LIST_SIZE).
     :param handshake_timeout: seconds a new connection may take to send its preface.
@@ -54,6 +55,24 @@ class H2Limits:
     max_header_list: int = 64 * 1024
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
+
+
+class Timer:
+    """A call :meth:`H2Server.call_at` will make, unless cancelled first."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self.call: Callable[[], None] | None = call
+
+    def cancel(self) -> None:
+        """Never make the call (and let go of what it holds)."""
+        self.call = None
+
+    def fire(self) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            call()
 
 
 class _Peer:
@@ -84,8 +103,9 @@ class H2Server:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._calls: deque[Callable[[], None]] = deque()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = 0
+        self._timers_compact_at = 1024
         self._peers: dict[int, _Peer] = {}
         self._listening = False
         self._stopping = False
@@ -101,7 +121,8 @@ class H2Server:
         self.sock.setblocking(False)
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, _READ, None)
-        self._listen(True)
+        self._selector.register(self.sock, _READ, self)
+        self._listening = True
         self._thread = threading.Thread(target=self._loop, name="mocksup-h2", daemon=True)
         self._thread.start()
 
@@ -120,10 +141,18 @@ class H2Server:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
-    def call_at(self, moment: float, call: Callable[[], None]) -> None:
-        """Run ``call`` on the loop at ``moment`` (``time.monotonic()``); loop thread only."""
+    def call_at(self, moment: float, call: Callable[[], None]) -> Timer:
+        """Run ``call`` on the loop at ``moment`` (``time.monotonic()``) unless cancelled;
+        loop thread only."""
         self._timer_seq += 1
-        heapq.heappush(self._timers, (moment, self._timer_seq, call))
+        timer = Timer(call)
+        heapq.heappush(self._timers, (moment, self._timer_seq, timer))
+        if len(self._timers) > self._timers_compact_at:
+            # Most timers (a call's deadline) are cancelled long before they are due.
+            self._timers = [entry for entry in self._timers if entry[2].call is not None]
+            heapq.heapify(self._timers)
+            self._timers_compact_at = max(1024, 2 * len(self._timers))
+        return timer
 
     # -- the loop --------------------------------------------------------------------
 
@@ -141,13 +170,10 @@ class H2Server:
                 elif peer is self:
                     self._accept()
                 else:
-                    if mask & _READ:
-                        self._read(peer)
-                    if mask & _WRITE and peer.sock.fileno() != -1:
-                        self._flush(peer)
+                    self._serve(peer, mask)
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
-                heapq.heappop(self._timers)[2]()
+                heapq.heappop(self._timers)[2].fire()
             if now >= next_sweep:
                 next_sweep = now + 1.0
                 self._sweep(now)
@@ -159,19 +185,8 @@ class H2Server:
         while calls:
             calls.popleft()()
 
-    def _listen(self, on: bool) -> None:
-        if on != self._listening and not self._stopping:
-            self._listening = on
-            if on:
-                self._selector.register(self.sock, _READ, self)
-            else:
-                self._selector.unregister(self.sock)
-
     def _accept(self) -> None:
         for _ in range(16):
-            if len(self._peers) >= self.limits.max_connections and not self._reclaim():
-                self._listen(False)  # back to listening when a connection closes
-                return
             try:
                 sock, _ = self.sock.accept()
             except BlockingIOError:
@@ -181,12 +196,29 @@ class H2Server:
                     _log.warning("cannot accept gRPC connections: %s", error.strerror)
                     self._reclaim()
                 return
+            if len(self._peers) >= self.limits.max_connections:
+                self._reclaim()  # a client is here: make room for it
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = _Peer(sock, Connection(self.handler, self.limits))
             self._peers[sock.fileno()] = peer
             self._selector.register(sock, _READ, peer)
             self._flush(peer)  # our SETTINGS go first
+
+    def _serve(self, peer: _Peer, mask: int) -> None:
+        try:
+            if mask & _READ:
+                self._read(peer)
+            if mask & _WRITE and peer.sock.fileno() != -1:
+                self._flush(peer)
+        except Exception:
+            # A bug met by one connection's input: that connection ends (GOAWAY
+            # INTERNAL_ERROR), every other one and the stored data stay.
+            _log.exception("gRPC connection failed; closing it")
+            peer.conn.fail(ErrorCode.INTERNAL_ERROR, "internal error")
+            with contextlib.suppress(Exception):
+                self._flush(peer)
+            self._close(peer)
 
     def _read(self, peer: _Peer) -> None:
         try:
@@ -236,17 +268,14 @@ class H2Server:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(peer.sock)
         peer.sock.close()
-        self._listen(True)
 
-    def _reclaim(self) -> bool:
+    def _reclaim(self) -> None:
         """At the cap: close the connection quiet the longest, idle ones first."""
-        if not self._peers:
-            return False
-        victim = min(self._peers.values(), key=lambda p: (not p.conn.idle, p.conn.since))
-        victim.conn.fail(ErrorCode.NO_ERROR, "too many connections")
-        self._flush(victim)
-        self._close(victim)  # GOAWAY written if the socket took it; room made either way
-        return True
+        if self._peers:
+            victim = min(self._peers.values(), key=lambda p: (not p.conn.idle, p.conn.since))
+            victim.conn.fail(ErrorCode.NO_ERROR, "too many connections")
+            self._flush(victim)
+            self._close(victim)  # GOAWAY written if the socket took it; room made either way
 
     def _sweep(self, now: float) -> None:
         limits = self.limits

@@ -135,9 +135,12 @@ def _refuse(ingest: Ingest, record: dict[str, Any], code: str, text: str) -> Rep
 def _fail(ingest: Ingest, record: dict[str, Any], answer: Answer) -> Reply:
     fault = answer.fault
     assert fault is not None
-    code = "UNAVAILABLE" if answer.drop else fault.grpc_status()
+    if answer.drop:
+        _finish(ingest, record, "dropped")
+        return Reply(drop=True)
+    code = fault.grpc_status()
     text = fault.message or f"injected fault: {fault.describe()}"
-    delay = None if answer.drop else fault.retry_after
+    delay = fault.retry_after
     trailers: list[tuple[str, bytes | str]] = [
         (
             "grpc-status-details-bin",
@@ -148,7 +151,7 @@ def _fail(ingest: Ingest, record: dict[str, Any], answer: Answer) -> Reply:
         # The Python exporter reads only this key; Go and .NET read the details.
         trailers.append(("google.rpc.retryinfo-bin", retry_info(delay)))
     record["error"] = bounded(text)
-    _finish(ingest, record, "dropped" if answer.drop else code)
+    _finish(ingest, record, code)
     return Reply(code=code, message=text, trailers=trailers)
 
 

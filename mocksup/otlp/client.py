@@ -354,7 +354,7 @@ class CollectorQueries(CollectorStreams):
     def drop_next(
         self, count: int = 1, *, signal: Signal | None = None, transport: Transport | None = None
     ) -> None:
-        """Close the connection of the next ``count`` exports without answering (HTTP)."""
+        """Close the connection of the next ``count`` exports without answering."""
         self.add_faults(Fault(signal=signal, transport=transport, count=count, drop=True))
 
     def faults(self) -> list[dict[str, Any]]:

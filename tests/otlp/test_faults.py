@@ -73,6 +73,19 @@ class RetryTest(CollectorTestCase):
         self.assertEqual(len(self.collector.wait_for_spans("after-drop")), 1)
         self.assertEqual([r.status for r in self.collector.requests()], ["dropped", 200])
 
+    def test_grpc_dropped_connection_is_retried(self) -> None:
+        # The connection closes without an answer: UNAVAILABLE, which the exporter retries.
+        self.collector.drop_next(1, transport="grpc")
+        _, error = grpc_export(self.collector.grpc_endpoint or "", request_bytes())
+        assert error is not None
+        self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(dict(error.trailing_metadata() or ()), {})
+        self.collector.drop_next(1, transport="grpc")
+        self.export_one("grpc", "after-drop")
+        self.assertEqual(len(self.collector.wait_for_spans("after-drop")), 1)
+        statuses = [r.status for r in self.collector.requests()]
+        self.assertEqual(statuses, ["dropped", "dropped", "OK"])
+
     def test_grpc_unavailable_with_retry_info(self) -> None:
         self.collector.fail_next(1, grpc_code="UNAVAILABLE", retry_after=0.05)
         self.export_one("grpc", "grpc-retried")

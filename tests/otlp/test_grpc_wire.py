@@ -15,9 +15,11 @@ import unittest
 
 import grpc
 import hpack
+import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from mocksup.otlp import MockOTLPCollector
 from tests.otlp.support import TRACE_EXPORT, CollectorTestCase, grpc_call
 from tests.otlp.test_http_input import request_bytes
 from tests.support import poll_until
@@ -95,12 +97,23 @@ class Wire:
         """Whether the server closes the connection (reading and dropping what comes)."""
         return self.frames(until=-2)[-1][0] == -1
 
+    def answer(self, stream: int) -> dict[str, str]:
+        """The headers and trailers of the answer on ``stream``, read until it ends."""
+        fields: dict[str, str] = {}
+        while True:
+            kind, flags, _, payload = self.frames(until=HEADERS, stream=stream)[-1]
+            if kind != HEADERS:
+                raise AssertionError(f"the connection closed before stream {stream} ended")
+            fields.update(self.headers_of(payload))
+            if flags & END_STREAM:
+                return fields
+
     def headers_of(self, block: bytes) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.decoder.decode(block)}
 
 
-class WireTest(CollectorTestCase):
-    """Protocol errors answer as RFC 9113 says, and never cost the collector its data."""
+class WireCase(CollectorTestCase):
+    """Raw connections to the collector, with a call served before and after each test."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -126,6 +139,10 @@ class WireTest(CollectorTestCase):
         last, code = struct.unpack(">LL", payload[:8])
         self.assertTrue(wire.eof())
         return last, code
+
+
+class WireTest(WireCase):
+    """Protocol errors answer as RFC 9113 says, and never cost the collector its data."""
 
     def test_a_bad_preface_is_closed_without_an_answer(self) -> None:
         wire = self.wire(preface=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -180,6 +197,19 @@ class WireTest(CollectorTestCase):
         )
         self.assertEqual(self.goaway(wire), (1, FRAME_SIZE_ERROR))
         self.assertIn("first", [span.name for span in self.collector.spans()])
+
+    def test_a_dropped_call_closes_its_connection_without_an_answer(self) -> None:
+        self.collector.drop_next(1, transport="grpc")
+        wire = self.wire()
+        wire.send(
+            frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder)),
+            frame(DATA, END_STREAM, 1, message(request_bytes("dropped"))),
+        )
+        kinds = [kind for kind, *_ in wire.frames(until=-2)]
+        self.assertEqual(kinds[-1], -1)
+        self.assertNotIn(HEADERS, kinds)
+        self.assertNotIn(GOAWAY, kinds)
+        self.assertEqual([r.status for r in self.collector.requests()][-1], "dropped")
 
     def test_a_client_that_dies_mid_message_loses_only_its_message(self) -> None:
         wire = self.wire()
@@ -243,6 +273,205 @@ class WireTest(CollectorTestCase):
         _, _, stream, payload = wire.frames(until=RST_STREAM)[-1]
         self.assertEqual((stream, payload), (1, struct.pack(">L", 8)))  # CANCEL, as grpc-go
         self.assertGreaterEqual(time.monotonic() - started, 0.1)
+
+
+class HeadersTest(WireCase):
+    """What grpc-go refuses from a request's headers, with its status, code and words."""
+
+    def call(
+        self, headers: list[tuple[str, str]], body: bytes = b""
+    ) -> list[tuple[int, int, int, bytes]]:
+        wire = self.wire()
+        block = wire.encoder.encode(headers)
+        flags = END_HEADERS | (0 if body else END_STREAM)
+        wire.send(
+            frame(HEADERS, flags, 1, block), *([frame(DATA, END_STREAM, 1, body)] if body else [])
+        )
+        got = wire.frames(until=HEADERS, stream=1)
+        self.wires.append(wire)
+        return got
+
+    def answer(self, headers: list[tuple[str, str]]) -> tuple[str, str, str]:
+        got = self.call(headers)
+        fields = self.wires[-1].headers_of(got[-1][3])
+        return fields[":status"], fields["grpc-status"], fields["grpc-message"]
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.wires: list[Wire] = []
+
+    def test_refusals(self) -> None:
+        base = [(":method", "POST"), (":scheme", "http"), (":path", TRACE_EXPORT),
+                (":authority", "x"), ("content-type", "application/grpc")]  # fmt: skip
+
+        def but(**changes: str) -> list[tuple[str, str]]:
+            names = {k.replace("_", "-").replace("P", ":"): v for k, v in changes.items()}
+            return [(k, names.pop(k, v)) for k, v in base] + list(names.items())
+
+        service = "opentelemetry.proto.collector.trace.v1.TraceService"
+        cases = {
+            "JSON": (
+                but(content_type="application/json"),
+                ("415", "3", 'invalid gRPC request content-type "application/json"'),
+            ),
+            "GET": (
+                but(Pmethod="GET"),
+                ("405", "13", 'Received a HEADERS frame with :method "GET" which should be POST'),
+            ),
+            "timeout unit": (
+                but(grpc_timeout="10x"),
+                ("400", "13", 'malformed grpc-timeout: transport: timeout unit is not '
+                 'recognized: "10x"'),
+            ),
+            "timeout length": (
+                but(grpc_timeout="123456789S"),
+                ("400", "13", 'malformed grpc-timeout: transport: timeout string is too '
+                 'long: "123456789S"'),
+            ),
+            "timeout zero": (but(grpc_timeout="0m"), ("200", "4", "context deadline exceeded")),
+            "two hosts": (
+                [*base, ("host", "a"), ("host", "b")],
+                ("400", "13", "num values of :authority: 1, num values of host: 2, both must "
+                 "only have 1 value as per HTTP/2 spec"),
+            ),
+            "unknown method": (
+                but(Ppath=f"/{service}/Nope"),
+                ("200", "12", f"unknown method Nope for service {service}"),
+            ),
+            "no slash": (but(Ppath="nothing"), ("200", "12", 'malformed method name: "nothing"')),
+            "br": (
+                but(grpc_encoding="br"),
+                ("200", "12", 'grpc: Decompressor is not installed for grpc-encoding "br"'),
+            ),
+        }  # fmt: skip
+        for name, (headers, expected) in cases.items():
+            with self.subTest(name):
+                self.assertEqual(self.answer(headers), expected)
+
+    def test_a_connection_header_resets_the_stream(self) -> None:
+        wire = self.wire()
+        block = wire.encoder.encode(
+            [(":method", "POST"), (":path", TRACE_EXPORT), ("content-type", "application/grpc"),
+             ("connection", "keep-alive")]
+        )  # fmt: skip
+        wire.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
+        _, _, stream, payload = wire.frames(until=RST_STREAM)[-1]
+        self.assertEqual((stream, payload), (1, struct.pack(">L", PROTOCOL_ERROR)))
+
+    def test_a_header_list_past_the_limit_resets_the_stream(self) -> None:
+        wire = self.wire()
+        block = request_block(wire.encoder) + wire.encoder.encode([("x-big", "v" * 70_000)])
+        parts = [block[i : i + 16_384] for i in range(0, len(block), 16_384)]
+        frames = [frame(HEADERS, 0, 1, parts[0])]
+        frames += [frame(9, 0, 1, part) for part in parts[1:-1]]
+        frames.append(frame(9, END_HEADERS, 1, parts[-1]))
+        wire.send(*frames)
+        _, _, stream, payload = wire.frames(until=RST_STREAM)[-1]
+        self.assertEqual((stream, payload), (1, struct.pack(">L", FRAME_SIZE_ERROR)))
+        # The HPACK state stayed in step: the next request on the connection is served.
+        wire.send(
+            frame(HEADERS, END_HEADERS, 3, request_block(wire.encoder)),
+            frame(DATA, END_STREAM, 3, message(request_bytes("next"))),
+        )
+        self.assertEqual(wire.answer(3)["grpc-status"], "0")
+
+    def test_continuation_and_padding_are_understood(self) -> None:
+        wire = self.wire()
+        block = request_block(wire.encoder)
+        padded = bytes((7,)) + block[:10] + b"\0" * 7
+        body = message(request_bytes("padded"))
+        wire.send(
+            frame(HEADERS, 0x8, 1, padded),  # PADDED, no END_HEADERS
+            frame(9, END_HEADERS, 1, block[10:]),
+            frame(DATA, 0x8 | END_STREAM, 1, bytes((3,)) + body + b"\0\0\0"),
+        )
+        self.assertEqual(wire.answer(1)["grpc-status"], "0")
+        self.assertIn("padded", [span.name for span in self.collector.spans()])
+
+    def test_a_frame_between_headers_and_continuation_is_an_error(self) -> None:
+        wire = self.wire()
+        block = request_block(wire.encoder)
+        wire.send(frame(HEADERS, 0, 1, block[:5]), frame(PING, 0, 0, b"12345678"))
+        self.assertEqual(self.goaway(wire), (0, PROTOCOL_ERROR))
+
+    def test_grpc_message_is_percent_encoded(self) -> None:
+        self.collector.fail_next(grpc_code="UNAVAILABLE", transport="grpc", message="déjà 100%\n")
+        wire = self.wire()
+        wire.send(
+            frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder)),
+            frame(DATA, END_STREAM, 1, message(request_bytes("x"))),
+        )
+        fields = wire.headers_of(wire.frames(until=HEADERS, stream=1)[-1][3])
+        self.assertEqual(fields["grpc-message"], "d%C3%A9j%C3%A0 100%25%0A")
+        self.assertNotIn("=", fields["grpc-status-details-bin"])  # base64 without padding
+        _, error = grpc_call(self.collector.grpc_endpoint or "", request_bytes("y"))
+        self.assertIsNone(error)
+        self.collector.fail_next(grpc_code="UNAVAILABLE", transport="grpc", message="déjà 100%")
+        _, error = grpc_call(self.collector.grpc_endpoint or "", request_bytes("z"))
+        assert error is not None
+        self.assertEqual(error.details(), "déjà 100%")
+
+
+class BoundsTest(WireCase):
+    """Connections are capped and cleaned up; idle or stalled ones pin nothing."""
+
+    collector_settings = {"max_connections": 3}
+
+    def test_at_the_cap_the_quietest_connection_makes_room(self) -> None:
+        first = self.wire()
+        first.send(frame(PING, 0, 0, b"12345678"))
+        first.frames(until=PING)  # all it sent is read: its close will not be a reset
+        stalled = [self.wire() for _ in range(2)]
+        for wire in stalled:
+            wire.send(frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder)))
+        # A fourth: the idle first one gets GOAWAY and closes; the call is served.
+        _, error = grpc_call(self.collector.grpc_endpoint or "", request_bytes("fourth"))
+        self.assertIsNone(error)
+        self.assertEqual(self.goaway(first)[1], 0)
+
+    def test_no_descriptor_is_left_behind(self) -> None:
+        assert self.collector.pid is not None
+        child = psutil.Process(self.collector.pid)
+        before = child.num_fds()
+        for n in range(30):
+            wire = Wire(self.collector.grpc_port or 0)
+            if n % 3 == 0:
+                wire.send(frame(HEADERS, END_HEADERS, 1, request_block(wire.encoder)))
+            elif n % 3 == 1:
+                wire.send(b"\0" * 9 + b"garbage")
+            wire.close()
+        poll_until(lambda: child.num_fds() <= before, "the connections' descriptors to close", 10)
+
+
+class StopTest(CollectorTestCase):
+    """Stop is prompt with calls held, stalled and idle."""
+
+    def test_stop_with_calls_in_flight(self) -> None:
+        collector = MockOTLPCollector(port=0, grpc_port=0)
+        collector.start()
+        self.addCleanup(collector.stop)
+        collector.delay_next(60, transport="grpc")
+        held = threading.Thread(
+            target=grpc_call, args=(collector.grpc_endpoint or "", request_bytes("held"))
+        )
+        held.start()
+        self.addCleanup(held.join)
+        poll_until(lambda: collector.faults() == [], "the delay to be taken", 10)
+        stalled = Wire(collector.grpc_port or 0)
+        self.addCleanup(stalled.close)
+        stalled.send(frame(HEADERS, END_HEADERS, 1, request_block(stalled.encoder)))
+        idle = Wire(collector.grpc_port or 0)
+        self.addCleanup(idle.close)
+        # Once the ping is answered the server has read all the client sent: its close
+        # cannot be a reset that discards the GOAWAY.
+        idle.send(frame(PING, 0, 0, b"12345678"))
+        idle.frames(until=PING)
+        started = time.monotonic()
+        collector.stop()
+        self.assertLess(time.monotonic() - started, 2.0)  # grace 0.5 s, then the exit
+        kinds = [kind for kind, *_ in idle.frames(until=-2)]
+        self.assertIn(GOAWAY, kinds)
+        self.assertEqual(kinds[-1], -1)
 
 
 class RealClientTest(CollectorTestCase):

@@ -1,0 +1,135 @@
+"""HPACK (RFC 7541) as the collector's HTTP/2 server decodes it, in-process.
+
+The RFC's own examples (Appendix C) and, as an oracle, the h2 project's encoder: whatever it
+encodes (Huffman or not, indexed or not), the decoder reads back.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import socket
+import unittest
+
+import hpack
+
+from mocksup._h2.hpack import HeaderDecoder, HeaderListTooLarge, HPACKError, literal
+from mocksup._h2.huffman import HuffmanError, huffman_decode, huffman_encode
+from mocksup._h2.server import H2Server
+
+
+class HuffmanTest(unittest.TestCase):
+    def test_rfc_examples(self) -> None:
+        # RFC 7541 C.4.1 and C.4.2.
+        self.assertEqual(huffman_encode(b"www.example.com").hex(), "f1e3c2e5f23a6ba0ab90f4ff")
+        self.assertEqual(huffman_decode(bytes.fromhex("a8eb10649cbf")), b"no-cache")
+
+    def test_every_byte_round_trips_and_matches_another_encoder(self) -> None:
+        rng = random.Random(7541)
+        oracle = hpack.huffman.HuffmanEncoder(
+            hpack.huffman_constants.REQUEST_CODES, hpack.huffman_constants.REQUEST_CODES_LENGTH
+        )
+        for data in [bytes(range(256)), *(rng.randbytes(rng.randrange(40)) for _ in range(500))]:
+            self.assertEqual(huffman_encode(data), oracle.encode(data))
+            self.assertEqual(huffman_decode(huffman_encode(data)), data)
+
+    def test_forbidden_strings(self) -> None:
+        # EOS; padding of zeros; eight one bits of padding (at most seven are allowed).
+        for bad in (b"\xff\xff\xff\xff", b"\x00", b"\xfe", b"\xff"):
+            with self.subTest(bad), self.assertRaises(HuffmanError):
+                huffman_decode(bad)
+
+
+class DecoderTest(unittest.TestCase):
+    def test_rfc_requests_with_huffman(self) -> None:
+        # RFC 7541 C.4.1-C.4.3: three requests on one connection, the table carried over.
+        decoder = HeaderDecoder(1 << 16)
+        blocks = (
+            "828684418cf1e3c2e5f23a6ba0ab90f4ff",
+            "828684be5886a8eb10649cbf",
+            "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf",
+        )
+        got = [decoder.decode(bytes.fromhex(block)) for block in blocks]
+        self.assertEqual(got[1][-1], (b"cache-control", b"no-cache"))
+        self.assertEqual(got[1][3], (b":authority", b"www.example.com"))
+        self.assertEqual(got[2][-1], (b"custom-key", b"custom-value"))
+        self.assertEqual(got[2][1:3], [(b":scheme", b"https"), (b":path", b"/index.html")])
+
+    def test_against_an_encoder_with_a_changing_table(self) -> None:
+        rng = random.Random(20261201)
+        encoder, decoder = hpack.Encoder(), HeaderDecoder(1 << 20)
+        for number in range(400):
+            if number % 97 == 0:
+                encoder.header_table_size = rng.choice((0, 64, 256, 4096))
+            headers = [
+                (":path", f"/p/{rng.randrange(30)}"),
+                (f"x-{rng.randrange(50)}", "v" * rng.randrange(200)),
+                ("grpc-timeout", f"{rng.randrange(10**8)}m"),
+            ]
+            block = encoder.encode(headers, huffman=rng.random() < 0.5)
+            self.assertEqual(decoder.decode(block), [(k.encode(), v.encode()) for k, v in headers])
+
+    def test_malformed_blocks(self) -> None:
+        cases = {
+            "index 0": b"\x80",
+            "index past the tables": b"\xff\x00",
+            "string past the block": b"\x40\x05ab",
+            "integer too large": b"\xff\xff\xff\xff\xff\xff\x7f",
+            "table size above the setting": b"\x3f\xe2\x1f",  # 4097
+            "size update after a header": b"\x82\x20",
+            "bad Huffman": b"\x40\x81\xff\x81\x00",
+        }
+        for name, block in cases.items():
+            with self.subTest(name), self.assertRaises(HPACKError):
+                HeaderDecoder(1 << 16).decode(block)
+
+    def test_a_list_too_large_keeps_the_table_in_step(self) -> None:
+        encoder, decoder = hpack.Encoder(), HeaderDecoder(1000)
+        with self.assertRaises(HeaderListTooLarge):
+            decoder.decode(encoder.encode([("x-a", "1" * 600), ("x-b", "2" * 600)]))
+        # Both were added to the encoder's table; the decoder followed.
+        block = encoder.encode([("x-a", "1" * 600)])
+        self.assertLess(len(block), 3)  # an index
+        self.assertEqual(decoder.decode(block), [(b"x-a", b"1" * 600)])
+
+    def test_eviction_follows_the_size_update(self) -> None:
+        encoder, decoder = hpack.Encoder(), HeaderDecoder(1 << 16)
+        decoder.decode(encoder.encode([("x-one", "a" * 100), ("x-two", "b" * 100)]))
+        encoder.header_table_size = 150  # room for one entry: the older is evicted
+        block = encoder.encode([("x-two", "b" * 100)])
+        self.assertEqual(decoder.decode(block), [(b"x-two", b"b" * 100)])
+        self.assertEqual(decoder.decode(b"\xbe"), [(b"x-two", b"b" * 100)])  # index 62
+        with self.assertRaises(HPACKError):  # the evicted entry
+            decoder.decode(b"\xbf")
+        # Emptied by a size update of 0, the table has no entry to refer to.
+        with self.assertRaises(HPACKError):
+            decoder.decode(b"\x20\xbe")
+
+    def test_answers_decode_anywhere(self) -> None:
+        block = literal(b"content-type", b"application/grpc") + literal(b"grpc-x", b"y")
+        self.assertEqual(
+            hpack.Decoder().decode(block), [("content-type", "application/grpc"), ("grpc-x", "y")]
+        )
+
+
+class TimersTest(unittest.TestCase):
+    def test_cancelled_timers_do_not_pile_up(self) -> None:
+        # Each call with a grpc-timeout has a timer, cancelled when it is answered: at
+        # thousands of calls a second, the heap must not keep them for their whole timeout.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = H2Server(sock, handler=None)  # type: ignore[arg-type]
+        self.addCleanup(server.shutdown)  # never started: closes the socket and the pipe
+        fired: list[int] = []
+        for number in range(100_000):
+            server.call_at(1e12, lambda: None).cancel()
+            if number % 1000 == 0:
+                server.call_at(0, lambda number=number: fired.append(number))  # type: ignore[misc]
+        self.assertLess(len(server._timers), 5000)
+        while server._timers and server._timers[0][0] <= 1:
+            heapq.heappop(server._timers)[2].fire()
+        self.assertEqual(len(fired), 100)
+
+
+if __name__ == "__main__":
+    unittest.main()
