@@ -1,7 +1,8 @@
-"""HPACK (RFC 7541) as the collector's HTTP/2 server decodes it, in-process.
+"""The collector's HTTP/2 server in-process: HPACK (RFC 7541), timers, connection bounds.
 
-The RFC's own examples (Appendix C) and, as an oracle, the h2 project's encoder: whatever it
-encodes (Huffman or not, indexed or not), the decoder reads back.
+HPACK against the RFC's own examples (Appendix C) and, as an oracle, the h2 project's
+encoder: whatever it encodes (Huffman or not, indexed or not), the decoder reads back. The
+wire behaviour with real clients is in ``tests/otlp/test_grpc_wire.py``.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import heapq
 import random
 import socket
+import time
 import unittest
 
 import hpack
 
+from mocksup._h2.grpc import GRPCHandler
 from mocksup._h2.hpack import HeaderDecoder, HeaderListTooLarge, HPACKError, literal
 from mocksup._h2.huffman import HuffmanError, huffman_decode, huffman_encode
-from mocksup._h2.server import H2Server
+from mocksup._h2.server import H2Limits, H2Server
 
 
 class HuffmanTest(unittest.TestCase):
@@ -129,6 +132,60 @@ class TimersTest(unittest.TestCase):
         while server._timers and server._timers[0][0] <= 1:
             heapq.heappop(server._timers)[2].fire()
         self.assertEqual(len(fired), 100)
+
+
+def frame_types(data: bytes) -> list[int]:
+    """The types of the frames in ``data``, which must hold whole frames only."""
+    types, pos = [], 0
+    while pos < len(data):
+        types.append(data[pos + 3])
+        pos += 9 + int.from_bytes(data[pos : pos + 3], "big")
+    assert pos == len(data), data
+    return types
+
+
+class BoundsTest(unittest.TestCase):
+    def serve(self, limits: H2Limits) -> int:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        server = H2Server(sock, GRPCHandler({}, 1024, {}), limits)
+        server.start()
+        self.addCleanup(server.shutdown)
+        return server.port
+
+    def test_silent_and_idle_connections_are_closed(self) -> None:
+        port = self.serve(H2Limits(handshake_timeout=0.1, idle_timeout=0.1))
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(silent.close)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(idle.close)
+        idle.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0")
+        started = time.monotonic()
+        kinds = {}
+        for name, sock in (("silent", silent), ("idle", idle)):
+            received = b""
+            while chunk := sock.recv(65536):  # until the server closes (or 10 s: an error)
+                received += chunk
+            kinds[name] = frame_types(received)
+        # The silent one is closed without a word; the idle one is told why (GOAWAY).
+        self.assertEqual(kinds, {"silent": [4, 8], "idle": [4, 8, 4, 7]})
+        self.assertLess(time.monotonic() - started, 5.0)  # swept within a second or two
+
+    def test_a_client_that_does_not_read_is_not_read(self) -> None:
+        port = self.serve(H2Limits())
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ping = b"\0\0\x08\x06\0\0\0\0\0" + b"12345678"
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0")
+        sock.settimeout(3)
+        sent = 0
+        with self.assertRaises(TimeoutError):  # the server stopped reading: sends block
+            for _ in range(100_000):
+                sock.sendall(ping * 64)
+                sent += len(ping) * 64
+        self.assertLess(sent, 64 << 20)
 
 
 if __name__ == "__main__":
