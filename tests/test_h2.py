@@ -10,6 +10,8 @@ from __future__ import annotations
 import heapq
 import random
 import socket
+import subprocess
+import sys
 import time
 import unittest
 
@@ -186,6 +188,25 @@ class BoundsTest(unittest.TestCase):
                 sock.sendall(ping * 64)
                 sent += len(ping) * 64
         self.assertLess(sent, 64 << 20)
+
+
+class ImportsTest(unittest.TestCase):
+    def test_the_collector_child_does_not_import_grpc(self) -> None:
+        # What the child runs to serve OTLP/gRPC, in a fresh interpreter.
+        code = (
+            "import sys\n"
+            "from mocksup.otlp import MockOTLPCollector\n"
+            "collector = MockOTLPCollector(port=0, grpc_port=0)\n"
+            "parts = collector._parts()\n"
+            "server = collector._grpc_server(parts.ingest, parts.ports)\n"
+            "server.start()\n"
+            "server.shutdown()\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'grpc'))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        self.assertEqual(result.stdout.strip(), "[]", result.stderr)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ class GRPCHandler:
         text = path.decode("utf-8", "replace")
         method = text[1:] if text.startswith("/") else text
         if "/" not in method:
-            return f"malformed method name: {text!r}".replace("'", '"')
+            return f"malformed method name: {_quote(path)}"
         service, _, name = method.rpartition("/")
         if service not in self.services:
             return f"unknown service {service}"
