@@ -358,6 +358,20 @@ class HeadersTest(WireCase):
         _, _, stream, payload = wire.frames(until=RST_STREAM)[-1]
         self.assertEqual((stream, payload), (1, struct.pack(">L", PROTOCOL_ERROR)))
 
+    def test_malformed_fields_reset_the_stream(self) -> None:
+        base = [(":method", "POST"), (":path", TRACE_EXPORT), ("content-type", "application/grpc")]
+        cases = {
+            "an upper-case name": [*base, ("X-Upper", "1")],
+            "a line feed in a value": [*base, ("x-a", "1\r\nx-b: 2")],
+            "a pseudo-header after a field": [*base, (":authority", "x")],
+        }
+        for name, headers in cases.items():
+            with self.subTest(name):
+                wire = self.wire()
+                wire.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, wire.encoder.encode(headers)))
+                _, _, stream, payload = wire.frames(until=RST_STREAM)[-1]
+                self.assertEqual((stream, payload), (1, struct.pack(">L", PROTOCOL_ERROR)))
+
     def test_a_header_list_past_the_limit_resets_the_stream(self) -> None:
         wire = self.wire()
         block = request_block(wire.encoder) + wire.encoder.encode([("x-big", "v" * 70_000)])
