@@ -13,10 +13,10 @@ error sends GOAWAY with the last stream id and closes.
 
 from __future__ import annotations
 
-import re
 import struct
 import time
 
+from mocksup._h2.fields import well_formed
 from mocksup._h2.frames import (
     CONNECTION_WINDOW,
     DEFAULT_FRAME,
@@ -287,7 +287,7 @@ class Connection:
             # What grpc-go does with a header list past its limit.
             self.out += rst_stream(stream_id, ErrorCode.FRAME_SIZE_ERROR)
             return
-        if not _well_formed(headers):
+        if not well_formed(headers):
             # RFC 9113 §8.2.1 and §8.3: a malformed request is a stream error.
             self.out += rst_stream(stream_id, ErrorCode.PROTOCOL_ERROR)
             return
@@ -468,33 +468,6 @@ class Connection:
     def finished(self) -> bool:
         """GOAWAY sent (or the client's read) and nothing left in flight."""
         return self.goaway_sent and not self.streams
-
-
-#: What Go's HTTP/2 framer (grpc-go's) accepts (RFC 9113 §8.2.1): regular field names are
-#: lower-case tokens, values hold no control character but tab.
-_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
-_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
-_seen_good: set[tuple[bytes, bytes]] = set()  # fields already checked (most repeat)
-
-
-def _well_formed(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether names and values are valid and the pseudo-headers come first."""
-    regular = False
-    for field in headers:
-        name = field[0]
-        if name[:1] == b":":
-            if regular:
-                return False
-        else:
-            regular = True
-        if field in _seen_good:
-            continue
-        if not (name[:1] == b":" or _NAME.fullmatch(name)) or not _VALUE.fullmatch(field[1]):
-            return False
-        if len(_seen_good) > 4096:
-            _seen_good.clear()
-        _seen_good.add(field)
-    return True
 
 
 def _unpad(payload: bytes) -> bytes:
