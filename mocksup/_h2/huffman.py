@@ -2,10 +2,11 @@
 
 The code is canonical: codes are handed out in order of length, then of symbol, so the
 RFC's table is fully given by each symbol's code length (:data:`_LENGTHS`, symbols 0-255 and
-256 for EOS); :func:`_codes` rebuilds the codes from them. Decoding walks a state machine
-built once from the code tree: each state is an inner node, each step eats four bits and
-yields at most one symbol (no code is shorter than five bits), so a string costs two table
-look-ups per byte instead of a loop per bit.
+256 for EOS); :func:`_codes` rebuilds the codes from them. Decoding reads the string as one
+integer: a 256-entry table gives the codes of at most eight bits (the letters, digits and
+common punctuation) in one look-up, and the longer ones are found canonically, a length at
+a time. The tables take well under a millisecond to build, so the first request of a
+connection does not wait for them.
 """
 
 from __future__ import annotations
@@ -53,46 +54,30 @@ def _codes() -> list[int]:
 _CODES = _codes()
 
 
-def _machine() -> tuple[list[int], bytes]:
-    """The nibble state machine: ``steps[state * 16 + nibble]`` is ``next_state << 9 | emit``
-    where ``emit`` is 256 + symbol or 0 (nothing), or -1 for a forbidden path (EOS);
-    ``ends[state]`` says whether a string may end in that state (padding: at most 7 one
-    bits, RFC 7541 §5.2)."""
-    # The tree: node 0 is the root; children[node] = [zero, one], a child < 0 is a leaf ~symbol.
-    children: list[list[int]] = [[0, 0]]
-    for symbol, code in enumerate(_CODES):
-        node = 0
-        for shift in range(_LENGTHS[symbol] - 1, -1, -1):
-            bit = (code >> shift) & 1
-            if shift == 0:
-                children[node][bit] = ~symbol
-            else:
-                if not children[node][bit]:
-                    children.append([0, 0])
-                    children[node][bit] = len(children) - 1
-                node = children[node][bit]
-    # A state may end a string when it is reached from the root by fewer than 8 one bits.
-    ends = bytearray(len(children))
-    node, depth = 0, 0
-    while node >= 0 and depth < 8:
-        ends[node] = 1
-        node, depth = children[node][1], depth + 1
-    steps: list[int] = []
-    for state in range(len(children)):
-        for nibble in range(16):
-            node, emit = state, 0
-            for shift in (3, 2, 1, 0):
-                node = children[node][(nibble >> shift) & 1]
-                if node < 0:
-                    if ~node == _EOS:
-                        emit = -1
-                        break
-                    emit, node = 256 + ~node, 0
-            steps.append(-1 if emit < 0 else node << 9 | emit)
-    return steps, bytes(ends)
+def _tables() -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """What decoding needs, built at import in well under a millisecond: ``fast[byte]`` is
+    ``symbol << 5 | length`` for the codes of at most 8 bits that ``byte`` starts with (0
+    for none); ``first``, ``count`` and ``offset`` per length, and the symbols in code
+    order, decode the longer codes canonically."""
+    order = sorted(range(len(_LENGTHS)), key=lambda s: (_LENGTHS[s], s))
+    first, count, offset = [0] * 31, [0] * 31, [0] * 31
+    for index, symbol in enumerate(order):
+        length = _LENGTHS[symbol]
+        if not count[length]:
+            first[length], offset[length] = _CODES[symbol], index
+        count[length] += 1
+    fast = [0] * 256
+    for symbol in order:
+        length = _LENGTHS[symbol]
+        if length > 8:
+            break
+        start = _CODES[symbol] << (8 - length)
+        for byte in range(start, start + (1 << (8 - length))):
+            fast[byte] = symbol << 5 | length
+    return fast, first, count, offset, order
 
 
-_machine_cache: tuple[list[int], bytes] | None = None
+_FAST, _FIRST, _COUNT, _OFFSET, _ORDER = _tables()
 
 
 def huffman_decode(data: bytes) -> bytes:
@@ -100,24 +85,38 @@ def huffman_decode(data: bytes) -> bytes:
 
     :raises HuffmanError: EOS in the string, or padding that is not a short run of ones.
     """
-    global _machine_cache
-    if _machine_cache is None:
-        # Built on first use (a few ms): many connections never send a Huffman string.
-        _machine_cache = _machine()
-    steps, ends = _machine_cache
+    end = len(data) * 8
+    # 32 one bits past the end: every look-ahead has bits to read, and they read as
+    # padding would (no code fits in them but EOS's prefix).
+    value = int.from_bytes(data, "big") << 32 | 0xFFFFFFFF
+    total = end + 32
     out = bytearray()
-    state = 0
-    for byte in data:
-        for nibble in (byte >> 4, byte & 15):
-            step = steps[state << 4 | nibble]
-            if step < 0:
-                raise HuffmanError("EOS in a Huffman string")
-            if step & 511:
-                out.append(step & 255)
-            state = step >> 9
-    if not ends[state]:
+    pos = 0
+    while pos < end:
+        entry = _FAST[(value >> (total - pos - 8)) & 0xFF]
+        if entry:
+            symbol, length = entry >> 5, entry & 31
+        else:
+            symbol, length = _long_code(value, total - pos)
+        if pos + length > end:
+            break  # what is left is padding, checked below
+        if symbol == _EOS:
+            raise HuffmanError("EOS in a Huffman string")
+        out.append(symbol)
+        pos += length
+    left = end - pos
+    if left > 7 or (value >> 32) & ((1 << left) - 1) != (1 << left) - 1:
         raise HuffmanError("bad padding in a Huffman string")
     return bytes(out)
+
+
+def _long_code(value: int, bits_left: int) -> tuple[int, int]:
+    """The symbol of more than 8 bits at the top of the ``bits_left`` low bits of ``value``."""
+    for length in range(9, 31):
+        code = (value >> (bits_left - length)) & ((1 << length) - 1)
+        if 0 <= code - _FIRST[length] < _COUNT[length]:
+            return _ORDER[_OFFSET[length] + code - _FIRST[length]], length
+    raise AssertionError("the code is complete: 30 bits always decode")
 
 
 def huffman_encode(data: bytes) -> bytes:
