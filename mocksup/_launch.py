@@ -11,8 +11,9 @@ own, whose imports must see that environment).
 An exec'd child is ``python -m mocksup._child``, through ``subprocess`` (vfork/posix_spawn),
 never a fork of this process and never ``preexec_fn``: safe when this process has loaded
 gRPC. ``mocksup up`` launches its children as its very first step (*prestarted*, importing
-their mock's modules while the command imports its own), and hands each its server once it
-has built them; it keeps no idle process.
+their mock's modules while the command imports its own), and hands each its server as soon
+as it has built and checked it, before it imports the start's machinery; the start adopts
+the child. It keeps no idle process.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ import os
 import subprocess
 import sys
 import threading
-from typing import IO
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from mocksup import _reap
 from mocksup._fork import Zygote, enabled_from_env
+
+if TYPE_CHECKING:
+    from mocksup.base import MockServerBase
 
 __all__ = (
     "Launched",
@@ -126,10 +131,17 @@ def launch(
 
 
 class Prestarted:
-    """Children exec'd before their servers are known; each is taken once, never replaced."""
+    """Children exec'd before their servers are known; each is taken once, never replaced.
+
+    A child is taken either by the start of a server (:meth:`take`, which then sends the
+    server), or earlier by :meth:`hand_over`, which sends it a server built already, before
+    the harness is there to start it: the child serves while this process imports the
+    rest of what it needs, and the start adopts it (:meth:`adopt`).
+    """
 
     def __init__(self) -> None:
         self._idle: list[Launched] = []
+        self._handed: dict[int, tuple[MockServerBase, Launched, Path]] = {}
         self._lock = threading.Lock()
 
     def launch(self, modules: list[str]) -> None:
@@ -148,17 +160,58 @@ class Prestarted:
                 launched.discard()
         return None
 
+    def hand_over(self, server: MockServerBase) -> bool:
+        """Send ``server`` to a child waiting for one, as its start would; return whether
+        one took it (none waits, or the server has an environment of its own: its child is
+        exec'd under it).
+
+        :raises MockServerError: its log file cannot be created.
+        """
+        from mocksup import _logs, _payload
+
+        if server.env:
+            return False
+        launched = self.take()
+        if launched is None:
+            return False
+        try:
+            script = _payload.main_path(server)
+            log_path, log = _logs.open_log(server)
+            os.close(log)  # the child opens it by name
+            env = child_env(server.env)
+            launched.send(_payload.encode(server, script, env=env, log_path=str(log_path)))
+        except BrokenPipeError:
+            launched.discard()
+            return False
+        except BaseException:
+            launched.discard()
+            raise
+        with self._lock:
+            self._handed[id(server)] = (server, launched, log_path)
+        return True
+
+    def adopt(self, server: MockServerBase) -> tuple[Launched, Path] | None:
+        """The child :meth:`hand_over` sent ``server`` to, and its log file; once."""
+        with self._lock:
+            entry = self._handed.pop(id(server), None)
+        if entry is None:
+            return None
+        _, launched, log_path = entry
+        return launched, log_path
+
     def discard(self) -> None:
-        """End the children nobody took."""
+        """End the children nobody took or adopted."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for launched in idle:
+            handed, self._handed = self._handed, {}
+        for launched in [*idle, *(entry[1] for entry in handed.values())]:
             launched.discard()
 
     def pids(self) -> set[int]:
-        """The pids of the children waiting."""
+        """The pids of the children waiting, for a server or to be adopted."""
         with self._lock:
-            return {launched.proc.pid for launched in self._idle}
+            handed = [entry[1] for entry in self._handed.values()]
+            return {launched.proc.pid for launched in [*self._idle, *handed]}
 
 
 zygote = Zygote(enabled_from_env(), child_env)

@@ -161,6 +161,17 @@ class ChildProcess:
         the zygote; an exec when neither is there (or allowed).
         """
         server = self.server
+        handed = None
+        if adopt:
+            # A child ``mocksup up`` started early: sent this server already (by up itself,
+            # before it imported the harness), or sent it now.
+            handed = _launch.prestarted.adopt(server)
+            if handed is None and _launch.prestarted.hand_over(server):
+                handed = _launch.prestarted.adopt(server)
+        if handed is not None:
+            child, self.log_path = handed
+            self._adopted, self._taken = True, False
+            return self._started(child)
         script = _payload.main_path(server)
         self.log_path, log = _logs.open_log(server)
         env = _launch.child_env(server.env)
@@ -169,9 +180,7 @@ class ChildProcess:
             # An adopted child imported its modules under the environment of the moment it
             # was started: a server with environment settings of its own gets an exec.
             if adopt and not server.env:
-                launched = self._take_prestarted(script, env) or await self._fork(
-                    script, env, log, deadline
-                )
+                launched = await self._fork(script, env, log, deadline)
             self._adopted = launched is not None
             self._taken = False
             if launched is None:
@@ -179,23 +188,15 @@ class ChildProcess:
                 launched.send(_payload.encode(server, script))
         finally:
             os.close(log)
+        return self._started(launched)
+
+    def _started(self, launched: _launch.Launched) -> int:
+        """Hold ``launched`` as this server's child; return its status pipe."""
         self.proc = launched.proc
         self._lifeline = launched.lifeline
         with _live_lock:
             _live.add(self)
         return launched.status
-
-    def _take_prestarted(self, script: str | None, env: dict[str, str]) -> _launch.Launched | None:
-        launched = _launch.prestarted.take()
-        if launched is None:
-            return None
-        payload = _payload.encode(self.server, script, env=env, log_path=str(self.log_path))
-        try:
-            launched.send(payload)
-        except BrokenPipeError:
-            launched.discard()
-            return None
-        return launched
 
     async def _fork(
         self, script: str | None, env: dict[str, str], log: int, deadline: float

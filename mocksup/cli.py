@@ -251,8 +251,6 @@ def _run_up(args: argparse.Namespace) -> int:
     from mocksup import _launch
 
     _prestart(args)
-    from mocksup.harness import stop_mock_servers  # after the children are on their way
-
     configs, how = _configs(args)
     dump = _open_dump(args.dump)
     stop = threading.Event()
@@ -264,7 +262,7 @@ def _run_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
-        servers = _start(configs)
+        servers = _start(_hand_over(configs))
     except MockServerError as error:
         if dump is not None:
             close_dump(dump)
@@ -272,6 +270,8 @@ def _run_up(args: argparse.Namespace) -> int:
         return 1
     finally:
         _launch.prestarted.discard()
+    from mocksup.harness import stop_mock_servers
+
     followers: list[Follower[Any]] = []
     try:
         ready = _ready_document(servers)
@@ -352,7 +352,24 @@ def _followers(
     return followers
 
 
-def _start(configs: list[MockServerConfig]) -> dict[str, MockServerBase]:
+def _hand_over(configs: list[MockServerConfig]) -> list[MockServerConfig | MockServerBase]:
+    """The servers to start: each that refers to no other server is built now and sent to
+    the child launched for it, which serves while this process imports the harness's
+    machinery (asyncio, the supervisor); the start then adopts that child."""
+    from mocksup import _launch
+
+    chosen: list[MockServerConfig | MockServerBase] = []
+    for config in configs:
+        if not config.depends_on():
+            server = config.create()
+            if _launch.prestarted.hand_over(server):
+                chosen.append(server)
+                continue
+        chosen.append(config)
+    return chosen
+
+
+def _start(configs: list[MockServerConfig | MockServerBase]) -> dict[str, MockServerBase]:
     from mocksup.harness import start_mock_servers_async
 
     async def start() -> dict[str, MockServerBase]:

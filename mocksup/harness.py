@@ -9,7 +9,6 @@ stops whatever it started.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import os
@@ -202,6 +201,10 @@ async def start_mock_servers_async(configs: Iterable[ConfigLike]) -> dict[str, M
     :raises MockServerError: a server failed to start.
     :raises pydantic.ValidationError: invalid settings (nothing was started).
     """
+    # Here, not at the top: ``mocksup up`` builds its servers with this module before it
+    # hands the first of them to their children, and asyncio is not needed for that.
+    import asyncio
+
     entries = list(configs)
     running: dict[str, MockServerBase] = {}
     try:
@@ -218,6 +221,8 @@ async def start_mock_servers_async(configs: Iterable[ConfigLike]) -> dict[str, M
 
 
 async def _start_wave(servers: dict[str, MockServerBase]) -> None:
+    import asyncio
+
     results = await asyncio.gather(
         *(server.await_start() for server in servers.values()), return_exceptions=True
     )

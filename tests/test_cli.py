@@ -468,6 +468,43 @@ server_class = "mocksup:MockRedisServer"
         self.assertEqual(ready["env"]["REDIS_URL"], ready["servers"]["cache"]["endpoints"]["url"])
 
 
+class HandOverTest(CLITestCase):
+    def test_the_collector_gets_its_settings_before_up_imports_asyncio(self) -> None:
+        # ``up`` sends each server that refers to no other to the child launched for it
+        # as soon as it is validated: before the harness's start machinery (asyncio, the
+        # supervisor) is imported; the start then adopts that very child.
+        script = (
+            "import json, sys\n"
+            "from mocksup import _launch, cli\n"
+            "hand_over = _launch.Prestarted.hand_over\n"
+            "def spy(self, server):\n"
+            "    loaded = [m for m in ('asyncio', 'mocksup._process') if m in sys.modules]\n"
+            "    handed = hand_over(self, server)\n"
+            "    pid = self._handed[id(server)][1].proc.pid if handed else None\n"
+            "    print(json.dumps({'loaded': loaded, 'pid': pid}), file=sys.stderr, flush=True)\n"
+            "    return handed\n"
+            "_launch.Prestarted.hand_over = spy\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        args = ["up", "--servers", "otlp", *FREE_PORTS[:4], "--json"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(_end, proc)
+        ready = json.loads(self.read_until(proc, "{")[-1])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+        (handed,) = [json.loads(line) for line in err.splitlines()]
+        self.assertEqual(handed["loaded"], [])
+        self.assertEqual(handed["pid"], ready["servers"]["otlp"]["pid"])
+
+
 class WarmModulesTest(unittest.TestCase):
     def test_the_collector_child_imports_nothing_between_warm_and_ready(self) -> None:
         # ``up``'s collector child imports its warm list while the parent builds the
