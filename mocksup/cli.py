@@ -17,6 +17,7 @@ reader of the output went away (``mocksup spans | head``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -25,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
@@ -201,11 +202,18 @@ def _up(args: argparse.Namespace) -> int:
     # ``up`` starts its servers once: no zygote to keep for later starts, and no idle child
     # (a server with an ``env`` of its own is exec'd; the child launched for it ends).
     enabled, _launch.zygote.enabled = _launch.zygote.enabled, False
+    # From the very start: a signal during the start cancels it.
+    stop = _StopRequest()
     try:
-        return _run_up(args)
+        return _run_up(args, stop)
     finally:
+        stop.restore()
         _launch.zygote.enabled = enabled
         _launch.prestarted.discard()
+        # What lives now lives to the end: left out of the collection at exit, which
+        # would otherwise take tens of milliseconds after the servers have stopped (or
+        # after a start that a signal cancelled).
+        gc.freeze()
 
 
 def _prestart(args: argparse.Namespace) -> None:
@@ -247,22 +255,15 @@ def _server_modules(args: argparse.Namespace) -> list[list[str]]:
     return modules
 
 
-def _run_up(args: argparse.Namespace) -> int:
+def _run_up(args: argparse.Namespace, stop: _StopRequest) -> int:
     from mocksup import _launch
 
     _prestart(args)
     configs, how = _configs(args)
     dump = _open_dump(args.dump)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
-        servers = _start(_hand_over(configs))
+        servers = _start(_hand_over(configs), stop)
     except MockServerError as error:
         if dump is not None:
             close_dump(dump)
@@ -270,6 +271,12 @@ def _run_up(args: argparse.Namespace) -> int:
         return 1
     finally:
         _launch.prestarted.discard()
+    if servers is None:  # stopped during the start: what had started was stopped
+        if dump is not None:
+            close_dump(dump)
+        if not args.json:
+            print("mocksup: stopped", flush=True)
+        return 0
     from mocksup.harness import stop_mock_servers
 
     followers: list[Follower[Any]] = []
@@ -284,7 +291,7 @@ def _run_up(args: argparse.Namespace) -> int:
         # Followed once the banner is out: what arrived before it (vLLM's start-up spans) is
         # printed after it, not amid its lines. They read from the first item: none is missed.
         followers = _followers(servers, args, dump)
-        _summarise_until(stop, servers, quiet=args.quiet or args.json or args.print)
+        _summarise_until(stop.event, servers, quiet=args.quiet or args.json or args.print)
     finally:
         # What arrived is read before the collectors stop: nothing is missed.
         for follower in followers:
@@ -296,9 +303,6 @@ def _run_up(args: argparse.Namespace) -> int:
             args.ready_file.unlink(missing_ok=True)
     if not args.json:
         print("mocksup: stopped", flush=True)
-    # What lives now lives to the end: left out of the collection at exit, which would
-    # otherwise take tens of milliseconds after the servers have stopped.
-    gc.freeze()
     return 0
 
 
@@ -369,13 +373,82 @@ def _hand_over(configs: list[MockServerConfig]) -> list[MockServerConfig | MockS
     return chosen
 
 
-def _start(configs: list[MockServerConfig | MockServerBase]) -> dict[str, MockServerBase]:
+class _StopRequest:
+    """SIGTERM and SIGINT: a stop request, which also cancels a start under way.
+
+    The handlers are installed before the children are launched; a signal that comes
+    before the start cancels it before it begins. During the start, the start's
+    task is cancelled: the servers started are stopped, the children starting are killed,
+    and the command exits as after a stop, instead of waiting for the start to finish.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._cancel: Callable[[], object] | None = None
+        self._previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def restore(self) -> None:
+        """Put back the handlers of before (``main()`` may run inside a program)."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.event.set()
+        cancel = self._cancel
+        if cancel is not None:
+            cancel()
+
+    @contextlib.contextmanager
+    def cancelling(self) -> Iterator[None]:
+        """Within: a signal cancels the current task (or has already, if one came first)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        # Python runs the handler in the main thread: the wakeup fd wakes the loop's
+        # select, so that it does at once, whichever thread the signal was delivered to.
+        wakeup_r, wakeup_w = os.pipe()
+        for fd in (wakeup_r, wakeup_w):
+            os.set_blocking(fd, False)
+        loop.add_reader(wakeup_r, os.read, wakeup_r, 512)
+        previous = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+        self._cancel = lambda: loop.call_soon_threadsafe(task.cancel)
+        try:
+            if self.event.is_set():
+                task.cancel()
+            yield
+        finally:
+            self._cancel = None
+            signal.set_wakeup_fd(previous)
+            loop.remove_reader(wakeup_r)
+            os.close(wakeup_r)
+            os.close(wakeup_w)
+
+
+def _start(
+    configs: list[MockServerConfig | MockServerBase], stop: _StopRequest
+) -> dict[str, MockServerBase] | None:
+    """Start the servers; ``None`` when a signal stopped the start (nothing is left)."""
+    import asyncio
+
     from mocksup.harness import start_mock_servers_async
 
     async def start() -> dict[str, MockServerBase]:
-        return await start_mock_servers_async(configs)
+        with stop.cancelling():
+            return await start_mock_servers_async(configs)
 
-    return run_sync(start)
+    if stop.event.is_set():
+        return None
+    try:
+        return run_sync(start)
+    except asyncio.CancelledError:
+        if stop.event.is_set():
+            return None
+        raise
 
 
 def _ready_document(servers: dict[str, MockServerBase]) -> dict[str, Any]:

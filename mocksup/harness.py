@@ -223,9 +223,16 @@ async def start_mock_servers_async(configs: Iterable[ConfigLike]) -> dict[str, M
 async def _start_wave(servers: dict[str, MockServerBase]) -> None:
     import asyncio
 
-    results = await asyncio.gather(
-        *(server.await_start() for server in servers.values()), return_exceptions=True
-    )
+    try:
+        results = await asyncio.gather(
+            *(server.await_start() for server in servers.values()), return_exceptions=True
+        )
+    except asyncio.CancelledError:
+        # Cancelled (``mocksup up`` on SIGTERM): the starts under way killed their children;
+        # the servers of this wave that were ready already are stopped here.
+        started = [server for server in servers.values() if server.is_running()]
+        await asyncio.get_running_loop().run_in_executor(None, stop_mock_servers, started)
+        raise
     failures = [
         (name, result)
         for name, result in zip(servers, results, strict=True)

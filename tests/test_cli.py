@@ -468,6 +468,50 @@ server_class = "mocksup:MockRedisServer"
         self.assertEqual(ready["env"]["REDIS_URL"], ready["servers"]["cache"]["endpoints"]["url"])
 
 
+class StartCancelTest(CLITestCase):
+    def test_a_signal_during_the_start_stops_it_at_once(self) -> None:
+        # The rendezvous server is mid-start (bound, not ready) once it connects to the
+        # barrier, which never lets it go: only cancelling the start ends the command before
+        # the server's 60 s start timeout. The collector next to it may be ready or not.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with self.subTest(signal=signum.name):
+                barrier = self.listening_socket()
+                barrier.settimeout(30)
+                config = self.folder / "servers.toml"
+                config.write_text(
+                    '[[servers]]\nname = "otlp"\nserver_class = "mocksup.otlp:MockOTLPCollector"\n'
+                    "init_kwargs = { port = 0, grpc_port = 0 }\n"
+                    '[[servers]]\nname = "held"\nserver_class = "tests.targets:Rendezvous"\n'
+                    f"init_kwargs = {{ barrier_port = {barrier.getsockname()[1]}, "
+                    "start_timeout = 60 }\n"
+                )
+                proc = self.mocksup("up", "--config", str(config))
+                held, _ = barrier.accept()
+                self.addCleanup(held.close)
+                tree = psutil.Process(proc.pid).children(recursive=True)
+                signalled = time.monotonic()
+                proc.send_signal(signum)
+                try:
+                    out, err = proc.communicate(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.fail(f"still starting 15 s after {signum.name}")
+                took = time.monotonic() - signalled
+                self.assertEqual(proc.returncode, 0, err)
+                self.assertEqual((out, err), ("mocksup: stopped\n", ""))
+                self.assertEqual([p for p in tree if _running(p)], [])
+                # Tens of milliseconds on an idle machine; generous for a busy one, and far
+                # below the 60 s the start would otherwise have gone on for.
+                self.assertLess(took, 5.0)
+
+    def test_up_in_process_puts_back_the_signal_handlers_it_found(self) -> None:
+        # main() may run inside a program (these tests do): its handlers, which turn a
+        # signal into a stop, are installed for the command's run only.
+        before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        code, _, err = run_main("up", "--servers", "nothing")
+        self.assertEqual(code, 2, err)
+        self.assertEqual({signum: signal.getsignal(signum) for signum in before}, before)
+
+
 class HandOverTest(CLITestCase):
     def test_the_collector_gets_its_settings_before_up_imports_asyncio(self) -> None:
         # ``up`` sends each server that refers to no other to the child launched for it

@@ -342,6 +342,29 @@ class RunningLoopTest(AsyncProcessTestCase):
             self.assertTrue(server.is_running())
         self.assertFalse(server.is_running())
 
+    async def test_a_cancelled_start_stops_the_servers_of_its_wave_already_ready(self) -> None:
+        # ``mocksup up`` cancels its start on SIGTERM: a server of the wave that was ready
+        # already is stopped and reaped with the cancellation, not left for an exit hook.
+        barrier = self.listening_socket()
+        barrier.setblocking(False)
+        idle = Sleeper(name="idle")
+        held = Rendezvous(name="held", barrier_port=barrier.getsockname()[1], start_timeout=60)
+        start = asyncio.ensure_future(start_mock_servers_async([idle, held]))
+        loop = asyncio.get_running_loop()
+        conn, _ = await asyncio.wait_for(loop.sock_accept(barrier), 30)
+        self.addCleanup(conn.close)
+        deadline = time.monotonic() + 30
+        while not idle.is_running():  # a state only a query shows: asked again every 1 ms
+            self.assertLess(time.monotonic(), deadline, "idle was not ready within 30 s")
+            await asyncio.sleep(0.001)
+        pid = idle.pid
+        assert pid is not None
+        start.cancel()
+        with self.assertRaises(asyncio.CancelledError):
+            await start
+        self.assertFalse(idle.is_running() or held.is_running())
+        self.assertFalse(psutil.pid_exists(pid))
+
     async def test_sync_start_inside_a_running_loop(self) -> None:
         server = Sleeper().start()
         self.addCleanup(server.stop)
