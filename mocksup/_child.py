@@ -56,23 +56,14 @@ _log = logging.getLogger(__name__)
 
 def main(argv: list[str]) -> int:
     """Run one mock server in this exec'd process: ``LIFELINE_FD STATUS_FD [--warm
-    MODULE... [--then MODULE...]]``. With ``--warm`` the child imports those modules first
-    (see :func:`preload`; ``mocksup.base`` for a server that comes as a model), says so,
-    then imports those after ``--then`` one by one until its server is there to read, and
-    serves it."""
+    MODULE...]``. With ``--warm`` the child imports those modules first (see
+    :func:`preload`; ``mocksup.base`` for a server that comes as a model), says so, then
+    reads its server and serves it."""
     lifeline_fd, status_fd = int(argv[0]), int(argv[1])
     warm = argv[2:3] == ["--warm"]
     if warm:
-        names = argv[3:]
-        split = names.index("--then") if "--then" in names else len(names)
-        _preload(names[:split])
+        _preload(argv[3:])
         write_status(status_fd, {"event": "warm"})
-        for name in names[split + 1 :]:
-            # Its server may be there already: serving it comes first, and it imports
-            # what it still needs itself.
-            if select.select([lifeline_fd], [], [], 0)[0]:
-                break
-            preload(name)
     return run(lifeline_fd, status_fd, adopted=warm)
 
 

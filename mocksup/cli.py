@@ -175,23 +175,14 @@ def _port(text: str) -> int:
 # -- up ---------------------------------------------------------------------------------------
 
 
-#: What the child of each default server imports while it waits for its server: the
-#: modules before ``--then`` first, then those after it one by one until its server comes.
-#: The collector comes as plain settings (no pydantic): its gRPC side first, which it
-#: starts serving before it builds the HTTP side; a test holds the whole list to be all it
-#: serves with. The vLLM mock comes as its model (pydantic, ``mocksup.base``).
+#: What the child of each default server imports before it waits for its server. The
+#: collector comes as plain settings (no pydantic): its gRPC side, all it needs to serve
+#: OTLP/gRPC (a test holds the list to be complete); it builds its HTTP side once gRPC
+#: serves. Not before: an import under way cannot be cut short, and the server, sent soon
+#: after this list is done, waited for the HTTP side's imports (up to 30 ms). The vLLM
+#: mock comes as its model (pydantic, ``mocksup.base``).
 _DEFAULT_MODULES = {
-    "otlp": [
-        "mocksup.otlp._serve",
-        "mocksup.otlp._grpc",
-        "mocksup._h2.server",
-        "encodings.idna",
-        "--then",
-        "mocksup.otlp._http",
-        "mocksup.otlp._api",
-        "werkzeug.routing",
-        "werkzeug.exceptions",
-    ],
+    "otlp": ["mocksup.otlp._serve", "mocksup.otlp._grpc", "mocksup._h2.server", "encodings.idna"],
     "vllm": ["mocksup.base", "mocksup.vllm"],
 }
 

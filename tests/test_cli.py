@@ -550,30 +550,35 @@ class HandOverTest(CLITestCase):
 
 
 class WarmModulesTest(unittest.TestCase):
-    def test_the_collector_child_imports_nothing_between_warm_and_ready(self) -> None:
+    def test_the_collector_child_serves_grpc_with_nothing_left_to_import(self) -> None:
         # ``up``'s collector child imports its warm list while the parent builds the
-        # servers; given its settings, once it had the time for the whole list, it must
-        # serve at once: nothing of weight left to import (the list is complete), and no
-        # pydantic (the settings come plain).
+        # servers; given its settings, it must serve OTLP/gRPC at once: nothing of weight
+        # left to import before (the list is complete), and no pydantic (the settings come
+        # plain). Its HTTP side (werkzeug, the control API) is built once gRPC serves.
         script = (
             "import json, os, sys, threading\n"
             "from mocksup import cli\n"
             "from mocksup._context import ServeContext\n"
             "for name in cli._DEFAULT_MODULES['otlp']:\n"
-            "    if name != '--then':\n"
-            "        __import__(name)\n"
+            "    __import__(name)\n"
             "warm = set(sys.modules)\n"
-            "from mocksup.otlp._serve import serve_settings\n"
+            "from mocksup.otlp import _serve\n"
+            "build_http_side = _serve.CollectorServing._app\n"
+            "at_grpc = []\n"
+            "def spy(self, *args):\n"
+            "    at_grpc.extend(sorted(set(sys.modules) - warm))\n"
+            "    return build_http_side(self, *args)\n"
+            "_serve.CollectorServing._app = spy\n"
             "status_r, status_w = os.pipe()\n"
             "ctx = ServeContext(status_w)\n"
             "settings = json.loads(sys.argv[1])\n"
-            "served = threading.Thread(target=serve_settings, args=(settings, ctx))\n"
+            "served = threading.Thread(target=_serve.serve_settings, args=(settings, ctx))\n"
             "served.start()\n"
             "ready = json.loads(os.read(status_r, 4096))\n"
             "new = sorted(set(sys.modules) - warm)\n"
             "ctx.request_stop('done')\n"
             "served.join()\n"
-            "print(json.dumps({'ready': ready, 'new': new}))\n"
+            "print(json.dumps({'ready': ready, 'at_grpc': at_grpc, 'new': new}))\n"
         )
         settings = MockOTLPCollector(port=0, grpc_port=0).model_dump()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -590,7 +595,11 @@ class WarmModulesTest(unittest.TestCase):
         self.assertEqual(result["ready"]["event"], "ready")
         self.assertEqual(set(result["ready"]["ports"]), {"port", "grpc_port"})
         heavy = ("mocksup", "pydantic", "pydantic_core", "grpc", "werkzeug", "google")
-        self.assertEqual([m for m in result["new"] if m.split(".")[0] in heavy], [])
+        self.assertEqual([m for m in result["at_grpc"] if m.split(".")[0] in heavy], [])
+        # Then the HTTP side, and still no pydantic, grpc or protobuf.
+        self.assertIn("werkzeug.routing", result["new"])
+        gone = ("pydantic", "pydantic_core", "grpc", "google")
+        self.assertEqual([m for m in result["new"] if m.split(".")[0] in gone], [])
 
 
 def _read_pty_until(fd: int, done: Callable[[str], bool], timeout: float = 30.0) -> str:
