@@ -76,14 +76,21 @@ class Launched:
             view = view[os.write(self.lifeline, view) :]
 
     def discard(self) -> None:
-        """Close our pipe ends (the child sees EOF and exits) and reap it."""
+        """End the child at once (SIGKILL to its tree), close our pipe ends, reap it.
+
+        Only for a child no start holds: one waiting for its server, or sent one that no
+        start adopted, has served nobody. Killed as a cancelled start kills the children
+        still starting: asked to stop, one busy with its imports would end only once they
+        were done (a signal during ``up``'s start waited that long for the collector's
+        HTTP side).
+        """
+        if self.proc.poll() is None:  # not reaped: its pid is still its own
+            _reap.kill_tree(self.proc)
         for fd in (self.lifeline, self.status):
             with contextlib.suppress(OSError):
                 os.close(fd)
         if not _reap.wait_exit(self.proc, 2.0):
-            _reap.kill_tree(self.proc)
-            if not _reap.wait_exit(self.proc, 2.0):
-                _log.error("child %s could not be reaped, even after SIGKILL", self.proc.pid)
+            _log.error("child %s could not be reaped, even after SIGKILL", self.proc.pid)
 
 
 def write_ahead(fd: int, data: bytes) -> bytes:

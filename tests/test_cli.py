@@ -503,6 +503,26 @@ class StartCancelTest(CLITestCase):
                 # below the 60 s the start would otherwise have gone on for.
                 self.assertLess(took, 5.0)
 
+    def test_children_no_start_adopted_end_at_once_even_mid_import(self) -> None:
+        # A signal that comes after ``up`` sent the collector its settings but before the
+        # start adopted its child ends the command through discard(): the child, still
+        # importing its HTTP side then, must not be waited for. Here its import never ends.
+        from mocksup import _launch
+
+        prestarted = _launch.Prestarted()
+        self.addCleanup(prestarted.discard)
+        root = str(Path(__file__).resolve().parent.parent)
+        with mock.patch.dict(os.environ, {"PYTHONPATH": os.pathsep.join([root, *sys.path])}):
+            prestarted.launch(["tests.hang_on_import"])
+        (pid,) = prestarted.pids()
+        started = time.monotonic()
+        prestarted.discard()
+        took = time.monotonic() - started
+        self.assertFalse(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie")
+        # SIGKILL and reap: milliseconds. Asked to stop, it would have been killed only
+        # after discard()'s 2 s wait.
+        self.assertLess(took, 1.5)
+
     def test_up_in_process_puts_back_the_signal_handlers_it_found(self) -> None:
         # main() may run inside a program (these tests do): its handlers, which turn a
         # signal into a stop, are installed for the command's run only.
