@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from mocksup._sync import run_sync
 from mocksup.errors import MockServerError
-from mocksup.serving import url_host
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -268,6 +267,10 @@ class MockServerBase(BaseModel):
     def url(self) -> str:
         """The root URL of the server's main port (``http://127.0.0.1:8000``; IPv6 in
         brackets); for an HTTP mock, its control API lives under ``url + "/mocksup"``."""
+        # Imported here: the serving side (the HTTP server) is the child's, and ``mocksup
+        # up`` validates its servers before it needs any of it.
+        from mocksup.serving import url_host
+
         return f"http://{url_host(self.host)}:{self.port}"
 
     def endpoints(self) -> dict[str, str]:

@@ -182,7 +182,13 @@ def _port(text: str) -> int:
 #: after this list is done, waited for the HTTP side's imports (up to 30 ms). The vLLM
 #: mock comes as its model (pydantic, ``mocksup.base``).
 _DEFAULT_MODULES = {
-    "otlp": ["mocksup.otlp._serve", "mocksup.otlp._grpc", "mocksup._h2.server", "encodings.idna"],
+    "otlp": [
+        "mocksup.otlp._serve",
+        "mocksup.serving",
+        "mocksup.otlp._grpc",
+        "mocksup._h2.server",
+        "encodings.idna",
+    ],
     "vllm": ["mocksup.base", "mocksup.vllm"],
 }
 

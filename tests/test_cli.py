@@ -621,6 +621,60 @@ class WarmModulesTest(unittest.TestCase):
         gone = ("pydantic", "pydantic_core", "grpc", "google")
         self.assertEqual([m for m in result["new"] if m.split(".")[0] in gone], [])
 
+    def test_validating_the_collector_loads_neither_its_query_nor_its_serving_side(
+        self,
+    ) -> None:
+        # What ``up`` pays for before it sends the collector its settings: the class and
+        # its validation. The query, wait and fault methods load their modules when called,
+        # the HTTP server (``mocksup.serving``) is the child's.
+        loaded = _loaded_after(
+            "from mocksup.otlp.collector import MockOTLPCollector\n"
+            "MockOTLPCollector(port=0, grpc_port=0).model_dump()\n",
+            (*_QUERY_SIDE, "mocksup.serving"),
+        )
+        self.assertEqual(loaded, [])
+
+    def test_the_collector_childs_warm_modules_load_none_of_its_query_side(self) -> None:
+        # The child launched for the collector imports these before its settings arrive;
+        # the item classes (and what renders them) are no part of serving.
+        loaded = _loaded_after(
+            "from mocksup import cli\n"
+            "for name in cli._DEFAULT_MODULES['otlp']:\n"
+            "    __import__(name)\n",
+            _QUERY_SIDE,
+        )
+        self.assertEqual(loaded, [])
+
+
+#: The collector's query side: what its methods (and render()) use, and serving does not.
+_QUERY_SIDE = (
+    "mocksup.control",
+    "mocksup.otlp._query",
+    "mocksup.otlp.faults",
+    "mocksup.otlp.items",
+    "mocksup.otlp.metrics",
+    "mocksup.otlp.records",
+    "http.client",
+)
+
+
+def _loaded_after(code: str, modules: Sequence[str]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded once it has run ``code``."""
+    check = f"import sys\n{code}print([m for m in {list(modules)!r} if m in sys.modules])\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(done.stderr)
+    loaded: list[str] = json.loads(done.stdout.replace("'", '"'))
+    return loaded
+
 
 def _read_pty_until(fd: int, done: Callable[[str], bool], timeout: float = 30.0) -> str:
     """What a terminal shows until ``done(text)`` (fails at the deadline)."""

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from mocksup._context import ServeContext
 from mocksup.otlp._limits import Limits
 from mocksup.otlp._modes import MODES, Compat
-from mocksup.serving import HTTPLimits
 
 if TYPE_CHECKING:
     # The servers' pieces, imported where they are built.
     from mocksup._h2.server import H2Server
     from mocksup.otlp._http import OTLPHTTPApp
     from mocksup.otlp._ingest import Ingest
+    from mocksup.serving import HTTPLimits
 
 __all__ = ("CollectorServing", "serve_settings")
 
@@ -110,6 +110,8 @@ class CollectorServing:
     def http_limits(self) -> HTTPLimits:
         """The HTTP server's limits: ``max_connections``; in ``"collector"`` mode an
         HTTP/1.1 request without ``Host`` is refused with 400, as Go's net/http does."""
+        from mocksup.serving import HTTPLimits
+
         return HTTPLimits(
             max_connections=self.max_connections, require_host=MODES[self.compat].require_host
         )

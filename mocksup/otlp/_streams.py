@@ -8,26 +8,30 @@ with ``encoding=otlp-json``, ``/mocksup/export``, ``/mocksup/feed``).
 
 from __future__ import annotations
 
-import http.client
 import inspect
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
-from mocksup.control import CHECK_GRACE, PREFIX, ControlClient
-from mocksup.errors import ControlAPIError
-from mocksup.otlp._query import filter_params, items_from_protobuf
 from mocksup.otlp._signals import SIGNALS, Signal
-from mocksup.otlp.items import LogRecord, Span
-from mocksup.otlp.metrics import Metric
-from mocksup.otlp.records import FeedPage
 
 if TYPE_CHECKING:
+    from mocksup.control import ControlClient
+
     # Its parser loads the protobuf modules: imported by load() itself (see _query._parsers).
     from mocksup.otlp.dump import _Source
+    from mocksup.otlp.items import LogRecord, Span
+    from mocksup.otlp.metrics import Metric
+    from mocksup.otlp.records import FeedPage
+
+    Item = Span | Metric | LogRecord
+
+# What the methods use is imported by the methods: the collector's class (which the parent
+# of ``mocksup up`` imports to validate its settings before it sends them to the child) is
+# made of this mixin, and pays for the client side (HTTP, the item classes, the protobuf
+# parsers' wrappers) only when a method is first called.
 
 __all__ = ("CollectorStreams", "parse_feed_page")
 
@@ -35,7 +39,6 @@ __all__ = ("CollectorStreams", "parse_feed_page")
 #: says what went wrong, and the user's own line is what to look at.
 __tracebackhide__ = True
 
-Item = Span | Metric | LogRecord
 _Attrs = Mapping[str, Any] | None
 _QUERY_METHODS: dict[Signal, str] = {"traces": "spans", "metrics": "metrics", "logs": "logs"}
 _ROUTES: dict[Signal, str] = {"traces": "/spans", "metrics": "/metrics", "logs": "/logs"}
@@ -62,6 +65,8 @@ class CollectorStreams:
         :param filters: the filters of :meth:`spans`, :meth:`metrics` or :meth:`logs`.
         :raises TypeError: a filter that signal's query does not take.
         """
+        from mocksup.otlp._query import filter_params
+
         method = _QUERY_METHODS.get(signal)
         if method is None:
             raise ValueError(f"unknown signal {signal!r}; use traces, metrics or logs")
@@ -129,6 +134,9 @@ class CollectorStreams:
         :raises ControlAPIError: the collector is unreachable, or ``after`` is past its last
             request (it was restarted: start again from 0).
         """
+        from mocksup.otlp._query import filter_params, items_from_protobuf
+        from mocksup.otlp.records import FeedPage
+
         params = filter_params(
             {"name": name, "attributes": attributes, "resource": resource,
              "service_name": service_name, "scope": scope}
@@ -216,6 +224,12 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def _stream(control: ControlClient, path: str, params: dict[str, Any]) -> Iterator[bytes]:
     """GET a control route and yield its body as it arrives (not held whole)."""
+    import http.client
+    from urllib.parse import urlencode
+
+    from mocksup.control import CHECK_GRACE, PREFIX
+    from mocksup.errors import ControlAPIError
+
     query = urlencode([(k, v) for k, vs in params.items() if vs is not None
                        for v in (vs if isinstance(vs, list) else [vs])])  # fmt: skip
     target = PREFIX + path + ("?" + query if query else "")

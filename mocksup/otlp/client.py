@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from mocksup.control import ControlClient
 from mocksup.errors import WaitTimeoutError
-from mocksup.otlp._query import filter_params, items_from_protobuf
+from mocksup.otlp._signals import Signal, Transport
 from mocksup.otlp._streams import CollectorStreams
-from mocksup.otlp.faults import Fault, Signal, Transport
-from mocksup.otlp.items import LogRecord, Span
-from mocksup.otlp.metrics import Metric
-from mocksup.otlp.records import RequestRecord, Trace
+
+if TYPE_CHECKING:
+    from mocksup.control import ControlClient
+    from mocksup.otlp.faults import Fault
+    from mocksup.otlp.items import LogRecord, Span
+    from mocksup.otlp.metrics import Metric
+    from mocksup.otlp.records import RequestRecord, Trace
+
+# As in _streams: the methods import what they use, so that importing the collector's class
+# to validate its settings loads no client side (HTTP, the item classes, the fault model).
 
 __all__ = ("CollectorClient", "CollectorQueries", "TelemetryTimeoutError")
 
@@ -86,7 +90,7 @@ class CollectorQueries(CollectorStreams):
         :param trace_id: hex, any case.
         :raises ControlAPIError: the collector is unreachable or refused a filter.
         """
-        items: list[Span] = self._query("traces", "/spans", filter_params(locals()))
+        items: list[Span] = self._query("traces", "/spans", locals())
         return items
 
     def metrics(
@@ -106,7 +110,7 @@ class CollectorQueries(CollectorStreams):
         ``"histogram"``, ``"exponential_histogram"`` or ``"summary"``. Other filters as in
         :meth:`spans`.
         """
-        items: list[Metric] = self._query("metrics", "/metrics", filter_params(locals()))
+        items: list[Metric] = self._query("metrics", "/metrics", locals())
         return items
 
     def logs(
@@ -131,7 +135,7 @@ class CollectorQueries(CollectorStreams):
 
         Other filters as in :meth:`spans`.
         """
-        items: list[LogRecord] = self._query("logs", "/logs", filter_params(locals()))
+        items: list[LogRecord] = self._query("logs", "/logs", locals())
         return items
 
     # -- waits ----------------------------------------------------------------------------
@@ -201,10 +205,14 @@ class CollectorQueries(CollectorStreams):
     def trace(self, trace_id: str) -> Trace:
         """The spans of one trace, with roots, orphans and children
         (see :class:`~mocksup.otlp.Trace`)."""
+        from mocksup.otlp.records import Trace
+
         return Trace.from_spans(trace_id, self.spans(trace_id=trace_id))
 
-    def _query(self, signal: Signal, path: str, params: dict[str, Any]) -> Any:
-        data, _ = self._fetch_protobuf(path, params)
+    def _query(self, signal: Signal, path: str, arguments: dict[str, Any]) -> Any:
+        from mocksup.otlp._query import filter_params, items_from_protobuf
+
+        data, _ = self._fetch_protobuf(path, filter_params(arguments))
         return items_from_protobuf(signal, data or b"")
 
     def _fetch_protobuf(
@@ -225,6 +233,8 @@ class CollectorQueries(CollectorStreams):
     def _wait(
         self, signal: Signal, path: str, count: int, timeout: float, arguments: dict[str, Any]
     ) -> Any:
+        from mocksup.otlp._query import filter_params, items_from_protobuf
+
         params = filter_params(arguments)
         params.update(count=count, timeout=timeout)
         data, doc = self._fetch_protobuf(path, params, wait=timeout)
@@ -272,6 +282,8 @@ class CollectorQueries(CollectorStreams):
         :param transport: ``"http"`` or ``"grpc"``.
         :param limit: only the last ``limit`` records.
         """
+        from mocksup.otlp.records import RequestRecord
+
         doc = self.control.call(
             "GET", "/requests", params={"signal": signal, "transport": transport, "limit": limit}
         )
@@ -308,16 +320,14 @@ class CollectorQueries(CollectorStreams):
 
         ``retry_after`` sends ``Retry-After`` over HTTP and ``RetryInfo`` over gRPC.
         """
-        self.add_faults(
-            Fault(
-                signal=signal,
-                transport=transport,
-                count=count,
-                status=status if grpc_code is None or status != 503 else None,
-                grpc_code=grpc_code,
-                retry_after=retry_after,
-                message=message,
-            )
+        self._add_fault(
+            signal=signal,
+            transport=transport,
+            count=count,
+            status=status if grpc_code is None or status != 503 else None,
+            grpc_code=grpc_code,
+            retry_after=retry_after,
+            message=message,
         )
 
     def partial_success_next(
@@ -330,14 +340,12 @@ class CollectorQueries(CollectorStreams):
         transport: Transport | None = None,
     ) -> None:
         """Answer the next ``count`` exports with a partial success (all items are kept)."""
-        self.add_faults(
-            Fault(
-                signal=signal,
-                transport=transport,
-                count=count,
-                rejected=rejected,
-                message=message or f"{rejected} item(s) rejected by mocksup",
-            )
+        self._add_fault(
+            signal=signal,
+            transport=transport,
+            count=count,
+            rejected=rejected,
+            message=message or f"{rejected} item(s) rejected by mocksup",
         )
 
     def delay_next(
@@ -349,13 +357,18 @@ class CollectorQueries(CollectorStreams):
         transport: Transport | None = None,
     ) -> None:
         """Hold the next ``count`` exports ``seconds`` before answering them normally."""
-        self.add_faults(Fault(signal=signal, transport=transport, count=count, delay=seconds))
+        self._add_fault(signal=signal, transport=transport, count=count, delay=seconds)
 
     def drop_next(
         self, count: int = 1, *, signal: Signal | None = None, transport: Transport | None = None
     ) -> None:
         """Close the connection of the next ``count`` exports without answering."""
-        self.add_faults(Fault(signal=signal, transport=transport, count=count, drop=True))
+        self._add_fault(signal=signal, transport=transport, count=count, drop=True)
+
+    def _add_fault(self, **fields: Any) -> None:
+        from mocksup.otlp.faults import Fault
+
+        self.add_faults(Fault(**fields))
 
     def faults(self) -> list[dict[str, Any]]:
         """The pending faults, each with its ``remaining`` uses."""
@@ -377,6 +390,10 @@ class CollectorClient(CollectorQueries):
     """
 
     def __init__(self, url: str, *, name: str = "otlp", timeout: float = 10.0) -> None:
+        from urllib.parse import urlsplit
+
+        from mocksup.control import ControlClient
+
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if not parts.hostname or not parts.port:
             raise ValueError(

@@ -16,8 +16,6 @@ from mocksup.base import MockServerBase
 from mocksup.otlp._modes import Compat
 from mocksup.otlp._serve import CollectorServing
 from mocksup.otlp.client import CollectorQueries
-from mocksup.otlp.records import exporter_env
-from mocksup.serving import url_host
 
 __all__ = ("CORSConfig", "MockOTLPCollector")
 
@@ -130,6 +128,8 @@ class MockOTLPCollector(CollectorServing, CollectorQueries, MockServerBase):
     @property
     def grpc_endpoint(self) -> str | None:
         """The OTLP/gRPC endpoint (``http://127.0.0.1:4317``), ``None`` with gRPC off."""
+        from mocksup.serving import url_host
+
         if self.grpc_port is None:
             return None
         return f"http://{url_host(self.host)}:{self.grpc_port}"
@@ -140,6 +140,8 @@ class MockOTLPCollector(CollectorServing, CollectorQueries, MockServerBase):
         :param protocol: ``"http/protobuf"``, ``"http/json"`` or ``"grpc"``.
         :raises ValueError: an unknown protocol, or ``"grpc"`` with gRPC off.
         """
+        from mocksup.otlp.records import exporter_env
+
         if protocol == "grpc":
             if self.grpc_endpoint is None:
                 raise ValueError(f"collector {self.name!r} has gRPC switched off")

@@ -10,13 +10,16 @@ command line, a test's failure message, a log) can use them.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from mocksup.otlp.items import LogRecord, Span
-from mocksup.otlp.metrics import DataPoint, Metric
-from mocksup.otlp.records import Trace
+if TYPE_CHECKING:
+    # Imported where they are used (datetime too): the package imports this module at once
+    # (see its __init__), and the collector's child, which imports its serving modules from
+    # the package, serves before it needs any of them.
+    from mocksup.otlp.items import LogRecord, Span
+    from mocksup.otlp.metrics import DataPoint, Metric
+    from mocksup.otlp.records import Trace
 
 __all__ = ("Verbosity", "format_duration", "render", "render_trace")
 
@@ -42,6 +45,9 @@ def render(item: Span | Metric | LogRecord, verbosity: Verbosity = "basic") -> s
 
     :raises ValueError: an unknown verbosity.
     """
+    from mocksup.otlp.items import Span
+    from mocksup.otlp.metrics import Metric
+
     if verbosity not in ("basic", "detailed"):
         raise ValueError(f"unknown verbosity {verbosity!r}; use basic or detailed")
     detailed = verbosity == "detailed"
@@ -121,6 +127,8 @@ def _log_line(record: LogRecord) -> str:
 
 
 def _time(nanoseconds: int) -> str:
+    import datetime
+
     if not nanoseconds:
         return "-"
     moment = datetime.datetime.fromtimestamp(nanoseconds / 1e9, tz=datetime.timezone.utc)
