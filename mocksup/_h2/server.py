@@ -109,6 +109,8 @@ class H2Server:
         self._peers: dict[int, _Peer] = {}
         self._listening = False
         self._stopping = False
+        self._fd_backoff = 0.0  # seconds of the last pause in accepting (0: none)
+        self._fd_warned = -120.0  # when running out of descriptors was last logged
         self._thread: threading.Thread | None = None
 
     @property
@@ -193,9 +195,9 @@ class H2Server:
                 return
             except OSError as error:
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    _log.warning("cannot accept gRPC connections: %s", error.strerror)
-                    self._reclaim()
+                    self._out_of_descriptors(error)
                 return
+            self._fd_backoff = 0.0
             if len(self._peers) >= self.limits.max_connections:
                 self._reclaim()  # a client is here: make room for it
             sock.setblocking(False)
@@ -204,6 +206,29 @@ class H2Server:
             self._peers[sock.fileno()] = peer
             self._selector.register(sock, _READ, peer)
             self._flush(peer)  # our SETTINGS go first
+
+    def _out_of_descriptors(self, error: OSError) -> None:
+        """No descriptor for a new connection: make room by closing the quietest one, and
+        stop listening for a while (5 ms, doubling up to 0.5 s) so the loop does not spin
+        on a client the kernel holds in the backlog; said once a minute at most."""
+        now = time.monotonic()
+        if now - self._fd_warned > 60:
+            self._fd_warned = now
+            _log.warning(
+                "cannot accept gRPC connections (%s; %d open); closing idle ones and backing off",
+                error.strerror,
+                len(self._peers),
+            )
+        self._reclaim()
+        self._fd_backoff = min(max(self._fd_backoff * 2, 0.005), 0.5)
+        self._selector.unregister(self.sock)
+        self._listening = False
+        self.call_at(now + self._fd_backoff, self._listen_again)
+
+    def _listen_again(self) -> None:
+        if not self._stopping and not self._listening:
+            self._selector.register(self.sock, _READ, self)
+            self._listening = True
 
     def _serve(self, peer: _Peer, mask: int) -> None:
         try:

@@ -7,6 +7,7 @@ call still succeeds and what was stored before is still there.
 
 from __future__ import annotations
 
+import resource
 import socket
 import struct
 import threading
@@ -19,10 +20,11 @@ import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from mocksup import ServeContext
 from mocksup.otlp import MockOTLPCollector
 from tests.otlp.support import TRACE_EXPORT, CollectorTestCase, grpc_call
 from tests.otlp.test_http_input import request_bytes
-from tests.support import poll_until
+from tests.support import ProcessTestCase, poll_until
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
@@ -455,6 +457,47 @@ class BoundsTest(WireCase):
                 wire.send(b"\0" * 9 + b"garbage")
             wire.close()
         poll_until(lambda: child.num_fds() <= before, "the connections' descriptors to close", 10)
+
+
+class FewDescriptorsCollector(MockOTLPCollector):
+    """The collector with a descriptor limit of 64, so clients can exhaust it."""
+
+    def serve(self, ctx: ServeContext) -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        super().serve(ctx)
+
+
+class DescriptorExhaustionTest(ProcessTestCase):
+    def test_a_full_descriptor_table_neither_spins_nor_floods_and_serves_once_freed(
+        self,
+    ) -> None:
+        collector = FewDescriptorsCollector(port=0, grpc_port=0)
+        self.addCleanup(collector.stop)
+        collector.start()
+        assert collector.pid is not None and collector.grpc_port is not None
+        # Idle HTTP clients take every descriptor the child has: the gRPC server has no
+        # connection of its own to close, so its accept fails until they leave.
+        crowd = [
+            socket.create_connection(("127.0.0.1", collector.port or 0), timeout=10)
+            for _ in range(100)
+        ]
+        for sock in crowd:
+            self.addCleanup(sock.close)
+        child = psutil.Process(collector.pid)
+        poll_until(lambda: child.num_fds() >= 64, "the crowd to fill the descriptor table")
+        # A gRPC client now: the kernel takes its connection, the server cannot.
+        waiting = socket.create_connection(("127.0.0.1", collector.grpc_port), timeout=10)
+        self.addCleanup(waiting.close)
+        before = sum(child.cpu_times()[:2])
+        time.sleep(1.0)  # measuring an interval: nothing to wait for
+        self.assertLess(sum(child.cpu_times()[:2]) - before, 0.5, "the child spins")
+        self.assertLessEqual(collector.log_tail(1000).count("cannot accept gRPC"), 1)
+        for sock in crowd:
+            sock.close()
+        _, error = grpc_call(collector.grpc_endpoint or "", request_bytes("freed"))
+        self.assertIsNone(error)
+        self.assertEqual([span.name for span in collector.spans()], ["freed"])
 
 
 class StopTest(CollectorTestCase):
