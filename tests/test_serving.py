@@ -362,6 +362,22 @@ class LimitsTest(ServerTestCase):
         self.assertTrue(read_all(sock).startswith(b"HTTP/1.1 408 Request Timeout"))
 
 
+class LimitValuesTest(unittest.TestCase):
+    def test_limits_that_no_socket_could_keep_are_refused_when_made(self) -> None:
+        bad = [
+            ("io_timeout", float("nan")), ("idle_timeout", float("inf")), ("head_timeout", 0),
+            ("io_timeout", -1.0), ("max_connections", 0), ("max_headers", True),
+            ("max_request_line", 1.5),
+        ]  # fmt: skip
+        for name, value in bad:
+            with (
+                self.subTest(name=name, value=value),
+                self.assertRaisesRegex(ValueError, f"^HTTPLimits.{name} must be "),
+            ):
+                HTTPLimits(**{name: value})
+        self.assertEqual(HTTPLimits(io_timeout=0.25, max_headers=1).io_timeout, 0.25)
+
+
 class BindTest(unittest.TestCase):
     def test_busy_port(self) -> None:
         with socket.socket() as holder:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import queue
 import select
 import socket
@@ -46,6 +47,7 @@ class HTTPLimits:
     :param io_timeout: seconds a body read or a response write may stall (a body stalled
         past it is broken: 400, and the connection closes after the answer).
     :param require_host: answer 400 to an HTTP/1.1 request without ``Host`` (as Go does).
+    :raises ValueError: a count under 1, or a timeout that is not a finite number above 0.
     """
 
     max_connections: int = 256
@@ -56,6 +58,22 @@ class HTTPLimits:
     head_timeout: float = 30.0
     io_timeout: float = 60.0
     require_host: bool = False
+
+    def __post_init__(self) -> None:
+        # Checked here, not when the first connection hits them: a bad timeout would
+        # otherwise end every connection as it set its socket's bound.
+        for name in ("max_connections", "max_request_line", "max_header_bytes", "max_headers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"HTTPLimits.{name} must be a whole number of 1 or more, not {value!r}"
+                )
+        for name in ("idle_timeout", "head_timeout", "io_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(
+                    f"HTTPLimits.{name} must be a finite number of seconds above 0, not {value!r}"
+                )
 
 
 def go_error(status: int, reason: str) -> tuple[int, bytes]:
