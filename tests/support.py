@@ -213,6 +213,22 @@ def poll_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
         pause = min(pause * 2, 0.05)
 
 
+def run_code(
+    code: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with ``args`` in a fresh interpreter with this process's import path
+    (and ``env`` added to the environment); what it printed, as text, and its exit code."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
 def has_ipv6_loopback() -> bool:
     """Whether this machine can bind ``::1``."""
     try:

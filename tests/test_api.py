@@ -16,8 +16,6 @@ import importlib
 import inspect
 import pkgutil
 import re
-import subprocess
-import sys
 import tempfile
 import typing
 import unittest
@@ -26,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 import mocksup
+from tests.support import run_code
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -248,10 +247,9 @@ class SubmoduleTest(unittest.TestCase):
             "    except AttributeError:\n"
             "        print('no', name)\n"
         )
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-        ).stdout
-        self.assertEqual(out.split(), ["default_configs", "no", "nope", "no", "_zygote"])
+        done = run_code(code)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.split(), ["default_configs", "no", "nope", "no", "_zygote"])
 
 
 class DocumentedTest(unittest.TestCase):

@@ -45,7 +45,7 @@ from mocksup.otlp.dump import signal_of
 from mocksup.serving import url_host
 from mocksup.vllm import FaultKind, VLLMClient
 from mocksup.vllm._startup_spans import STARTUP_SPANS
-from tests.support import ProcessTestCase, has_ipv6_loopback
+from tests.support import ProcessTestCase, has_ipv6_loopback, run_code
 
 FREE_PORTS = ["--otlp-port", "0", "--otlp-grpc-port", "0", "--vllm-port", "0"]
 
@@ -601,15 +601,7 @@ class WarmModulesTest(unittest.TestCase):
             "print(json.dumps({'ready': ready, 'at_grpc': at_grpc, 'new': new}))\n"
         )
         settings = MockOTLPCollector(port=0, grpc_port=0).model_dump()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        done = subprocess.run(
-            [sys.executable, "-c", script, json.dumps(settings)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        done = run_code(script, json.dumps(settings))
         self.assertEqual(done.returncode, 0, done.stderr)
         result = json.loads(done.stdout)
         self.assertEqual(result["ready"]["event"], "ready")
@@ -660,15 +652,8 @@ _QUERY_SIDE = (
 
 def _loaded_after(code: str, modules: Sequence[str]) -> list[str]:
     """Which of ``modules`` a fresh interpreter has loaded once it has run ``code``."""
-    check = f"import sys\n{code}print([m for m in {list(modules)!r} if m in sys.modules])\n"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", check],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+    done = run_code(
+        f"import sys\n{code}print([m for m in {list(modules)!r} if m in sys.modules])\n"
     )
     if done.returncode != 0:
         raise AssertionError(done.stderr)
@@ -1197,15 +1182,7 @@ class DocumentedTest(unittest.TestCase):
             "print([m for m in ('pydantic', 'mocksup.vllm') if m in sys.modules])\n"
             "print(commands['up'].format_help())\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"}
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        out = run_code(code, env={"COLUMNS": "200"})
         self.assertEqual(out.returncode, 0, out.stderr)
         loaded, help_text = out.stdout.split("\n", 1)
         self.assertEqual(loaded, "[]")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import heapq
 import random
 import socket
-import subprocess
-import sys
 import time
 import unittest
 
@@ -21,6 +19,7 @@ from mocksup._h2.grpc import GRPCHandler
 from mocksup._h2.hpack import HeaderDecoder, HeaderListTooLarge, HPACKError, literal
 from mocksup._h2.huffman import HuffmanError, huffman_decode, huffman_encode
 from mocksup._h2.server import H2Limits, H2Server
+from tests.support import run_code
 
 
 class HuffmanTest(unittest.TestCase):
@@ -203,10 +202,8 @@ class ImportsTest(unittest.TestCase):
             "server.shutdown()\n"
             "print(sorted(name for name in sys.modules if name.split('.')[0] == 'grpc'))\n"
         )
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-        )
-        self.assertEqual(result.stdout.strip(), "[]", result.stderr)
+        result = run_code(code)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "[]"), result.stderr)
 
 
 if __name__ == "__main__":
