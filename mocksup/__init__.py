@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mocksup._context import ServeContext
+from mocksup._lazy import lazy_attributes
 from mocksup.errors import (
     ChildCrashedError,
     ChildSuspendedError,
@@ -93,20 +94,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    import importlib
-    import importlib.util
-
-    module = _LAZY.get(name)
-    if module is None:
-        # A public submodule (``mocksup.harness``...) is imported on first use too, as it
-        # was when this package imported the harness up front.
-        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
-            raise AttributeError(f"module 'mocksup' has no attribute {name!r}")
-        return importlib.import_module(f"{__name__}.{name}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -237,19 +237,27 @@ class SubmoduleTest(unittest.TestCase):
     def test_public_submodules_load_on_first_use(self) -> None:
         # In a fresh interpreter: ``import mocksup`` loads neither the harness nor the mocks,
         # yet ``mocksup.harness`` works as it did when the package imported it up front.
+        # The same for mocksup.otlp, whose submodules its ``import`` no longer loads.
         code = (
-            "import sys, mocksup\n"
+            "import sys, mocksup, mocksup.otlp\n"
             "assert 'mocksup.harness' not in sys.modules\n"
+            "assert 'mocksup.otlp.items' not in sys.modules\n"
             "print(mocksup.harness.default_configs.__name__)\n"
-            "for name in ('nope', '_zygote'):\n"
-            "    try:\n"
-            "        getattr(mocksup, name)\n"
-            "    except AttributeError:\n"
-            "        print('no', name)\n"
+            "print(mocksup.otlp.items.Span.__name__, mocksup.otlp.client.__name__)\n"
+            "for package in (mocksup, mocksup.otlp):\n"
+            "    for name in ('nope', '_zygote', '_grpc', 'a.b'):\n"
+            "        try:\n"
+            "            getattr(package, name)\n"
+            "        except AttributeError:\n"
+            "            print('no', name)\n"
         )
         done = run_code(code)
         self.assertEqual(done.returncode, 0, done.stderr)
-        self.assertEqual(done.stdout.split(), ["default_configs", "no", "nope", "no", "_zygote"])
+        refused = ["no", "nope", "no", "_zygote", "no", "_grpc", "no", "a.b"]
+        self.assertEqual(
+            done.stdout.split(),
+            ["default_configs", "Span", "mocksup.otlp.client", *refused, *refused],
+        )
 
 
 class DocumentedTest(unittest.TestCase):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mocksup._lazy import lazy_attributes
+
 # Imported at once, unlike the rest: the function has its module's name, which would hide
 # it once the module was imported (the import sets the package's attribute).
 from mocksup.otlp.render import render, render_trace
@@ -81,12 +83,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    import importlib
-
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
