@@ -364,7 +364,7 @@ class LimitsTest(ServerTestCase):
 
 class LimitValuesTest(unittest.TestCase):
     def test_limits_that_no_socket_could_keep_are_refused_when_made(self) -> None:
-        bad = [
+        bad: list[tuple[str, Any]] = [
             ("io_timeout", float("nan")), ("idle_timeout", float("inf")), ("head_timeout", 0),
             ("io_timeout", -1.0), ("max_connections", 0), ("max_headers", True),
             ("max_request_line", 1.5),
