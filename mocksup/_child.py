@@ -59,6 +59,7 @@ def main(argv: list[str]) -> int:
     MODULE...]``. With ``--warm`` the child imports those modules first (see
     :func:`preload`; ``mocksup.base`` for a server that comes as a model), says so, then
     reads its server and serves it."""
+    _payload.forget_exec_env()
     lifeline_fd, status_fd = int(argv[0]), int(argv[1])
     warm = argv[2:3] == ["--warm"]
     if warm:

@@ -303,6 +303,8 @@ class Zygote:
             return True
         if not self.enabled:
             return False
+        from mocksup._payload import exec_env
+
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         path, log = _logs.open_file("zygote")
         try:
@@ -313,7 +315,7 @@ class Zygote:
                 stderr=log,
                 pass_fds=(child_end.fileno(),),
                 start_new_session=True,
-                env=self._env({}),
+                env=exec_env(self._env({})),
             )
         except OSError as error:
             _log.warning("cannot start the zygote (%s); every child is exec'd", error)

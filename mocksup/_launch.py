@@ -115,6 +115,8 @@ def launch(
     signals do not reach it and its group can be signalled as a whole. ``warm``: the
     modules it imports before it waits for its server.
     """
+    from mocksup._payload import exec_env
+
     lifeline_r, lifeline_w = os.pipe()
     status_r, status_w = os.pipe()
     args = [sys.executable, "-m", "mocksup._child", str(lifeline_r), str(status_w)]
@@ -126,7 +128,7 @@ def launch(
             stderr=output,
             pass_fds=(lifeline_r, status_w),
             start_new_session=True,
-            env=env,
+            env=exec_env(env),
         )
     except BaseException:
         for fd in (lifeline_r, lifeline_w, status_r, status_w):

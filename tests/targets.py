@@ -140,12 +140,14 @@ class Rendezvous(MockServerBase):
 
 
 class EnvEcho(Sleeper):
-    """Prints ``MOCKSUP_TEST_VALUE`` from its environment and its working folder."""
+    """Prints ``MOCKSUP_TEST_VALUE`` and ``MALLOC_ARENA_MAX`` from its environment, and its
+    working folder."""
 
     default_name: ClassVar[str] = "echo"
 
     def serve(self, ctx: ServeContext) -> None:
         print("value:", os.environ.get("MOCKSUP_TEST_VALUE"), "cwd:", os.getcwd(), flush=True)
+        print("arena:", os.environ.get("MALLOC_ARENA_MAX"), flush=True)
         super().serve(ctx)
 
 

@@ -87,6 +87,28 @@ class ForkTest(ZygoteTestCase):
         self.assertEqual(psutil.Process(server.pid).ppid(), os.getpid())
         self.assertIn("value: own", server.log_tail())
 
+    def test_children_start_with_one_malloc_arena_that_their_programs_do_not_inherit(
+        self,
+    ) -> None:
+        self.fresh_zygote()
+        for how, env in (("forked", {}), ("exec'd", {"MOCKSUP_TEST_VALUE": "own"})):
+            with self.subTest(how):
+                server = self.start_server(EnvEcho(env=env))
+                forked = psutil.Process(server.pid).ppid() == _launch.zygote.pid
+                self.assertEqual(forked, how == "forked")
+                # What glibc read as the process started (its exec'd environment) ...
+                self.assertEqual(psutil.Process(server.pid).environ()["MALLOC_ARENA_MAX"], "1")
+                # ... is not what it hands on: its environment is the one it was started in.
+                self.assertIn("arena: None", server.log_tail())
+                server.stop()
+
+    def test_a_users_malloc_setting_stands(self) -> None:
+        self.fresh_zygote()
+        with mock.patch.dict(os.environ, {"MALLOC_ARENA_MAX": "2"}):
+            server = self.start_server(EnvEcho())
+        self.assertEqual(psutil.Process(server.pid).environ()["MALLOC_ARENA_MAX"], "2")
+        self.assertIn("arena: 2", server.log_tail())
+
     def test_a_forked_child_holds_nothing_of_the_zygote(self) -> None:
         # Two children, so that the zygote holds the exit pipe and pidfd of the first while
         # it forks the second.
