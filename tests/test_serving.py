@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
-import sys
 import threading
 import time
 import unittest
@@ -16,7 +15,6 @@ from typing import Any
 import psutil
 
 from mocksup import MockServerBase, PortInUseError, ServeContext
-from mocksup._http.nowait import send_all
 from mocksup.serving import (
     BodyError,
     DropConnection,
@@ -378,78 +376,6 @@ class LimitValuesTest(unittest.TestCase):
             ):
                 HTTPLimits(**{name: value})
         self.assertEqual(HTTPLimits(io_timeout=0.25, max_headers=1).io_timeout, 0.25)
-
-
-class SendTest(unittest.TestCase):
-    """The server's sends (``mocksup._http.nowait.send_all``) on a socket pair."""
-
-    def pair(self) -> tuple[socket.socket, socket.socket]:
-        ours, theirs = socket.socketpair()
-        self.addCleanup(ours.close)
-        self.addCleanup(theirs.close)
-        return ours, theirs
-
-    def test_a_send_that_fits_never_lets_another_thread_in(self) -> None:
-        # A send that cannot wait keeps the GIL: a thread waiting for it stays out. Python's
-        # socket.sendall releases it at every call, and the spinner would count.
-        ours, theirs = self.pair()
-        send_all(ours, b"warm")  # the first send loads libc's send, and imports release
-        spins = 0
-        stop = False
-
-        def spin() -> None:
-            nonlocal spins
-            while not stop:
-                spins += 1
-
-        interval = sys.getswitchinterval()
-        self.addCleanup(sys.setswitchinterval, interval)
-        spinner = threading.Thread(target=spin, daemon=True)
-        spinner.start()  # returns once it spins; the GIL is ours again after one interval
-        # From here the spinner waits for the GIL; it gets it only if a send lets it go (or
-        # after a second without one, when it would force the switch).
-        sys.setswitchinterval(1.0)
-        before = spins
-        for _ in range(200):
-            send_all(ours, b"x" * 100)
-            if spins != before:
-                break
-        spun = spins - before
-        stop = True
-        sys.setswitchinterval(interval)
-        spinner.join(10)
-        self.assertEqual(spun, 0)
-        self.assertEqual(len(read_all_of(theirs, 4 + 200 * 100)), 4 + 200 * 100)
-
-    def test_more_than_the_socket_takes_at_once_arrives_whole_and_in_order(self) -> None:
-        ours, theirs = self.pair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        data = bytes(range(251)) * (16 << 10)  # 4 MB, a period that no buffer size divides
-        got: list[bytes] = []
-        reader = threading.Thread(target=lambda: got.append(read_all_of(theirs, len(data))))
-        reader.start()
-        send_all(ours, data)
-        reader.join(30)
-        self.assertEqual(len(got[0]), len(data))
-        self.assertTrue(got[0] == data, "the bytes arrived out of order")
-
-    def test_a_closed_peer_is_the_sockets_own_error(self) -> None:
-        ours, theirs = self.pair()
-        theirs.close()
-        with self.assertRaises(BrokenPipeError):
-            send_all(ours, b"to nobody")
-        ours.close()
-        with self.assertRaises(OSError):  # EBADF, as socket.sendall on a closed socket
-            send_all(ours, b"on a closed socket")
-
-
-def read_all_of(sock: socket.socket, size: int) -> bytes:
-    parts, left = [], size
-    sock.settimeout(30)
-    while left and (data := sock.recv(min(left, 1 << 20))):
-        parts.append(data)
-        left -= len(data)
-    return b"".join(parts)
 
 
 class BindTest(unittest.TestCase):

@@ -15,8 +15,7 @@ it had no connection cap). This one is written for hostile input:
   connections are reclaimed first; descriptor exhaustion backs off and is logged once.
 - **HTTP/1.1 as clients expect it** (:mod:`.connection`). Keep-alive, pipelining,
   ``100 Continue`` when the app first reads the body, ``HEAD`` without a body, chunked
-  answers for streams, one send per answer or stream chunk (``TCP_NODELAY``), which keeps
-  the GIL when it fits in the socket's buffer (:mod:`.nowait`).
+  answers for streams, one send per answer or stream chunk (``TCP_NODELAY``).
 
 It speaks WSGI to the app, plus ``mocksup.socket`` and ``mocksup.wait_disconnect`` in the
 environ. Nothing here knows about processes, OTLP or vLLM.

@@ -23,7 +23,6 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from mocksup._http.body import DRAIN_LIMIT, Body, BodyError
-from mocksup._http.nowait import send_all
 from mocksup._http.request import Refuse, Request, parse_header, parse_request_line
 
 if TYPE_CHECKING:
@@ -157,7 +156,7 @@ class Connection:
 
     def send_continue(self) -> None:
         self.expect_continue = False
-        send_all(self.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def serve(self) -> None:
         limits = self.server.limits
@@ -367,7 +366,7 @@ class Connection:
             f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n"
         )
         with contextlib.suppress(OSError):
-            send_all(self.sock, head.encode("latin-1") + (b"" if self.head_method else page))
+            self.sock.sendall(head.encode("latin-1") + (b"" if self.head_method else page))
 
 
 class _Response:
@@ -454,7 +453,7 @@ class _Response:
         head, _ = self._compose(sum(map(len, parts)))
         self.started = True
         # One send for head and body: the client's first read has it all.
-        send_all(self.conn.sock, head if self.request.method == "HEAD" else head + b"".join(parts))
+        self.conn.sock.sendall(head if self.request.method == "HEAD" else head + b"".join(parts))
 
     def _send_stream(self, result: Iterable[bytes]) -> None:
         sock = self.conn.sock
@@ -465,10 +464,10 @@ class _Response:
                 pending, chunked = self._compose(None)
                 self.started = True
                 if self.request.method == "HEAD":
-                    send_all(sock, pending)
+                    sock.sendall(pending)
                     return
             if data:
-                send_all(sock, pending + (b"%x\r\n%s\r\n" % (len(data), data) if chunked else data))
+                sock.sendall(pending + (b"%x\r\n%s\r\n" % (len(data), data) if chunked else data))
                 pending = b""
         if not self.started:  # an empty iterable
             pending, _ = self._compose(0)
@@ -476,7 +475,7 @@ class _Response:
         elif chunked:
             pending += b"0\r\n\r\n"
         if pending:
-            send_all(sock, pending)
+            sock.sendall(pending)
 
 
 def _has_body(status: str) -> bool:
