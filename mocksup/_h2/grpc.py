@@ -187,12 +187,18 @@ class GRPCHandler:
         return None
 
     def received(self, conn: Connection, stream: Stream) -> Answer | None:
-        """Refuse a message whose declared length is past the limit, before it all arrives."""
-        if stream.size >= 5 and stream.size - len(stream.body[-1]) < 5:  # the prefix is in
+        """Refuse a message whose declared length is past the limit, before it all arrives;
+        and a body past two messages' worth, which no unary call sends: what it holds is
+        never kept past that (grpc-go refuses once a second message is in)."""
+        size = stream.size
+        if size >= 5 and size - len(stream.body[-1]) < 5:  # the prefix is in
             length = _PREFIX.unpack_from(_head(stream.body))[1]
             if length > self.max_message:
                 text = f"grpc: received message larger than max ({length} vs. {self.max_message})"
                 return self._refuse(stream, "RESOURCE_EXHAUSTED", text)
+        if size > 2 * (5 + self.max_message):
+            start = 5 + _PREFIX.unpack_from(_head(stream.body))[1]
+            return self._refuse(stream, *self._second_message(stream.body, start, size - start))
         return None
 
     def ended(self, conn: Connection, stream: Stream) -> Answer | None:
@@ -206,9 +212,9 @@ class GRPCHandler:
         if stream.size < 5:
             return self._refuse(stream, "INTERNAL", "unexpected EOF")
         flag, length = _PREFIX.unpack_from(_head(stream.body))
-        if stream.size - 5 < length:
+        rest = stream.size - 5 - length  # what follows the first message
+        if rest < 0:
             return self._refuse(stream, "INTERNAL", "unexpected EOF")
-        # A unary method reads one message: grpc-go never looks at what follows it.
         message = _join_after_prefix(stream.body, length)
         encoding = _header(stream, b"grpc-encoding").decode("latin-1")
         if flag == 1:
@@ -218,6 +224,8 @@ class GRPCHandler:
         elif flag:
             text = f"grpc: received unexpected payload format {flag}"
             return self._refuse(stream, "INTERNAL", text)
+        if rest:
+            return self._refuse(stream, *self._second_message(stream.body, 5 + length, rest))
         metadata = {
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in stream.headers
@@ -228,6 +236,29 @@ class GRPCHandler:
         )
         reply = fn(call)
         return None if reply is None else self.answer(conn, stream, reply)
+
+    def _second_message(
+        self, body: list[bytes | memoryview], start: int, size: int
+    ) -> tuple[str, str]:
+        """The refusal of a unary call whose body goes on after its message: ``size`` more
+        bytes from ``start``. grpc-go reads a unary call's body to its end before the
+        handler runs: a second message refuses the call, and so does the start of one, as
+        its reads fail. (Checked here once the first message is inflated; grpc-go has
+        unmarshalled it by then, so a first message it cannot parse is refused as such
+        there. The second is not inflated.)"""
+        if size < 5:
+            return "INTERNAL", "unexpected EOF"
+        length = _PREFIX.unpack_from(_bytes_at(body, start, 5))[1]
+        if length > self.max_message:
+            text = f"grpc: received message larger than max ({length} vs. {self.max_message})"
+            return "RESOURCE_EXHAUSTED", text
+        if size - 5 < length:
+            return "INTERNAL", "unexpected EOF"
+        return (
+            "INTERNAL",
+            "cardinality violation: received multiple request messages for "
+            "non-client-streaming RPC",
+        )
 
     # -- answers -----------------------------------------------------------------------
 
@@ -316,6 +347,18 @@ def _head(chunks: list[bytes | memoryview]) -> bytes:
         if len(head) == 5:
             break
     return head
+
+
+def _bytes_at(chunks: list[bytes | memoryview], start: int, size: int) -> bytes:
+    """``size`` bytes of the body from ``start`` (all there)."""
+    out = b""
+    for chunk in chunks:
+        if start < len(chunk):
+            out += bytes(chunk[start : start + size - len(out)])
+            if len(out) == size:
+                break
+        start = max(start - len(chunk), 0)
+    return out
 
 
 def _join_after_prefix(chunks: list[bytes | memoryview], length: int) -> bytes:

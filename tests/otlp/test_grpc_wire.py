@@ -428,6 +428,65 @@ class HeadersTest(WireCase):
         self.assertEqual(error.details(), "déjà 100%")
 
 
+class BodyTest(WireCase):
+    """A unary call's body: one whole message, as grpc-go reads it to its end; what it
+    refuses is not stored."""
+
+    collector_settings = {"grpc_max_message": 64 << 10}
+
+    def answer(self, *data: bytes, end: bool = True) -> tuple[str, str, str]:
+        wire = self.wire()
+        frames = [frame(HEADERS, END_HEADERS | (0 if data or not end else END_STREAM), 1,
+                        request_block(wire.encoder))]  # fmt: skip
+        frames += [frame(DATA, END_STREAM if end and i == len(data) - 1 else 0, 1, chunk)
+                   for i, chunk in enumerate(data)]  # fmt: skip
+        wire.send(*frames)
+        fields = wire.answer(1)
+        return fields[":status"], fields["grpc-status"], fields["grpc-message"]
+
+    def test_a_body_that_is_not_one_whole_message_is_refused(self) -> None:
+        one = message(request_bytes("kept"))
+        eof = ("200", "13", "unexpected EOF")
+        many = ("200", "13", "cardinality violation: received multiple request messages for "
+                "non-client-streaming RPC")  # fmt: skip
+        cases = {
+            "no message": ((), ("200", "13", "cardinality violation: received no request "
+                                "message from non-client-streaming RPC")),
+            "a short prefix": ((b"\0\0\0",), eof),
+            "a short message": ((b"\0\0\0\0\x64" + b"x" * 10,), eof),
+            "an unknown flag": ((b"\2" + one[1:],), ("200", "13", "grpc: received unexpected "
+                                                    "payload format 2")),
+            "two messages": ((one, message(request_bytes("second"))), many),
+            "two in one frame": ((one + message(request_bytes("second")),), many),
+            "a stray byte after": ((one + b"\0",), eof),
+            "half a second": ((one, b"\0\0\0\0\x64x"), eof),
+            "a second past the limit": ((one + b"\0\0\x01\0\x01",), (
+                "200", "8", "grpc: received message larger than max (65537 vs. 65536)")),
+        }  # fmt: skip
+        for name, (data, expected) in cases.items():
+            with self.subTest(name):
+                self.assertEqual(self.answer(*data), expected)
+        self.assertEqual([span.name for span in self.collector.spans()], ["before"])
+
+    def test_a_body_that_goes_on_is_refused_past_two_messages(self) -> None:
+        # Never ended: a client that keeps sending is refused once the second message is
+        # in, and what it sends is not kept meanwhile.
+        one = message(request_bytes("kept"))
+        second = b"\0" + struct.pack(">L", 64 << 10)
+        rest = [b"x" * (16 << 10)] * 8  # the second message, and more
+        self.assertEqual(
+            self.answer(one, second, *rest, end=False),
+            ("200", "13", "cardinality violation: received multiple request messages for "
+             "non-client-streaming RPC"),
+        )  # fmt: skip
+        self.assertEqual([span.name for span in self.collector.spans()], ["before"])
+
+    def test_one_message_in_many_frames_is_one_call(self) -> None:
+        one = message(request_bytes("in pieces"))
+        self.assertEqual(self.answer(*[one[i : i + 3] for i in range(0, len(one), 3)])[1], "0")
+        self.assertEqual([span.name for span in self.collector.spans()], ["before", "in pieces"])
+
+
 class BoundsTest(WireCase):
     """Connections are capped and cleaned up; idle or stalled ones pin nothing."""
 
