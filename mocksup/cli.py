@@ -32,7 +32,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from mocksup import __version__
-from mocksup._cli.errors import Advice, UsageError, advice, quiet_broken_pipe
+from mocksup._cli.errors import Advice, UsageError, advice, interrupts_kept, quiet_broken_pipe
 from mocksup._cli.live import (
     Follower,
     StatusLine,
@@ -550,4 +550,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return code
 
-    return quiet_broken_pipe(run)
+    with interrupts_kept():
+        return quiet_broken_pipe(run)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import termios
+import textwrap
 import threading
 import time
 import unittest
@@ -809,10 +810,42 @@ class QueryTest(CLITestCase):
         post_log(self.url, "cooling down", "tail-test", "INFO")
         self.assertEqual(self.read_until(tail, "cooling"), ["log tail-test INFO cooling down\n"])
         tail.send_signal(signal.SIGINT)
-        self.assertEqual(tail.wait(10), 0)
+        try:
+            code = tail.wait(10)
+        except subprocess.TimeoutExpired:
+            tail.kill()
+            self.fail(f"tail went on after SIGINT; it said: {tail.communicate()[1][-2000:]}")
+        self.assertEqual(code, 0)
         # --timeout ends it on its own.
         code, out, _ = run_main("tail", "--url", self.url, "--timeout", "0.2")
         self.assertEqual((code, out), (0, ""))
+
+    def test_a_ctrl_c_that_lands_in_a_finalizer_still_ends_the_command(self) -> None:
+        # The stimulus, made certain: the handler runs while a dropped object's finalizer
+        # does (tail drops an http.client response between two polls), then the command
+        # waits for its next answer. Python only reports an exception raised there.
+        script = textwrap.dedent("""
+            import signal, socket, sys
+            from mocksup._cli.errors import interrupts_kept
+
+            class Dropped:
+                def __del__(self):
+                    signal.raise_signal(signal.SIGINT)
+
+            quiet, waiting = socket.socketpair()
+            waiting.settimeout(float(sys.argv[1]))
+            with interrupts_kept():
+                try:
+                    Dropped()
+                    waiting.recv(1)  # the next long poll
+                    print("waited it out")
+                except KeyboardInterrupt:
+                    print("interrupted")
+        """)
+        started = time.monotonic()
+        done = run_code(script, "20")
+        self.assertEqual(done.stdout, "interrupted\n", done.stderr)
+        self.assertLess(time.monotonic() - started, 10)
 
     def test_stats_into_a_closed_pipe(self) -> None:
         # mocksup stats | head: the reader is gone before the command writes.

@@ -3,19 +3,32 @@
 The library's errors advise Python users ("pass port=0", "raise start_timeout"); the command
 line has options and a configuration file instead, so :func:`advice` rewrites the advice of
 the errors a command can meet into those terms, keeping every fact (server, port, holder,
-output tail, log path). :func:`quiet_broken_pipe` makes ``mocksup ... | head`` end quietly.
+output tail, log path). :func:`quiet_broken_pipe` makes ``mocksup ... | head`` end quietly,
+and :func:`interrupts_kept` makes sure a Ctrl-C ends the command.
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from mocksup.errors import MockServerError, PortInUseError, StartupTimeoutError
 
-__all__ = ("PIPE_CLOSED", "Advice", "UsageError", "advice", "quiet_broken_pipe")
+__all__ = (
+    "PIPE_CLOSED",
+    "Advice",
+    "UsageError",
+    "advice",
+    "interrupts_kept",
+    "quiet_broken_pipe",
+)
 
 #: The exit code of a command whose reader went away (128 + SIGPIPE, as a shell reports it).
 PIPE_CLOSED = 141
@@ -92,3 +105,31 @@ def quiet_broken_pipe(run: Callable[[], int]) -> int:
     except (OSError, ValueError):  # no real descriptor (stdout replaced in-process)
         pass
     return PIPE_CLOSED
+
+
+@contextlib.contextmanager
+def interrupts_kept() -> Iterator[None]:
+    """Within: a Ctrl-C is never lost in a finalizer.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread is when it runs the
+    handler, which can be a finalizer (an ``http.client`` response being dropped, between
+    two of ``tail``'s long polls); there the exception is only reported, and the command
+    went on into its next 30 s poll. Such an interrupt is sent again, as a SIGINT to the
+    main thread from a thread of its own: sent from the main thread, Python would run the
+    handler at once, inside the hook, where a raise is ignored too.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            main = threading.main_thread().ident
+            assert main is not None  # it has started: it runs this
+            _thread.start_new_thread(signal.pthread_kill, (main, signal.SIGINT))
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
