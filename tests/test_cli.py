@@ -25,7 +25,7 @@ import time
 import unittest
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, get_args
 from unittest import mock
@@ -134,15 +134,17 @@ class CLITestCase(ProcessTestCase):
         self.addCleanup(subprocess.run, ["rm", "-rf", str(self.folder)], check=True)
 
     def mocksup(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start ``python -m mocksup ARGS`` with its stdout and stderr piped."""
+        """Start ``python -m mocksup ARGS`` with its stdout and stderr piped, and SIGINT
+        as a terminal's Ctrl-C finds it (see :func:`sigint_as_a_terminals`)."""
         env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(sys.path)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mocksup", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        with sigint_as_a_terminals():
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mocksup", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
         self.addCleanup(_end, proc)
         return proc
 
@@ -167,6 +169,19 @@ class CLITestCase(ProcessTestCase):
                 return lines
         assert proc.stderr is not None
         self.fail(f"no line with {text!r} before EOF: {lines} {proc.stderr.read()}")
+
+
+@contextlib.contextmanager
+def sigint_as_a_terminals() -> Iterator[None]:
+    """Within: the programs started get SIGINT's default action. A suite run as a
+    background job of a script has SIGINT ignored, which children inherit (Python then
+    installs no handler for it), and a SIGINT a test sends would do nothing; a handler of
+    ours is reset to the default by the exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _running(process: psutil.Process) -> bool:
@@ -827,6 +842,9 @@ class QueryTest(CLITestCase):
         script = textwrap.dedent("""
             import signal, socket, sys
             from mocksup._cli.errors import interrupts_kept
+
+            # Ctrl-C's default, whatever this test was started with (it may be ignored).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
             class Dropped:
                 def __del__(self):
