@@ -192,10 +192,9 @@ class GRPCHandler:
         never kept past that (grpc-go refuses once a second message is in)."""
         size = stream.size
         if size >= 5 and size - len(stream.body[-1]) < 5:  # the prefix is in
-            length = _PREFIX.unpack_from(_head(stream.body))[1]
-            if length > self.max_message:
-                text = f"grpc: received message larger than max ({length} vs. {self.max_message})"
-                return self._refuse(stream, "RESOURCE_EXHAUSTED", text)
+            too_large = self._too_large(_PREFIX.unpack_from(_head(stream.body))[1])
+            if too_large is not None:
+                return self._refuse(stream, *too_large)
         if size > 2 * (5 + self.max_message):
             start = 5 + _PREFIX.unpack_from(_head(stream.body))[1]
             return self._refuse(stream, *self._second_message(stream.body, start, size - start))
@@ -249,9 +248,9 @@ class GRPCHandler:
         if size < 5:
             return "INTERNAL", "unexpected EOF"
         length = _PREFIX.unpack_from(_bytes_at(body, start, 5))[1]
-        if length > self.max_message:
-            text = f"grpc: received message larger than max ({length} vs. {self.max_message})"
-            return "RESOURCE_EXHAUSTED", text
+        too_large = self._too_large(length)
+        if too_large is not None:
+            return too_large
         if size - 5 < length:
             return "INTERNAL", "unexpected EOF"
         return (
@@ -259,6 +258,13 @@ class GRPCHandler:
             "cardinality violation: received multiple request messages for "
             "non-client-streaming RPC",
         )
+
+    def _too_large(self, length: int) -> tuple[str, str] | None:
+        """grpc-go's refusal of a message prefix declaring ``length`` bytes, if past the limit."""
+        if length <= self.max_message:
+            return None
+        text = f"grpc: received message larger than max ({length} vs. {self.max_message})"
+        return "RESOURCE_EXHAUSTED", text
 
     # -- answers -----------------------------------------------------------------------
 
