@@ -196,6 +196,14 @@ def wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
         select.select([], [], [], 0.001)
 
 
+def cpu_seconds_over(process: psutil.Process, seconds: float = 1.0) -> float:
+    """The CPU (user and system) ``process`` uses over the next ``seconds``: an interval
+    measured, nothing waited for (a child spinning on a full descriptor table uses it all)."""
+    before = sum(process.cpu_times()[:2])
+    time.sleep(seconds)
+    return sum(process.cpu_times()[:2]) - before
+
+
 def poll_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Return once ``condition()`` holds; fail after ``timeout`` seconds, saying ``what``.
 
