@@ -69,6 +69,7 @@ class Connection:
         self._data_left = 0
         self._data_end = False
         self._blocked: list[Stream] = []
+        self._held = 0  # bytes of request bodies the open streams hold (limits.max_held)
         self.out += settings(
             {
                 Setting.MAX_CONCURRENT_STREAMS: limits.max_streams,
@@ -147,8 +148,7 @@ class Connection:
         if stream is not None:
             try:
                 if take and not stream.answered:
-                    stream.body.append(view[pos : pos + take])
-                    stream.size += take
+                    self._hold(stream, view[pos : pos + take])
                     self._reply(stream, self.handler.received(self, stream))
                 if not self._data_left and self._data_end:
                     self._end(stream)
@@ -204,11 +204,30 @@ class Connection:
         data = _unpad(payload)
         if stream is not None:
             if data and not stream.answered:
-                stream.body.append(data)
-                stream.size += len(data)
+                self._hold(stream, data)
                 self._reply(stream, self.handler.received(self, stream))
             if flags & Flag.END_STREAM:
                 self._end(stream)
+
+    def _hold(self, stream: Stream, data: bytes | memoryview) -> None:
+        """Add ``data`` to the stream's body, within what the connection may hold.
+
+        Windows bound each stream, and the streams are capped, but a stream's window is
+        given back as its data arrives: without this, a hundred calls in progress could
+        hold a hundred messages at their largest (and twice that, see the handler).
+        """
+        if self._held + len(data) > self.limits.max_held:
+            text = f"request bodies past {self.limits.max_held} bytes held on one connection"
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, text, stream.id)
+        stream.body.append(data)
+        stream.size += len(data)
+        self._held += len(data)
+
+    def _let_go(self, stream: Stream) -> None:
+        """The stream's body is not needed any more: free it now."""
+        if stream.body:
+            self._held -= stream.size
+            stream.body = []
 
     def _data_target(self, stream_id: int, size: int) -> Stream | None:
         """Flow control for a DATA frame of ``size`` bytes; its stream, ``None`` to drop it."""
@@ -365,6 +384,7 @@ class Connection:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.release()  # a late answer is not sent
+            self._let_go(stream)
             if stream in self._blocked:
                 self._blocked.remove(stream)
 
@@ -379,7 +399,7 @@ class Connection:
         if stream.answered or self.closed:
             return
         stream.release()
-        stream.body = []  # not needed any more: free it now
+        self._let_go(stream)
         if answer.head is None:
             self.out += headers_frames(stream.id, answer.trailers, True, self._peer_frame)
             self._done(stream)
@@ -429,6 +449,7 @@ class Connection:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.release()
+            self._let_go(stream)
             if stream in self._blocked:
                 self._blocked.remove(stream)
 

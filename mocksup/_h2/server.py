@@ -46,6 +46,8 @@ class H2Limits:
         the room of the connection quiet the longest).
     :param max_streams: requests in progress per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     :param max_header_list: bytes of one request's header list (SETTINGS_MAX_HEADER_LIST_SIZE).
+    :param max_held: bytes of request bodies one connection's calls in progress may hold at
+        once; the DATA that would pass it resets its stream (ENHANCE_YOUR_CALM).
     :param handshake_timeout: seconds a new connection may take to send its preface.
     :param idle_timeout: seconds a connection may stay without a request in progress.
     """
@@ -53,6 +55,7 @@ class H2Limits:
     max_connections: int = 256
     max_streams: int = 100
     max_header_list: int = 64 * 1024
+    max_held: int = 64 * 1024 * 1024
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
 

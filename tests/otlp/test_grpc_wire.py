@@ -30,7 +30,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
 END_STREAM, END_HEADERS = 0x1, 0x4
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 1, 3, 6
-REFUSED_STREAM, COMPRESSION_ERROR = 7, 9
+REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 7, 8, 9, 11
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -50,6 +50,16 @@ def request_block(encoder: hpack.Encoder, path: str = TRACE_EXPORT) -> bytes:
             ("te", "trailers"),
         ]
     )  # fmt: skip
+
+
+def large_request(name: str) -> bytes:
+    """A request of 1,400 spans named ``name``: 57 KiB."""
+    spans = [Span(trace_id=bytes(range(16)), span_id=(i + 1).to_bytes(8, "big"), name=name)
+             for i in range(1400)]  # fmt: skip
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    )
+    return request.SerializeToString()
 
 
 def message(body: bytes) -> bytes:
@@ -480,6 +490,44 @@ class BodyTest(WireCase):
              "non-client-streaming RPC"),
         )  # fmt: skip
         self.assertEqual([span.name for span in self.collector.spans()], ["before"])
+
+    def test_calls_in_progress_hold_sixteen_messages_at_most_per_connection(self) -> None:
+        # Each call sends most of a message at the limit and waits: one connection holds
+        # 16 x (5 + 64 KiB) at most, so the eighteenth call's data is refused. Calls
+        # cancelled give their room back.
+        wire = self.wire()
+        part = b"\0" + struct.pack(">L", 64 << 10) + b"x" * 60000  # 60,005 bytes held
+        streams = range(1, 37, 2)  # 18 calls
+        for stream in streams:
+            wire.send(
+                frame(HEADERS, END_HEADERS, stream, request_block(wire.encoder)),
+                frame(DATA, 0, stream, part),
+            )
+        kind, _, last, payload = wire.frames(until=RST_STREAM)[-1]
+        self.assertEqual((kind, last), (RST_STREAM, streams[-1]))
+        self.assertEqual(struct.unpack(">L", payload)[0], ENHANCE_YOUR_CALM)
+        wire.send(*[frame(RST_STREAM, 0, stream, struct.pack(">L", CANCEL))
+                    for stream in streams[:-1]])  # fmt: skip
+        wire.send(
+            frame(HEADERS, END_HEADERS, 37, request_block(wire.encoder)),
+            frame(DATA, END_STREAM, 37, message(large_request("room again"))),
+        )  # 57 KiB: more than was left
+        self.assertEqual(wire.answer(37)["grpc-status"], "0")
+        names = [span.name for span in self.collector.spans()]
+        self.assertEqual(names, ["before"] + ["room again"] * 1400)
+
+    def test_answered_calls_give_their_room_back(self) -> None:
+        # One after the other on one connection, 20 calls of 57 KiB: more than it may hold
+        # at once, and all served.
+        wire = self.wire()
+        body = message(large_request("served"))
+        for stream in range(1, 41, 2):
+            wire.send(
+                frame(HEADERS, END_HEADERS, stream, request_block(wire.encoder)),
+                frame(DATA, END_STREAM, stream, body),
+            )
+            self.assertEqual(wire.answer(stream)["grpc-status"], "0")
+        self.assertEqual(len(self.collector.spans("served")), 20 * 1400)
 
     def test_one_message_in_many_frames_is_one_call(self) -> None:
         one = message(request_bytes("in pieces"))
