@@ -38,7 +38,7 @@ from mocksup._h2.frames import (
     window_update,
 )
 from mocksup._h2.hpack import TABLE_SIZE, HeaderDecoder, HeaderListTooLarge, HPACKError
-from mocksup._h2.stream import Answer, H2Error, Handler, Limits, Stream
+from mocksup._h2.stream import Answer, H2Error, Handler, Held, Limits, Stream
 
 __all__ = ("Answer", "Connection", "H2Error", "Handler", "Stream")
 
@@ -46,9 +46,12 @@ _U32 = struct.Struct(">L")
 
 
 class Connection:
-    """The protocol state of one connection; the server owns the socket."""
+    """The protocol state of one connection; the server owns the socket.
 
-    def __init__(self, handler: Handler, limits: Limits) -> None:
+    :param held: what the streams of all the server's connections hold (``limits.max_held``).
+    """
+
+    def __init__(self, handler: Handler, limits: Limits, held: Held | None = None) -> None:
         self.handler = handler
         self.limits = limits
         self.out = bytearray()
@@ -69,7 +72,7 @@ class Connection:
         self._data_left = 0
         self._data_end = False
         self._blocked: list[Stream] = []
-        self._held = 0  # bytes of request bodies the open streams hold (limits.max_held)
+        self._held = held or Held()
         self.out += settings(
             {
                 Setting.MAX_CONCURRENT_STREAMS: limits.max_streams,
@@ -210,23 +213,25 @@ class Connection:
                 self._end(stream)
 
     def _hold(self, stream: Stream, data: bytes | memoryview) -> None:
-        """Add ``data`` to the stream's body, within what the connection may hold.
+        """Add ``data`` to the stream's body, within what the server may hold.
 
-        Windows bound each stream, and the streams are capped, but a stream's window is
-        given back as its data arrives: without this, a hundred calls in progress could
-        hold a hundred messages at their largest (and twice that, see the handler).
+        Windows bound each stream and the streams are capped, but a stream's window is
+        given back as its data arrives: without this, each connection's calls in progress
+        could hold a hundred messages at their largest (and twice that, see the handler).
+        Past the bound the stream is refused, as not processed: a client may retry it.
         """
-        if self._held + len(data) > self.limits.max_held:
-            text = f"request bodies past {self.limits.max_held} bytes held on one connection"
-            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, text, stream.id)
+        held = self._held
+        if held.bytes + len(data) > self.limits.max_held:
+            text = f"request bodies past {self.limits.max_held} bytes held at once"
+            raise H2Error(ErrorCode.REFUSED_STREAM, text, stream.id)
         stream.body.append(data)
         stream.size += len(data)
-        self._held += len(data)
+        held.bytes += len(data)
 
     def _let_go(self, stream: Stream) -> None:
         """The stream's body is not needed any more: free it now."""
         if stream.body:
-            self._held -= stream.size
+            self._held.bytes -= stream.size
             stream.body = []
 
     def _data_target(self, stream_id: int, size: int) -> Stream | None:
@@ -462,17 +467,19 @@ class Connection:
     def drop(self) -> None:
         """Close without a word (no GOAWAY; what was queued is not sent)."""
         self.out.clear()
-        self.closed = True
-        for stream in self.streams.values():
-            stream.release()
-        self.streams.clear()
+        self.end()
 
     def fail(self, code: int, message: str) -> None:
         """A connection error: GOAWAY with ``code`` and close."""
         self.goaway(code, message)
+        self.end()
+
+    def end(self) -> None:
+        """No more frames are read or answers sent; every stream is over, its body freed."""
         self.closed = True
         for stream in self.streams.values():
             stream.release()
+            self._let_go(stream)
         self.streams.clear()
 
     @property

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from mocksup._h2.connection import Connection, Handler
 from mocksup._h2.frames import ErrorCode
+from mocksup._h2.stream import Held
 
 __all__ = ("H2Limits", "H2Server", "Timer")
 
@@ -46,8 +47,9 @@ class H2Limits:
         the room of the connection quiet the longest).
     :param max_streams: requests in progress per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     :param max_header_list: bytes of one request's header list (SETTINGS_MAX_HEADER_LIST_SIZE).
-    :param max_held: bytes of request bodies one connection's calls in progress may hold at
-        once; the DATA that would pass it resets its stream (ENHANCE_YOUR_CALM).
+    :param max_held: bytes of request bodies the calls in progress may hold at once, on all
+        connections together; the DATA that would pass it resets its stream
+        (REFUSED_STREAM: not processed, a client may retry).
     :param handshake_timeout: seconds a new connection may take to send its preface.
     :param idle_timeout: seconds a connection may stay without a request in progress.
     """
@@ -55,7 +57,7 @@ class H2Limits:
     max_connections: int = 256
     max_streams: int = 100
     max_header_list: int = 64 * 1024
-    max_held: int = 64 * 1024 * 1024
+    max_held: int = 512 * 1024 * 1024
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
 
@@ -110,6 +112,7 @@ class H2Server:
         self._timer_seq = 0
         self._timers_compact_at = 1024
         self._peers: dict[int, _Peer] = {}
+        self._held = Held()  # what every connection's streams hold (limits.max_held)
         self._listening = False
         self._stopping = False
         self._fd_backoff = 0.0  # seconds of the last pause in accepting (0: none)
@@ -205,7 +208,7 @@ class H2Server:
                 self._reclaim()  # a client is here: make room for it
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = _Peer(sock, Connection(self.handler, self.limits))
+            peer = _Peer(sock, Connection(self.handler, self.limits, self._held))
             self._peers[sock.fileno()] = peer
             self._selector.register(sock, _READ, peer)
             self._flush(peer)  # our SETTINGS go first
@@ -292,7 +295,7 @@ class H2Server:
         fd = peer.sock.fileno()
         if self._peers.pop(fd, None) is None:
             return
-        peer.conn.closed = True
+        peer.conn.end()
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(peer.sock)
         peer.sock.close()

@@ -9,7 +9,7 @@ from mocksup._h2.frames import STREAM_WINDOW
 if TYPE_CHECKING:
     from mocksup._h2.connection import Connection
 
-__all__ = ("Answer", "Cancellable", "H2Error", "Handler", "Limits", "Stream")
+__all__ = ("Answer", "Cancellable", "H2Error", "Handler", "Held", "Limits", "Stream")
 
 
 class H2Error(Exception):
@@ -69,6 +69,15 @@ class Stream:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+class Held:
+    """Bytes of request bodies the streams of a server's connections hold, all together."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
 
 
 class Cancellable(Protocol):

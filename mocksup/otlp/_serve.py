@@ -167,9 +167,9 @@ class CollectorServing:
         methods = grpc_methods(ingest, self.grpc_workers)
         handler = GRPCHandler(methods, ingest.limits.grpc_max_message, decoders())
         sock = bind_tcp(self.host, self.grpc_port)
-        # What one connection's calls in progress may hold: sixteen messages at their
-        # largest (64 MiB by default); a call holds up to two before it is refused.
-        held = 16 * (5 + ingest.limits.grpc_max_message)
+        # What the calls in progress may hold, all connections together: 128 messages at
+        # their largest (512 MiB by default); a call holds up to two before it is refused.
+        held = 128 * (5 + ingest.limits.grpc_max_message)
         limits = H2Limits(max_connections=self.max_connections, max_held=held)
         server = H2Server(sock, handler, limits)
         handler.server = server

@@ -18,6 +18,7 @@ import grpc
 import hpack
 import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from mocksup import ServeContext
@@ -30,7 +31,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
 END_STREAM, END_HEADERS = 0x1, 0x4
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 1, 3, 6
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 7, 8, 9, 11
+REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 7, 8, 9
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -52,12 +53,12 @@ def request_block(encoder: hpack.Encoder, path: str = TRACE_EXPORT) -> bytes:
     )  # fmt: skip
 
 
-def large_request(name: str) -> bytes:
-    """A request of 1,400 spans named ``name``: 57 KiB."""
-    spans = [Span(trace_id=bytes(range(16)), span_id=(i + 1).to_bytes(8, "big"), name=name)
-             for i in range(1400)]  # fmt: skip
+def padded_request(name: str) -> bytes:
+    """A request of one span named ``name`` with a 57,000-character attribute."""
+    pad = KeyValue(key="pad", value=AnyValue(string_value="x" * 57_000))
+    span = Span(trace_id=bytes(range(16)), span_id=bytes(8 * [1]), name=name, attributes=[pad])
     request = ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
     )
     return request.SerializeToString()
 
@@ -491,43 +492,59 @@ class BodyTest(WireCase):
         )  # fmt: skip
         self.assertEqual([span.name for span in self.collector.spans()], ["before"])
 
-    def test_calls_in_progress_hold_sixteen_messages_at_most_per_connection(self) -> None:
-        # Each call sends most of a message at the limit and waits: one connection holds
-        # 16 x (5 + 64 KiB) at most, so the eighteenth call's data is refused. Calls
-        # cancelled give their room back.
-        wire = self.wire()
-        part = b"\0" + struct.pack(">L", 64 << 10) + b"x" * 60000  # 60,005 bytes held
-        streams = range(1, 37, 2)  # 18 calls
+    # The calls in progress on all connections hold 128 x (5 + 64 KiB) = 8,389,248 bytes
+    # at most; a call that sends most of a message at the limit and waits holds 60,005.
+    PART = b"\0" + struct.pack(">L", 64 << 10) + b"x" * 60000
+
+    def hold(self, wire: Wire, streams: range) -> list[tuple[int, int, int, bytes]]:
+        """Start a call on each of ``streams`` that holds :attr:`PART`; the frames answered
+        until all of it was read."""
         for stream in streams:
             wire.send(
                 frame(HEADERS, END_HEADERS, stream, request_block(wire.encoder)),
-                frame(DATA, 0, stream, part),
+                frame(DATA, 0, stream, self.PART),
             )
-        kind, _, last, payload = wire.frames(until=RST_STREAM)[-1]
-        self.assertEqual((kind, last), (RST_STREAM, streams[-1]))
-        self.assertEqual(struct.unpack(">L", payload)[0], ENHANCE_YOUR_CALM)
-        wire.send(*[frame(RST_STREAM, 0, stream, struct.pack(">L", CANCEL))
-                    for stream in streams[:-1]])  # fmt: skip
-        wire.send(
-            frame(HEADERS, END_HEADERS, 37, request_block(wire.encoder)),
-            frame(DATA, END_STREAM, 37, message(large_request("room again"))),
-        )  # 57 KiB: more than was left
-        self.assertEqual(wire.answer(37)["grpc-status"], "0")
-        names = [span.name for span in self.collector.spans()]
-        self.assertEqual(names, ["before"] + ["room again"] * 1400)
+        wire.send(frame(PING, 0, 0, b"in order"))
+        return wire.frames(until=PING)
+
+    def test_calls_in_progress_hold_128_messages_at_most_on_all_connections(self) -> None:
+        first, second = self.wire(), self.wire()
+        self.assertNotIn(RST_STREAM, [f[0] for f in self.hold(first, range(1, 141, 2))])
+        # The 140th call, the 70th of the second connection, would pass the bound: it is
+        # refused as not processed (a client may retry it); the others stay.
+        frames = self.hold(second, range(1, 141, 2))
+        resets = [(f[2], struct.unpack(">L", f[3])[0]) for f in frames if f[0] == RST_STREAM]
+        self.assertEqual(resets, [(139, REFUSED_STREAM)])
+        # The first connection's client dies: what its calls held is let go.
+        first.close()
+        second.send(frame(PING, 0, 0, b"12345678"))
+        second.frames(until=PING)
+        second.send(
+            frame(HEADERS, END_HEADERS, 141, request_block(second.encoder)),
+            frame(DATA, END_STREAM, 141, message(padded_request("room again"))),
+        )  # 57 KB: more than was left before
+        self.assertEqual(second.answer(141)["grpc-status"], "0")
+        # The second's calls are cancelled: two more connections have the room of all 139.
+        second.send(*[frame(RST_STREAM, 0, stream, struct.pack(">L", CANCEL))
+                      for stream in range(1, 139, 2)])  # fmt: skip
+        second.send(frame(PING, 0, 0, b"12345678"))
+        second.frames(until=PING)
+        for wire, streams in ((self.wire(), range(1, 141, 2)), (self.wire(), range(1, 139, 2))):
+            self.assertNotIn(RST_STREAM, [f[0] for f in self.hold(wire, streams)])
+        self.assertEqual([span.name for span in self.collector.spans()], ["before", "room again"])
 
     def test_answered_calls_give_their_room_back(self) -> None:
-        # One after the other on one connection, 20 calls of 57 KiB: more than it may hold
+        # One after the other on one connection, 150 calls of 57 KB: more than may be held
         # at once, and all served.
         wire = self.wire()
-        body = message(large_request("served"))
-        for stream in range(1, 41, 2):
+        body = message(padded_request("served"))
+        for stream in range(1, 301, 2):
             wire.send(
                 frame(HEADERS, END_HEADERS, stream, request_block(wire.encoder)),
                 frame(DATA, END_STREAM, stream, body),
             )
             self.assertEqual(wire.answer(stream)["grpc-status"], "0")
-        self.assertEqual(len(self.collector.spans("served")), 20 * 1400)
+        self.assertEqual(len(self.collector.spans("served")), 150)
 
     def test_one_message_in_many_frames_is_one_call(self) -> None:
         one = message(request_bytes("in pieces"))
