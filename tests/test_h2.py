@@ -10,12 +10,15 @@ from __future__ import annotations
 import heapq
 import random
 import socket
+import struct
 import time
+import tracemalloc
 import unittest
 
 import hpack
 
-from mocksup._h2.grpc import GRPCHandler
+from mocksup._h2.connection import Connection
+from mocksup._h2.grpc import GRPCHandler, Reply
 from mocksup._h2.hpack import HeaderDecoder, HeaderListTooLarge, HPACKError, literal
 from mocksup._h2.huffman import HuffmanError, huffman_decode, huffman_encode
 from mocksup._h2.server import H2Limits, H2Server
@@ -187,6 +190,45 @@ class BoundsTest(unittest.TestCase):
                 sock.sendall(ping * 64)
                 sent += len(ping) * 64
         self.assertLess(sent, 64 << 20)
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return (
+        struct.pack(">L", len(payload))[1:]
+        + bytes((kind, flags))
+        + struct.pack(">L", stream)
+        + payload
+    )
+
+
+class HeldTest(unittest.TestCase):
+    def test_a_few_bytes_held_do_not_keep_what_arrived_with_them(self) -> None:
+        # 90 calls each hold one byte of a message, and each byte arrives together with
+        # 1 MiB of DATA for a call answered at once (unknown method), whose data is
+        # dropped: what stays must be about the bytes held, not the 90 MiB that came.
+        handler = GRPCHandler({"/t.S/M": lambda call: Reply()}, 4 << 20, {})
+        conn = Connection(handler, H2Limits())
+        encoder = hpack.Encoder()
+
+        def head(stream: int, path: str) -> bytes:
+            fields = [(":method", "POST"), (":scheme", "http"), (":path", path),
+                      (":authority", "x"), ("content-type", "application/grpc")]  # fmt: skip
+            return h2_frame(1, 0x4, stream, encoder.encode(fields))
+
+        conn.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0))
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(90):
+            held, dropped = 4 * n + 1, 4 * n + 3
+            conn.feed(
+                head(held, "/t.S/M") + head(dropped, "/no.Such/Method")
+                + h2_frame(0, 0, held, b"\0") + h2_frame(0, 0, dropped, bytes((1 << 20) - 64))
+            )  # fmt: skip
+            conn.out.clear()
+        grown = tracemalloc.get_traced_memory()[0] - before
+        self.assertEqual(len(conn.streams), 90)
+        self.assertLess(grown, 8 << 20)
 
 
 class ImportsTest(unittest.TestCase):

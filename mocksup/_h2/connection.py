@@ -151,7 +151,10 @@ class Connection:
         if stream is not None:
             try:
                 if take and not stream.answered:
-                    self._hold(stream, view[pos : pos + take])
+                    chunk = view[pos : pos + take]
+                    # A view keeps all that arrived with it alive: a few bytes of it are
+                    # copied, so that what a stream holds is at most twice what it counts.
+                    self._hold(stream, chunk if 2 * take >= end else bytes(chunk))
                     self._reply(stream, self.handler.received(self, stream))
                 if not self._data_left and self._data_end:
                     self._end(stream)
