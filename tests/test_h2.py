@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 import random
 import socket
-import struct
 import time
 import tracemalloc
 import unittest
@@ -22,6 +21,7 @@ from mocksup._h2.grpc import GRPCHandler, Reply
 from mocksup._h2.hpack import HeaderDecoder, HeaderListTooLarge, HPACKError, literal
 from mocksup._h2.huffman import HuffmanError, huffman_decode, huffman_encode
 from mocksup._h2.server import H2Limits, H2Server
+from tests.otlp.test_grpc_wire import frame
 from tests.support import run_code
 
 
@@ -192,15 +192,6 @@ class BoundsTest(unittest.TestCase):
         self.assertLess(sent, 64 << 20)
 
 
-def h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return (
-        struct.pack(">L", len(payload))[1:]
-        + bytes((kind, flags))
-        + struct.pack(">L", stream)
-        + payload
-    )
-
-
 class HeldTest(unittest.TestCase):
     def test_a_few_bytes_held_do_not_keep_what_arrived_with_them(self) -> None:
         # 90 calls each hold one byte of a message, and each byte arrives together with
@@ -213,9 +204,9 @@ class HeldTest(unittest.TestCase):
         def head(stream: int, path: str) -> bytes:
             fields = [(":method", "POST"), (":scheme", "http"), (":path", path),
                       (":authority", "x"), ("content-type", "application/grpc")]  # fmt: skip
-            return h2_frame(1, 0x4, stream, encoder.encode(fields))
+            return frame(1, 0x4, stream, encoder.encode(fields))
 
-        conn.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0))
+        conn.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
         tracemalloc.start()
         self.addCleanup(tracemalloc.stop)
         before = tracemalloc.get_traced_memory()[0]
@@ -223,7 +214,7 @@ class HeldTest(unittest.TestCase):
             held, dropped = 4 * n + 1, 4 * n + 3
             conn.feed(
                 head(held, "/t.S/M") + head(dropped, "/no.Such/Method")
-                + h2_frame(0, 0, held, b"\0") + h2_frame(0, 0, dropped, bytes((1 << 20) - 64))
+                + frame(0, 0, held, b"\0") + frame(0, 0, dropped, bytes((1 << 20) - 64))
             )  # fmt: skip
             conn.out.clear()
         grown = tracemalloc.get_traced_memory()[0] - before
