@@ -25,7 +25,7 @@ from mocksup.serving import (
     read_body,
     serve_wsgi,
 )
-from tests.support import ProcessTestCase, cpu_seconds_over
+from tests.support import ProcessTestCase, cpu_seconds_over, poll_until
 
 StartResponse = Callable[..., Any]
 
@@ -360,6 +360,46 @@ class LimitsTest(ServerTestCase):
         # head_timeout (0.5 s), then at most 2 s of lingering close: far from "for ever".
         self.assertLess(took, 10.0, "the server kept reading a slow head")
         self.assertTrue(read_all(sock).startswith(b"HTTP/1.1 408 Request Timeout"))
+
+
+class HeldTest(ServerTestCase):
+    """What the requests in progress hold of their bodies is bounded, all together."""
+
+    limits = HTTPLimits(max_held=1500)
+
+    def post(self, body: bytes) -> tuple[int, bytes, str | None]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        try:
+            conn.request("POST", "/echo", body=body)
+            response = conn.getresponse()
+            return response.status, response.read(), response.getheader("Connection")
+        finally:
+            conn.close()
+
+    def test_a_body_past_what_may_be_held_waits_for_room(self) -> None:
+        # A request whose 1,000 bytes are half sent holds them all from its head on.
+        first = self.connect()
+        first.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n" + b"a" * 500)
+        answers: list[tuple[int, bytes, str | None]] = []
+
+        def refused() -> bool:
+            answers.append(self.post(b"b" * 600))
+            return answers[-1][0] == 503
+
+        poll_until(refused, "a 600-byte body refused while 1,000 bytes are held")
+        self.assertEqual(answers[-1][1:], (b"the server holds as many request bodies as it "
+                                           b"may: try again later", "close"))  # fmt: skip
+        self.assertEqual(self.post(b"c" * 400)[:2], (200, b"c" * 400))  # within the bound
+        # A chunked body is counted as it is read: 600 bytes in two chunks are too many.
+        late = self.connect()
+        chunks = b"190\r\n" + b"d" * 400 + b"\r\nc8\r\n" + b"e" * 200 + b"\r\n0\r\n\r\n"
+        late.sendall(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+        self.assertEqual(read_response(late).status, 503)
+        # The first request ends: its room is given back.
+        first.sendall(b"a" * 500)
+        self.assertEqual(read_response(first).read(), b"a" * 1000)
+        self.assertEqual(self.post(b"f" * 1000)[:2], (200, b"f" * 1000))
+        self.assert_serving()
 
 
 class LimitValuesTest(unittest.TestCase):

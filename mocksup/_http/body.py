@@ -32,9 +32,12 @@ class _Source(Protocol):
 
     def send_continue(self) -> None: ...
 
+    def hold(self, size: int) -> bool: ...
+
 
 class BodyError(Exception):
-    """The request body cannot be had: too large (413), badly framed or cut short (400).
+    """The request body cannot be had: too large (413), badly framed or cut short (400),
+    or more than the server may hold at once (503).
 
     Raised by :func:`read_body` and by reads of ``wsgi.input``; an app catches it to answer
     in its own format. Uncaught, the server answers with its error page and closes.
@@ -57,7 +60,7 @@ class Body:
     ``100 Continue`` goes out on the first read.
     """
 
-    __slots__ = ("_chunk_left", "_conn", "_done", "error", "length", "received")
+    __slots__ = ("_chunk_left", "_conn", "_done", "error", "held", "length", "received")
 
     def __init__(self, conn: _Source | None, length: int | None) -> None:
         self._conn = conn
@@ -67,6 +70,8 @@ class Body:
         self._done = length == 0
         #: The error that broke the body, if one did.
         self.error: BodyError | None = None
+        #: Bytes counted against the server's ``max_held`` (let go when the request ends).
+        self.held = 0
 
     @property
     def done(self) -> bool:
@@ -156,12 +161,13 @@ class Body:
         """The whole body, or :class:`BodyError` 413 as soon as it passes ``limit`` bytes.
 
         A ``Content-Length`` over the limit is refused before anything is read (and before
-        ``100 Continue`` is sent).
+        ``100 Continue`` is sent); so is one past what the server may still hold (503).
         """
         if self.length is not None and self.length > limit:
             message = f"the body of {self.length} bytes exceeds the limit of {limit}"
             raise self._fail(BodyError(413, message))
         if self.length is not None:
+            self._hold(self.length - self.received)
             return self.read(self.length)
         parts = []
         size = 0
@@ -169,8 +175,18 @@ class Body:
             size += len(chunk)
             if size > limit:
                 raise self._fail(BodyError(413, f"the body exceeds the limit of {limit} bytes"))
+            self._hold(len(chunk))
             parts.append(chunk)
         return b"".join(parts)
+
+    def _hold(self, size: int) -> None:
+        """Count ``size`` bytes the app will hold against the server's ``max_held``."""
+        if self._conn is None or not size:
+            return
+        if not self._conn.hold(size):
+            message = "the server holds as many request bodies as it may: try again later"
+            raise self._fail(BodyError(503, message))
+        self.held += size
 
     def _next_chunk(self, rfile: BinaryIO) -> int:
         line = _read_line(rfile, 1024)
@@ -237,7 +253,8 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
     """The request's whole body, at most ``limit`` bytes.
 
     :raises BodyError: 413 past ``limit`` (refused from ``Content-Length`` alone when it
-        says so), 400 when the body is badly framed or cut short.
+        says so), 400 when the body is badly framed or cut short, 503 when the server holds
+        as many request bodies as it may (``max_held``).
     """
     stream = environ["wsgi.input"]
     if isinstance(stream, Body):

@@ -158,6 +158,9 @@ class Connection:
         self.expect_continue = False
         self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def hold(self, size: int) -> bool:
+        return self.server.hold(size)
+
     def serve(self) -> None:
         limits = self.server.limits
         try:
@@ -347,6 +350,9 @@ class Connection:
                     close()
                 except Exception:
                     _log.exception("closing the response of %s failed", request.target)
+            if body.held:
+                self.server.let_go(body.held)
+                body.held = 0
         if self.server.request_log:
             _log.info(
                 '%s "%s %s" %s', self.peer[0], request.method, request.target, response.status

@@ -47,6 +47,9 @@ class HTTPLimits:
     :param io_timeout: seconds a body read or a response write may stall (a body stalled
         past it is broken: 400, and the connection closes after the answer).
     :param require_host: answer 400 to an HTTP/1.1 request without ``Host`` (as Go does).
+    :param max_held: bytes of request bodies the requests in progress may hold at once, all
+        connections together, counted as :func:`read_body` reads each whole; a body that
+        would pass it is refused (503) before it is read.
     :raises ValueError: a count under 1, or a timeout that is not a finite number above 0.
     """
 
@@ -58,11 +61,18 @@ class HTTPLimits:
     head_timeout: float = 30.0
     io_timeout: float = 60.0
     require_host: bool = False
+    max_held: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
         # Checked here, not when the first connection hits them: a bad timeout would
         # otherwise end every connection as it set its socket's bound.
-        for name in ("max_connections", "max_request_line", "max_header_bytes", "max_headers"):
+        for name in (
+            "max_connections",
+            "max_request_line",
+            "max_header_bytes",
+            "max_headers",
+            "max_held",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
@@ -114,6 +124,22 @@ class HTTPServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread: threading.Thread | None = None
         self._fd_warned = -1e9
+        self._held = 0  # bytes of request bodies held (limits.max_held)
+        self._held_lock = threading.Lock()
+
+    def hold(self, size: int) -> bool:
+        """Count ``size`` more bytes of request bodies held; ``False``, counting nothing,
+        when that would pass ``max_held``."""
+        with self._held_lock:
+            if self._held + size > self.limits.max_held:
+                return False
+            self._held += size
+            return True
+
+    def let_go(self, size: int) -> None:
+        """``size`` bytes of request bodies are not held any more."""
+        with self._held_lock:
+            self._held -= size
 
     @property
     def connections(self) -> int:

@@ -184,6 +184,8 @@ class OTLPHTTPApp:
         except BodyError as error:
             if error.status == 413:
                 raise self._too_large(limits.too_large()) from None
+            if error.status == 503:  # the server's max_held: retryable, the body unread
+                raise _Refuse(503, error.message, close=True) from None
             raise _Refuse(400, error.message, bad_field="") from None
         record["size"] = len(data)
         try:

@@ -109,11 +109,14 @@ class CollectorServing:
 
     def http_limits(self) -> HTTPLimits:
         """The HTTP server's limits: ``max_connections``; in ``"collector"`` mode an
-        HTTP/1.1 request without ``Host`` is refused with 400, as Go's net/http does."""
+        HTTP/1.1 request without ``Host`` is refused with 400, as Go's net/http does; the
+        bodies held at once, 25 at their largest (500 MiB by default)."""
         from mocksup.serving import HTTPLimits
 
         return HTTPLimits(
-            max_connections=self.max_connections, require_host=MODES[self.compat].require_host
+            max_connections=self.max_connections,
+            require_host=MODES[self.compat].require_host,
+            max_held=25 * self.limits().max_body_size,
         )
 
     def _parts(self) -> _Parts:

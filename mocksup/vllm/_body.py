@@ -29,7 +29,8 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
     """The request body, at most ``limit`` bytes (``max_request_bytes``).
 
     :raises APIError: 413 past ``limit``; 400 for a body badly framed or cut short (the
-        HTTP server's framing checks, see :func:`mocksup.serving.read_body`).
+        HTTP server's framing checks, see :func:`mocksup.serving.read_body`); 503 when the
+        server holds as many request bodies as it may (its ``max_held``).
     """
     try:
         return serving.read_body(environ, limit)
@@ -38,6 +39,9 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
             raise APIError(
                 413, f"Request body exceeds the limit of {limit} bytes (max_request_bytes)."
             ) from None
+        if error.status == 503:  # the HTTP server's max_held: the body was not read
+            message = "The mock holds as many request bodies as it may; retry later."
+            raise APIError(503, message) from None
         raise APIError(400, "There was an error parsing the body") from None
 
 

@@ -387,11 +387,12 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
                 exporter.close()
 
     def http_limits(self) -> HTTPLimits:
-        """The HTTP server's limits: :class:`~mocksup.serving.HTTPLimits`' defaults (a
-        subclass may return others)."""
+        """The HTTP server's limits: :class:`~mocksup.serving.HTTPLimits`' defaults, but
+        for the request bodies held at once: 16 at their largest (``max_request_bytes``,
+        512 MiB by default). A subclass may return others."""
         from mocksup.serving import HTTPLimits
 
-        return HTTPLimits()
+        return HTTPLimits(max_held=16 * self.max_request_bytes)
 
     def make_app(self) -> tuple[VLLMApp, SpanExporter | None]:
         """Build the WSGI app (and its span exporter, when tracing is on) from the settings.

@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from tests.otlp.support import CollectorTestCase, gzipped, post, post_json
+from tests.support import poll_until
 
 TRACE_ID = "5B8EFFF798038103D269B633813FC60C"
 SPAN_ID = "EEE19B7EC3C1B174"
@@ -318,3 +319,37 @@ class UnreadBodyTest(CollectorTestCase):
         # The collector serves on, and recorded the request it answered.
         self.assertEqual([r.status for r in self.collector.requests()], [404])
         self.assertEqual(post(self.collector, "/v1/traces", request_bytes())[0], 200)
+
+
+class HeldBodiesTest(CollectorTestCase):
+    """The bodies of the exports in progress are bounded together (25 at the body limit):
+    past that an export is answered 503, retryable, and nothing of it is kept."""
+
+    collector_settings = {"grpc_port": None, "max_body_size": 1024}
+
+    def test_an_export_past_what_may_be_held_is_refused_until_room_is_made(self) -> None:
+        held = []
+        for _ in range(25):  # 25 x 1,024 bytes, each half sent: all that may be held
+            sock = socket.create_connection((self.collector.host, self.collector.port), 10)
+            self.addCleanup(sock.close)
+            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: h\r\nContent-Type: application/"
+                         b"x-protobuf\r\nContent-Length: 1024\r\n\r\n" + bytes(512))  # fmt: skip
+            held.append(sock)
+        answers: list[tuple[int, dict[str, str], bytes]] = []
+
+        def refused() -> bool:
+            answers.append(post(self.collector, "/v1/traces", request_bytes("refused")))
+            return answers[-1][0] == 503
+
+        poll_until(refused, "an export refused while 25 bodies at the limit are held")
+        _, headers, body = answers[-1]
+        self.assertEqual(headers["connection"], "close")
+        answer = status_pb2.Status.FromString(body)
+        self.assertEqual(answer.code, 14)  # UNAVAILABLE: an exporter retries it
+        self.assertIn("request bodies", answer.message)
+        # The clients go away mid-body: what their requests held is given back.
+        for sock in held:
+            sock.close()
+        poll_until(lambda: post(self.collector, "/v1/traces", request_bytes("kept"))[0] == 200,
+                   "an export served once the held bodies are gone")  # fmt: skip
+        self.assertEqual([span.name for span in self.collector.spans()], ["kept"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import psutil
 
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule
 from tests.fuzz.support import send_raw
+from tests.support import poll_until
 from tests.vllm.support import ServerTestCase, raw_post
 
 CHAT = "/v1/chat/completions"
@@ -223,6 +225,39 @@ class JournalTest(ServerTestCase):
         for name in ("authorization", "x-api-key", "cookie", "x-forward"):
             self.assertEqual(entry.headers[name], "[redacted]", name)
         self.assertEqual(entry.headers["x-plain"], "kept")
+
+
+class HeldBodiesTest(ServerTestCase):
+    """The bodies of the requests in progress are bounded together (16 at
+    ``max_request_bytes``): past that a request is answered 503, and served once room is
+    made."""
+
+    @classmethod
+    def make_server(cls) -> MockVLLMServer:
+        return MockVLLMServer(port=0, max_request_bytes=1024)
+
+    def test_a_request_past_what_may_be_held_is_refused_until_room_is_made(self) -> None:
+        held = []
+        for _ in range(16):  # 16 x 1,024 bytes, each half sent: all that may be held
+            sock = socket.create_connection((self.server.host, self.server.port), 10)
+            self.addCleanup(sock.close)
+            sock.sendall(b"POST /tokenize HTTP/1.1\r\nHost: h\r\nContent-Type: application/"
+                         b"json\r\nContent-Length: 1024\r\n\r\n" + b" " * 512)  # fmt: skip
+            held.append(sock)
+        answers: list[Any] = []
+
+        def refused() -> bool:
+            answers.append(raw_post(self.server, "/tokenize", {"prompt": "x"}))
+            return bool(answers[-1][0] == 503)
+
+        poll_until(refused, "a request refused while 16 bodies at the limit are held")
+        error = _strict(answers[-1][2])["error"]
+        self.assertEqual(error["code"], 503)
+        self.assertIn("request bodies", error["message"])
+        for sock in held:  # the clients go away mid-body: their room is given back
+            sock.close()
+        poll_until(lambda: raw_post(self.server, "/tokenize", {"prompt": "x"})[0] == 200,
+                   "a request served once the held bodies are gone")  # fmt: skip
 
 
 class KeptCredentialsTest(ServerTestCase):
