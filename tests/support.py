@@ -204,6 +204,31 @@ def cpu_seconds_over(process: psutil.Process, seconds: float = 1.0) -> float:
     return sum(process.cpu_times()[:2]) - before
 
 
+def half_sent_bodies(
+    case: unittest.TestCase,
+    address: tuple[str, int],
+    path: str,
+    media: str,
+    *,
+    count: int,
+    size: int,
+) -> list[socket.socket]:
+    """``count`` connections, each a POST to ``path`` of a ``media`` body declaring ``size``
+    bytes and sending half of them (spaces): requests that hold their bodies and wait.
+    Closed at the test's end, or before by the test."""
+    socks = []
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Type: {media}\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    ).encode()
+    for _ in range(count):
+        sock = socket.create_connection(address, 10)
+        case.addCleanup(sock.close)
+        sock.sendall(head + b" " * (size // 2))
+        socks.append(sock)
+    return socks
+
+
 def poll_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Return once ``condition()`` holds; fail after ``timeout`` seconds, saying ``what``.
 

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from tests.otlp.support import CollectorTestCase, gzipped, post, post_json
-from tests.support import poll_until
+from tests.support import half_sent_bodies, poll_until
 
 TRACE_ID = "5B8EFFF798038103D269B633813FC60C"
 SPAN_ID = "EEE19B7EC3C1B174"
@@ -328,13 +328,11 @@ class HeldBodiesTest(CollectorTestCase):
     collector_settings = {"grpc_port": None, "max_body_size": 1024}
 
     def test_an_export_past_what_may_be_held_is_refused_until_room_is_made(self) -> None:
-        held = []
-        for _ in range(25):  # 25 x 1,024 bytes, each half sent: all that may be held
-            sock = socket.create_connection((self.collector.host, self.collector.port), 10)
-            self.addCleanup(sock.close)
-            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: h\r\nContent-Type: application/"
-                         b"x-protobuf\r\nContent-Length: 1024\r\n\r\n" + bytes(512))  # fmt: skip
-            held.append(sock)
+        # 25 x 1,024 bytes, each half sent: all that may be held.
+        address = (self.collector.host, self.collector.port)
+        held = half_sent_bodies(
+            self, address, "/v1/traces", "application/x-protobuf", count=25, size=1024
+        )
         answers: list[tuple[int, dict[str, str], bytes]] = []
 
         def refused() -> bool:

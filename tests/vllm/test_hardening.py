@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import psutil
 
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule
 from tests.fuzz.support import send_raw
-from tests.support import poll_until
+from tests.support import half_sent_bodies, poll_until
 from tests.vllm.support import ServerTestCase, raw_post
 
 CHAT = "/v1/chat/completions"
@@ -237,13 +236,9 @@ class HeldBodiesTest(ServerTestCase):
         return MockVLLMServer(port=0, max_request_bytes=1024)
 
     def test_a_request_past_what_may_be_held_is_refused_until_room_is_made(self) -> None:
-        held = []
-        for _ in range(16):  # 16 x 1,024 bytes, each half sent: all that may be held
-            sock = socket.create_connection((self.server.host, self.server.port), 10)
-            self.addCleanup(sock.close)
-            sock.sendall(b"POST /tokenize HTTP/1.1\r\nHost: h\r\nContent-Type: application/"
-                         b"json\r\nContent-Length: 1024\r\n\r\n" + b" " * 512)  # fmt: skip
-            held.append(sock)
+        # 16 x 1,024 bytes, each half sent: all that may be held.
+        address = (self.server.host, self.server.port)
+        held = half_sent_bodies(self, address, "/tokenize", "application/json", count=16, size=1024)
         answers: list[Any] = []
 
         def refused() -> bool:
