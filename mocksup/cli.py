@@ -44,7 +44,6 @@ from mocksup._cli.live import (
 from mocksup._cli.query import add_query_commands
 from mocksup._cli.settings import (
     COMPAT_MODES,
-    DEFAULT_SERVERS,
     VLLM_OPTIONS,
     add_vllm_options,
     apply_environment,
@@ -52,6 +51,7 @@ from mocksup._cli.settings import (
     load_config,
     read_config,
     toml,
+    up_option,
 )
 from mocksup._cli.tools import add_tool_commands
 from mocksup._sync import run_sync
@@ -97,27 +97,25 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
 def _add_up(up: argparse.ArgumentParser) -> None:
     """``mocksup up``'s options."""
-    up.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    # Their defaults are UP_DEFAULTS': left None here, so that --config tells them given.
+    up.add_argument(
+        "--host",
+        help="interface to bind (default 127.0.0.1; with --config, each server whose file "
+        "sets no host)",
+    )
     up.add_argument(
         "--servers",
-        default=",".join(DEFAULT_SERVERS),
         help="which default servers to start: otlp, vllm or both (default otlp,vllm)",
     )
-    up.add_argument(
-        "--otlp-port", type=_port, metavar="PORT", default=4318, help="OTLP/HTTP port (4318)"
-    )
-    up.add_argument(
-        "--otlp-grpc-port", type=_port, metavar="PORT", default=4317, help="OTLP/gRPC port (4317)"
-    )
+    up.add_argument("--otlp-port", type=_port, metavar="PORT", help="OTLP/HTTP port (4318)")
+    up.add_argument("--otlp-grpc-port", type=_port, metavar="PORT", help="OTLP/gRPC port (4317)")
     up.add_argument(
         "--otlp-compat",
         choices=COMPAT_MODES,
         help="answer as the OpenTelemetry Collector (collector, the default) or as the OTLP "
         "specification (spec) where they differ",
     )
-    up.add_argument(
-        "--vllm-port", type=_port, metavar="PORT", default=8000, help="vLLM mock port (8000)"
-    )
+    up.add_argument("--vllm-port", type=_port, metavar="PORT", help="vLLM mock port (8000)")
     up.add_argument(
         "--config",
         type=Path,
@@ -228,8 +226,8 @@ def _server_modules(args: argparse.Namespace) -> list[list[str]]:
     when it is one of mocksup's own (another's child imports it once it has its server's
     import path), and pydantic (``mocksup.base``) for a server that comes as its model."""
     if args.config is None:
-        names = [name.strip() for name in args.servers.split(",")]
-        copies = {"vllm": args.vllm_replicas}  # a child for each replica
+        names = [name.strip() for name in up_option(args, "servers").split(",")]
+        copies = {"vllm": up_option(args, "vllm_replicas")}  # a child for each replica
         return [
             _DEFAULT_MODULES[name]
             for name in names
@@ -306,14 +304,18 @@ def _run_up(args: argparse.Namespace, stop: _StopRequest) -> int:
 def _configs(args: argparse.Namespace) -> tuple[list[MockServerConfig], Advice]:
     if args.config is None:
         return default_server_configs(args)
-    given = [o for o in VLLM_OPTIONS if getattr(args, o[2:].replace("-", "_")) is not None]
+    if args.servers is not None:
+        raise UsageError(f"--servers chooses among the default servers; with --config, "
+                         f"{args.config} lists the servers")  # fmt: skip
+    defaults = ["--otlp-port", "--otlp-grpc-port", "--vllm-port", "--vllm-replicas", *VLLM_OPTIONS]
+    given = [o for o in defaults if getattr(args, o[2:].replace("-", "_")) is not None]
     if given or args.vllm_args:
-        raise UsageError(f"{(given or ['--vllm-args'])[0]} sets the default vllm server; with "
+        raise UsageError(f"{(given or ['--vllm-args'])[0]} sets a default server; with "
                          f"--config, set it in {args.config}'s init_kwargs")  # fmt: skip
     if args.otlp_compat is not None:
         raise UsageError(f"--otlp-compat sets the default otlp server; with --config, set "
                          f"compat in {args.config}'s init_kwargs")  # fmt: skip
-    return read_config(args.config, args.log_dir, args.start_timeout)
+    return read_config(args.config, args.log_dir, args.start_timeout, args.host)
 
 
 def _settings_of(configs: list[MockServerConfig], error: MockServerError) -> dict[str, Any]:

@@ -148,8 +148,10 @@ class CLITestCase(ProcessTestCase):
         self.addCleanup(_end, proc)
         return proc
 
-    def run_mocksup(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    def run_mocksup(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(sys.path)}
         return subprocess.run(
             [sys.executable, "-m", "mocksup", *args],
             capture_output=True,
@@ -482,6 +484,25 @@ server_class = "mocksup:MockRedisServer"
         ready = json.loads(self.read_until(proc, "{")[-1])
         self.assertEqual(list(ready["servers"]), ["collector", "llm", "cache"])
         self.assertEqual(ready["env"]["REDIS_URL"], ready["servers"]["cache"]["endpoints"]["url"])
+
+    def test_host_binds_the_config_servers_that_set_none(self) -> None:
+        config = self.folder / "servers.toml"
+        config.write_text(
+            '[[servers]]\nname = "cache"\nserver_class = "mocksup:MockRedisServer"\n'
+            '[[servers]]\nname = "pinned"\nserver_class = "mocksup:MockRedisServer"\n'
+            'init_kwargs = { host = "127.0.0.1" }\n'
+        )
+        proc = self.mocksup("up", "--config", str(config), "--host", "127.0.0.2", "--json")
+        servers = json.loads(self.read_until(proc, "{")[-1])["servers"]
+        bound = {name: ("127.0.0.2" if name == "cache" else "127.0.0.1") for name in servers}
+        for name, host in bound.items():
+            with self.subTest(name):
+                port = servers[name]["ports"]["port"]
+                self.assertEqual(servers[name]["host"], host)
+                socket.create_connection((host, port), timeout=5).close()
+                other = "127.0.0.1" if host == "127.0.0.2" else "127.0.0.2"
+                with self.assertRaises(ConnectionRefusedError):
+                    socket.create_connection((other, port), timeout=5).close()
 
 
 class StartCancelTest(CLITestCase):
@@ -1094,8 +1115,24 @@ class BadInputTest(CLITestCase):
             run_main("up", "--config", str(self.folder / "missing.toml")), "cannot read"
         )
         config.write_text('[[servers]]\nname = "a"\nserver_class = "mocksup:MockRedisServer"\n')
+        # What only the default servers take is an error with a file, not silently dropped.
+        # In a real process: were it dropped, the command would serve until its timeout.
+        for options, env, expected in [
+            (["--vllm-model", "m"], {}, "--vllm-model sets a default server; with --config, "
+                                        f"set it in {config}'s init_kwargs"),
+            (["--otlp-port", "5000"], {}, "--otlp-port sets a default server"),
+            (["--otlp-grpc-port", "0"], {}, "--otlp-grpc-port sets a default server"),
+            ([], {"MOCKSUP_VLLM_PORT": "0"}, "--vllm-port sets a default server"),
+            (["--vllm-replicas", "2"], {}, "--vllm-replicas sets a default server"),
+            (["--servers", "otlp"], {}, "--servers chooses among the default servers; with "
+                                        f"--config, {config} lists the servers"),
+        ]:  # fmt: skip
+            with self.subTest(options or env):
+                real = self.run_mocksup("up", "--config", str(config), *options, env=env)
+                self.assert_usage_error((real.returncode, real.stdout, real.stderr), expected)
         self.assert_usage_error(
-            run_main("up", "--config", str(config), "--vllm-model", "m"), "bad.toml's init_kwargs"
+            run_main("up", "--config", str(config), "--host", "999.1.1.1"),
+            "--host '999.1.1.1': not an address of this machine",
         )
 
     def test_port_in_use_is_said_in_the_command_line_s_terms(self) -> None:

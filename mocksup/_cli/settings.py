@@ -41,9 +41,21 @@ __all__ = (
     "env_name",
     "load_config",
     "read_config",
+    "up_option",
 )
 
 DEFAULT_SERVERS = ("otlp", "vllm")
+#: What ``mocksup up`` binds when neither an option nor its variable says: the default
+#: servers' well-known ports (options left ``None`` by the parser, so that ``--config`` can
+#: tell the ones given, which only the default servers take, from these).
+UP_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "servers": ",".join(DEFAULT_SERVERS),
+    "otlp_port": 4318,
+    "otlp_grpc_port": 4317,
+    "vllm_port": 8000,
+    "vllm_replicas": 1,
+}
 #: The values of ``--otlp-compat``: the collector's ``compat`` modes (checked against them
 #: by a test, so that ``mocksup up`` need not import the collector to parse its options).
 COMPAT_MODES = ("collector", "spec")
@@ -109,7 +121,6 @@ def add_vllm_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--vllm-replicas",
         type=_replicas,
-        default=1,
         metavar="N",
         help="vLLM mocks to start, vllm-0... on --vllm-port and the ports after it (1)",
     )
@@ -187,6 +198,12 @@ def check_host(host: str, where: str) -> None:
 # -- the default servers -----------------------------------------------------------------------
 
 
+def up_option(args: argparse.Namespace, name: str) -> Any:
+    """The value of one of :data:`UP_DEFAULTS`' options: given, or its default."""
+    value = getattr(args, name)
+    return UP_DEFAULTS[name] if value is None else value
+
+
 def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerConfig], Advice]:
     """The default servers as the options and environment choose them.
 
@@ -194,19 +211,20 @@ def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerCon
     """
     from mocksup.harness import default_configs
 
-    chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
+    up = {name: up_option(args, name) for name in UP_DEFAULTS}
+    chosen = [name.strip() for name in up["servers"].split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
     if unknown or not chosen:
         raise UsageError(f"--servers takes otlp and/or vllm, not {','.join(unknown) or 'nothing'}")
     try:
         configs = default_configs(
-            host=args.host,
-            otlp_port=args.otlp_port,
-            otlp_grpc_port=args.otlp_grpc_port,
-            vllm_port=args.vllm_port,
+            host=up["host"],
+            otlp_port=up["otlp_port"],
+            otlp_grpc_port=up["otlp_grpc_port"],
+            vllm_port=up["vllm_port"],
             log_dir=args.log_dir,
             servers=chosen,
-            vllm_replicas=args.vllm_replicas,
+            vllm_replicas=up["vllm_replicas"],
         )
     except ValueError as error:  # the replicas' ports past 65535
         raise UsageError(f"--vllm-replicas: {error}") from None
@@ -326,7 +344,10 @@ def toml() -> Any:
 
 
 def load_config(
-    path: Path, log_dir: Path | None = None, start_timeout: float | None = None
+    path: Path,
+    log_dir: Path | None = None,
+    start_timeout: float | None = None,
+    host: str | None = None,
 ) -> list[MockServerConfig]:
     """Read a TOML file of ``[[servers]]`` tables: ``name``, ``server_class``
     (``"package.module:Class"``) and ``init_kwargs``, as :class:`~mocksup.MockServerConfig`
@@ -336,17 +357,22 @@ def load_config(
     :param log_dir: the ``log_dir`` of each server that sets none (``--log-dir``).
     :param start_timeout: the ``start_timeout`` of each server that sets none
         (``--start-timeout``).
+    :param host: the ``host`` of each server that sets none (``--host``).
     :raises UsageError: the file cannot be read, parsed or validated (the message names the
         server concerned).
     """
-    return read_config(path, log_dir, start_timeout)[0]
+    return read_config(path, log_dir, start_timeout, host)[0]
 
 
 def read_config(
-    path: Path, log_dir: Path | None = None, start_timeout: float | None = None
+    path: Path,
+    log_dir: Path | None = None,
+    start_timeout: float | None = None,
+    host: str | None = None,
 ) -> tuple[list[MockServerConfig], Advice]:
     """:func:`load_config`, with the :class:`Advice` for errors about its servers: a server
-    that sets no ``start_timeout`` takes ``--start-timeout``'s, so that option is named."""
+    that sets no ``start_timeout`` (no ``host``) takes ``--start-timeout``'s (``--host``'s),
+    so that option is named."""
     from pydantic import ValidationError
 
     from mocksup.harness import MockServerConfig
@@ -374,6 +400,9 @@ def read_config(
         timeout_option = "start_timeout" not in kwargs
         if timeout_option and start_timeout is not None:
             kwargs["start_timeout"] = start_timeout
+        host_option = host is not None and "host" not in kwargs
+        if host_option:
+            kwargs["host"] = host
         try:
             config = MockServerConfig(
                 name=entry.get("name", ""),
@@ -385,6 +414,8 @@ def read_config(
         configs.append(config)
         if timeout_option:
             options[(config.name, "start_timeout")] = "--start-timeout"
+        if host_option:
+            options[(config.name, "host")] = "--host"
     how = Advice(options, config=str(path))
     check_configs(configs, how)
     return configs, how
