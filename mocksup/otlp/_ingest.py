@@ -131,9 +131,18 @@ class FaultBook:
         self._lock = threading.Lock()
         self._faults: list[list[Any]] = []  # [fault, remaining] pairs
 
-    def add(self, faults: list[Fault]) -> None:
-        """Append faults after those already pending."""
+    def add(self, faults: list[Fault], limit: int) -> None:
+        """Append faults after those already pending, all or none.
+
+        :raises ValueError: more than ``limit`` would then be pending.
+        """
         with self._lock:
+            if len(self._faults) + len(faults) > limit:
+                raise ValueError(
+                    f"{len(self._faults):,} faults pending and {len(faults):,} more would pass "
+                    f"the {limit:,} the collector keeps; DELETE /mocksup/faults (clear_faults) "
+                    "clears them"
+                )
             self._faults.extend([fault, fault.count] for fault in faults)
 
     def pending_any(self) -> bool:

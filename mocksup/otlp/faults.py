@@ -13,11 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mocksup.otlp._signals import Signal, Transport
 from mocksup.otlp._status import GRPC_CODES, grpc_code_for_http, http_status_for_grpc
 
-__all__ = ("MAX_DELAY", "Fault", "Signal", "Transport")
+__all__ = ("MAX_DELAY", "MAX_PENDING", "Fault", "Signal", "Transport")
 
 #: The longest ``delay`` and ``retry_after`` of a fault, in seconds (an hour: longer than
 #: any client's timeout, and short enough for every timer and header that carries it).
 MAX_DELAY = 3600.0
+#: The most faults pending at once: far more than any script of answers needs, and a bound
+#: on what a harness that adds faults in a loop (and never clears them) makes the collector
+#: keep and scan on every export.
+MAX_PENDING = 10_000
 #: The largest ``rejected`` count: OTLP's ``rejected_*`` fields are int64.
 _MAX_REJECTED = 2**63 - 1
 

@@ -168,6 +168,28 @@ class RetryTest(CollectorTestCase):
         self.assertEqual(caught.exception.status, 400)
         self.assertEqual(json.loads(json.dumps(self.collector.faults())), [])
 
+    def test_pending_faults_are_bounded(self) -> None:
+        from mocksup import ControlAPIError
+        from mocksup.otlp.faults import MAX_PENDING
+
+        first = [{"status": 503, "count": None}] * (MAX_PENDING - 1)
+        self.collector.control.call("POST", "/faults", body=first)
+        # Past the bound: refused whole, saying what to do; what was pending stays.
+        with self.assertRaises(ControlAPIError) as caught:
+            self.collector.control.call("POST", "/faults", body=[{"status": 502}] * 2)
+        self.assertEqual(caught.exception.status, 400)
+        self.assertIn(f"{MAX_PENDING - 1:,} faults pending", str(caught.exception))
+        self.assertIn("DELETE /mocksup/faults", str(caught.exception))
+        self.assertEqual(len(self.collector.faults()), MAX_PENDING - 1)
+        # Up to it: taken.
+        self.collector.add_faults(Fault(status=502))
+        pending = self.collector.faults()
+        self.assertEqual((len(pending), pending[-1]["status"]), (MAX_PENDING, 502))
+        self.assertEqual(post(self.collector, "/v1/traces", request_bytes())[0], 503)
+        self.collector.clear_faults()
+        self.collector.add_faults(Fault(status=502))
+        self.assertEqual(post(self.collector, "/v1/traces", request_bytes())[0], 502)
+
 
 class CapTest(CollectorTestCase):
     collector_settings = {"max_items": 3, "grpc_max_message": 4096}
