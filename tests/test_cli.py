@@ -435,6 +435,17 @@ class UpTest(CLITestCase):
         ]
         self.assertEqual(names, ["first", "last"])
 
+    def test_json_with_print_is_the_ready_line_then_the_items(self) -> None:
+        # vLLM's start-up spans reach the collector before ``up`` is ready: they come after
+        # the JSON line, which stays the first line, whole, for a harness that reads it.
+        proc = self.mocksup("up", *FREE_PORTS, "--json", "--print")
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        self.assertEqual(list(ready["servers"]), ["otlp", "vllm"])
+        self.assertRegex(proc.stdout.readline(), r"^span \S+ '\w[^']*' INTERNAL ")
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(10), 0)
+
     def test_print_follows_once_the_banner_is_out(self) -> None:
         # vLLM's start-up spans are in the collector before ``up`` is ready: a follower that
         # ran while the banner is printed would print them amid its lines. ``up`` runs here
