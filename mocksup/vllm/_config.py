@@ -3,7 +3,7 @@
 vLLM reads a few settings from its environment as well as from its flags (``VLLM_API_KEY``,
 ``VLLM_SERVER_DEV_MODE``, ``VLLM_ENABLE_RESPONSES_API_STORE``,
 ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, ``VLLM_MAX_N_SEQUENCES``,
-``VLLM_MAX_COMPLETION_PROMPTS``, ``OTEL_SERVICE_NAME``,
+``VLLM_MAX_COMPLETION_PROMPTS``, ``VLLM_MAX_STOP_STRINGS``, ``OTEL_SERVICE_NAME``,
 ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``);
 :func:`server_config` applies them the same way, so ``env={...}`` on the mock works as the
 environment of ``vllm serve`` does.
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mocksup.vllm._limits import MAX_COMPLETION_PROMPTS, MAX_N_SEQUENCES
+from mocksup.vllm._limits import MAX_COMPLETION_PROMPTS, MAX_N_SEQUENCES, MAX_STOP_STRINGS
 from mocksup.vllm._lora import LoRAModule
 
 if TYPE_CHECKING:
@@ -105,6 +105,10 @@ def server_config(
     :raises ValueError: a ``VLLM_MAX_*`` variable is not an integer (vLLM fails to start).
     """
     env = os.environ if environ is None else environ
+    # Read by the request schemas as they were built (_limits.STOP_STRINGS); a value vLLM
+    # would fail on fails the start here.
+    if _env_int(env, "VLLM_MAX_STOP_STRINGS", MAX_STOP_STRINGS) < 0:
+        raise ValueError(f"VLLM_MAX_STOP_STRINGS={env['VLLM_MAX_STOP_STRINGS']!r} is negative")
     keys = [server.api_key] if isinstance(server.api_key, str) else list(server.api_key or [])
     if not keys and env.get("VLLM_API_KEY"):
         keys = [env["VLLM_API_KEY"]]  # --api-key wins over VLLM_API_KEY, as in vLLM

@@ -9,6 +9,8 @@ message naming the limit. ``docs/vllm.rst`` lists them all.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "JOURNAL_BODY_BYTES",
     "JOURNAL_HEADER_BYTES",
@@ -30,6 +32,7 @@ __all__ = [
     "MAX_STRUCTURED_STEPS",
     "QUEUE_TIMEOUT",
     "REGEX_TIMEOUT",
+    "STOP_STRINGS",
     "STRUCTURED_REGEX_SECONDS",
 ]
 
@@ -44,8 +47,22 @@ MAX_N_SEQUENCES = 16384
 #: prompts in one completion request (400 past it).
 MAX_COMPLETION_PROMPTS = 1024
 
-#: vLLM's ``VLLM_MAX_STOP_STRINGS``: stop strings in one request (a schema error past it).
+#: The default of vLLM's ``VLLM_MAX_STOP_STRINGS``: stop strings in one request (a schema
+#: error past it).
 MAX_STOP_STRINGS = 4
+
+
+def _env_count(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, default))
+    except ValueError:
+        return default  # server_config fails the start, naming the variable
+    return value if value >= 0 else default
+
+
+#: The stop strings the request schemas take: ``VLLM_MAX_STOP_STRINGS`` in the environment
+#: the schemas are built in (the child's), as vLLM builds its own at import.
+STOP_STRINGS = _env_count("VLLM_MAX_STOP_STRINGS", MAX_STOP_STRINGS)
 
 #: Objects and arrays in one JSON body. Each costs a few hundred bytes once decoded and
 #: validated; 200,000 of them stay around 100 MiB.

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mocksup.vllm._chat import ChatRequest
 from mocksup.vllm._errors import APIError
-from mocksup.vllm._limits import MAX_STOP_STRINGS
+from mocksup.vllm._limits import STOP_STRINGS
 from mocksup.vllm._plan import Choice, Plan
 
 __all__ = [
@@ -174,7 +174,7 @@ class MessagesRequest(CountTokensRequest):
 
     max_tokens: int
     metadata: dict[str, Any] | None = None
-    stop_sequences: Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    stop_sequences: Annotated[list[str], Field(max_length=STOP_STRINGS)] | None = None
     stream: bool | None = False
     temperature: float | None = None
     top_k: int | None = None

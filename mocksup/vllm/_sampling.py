@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mocksup.vllm._errors import VLLMValidationError
-from mocksup.vllm._limits import MAX_STOP_STRINGS
+from mocksup.vllm._limits import STOP_STRINGS
 
 __all__ = [
     "GenerationRequest",
@@ -102,7 +102,7 @@ class GenerationRequest(BaseModel):
     n: int | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=STOP_STRINGS)] | None = None
     seed: int | None = Field(None, ge=-_INT64, le=_INT64 - 1)
     temperature: float | None = None
     top_p: float | None = None

@@ -126,13 +126,33 @@ class SettingsTest(ServerTestCase):
 
 
 class EnvironmentLimitsTest(ServerTestCase):
-    """``VLLM_MAX_N_SEQUENCES`` and ``VLLM_MAX_COMPLETION_PROMPTS`` are read from the child's
-    environment, as vLLM reads them: the limits move, so the errors' advice holds."""
+    """``VLLM_MAX_N_SEQUENCES``, ``VLLM_MAX_COMPLETION_PROMPTS`` and ``VLLM_MAX_STOP_STRINGS``
+    are read from the child's environment, as vLLM reads them: the limits move, so the
+    errors' advice holds."""
 
     @classmethod
     def make_server(cls) -> MockVLLMServer:
-        env = {"VLLM_MAX_N_SEQUENCES": "3", "VLLM_MAX_COMPLETION_PROMPTS": "2"}
+        env = {
+            "VLLM_MAX_N_SEQUENCES": "3",
+            "VLLM_MAX_COMPLETION_PROMPTS": "2",
+            "VLLM_MAX_STOP_STRINGS": "6",
+        }
         return MockVLLMServer(port=0, env=env)
+
+    def test_stop_strings_are_limited_by_vllm_max_stop_strings(self) -> None:
+        user = [{"role": "user", "content": "x"}]
+        for path, body, field in (
+            ("/v1/chat/completions", {"messages": user}, "stop"),
+            ("/v1/completions", {"prompt": "x"}, "stop"),
+            ("/v1/messages", {"messages": user}, "stop_sequences"),
+        ):
+            with self.subTest(path):
+                request = {"model": "mock-model", "max_tokens": 1, **body}
+                status, _, data = raw_post(self.server, path, {**request, field: list("abcdef")})
+                self.assertEqual(status, 200, data)
+                status, _, data = raw_post(self.server, path, {**request, field: list("abcdefg")})
+                self.assertEqual(status, 400, data)
+                self.assertIn(b"at most 6 items after validation, not 7", data)
 
     def error(self, **request: Any) -> dict[str, Any]:
         with self.assertRaises(openai.BadRequestError) as caught:
@@ -183,10 +203,16 @@ class EnvironmentLimitsTest(ServerTestCase):
                 self.assertIn(expected, str(caught.exception))
 
     def test_a_value_that_is_no_integer_fails_the_start_naming_the_variable(self) -> None:
-        server = MockVLLMServer(port=0, env={"VLLM_MAX_COMPLETION_PROMPTS": "many"})
-        with self.assertRaises(ChildCrashedError) as caught:
-            server.start()
-        self.assertIn("VLLM_MAX_COMPLETION_PROMPTS='many' is not an integer", str(caught.exception))
+        for name, value, said in (
+            ("VLLM_MAX_COMPLETION_PROMPTS", "many", "is not an integer"),
+            ("VLLM_MAX_STOP_STRINGS", "some", "is not an integer"),
+            ("VLLM_MAX_STOP_STRINGS", "-1", "is negative"),  # vLLM's schemas cannot be built
+        ):
+            with self.subTest(name=name, value=value):
+                server = MockVLLMServer(port=0, env={name: value})
+                with self.assertRaises(ChildCrashedError) as caught:
+                    server.start()
+                self.assertIn(f"{name}={value!r} {said}", str(caught.exception))
 
 
 class NoEchoTest(ServerTestCase):
