@@ -289,6 +289,7 @@ def span_documents(group: Any, columns: Any, resource: int, scope: int) -> list[
 
 def _attribute_objects(keys: Any, texts: Any, counts: list[int]) -> Iterator[str]:
     """Each span's attribute object (without braces) from the columns of its scope."""
+    keys = list(keys)  # each read of a upb string field makes a new str: read them once
     prefixes = {key: _text(key) + ":" for key in set(keys)}
     pairs = iter(list(map(str.__add__, map(prefixes.__getitem__, keys), map(_text, texts))))
     return map(",".join, map(islice, repeat(pairs), counts))
