@@ -287,12 +287,12 @@ class _Handlers:
         """``GET``/``POST``/``DELETE /mocksup/faults``: list, append, clear."""
         if request.method == "POST":
             # Here, not at the top: the collector serves before it imports pydantic.
-            from mocksup.otlp.faults import MAX_PENDING, Fault
+            from mocksup.otlp.faults import Fault
 
             body = request.body
             documents = body if isinstance(body, list) else [body]
             try:
-                self.faults.add([Fault.model_validate(d) for d in documents], MAX_PENDING)
+                self.faults.add([Fault.model_validate(d) for d in documents])
             except ValueError as error:  # pydantic's ValidationError, or too many pending
                 raise ControlError(400, str(error)) from None
         elif request.method == "DELETE":

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mocksup.otlp._limits import Limits
+from mocksup.otlp._limits import MAX_PENDING_FAULTS, Limits
 from mocksup.otlp._proto import Envelope, data_point_count
 from mocksup.otlp._signals import Signal, Transport
 from mocksup.otlp._store import Store
@@ -131,17 +131,17 @@ class FaultBook:
         self._lock = threading.Lock()
         self._faults: list[list[Any]] = []  # [fault, remaining] pairs
 
-    def add(self, faults: list[Fault], limit: int) -> None:
+    def add(self, faults: list[Fault]) -> None:
         """Append faults after those already pending, all or none.
 
-        :raises ValueError: more than ``limit`` would then be pending.
+        :raises ValueError: more than :data:`MAX_PENDING_FAULTS` would then be pending.
         """
         with self._lock:
-            if len(self._faults) + len(faults) > limit:
+            if len(self._faults) + len(faults) > MAX_PENDING_FAULTS:
                 raise ValueError(
                     f"{len(self._faults):,} faults pending and {len(faults):,} more would pass "
-                    f"the {limit:,} the collector keeps; DELETE /mocksup/faults (clear_faults) "
-                    "clears them"
+                    f"the {MAX_PENDING_FAULTS:,} the collector keeps; DELETE /mocksup/faults "
+                    "(clear_faults) clears them"
                 )
             self._faults.extend([fault, fault.count] for fault in faults)
 

@@ -13,8 +13,20 @@ from dataclasses import dataclass
 
 from mocksup.otlp._modes import Mode
 
-__all__ = ("RECORD_TEXT", "LimitError", "Limits", "bounded", "bounded_headers", "check_json_size")
+__all__ = (
+    "MAX_PENDING_FAULTS",
+    "RECORD_TEXT",
+    "LimitError",
+    "Limits",
+    "bounded",
+    "bounded_headers",
+    "check_json_size",
+)
 
+#: The most faults pending at once (``mocksup.otlp.faults.MAX_PENDING``): far more than any
+#: script of answers needs, and a bound on what a harness that adds faults in a loop (and
+#: never clears them) makes the collector keep and scan on every export.
+MAX_PENDING_FAULTS = 10_000
 #: The longest text a request record keeps of one header value, path or error message.
 RECORD_TEXT = 1024
 #: The most header bytes a request record keeps in all (names and values).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mocksup.otlp._limits import MAX_PENDING_FAULTS
 from mocksup.otlp._signals import Signal, Transport
 from mocksup.otlp._status import GRPC_CODES, grpc_code_for_http, http_status_for_grpc
 
@@ -21,7 +22,7 @@ MAX_DELAY = 3600.0
 #: The most faults pending at once: far more than any script of answers needs, and a bound
 #: on what a harness that adds faults in a loop (and never clears them) makes the collector
 #: keep and scan on every export.
-MAX_PENDING = 10_000
+MAX_PENDING = MAX_PENDING_FAULTS
 #: The largest ``rejected`` count: OTLP's ``rejected_*`` fields are int64.
 _MAX_REJECTED = 2**63 - 1
 

@@ -264,8 +264,8 @@ class AnsweredDifferentlyTest(BothModes):
             ("spec", self.spec_app, self.spec_ingest, ("2", "2")),
         ):
             with self.subTest(mode=mode):
-                ingest.faults.add([Fault(status=503, retry_after=1.9)], 2)
-                ingest.faults.add([Fault(status=500, retry_after=1.9)], 2)
+                ingest.faults.add([Fault(status=503, retry_after=1.9)])
+                ingest.faults.add([Fault(status=500, retry_after=1.9)])
                 first = send(client, request_bytes())
                 second = send(client, request_bytes())
                 self.assertEqual((first.status_code, second.status_code), (503, 500))
