@@ -17,7 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mocksup.vllm._limits import MAX_COMPLETION_PROMPTS, MAX_N_SEQUENCES, MAX_STOP_STRINGS
+from mocksup.vllm._limits import (
+    MAX_COMPLETION_PROMPTS,
+    MAX_N_SEQUENCES,
+    env_int,
+    stop_strings,
+)
 from mocksup.vllm._lora import LoRAModule
 
 if TYPE_CHECKING:
@@ -102,13 +107,14 @@ def server_config(
 ) -> ServerConfig:
     """The app's settings from the server model and the environment (``os.environ``).
 
-    :raises ValueError: a ``VLLM_MAX_*`` variable is not an integer (vLLM fails to start).
+    :raises ValueError: a ``VLLM_MAX_*`` variable is not an integer, or
+        ``VLLM_MAX_STOP_STRINGS`` no count vLLM can build its schemas with (vLLM fails to
+        start).
     """
     env = os.environ if environ is None else environ
-    # Read by the request schemas as they were built (_limits.STOP_STRINGS); a value vLLM
+    # The request schemas took it as they were built (_limits.STOP_STRINGS); a value vLLM
     # would fail on fails the start here.
-    if _env_int(env, "VLLM_MAX_STOP_STRINGS", MAX_STOP_STRINGS) < 0:
-        raise ValueError(f"VLLM_MAX_STOP_STRINGS={env['VLLM_MAX_STOP_STRINGS']!r} is negative")
+    stop_strings(env)
     keys = [server.api_key] if isinstance(server.api_key, str) else list(server.api_key or [])
     if not keys and env.get("VLLM_API_KEY"):
         keys = [env["VLLM_API_KEY"]]  # --api-key wins over VLLM_API_KEY, as in vLLM
@@ -138,8 +144,8 @@ def server_config(
         tokens_as_token_ids=server.return_tokens_as_token_ids,
         root_path=(server.root_path or "").rstrip("/"),
         max_logprobs=server.max_logprobs,
-        max_n_sequences=_env_int(env, "VLLM_MAX_N_SEQUENCES", MAX_N_SEQUENCES),
-        max_completion_prompts=_env_int(env, "VLLM_MAX_COMPLETION_PROMPTS", MAX_COMPLETION_PROMPTS),
+        max_n_sequences=env_int(env, "VLLM_MAX_N_SEQUENCES", MAX_N_SEQUENCES),
+        max_completion_prompts=env_int(env, "VLLM_MAX_COMPLETION_PROMPTS", MAX_COMPLETION_PROMPTS),
         docs=not server.disable_fastapi_docs,
         log_stats=not server.disable_log_stats,
         prefix_caching=server.enable_prefix_caching,
@@ -163,17 +169,6 @@ def server_config(
         runtime_lora_updating=server.allow_runtime_lora_updating
         or env.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "0").strip().lower() in ("1", "true"),
     )
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    # vLLM reads these as int(os.environ.get(name, default)), every one at start-up.
-    text = env.get(name)
-    if text is None:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not an integer (vLLM's default: {default})") from None
 
 
 def _truthy(value: str | None) -> bool:

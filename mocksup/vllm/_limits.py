@@ -10,6 +10,7 @@ message naming the limit. ``docs/vllm.rst`` lists them all.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 __all__ = [
     "JOURNAL_BODY_BYTES",
@@ -34,6 +35,8 @@ __all__ = [
     "REGEX_TIMEOUT",
     "STOP_STRINGS",
     "STRUCTURED_REGEX_SECONDS",
+    "env_int",
+    "stop_strings",
 ]
 
 #: vLLM's ``--max-logprobs`` default: ``logprobs``/``top_logprobs`` above it get 400.
@@ -52,17 +55,43 @@ MAX_COMPLETION_PROMPTS = 1024
 MAX_STOP_STRINGS = 4
 
 
-def _env_count(name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """A ``VLLM_MAX_*`` variable as vLLM reads it, ``int(os.environ.get(name, default))``.
+
+    :raises ValueError: it is not an integer (vLLM fails to start).
+    """
+    text = env.get(name)
+    if text is None:
+        return default
     try:
-        value = int(os.environ.get(name, default))
+        return int(text)
     except ValueError:
-        return default  # server_config fails the start, naming the variable
-    return value if value >= 0 else default
+        raise ValueError(f"{name}={text!r} is not an integer (vLLM's default: {default})") from None
+
+
+def stop_strings(env: Mapping[str, str]) -> int:
+    """``VLLM_MAX_STOP_STRINGS``: the ``max_length`` of ``stop`` in vLLM's request schemas.
+
+    :raises ValueError: vLLM cannot start with it: not an integer, or no ``max_length``
+        pydantic can build a schema with (negative, or past 2**64 - 1).
+    """
+    value = env_int(env, "VLLM_MAX_STOP_STRINGS", MAX_STOP_STRINGS)
+    if not 0 <= value < 2**64:
+        state = "is negative" if value < 0 else "is past 2**64 - 1"
+        raise ValueError(f"VLLM_MAX_STOP_STRINGS={env['VLLM_MAX_STOP_STRINGS']!r} {state}")
+    return value
+
+
+def _schema_stop_strings() -> int:
+    try:
+        return stop_strings(os.environ)
+    except ValueError:
+        return MAX_STOP_STRINGS  # server_config fails the start with this error
 
 
 #: The stop strings the request schemas take: ``VLLM_MAX_STOP_STRINGS`` in the environment
 #: the schemas are built in (the child's), as vLLM builds its own at import.
-STOP_STRINGS = _env_count("VLLM_MAX_STOP_STRINGS", MAX_STOP_STRINGS)
+STOP_STRINGS = _schema_stop_strings()
 
 #: Objects and arrays in one JSON body. Each costs a few hundred bytes once decoded and
 #: validated; 200,000 of them stay around 100 MiB.

@@ -207,6 +207,7 @@ class EnvironmentLimitsTest(ServerTestCase):
             ("VLLM_MAX_COMPLETION_PROMPTS", "many", "is not an integer"),
             ("VLLM_MAX_STOP_STRINGS", "some", "is not an integer"),
             ("VLLM_MAX_STOP_STRINGS", "-1", "is negative"),  # vLLM's schemas cannot be built
+            ("VLLM_MAX_STOP_STRINGS", str(2**64), "is past 2**64 - 1"),  # nor with this
         ):
             with self.subTest(name=name, value=value):
                 server = MockVLLMServer(port=0, env={name: value})
