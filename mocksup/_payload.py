@@ -72,8 +72,13 @@ _ARENAS_OURS = "MOCKSUP_MALLOC_ARENA_MAX"
 
 def exec_env(env: dict[str, str]) -> dict[str, str]:
     """``env`` for a process mocksup execs: with one malloc arena, unless ``env`` sets
-    ``MALLOC_ARENA_MAX`` itself (a user's value stands)."""
-    return env if _ARENAS in env else {**env, _ARENAS: "1", _ARENAS_OURS: "1"}
+    ``MALLOC_ARENA_MAX`` itself (a user's value stands, and a marker that came with it is
+    not ours: it must not make the child take that value out)."""
+    if _ARENAS not in env:
+        return {**env, _ARENAS: "1", _ARENAS_OURS: "1"}
+    if _ARENAS_OURS in env:
+        return {key: value for key, value in env.items() if key != _ARENAS_OURS}
+    return env
 
 
 def forget_exec_env() -> None:

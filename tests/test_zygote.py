@@ -103,11 +103,19 @@ class ForkTest(ZygoteTestCase):
                 server.stop()
 
     def test_a_users_malloc_setting_stands(self) -> None:
-        self.fresh_zygote()
-        with mock.patch.dict(os.environ, {"MALLOC_ARENA_MAX": "2"}):
-            server = self.start_server(EnvEcho())
-        self.assertEqual(psutil.Process(server.pid).environ()["MALLOC_ARENA_MAX"], "2")
-        self.assertIn("arena: 2", server.log_tail())
+        # Forked and exec'd; also beside a marker of the name mocksup uses for its own
+        # setting, which the user's environment may hold (a program started with a copy of
+        # a child's exec'd environment).
+        for extra in ({}, {"MOCKSUP_MALLOC_ARENA_MAX": "1"}):
+            for env in ({}, {"MOCKSUP_TEST_VALUE": "own"}):
+                with self.subTest(extra=extra, env=env):
+                    self.fresh_zygote()
+                    with mock.patch.dict(os.environ, {"MALLOC_ARENA_MAX": "2", **extra}):
+                        server = self.start_server(EnvEcho(env=env))
+                    environ = psutil.Process(server.pid).environ()
+                    self.assertEqual(environ["MALLOC_ARENA_MAX"], "2")
+                    self.assertIn("arena: 2", server.log_tail())
+                    server.stop()
 
     def test_a_forked_child_holds_nothing_of_the_zygote(self) -> None:
         # Two children, so that the zygote holds the exit pipe and pidfd of the first while
