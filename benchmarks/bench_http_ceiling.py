@@ -15,6 +15,12 @@ and bodies, by serving them with servers that do less than the collector:
 - ``threads, parse``: mocksup's HTTP/1.1 server (a thread per connection, as the collector
   uses) with an app that only reads the body and parses it
   (``ExportTraceServiceRequest.FromString``);
+- ``threads, collector app``: mocksup's HTTP/1.1 server serving the collector's WSGI app
+  (its check, store and answer): the collector's child without its gRPC side and control
+  plumbing;
+- ``threads, collector app, no check``: the same with the check taken out (each body only
+  opened as an envelope, to count and store it). No collector may skip the check: this is
+  the most that moving it off the process (to helper processes) could give;
 - ``one loop, parse``: one thread serving every connection from a ``selectors`` loop (a
   minimal HTTP/1.1 reader: ``Content-Length`` bodies only), parsing each body;
 - ``one loop, collector app``: the same loop calling the collector's WSGI app in-process
@@ -58,12 +64,21 @@ def _parse(body: bytes) -> bytes:
     return _EMPTY_OK
 
 
+def _collector_app(*, checked: bool = True) -> Any:
+    """The collector's WSGI app, as its child serves it; ``checked=False``: without the
+    check of each body (an upper bound, not a collector)."""
+    from mocksup.otlp import MockOTLPCollector, _http
+    from mocksup.otlp._proto import Envelope
+
+    if not checked:
+        _http.decode_protobuf = lambda signal, raw, limits: Envelope(raw, limits)
+    collector = MockOTLPCollector(port=0, grpc_port=0, max_items=None, max_requests=1000)
+    return collector._parts().app  # the pieces the collector's child serves
+
+
 def _collector_answer() -> Callable[[bytes], bytes]:
     """The collector's WSGI app, called in-process for each body; its answer as bytes."""
-    from mocksup.otlp import MockOTLPCollector
-
-    collector = MockOTLPCollector(port=0, grpc_port=0, max_items=None, max_requests=1000)
-    app = collector._parts().app  # the pieces the collector's child serves
+    app = _collector_app()
     environ = {
         "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/traces", "QUERY_STRING": "",
         "CONTENT_TYPE": "application/x-protobuf", "SERVER_NAME": "127.0.0.1",
@@ -162,6 +177,14 @@ def _threads_server(ready: Any) -> None:
         time.sleep(3600)
 
 
+def _app_server(ready: Any, checked: bool) -> None:
+    from mocksup.serving import bind_tcp, serve_wsgi
+
+    with serve_wsgi(_collector_app(checked=checked), bind_tcp("127.0.0.1", 0)) as server:
+        ready.send(server.port)
+        time.sleep(3600)
+
+
 def _spawn(target: Callable[..., None], *args: Any) -> tuple[Any, int]:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -185,6 +208,8 @@ def _measure(variant: str, clients: Clients, body: bytes, seconds: float) -> dic
     else:
         if variant == "threads":
             proc, port = _spawn(_threads_server)
+        elif variant.startswith("threads-app"):
+            proc, port = _spawn(_app_server, *VARIANTS[variant][1])
         else:
             proc, port = _spawn(_loop_server, *VARIANTS[variant][1])
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children()]
@@ -212,6 +237,8 @@ def _measure(variant: str, clients: Clients, body: bytes, seconds: float) -> dic
 VARIANTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "collector": ("collector (the real child)", ()),
     "threads": ("threads, parse", ()),
+    "threads-app": ("threads, collector app", (True,)),
+    "threads-app-unchecked": ("threads, collector app, no check", (False,)),
     "loop": ("one loop, parse", ("parse", 1)),
     "loop-app": ("one loop, collector app", ("app", 1)),
     "two-loops": ("two loops, parse", ("parse", 2)),
@@ -251,7 +278,7 @@ def main() -> None:
                 rows[name].append(ratio)
                 cpu[name].append(figure["cpu_per_request"])
                 print(
-                    f"  {label:28s} {figure['per_second']:7,.0f} req/s  "
+                    f"  {label:34s} {figure['per_second']:7,.0f} req/s  "
                     f"{figure['per_second'] * SPANS / 1e3:5,.0f} k spans/s  {ratio:.2f}x parse  "
                     f"server CPU {figure['cpu_per_request'] * 1e6:4.0f} us/request"
                 )
@@ -260,7 +287,7 @@ def main() -> None:
     print("\nratio to the upb parse, lowest-highest over the rounds:")
     for name, (label, _) in VARIANTS.items():
         print(
-            f"  {label:28s} {min(rows[name]):.2f}-{max(rows[name]):.2f}x  "
+            f"  {label:34s} {min(rows[name]):.2f}-{max(rows[name]):.2f}x  "
             f"(server CPU {statistics.median(cpu[name]) * 1e6:.0f} us/request, median)"
         )
 
