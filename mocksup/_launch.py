@@ -32,6 +32,7 @@ from mocksup import _reap
 from mocksup._fork import Zygote, enabled_from_env
 
 if TYPE_CHECKING:
+    from mocksup import _payload
     from mocksup.base import MockServerBase
 
 __all__ = (
@@ -145,11 +146,15 @@ class Prestarted:
     A child is taken either by the start of a server (:meth:`take`, which then sends the
     server), or earlier by :meth:`hand_over`, which sends it a server built already, before
     the harness is there to start it: the child serves while this process imports the
-    rest of what it needs, and the start adopts it (:meth:`adopt`).
+    rest of what it needs, and the start adopts it (:meth:`adopt`). Earlier still,
+    :meth:`hand_over_settings` sends a server known only by its settings, before pydantic
+    is imported; :meth:`hand_over` then claims that child for the model whose settings
+    they are, and discards it for any other.
     """
 
     def __init__(self) -> None:
-        self._idle: list[Launched] = []
+        self._idle: list[tuple[Launched, list[str]]] = []  # with the modules each warms
+        self._early: dict[str, tuple[_payload.Settings, Launched, Path]] = {}
         self._handed: dict[int, tuple[MockServerBase, Launched, Path]] = {}
         self._lock = threading.Lock()
 
@@ -157,27 +162,68 @@ class Prestarted:
         """Exec one child that imports ``modules`` and then waits for its server."""
         launched = launch(child_env({}), subprocess.DEVNULL, warm=modules)
         with self._lock:
-            self._idle.append(launched)
+            self._idle.append((launched, modules))
 
-    def take(self) -> Launched | None:
-        """A prestarted child still alive, or ``None``."""
+    def take(self, modules: list[str] | None = None) -> Launched | None:
+        """A prestarted child still alive (the first launched to import ``modules``, when
+        one was), or ``None``."""
         with self._lock:
-            while self._idle:
-                launched = self._idle.pop(0)
-                if launched.proc.poll() is None:
-                    return launched
-                launched.discard()
+            order = sorted(self._idle, key=lambda entry: entry[1] != modules)
+            for entry in order:
+                self._idle.remove(entry)
+                if entry[0].proc.poll() is None:
+                    return entry[0]
+                entry[0].discard()
         return None
 
-    def hand_over(self, server: MockServerBase) -> bool:
-        """Send ``server`` to a child waiting for one, as its start would; return whether
-        one took it (none waits, or the server has an environment of its own: its child is
-        exec'd under it).
+    def hand_over_settings(
+        self, body: _payload.Settings, log_dir: Path | None, modules: list[str]
+    ) -> bool:
+        """Send a server known by its settings alone to the child launched to import
+        ``modules``; return whether one took them.
 
         :raises MockServerError: its log file cannot be created.
         """
         from mocksup import _logs, _payload
 
+        launched = self.take(modules)
+        if launched is None:
+            return False
+        try:
+            log_path, log = _logs.open_named_log(body.name, log_dir)
+            os.close(log)  # the child opens it by name
+            env = child_env({})
+            launched.send(_payload.encode_body(body, None, env=env, log_path=str(log_path)))
+        except BrokenPipeError:
+            launched.discard()
+            return False
+        except BaseException:
+            launched.discard()
+            raise
+        with self._lock:
+            self._early[body.name] = (body, launched, log_path)
+        return True
+
+    def hand_over(self, server: MockServerBase) -> bool:
+        """Send ``server`` to a child waiting for one, as its start would; return whether
+        one took it (none waits, or the server has an environment of its own: its child is
+        exec'd under it). A child sent ``server``'s very settings by
+        :meth:`hand_over_settings` is its child already; one sent other settings under its
+        name is discarded.
+
+        :raises MockServerError: its log file cannot be created.
+        """
+        from mocksup import _logs, _payload
+
+        with self._lock:
+            early = self._early.pop(server.name, None)
+        if early is not None:
+            body, claimed, log_path = early
+            if not server.env and body.is_of(server):
+                with self._lock:
+                    self._handed[id(server)] = (server, claimed, log_path)
+                return True
+            claimed.discard()
         if server.env:
             return False
         launched = self.take()
@@ -211,16 +257,19 @@ class Prestarted:
     def discard(self) -> None:
         """End the children nobody took or adopted."""
         with self._lock:
-            idle, self._idle = self._idle, []
-            handed, self._handed = self._handed, {}
-        for launched in [*idle, *(entry[1] for entry in handed.values())]:
+            idle, self._idle = [entry[0] for entry in self._idle], []
+            early, self._early = [entry[1] for entry in self._early.values()], {}
+            handed, self._handed = [entry[1] for entry in self._handed.values()], {}
+        for launched in [*idle, *early, *handed]:
             launched.discard()
 
     def pids(self) -> set[int]:
         """The pids of the children waiting, for a server or to be adopted."""
         with self._lock:
-            handed = [entry[1] for entry in self._handed.values()]
-            return {launched.proc.pid for launched in [*self._idle, *handed]}
+            waiting = [entry[0] for entry in self._idle]
+            waiting += [entry[1] for entry in self._early.values()]
+            waiting += [entry[1] for entry in self._handed.values()]
+            return {launched.proc.pid for launched in waiting}
 
 
 zygote = Zygote(enabled_from_env(), child_env)

@@ -20,7 +20,7 @@ from mocksup.errors import MockServerError
 if TYPE_CHECKING:
     from mocksup.base import MockServerBase
 
-__all__ = ("Folder", "folder", "open_file", "open_log", "tail")
+__all__ = ("Folder", "folder", "open_file", "open_log", "open_named_log", "tail")
 
 _log = logging.getLogger(__name__)
 
@@ -72,18 +72,22 @@ def open_log(server: MockServerBase) -> tuple[Path, int]:
 
     :raises MockServerError: the file cannot be created.
     """
-    if server.log_dir is None:
-        fd, name = tempfile.mkstemp(prefix=f"{server.name}-", suffix=".log", dir=folder.get())
-        return Path(name), fd
-    server.log_dir.mkdir(parents=True, exist_ok=True)
-    path = server.log_dir / f"{server.name}.log"
+    return open_named_log(server.name, server.log_dir)
+
+
+def open_named_log(name: str, log_dir: Path | None) -> tuple[Path, int]:
+    """:func:`open_log` for a server known by its name and ``log_dir`` (``mocksup up``
+    opens its collector's log before it has the model: a name it chose itself)."""
+    if log_dir is None:
+        fd, temporary = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=folder.get())
+        return Path(temporary), fd
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{name}.log"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     try:
         return path, os.open(path, flags, 0o644)
     except OSError as error:
-        raise MockServerError(
-            f"cannot create the log file {path}: {error}", server=server.name
-        ) from error
+        raise MockServerError(f"cannot create the log file {path}: {error}", server=name) from error
 
 
 def open_file(prefix: str) -> tuple[Path, int]:

@@ -37,6 +37,7 @@ __all__ = (
     "Settings",
     "decode_error",
     "encode",
+    "encode_body",
     "encode_error",
     "exec_env",
     "forget_exec_env",
@@ -119,6 +120,11 @@ class Settings:
         module, _, function = self.target.partition(":")
         getattr(importlib.import_module(module), function)(self.settings, ctx)
 
+    def is_of(self, server: MockServerBase) -> bool:
+        """Whether these are exactly what ``server`` would send (its ``Settings``)."""
+        body = _body(server)
+        return isinstance(body, Settings) and vars(body) == vars(self)
+
 
 def _body(server: MockServerBase) -> MockServerBase | Settings:
     # The class's own attribute: a subclass may override serve() or what it calls.
@@ -159,6 +165,18 @@ def encode(
     moment and, when ``log_path`` is given, sends its output to the server's log file (a
     forked child got that file already).
     """
+    return encode_body(_body(server), script, env=env, log_path=log_path)
+
+
+def encode_body(
+    body: MockServerBase | Settings,
+    script: str | None,
+    *,
+    env: dict[str, str] | None = None,
+    log_path: str | None = None,
+) -> bytes:
+    """:func:`encode` for a server or its :class:`Settings` (``mocksup up`` builds its
+    collector's settings before it imports pydantic)."""
     header: Header = {
         "sys_path": list(sys.path),
         "main_path": script,
@@ -167,8 +185,8 @@ def encode(
         "log_path": log_path,
     }
     head = pickle.dumps(header)
-    body = pickle.dumps(_body(server))
-    return _LENGTH.pack(len(head)) + head + _LENGTH.pack(len(body)) + body
+    data = pickle.dumps(body)
+    return _LENGTH.pack(len(head)) + head + _LENGTH.pack(len(data)) + data
 
 
 def read_header(fd: int) -> Header:

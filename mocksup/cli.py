@@ -48,6 +48,7 @@ from mocksup._cli.settings import (
     add_vllm_options,
     apply_environment,
     default_server_configs,
+    early_collector,
     load_config,
     read_config,
     toml,
@@ -221,6 +222,18 @@ def _prestart(args: argparse.Namespace) -> None:
         _launch.prestarted.launch(modules)
 
 
+def _hand_over_collector(args: argparse.Namespace) -> None:
+    """Send the default collector's child its settings before pydantic is imported: it
+    serves while this process imports and validates the rest, and the start claims it
+    (:meth:`~mocksup._launch.Prestarted.hand_over`, which compares the model's settings)."""
+    from mocksup import _launch
+
+    body = early_collector(args)
+    if body is not None:
+        with contextlib.suppress(MockServerError):  # its log file: the start says why
+            _launch.prestarted.hand_over_settings(body, args.log_dir, _DEFAULT_MODULES["otlp"])
+
+
 def _server_modules(args: argparse.Namespace) -> list[list[str]]:
     """What the child of each server ``up`` will start imports first: its class's module
     when it is one of mocksup's own (another's child imports it once it has its server's
@@ -254,6 +267,7 @@ def _run_up(args: argparse.Namespace, stop: _StopRequest) -> int:
     from mocksup import _launch
 
     _prestart(args)
+    _hand_over_collector(args)
     configs, how = _configs(args)
     dump = _open_dump(args.dump)
     started = time.monotonic()

@@ -616,6 +616,116 @@ class HandOverTest(CLITestCase):
         self.assertEqual(handed["loaded"], [])
         self.assertEqual(handed["pid"], ready["servers"]["otlp"]["pid"])
 
+    def _up_with_spy(
+        self, prelude: str, *args: str
+    ) -> tuple[subprocess.Popen[str], dict[str, Any], dict[str, Any]]:
+        """``up ARGS --json``, ``prelude`` run first, with a spy on the early hand-over of
+        the collector: the process (serving), its ready document, and what the spy saw
+        (what was imported then, the child that took the settings)."""
+        script = (
+            "import json, sys\n"
+            "from mocksup import _launch, cli\n"
+            f"{prelude}\n"
+            "hand_over_settings = _launch.Prestarted.hand_over_settings\n"
+            "def spy(self, body, log_dir, modules):\n"
+            "    loaded = [m for m in ('pydantic', 'mocksup.base') if m in sys.modules]\n"
+            "    handed = hand_over_settings(self, body, log_dir, modules)\n"
+            "    pid = self._early[body.name][1].proc.pid if handed else None\n"
+            "    print(json.dumps({'loaded': loaded, 'pid': pid}), flush=True)\n"
+            "    return handed\n"
+            "_launch.Prestarted.hand_over_settings = spy\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *args, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(_end, proc)
+        lines = self.read_until(proc, '"servers"')
+        spied = [json.loads(line) for line in lines[:-1]]
+        self.assertEqual(len(spied), 1, lines)
+        return proc, json.loads(lines[-1]), spied[0]
+
+    def _stop(self, proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+
+    def test_the_collector_serves_before_up_imports_pydantic(self) -> None:
+        # The default collector's settings are known without the model: its child gets
+        # them before pydantic is imported, and the start claims that very child.
+        proc, ready, spied = self._up_with_spy("", "up", "--servers", "otlp", *FREE_PORTS[:4])
+        self._stop(proc)
+        self.assertEqual(spied, {"loaded": [], "pid": ready["servers"]["otlp"]["pid"]})
+
+    def test_settings_other_than_the_models_cost_the_child_not_the_settings(self) -> None:
+        # Were the settings sent early stale, the start would find them other than the
+        # model's: it ends that child and starts the collector with the model's.
+        prelude = "from mocksup._cli import settings\nsettings.COLLECTOR_SETTINGS['max_items'] = 7"
+        proc, ready, spied = self._up_with_spy(prelude, "up", "--servers", "otlp", *FREE_PORTS[:4])
+        otlp = ready["servers"]["otlp"]
+        try:
+            with urllib.request.urlopen(otlp["url"] + "/mocksup/stats", timeout=10) as answer:
+                stats = json.load(answer)
+            early_gone = not psutil.pid_exists(spied["pid"]) or (
+                psutil.Process(spied["pid"]).status() == psutil.STATUS_ZOMBIE
+            )
+        finally:
+            self._stop(proc)
+        self.assertIsNotNone(spied["pid"])
+        self.assertNotEqual(spied["pid"], otlp["pid"])
+        self.assertTrue(early_gone)
+        self.assertEqual(stats["max_items"], 1_000_000)
+
+
+class EarlyCollectorTest(unittest.TestCase):
+    """The settings ``up`` sends its collector before it imports pydantic are the model's."""
+
+    def early_and_model(self, *argv: str, env: dict[str, str] | None = None) -> tuple[Any, Any]:
+        from mocksup._cli.settings import apply_environment, default_server_configs, early_collector
+
+        parser, commands = cli._parser()
+        apply_environment(commands["up"], env or {})
+        args = parser.parse_args(["up", *argv])
+        configs, _ = default_server_configs(args)
+        (model,) = [config.create() for config in configs if config.name == "otlp"]
+        return early_collector(args), model
+
+    def test_the_options_that_apply_give_the_models_settings(self) -> None:
+        cases: list[tuple[list[str], dict[str, str]]] = [
+            ([], {}),
+            (["--servers", "otlp"], {}),
+            (["--servers", "vllm, otlp", "--vllm-max-model-len", "128"], {}),
+            (["--host", "127.0.0.2", "--otlp-port", "0", "--otlp-grpc-port", "5317"], {}),
+            (["--otlp-compat", "spec", "--log-dir", "logs"], {}),
+            ([], {"MOCKSUP_OTLP_PORT": "4999", "MOCKSUP_OTLP_COMPAT": "spec"}),
+        ]
+        for argv, env in cases:
+            with self.subTest(argv=argv, env=env):
+                early, model = self.early_and_model(*argv, env=env)
+                self.assertIsNotNone(early)
+                self.assertEqual(vars(early)["settings"], model.model_dump())
+                self.assertTrue(early.is_of(model))
+
+    def test_none_where_the_model_must_judge_first(self) -> None:
+        from mocksup._cli.settings import early_collector
+
+        parser, _ = cli._parser()
+        for argv in (
+            ["--config", "servers.toml"],
+            ["--start-timeout", "5"],
+            ["--servers", "vllm"],
+            ["--servers", "otlp,redis"],
+            ["--servers", "otlp", "--vllm-max-model-len", "128"],
+            ["--host", "192.0.2.1"],  # TEST-NET-1: no address of this machine
+        ):
+            with self.subTest(argv=argv):
+                self.assertIsNone(early_collector(parser.parse_args(["up", *argv])))
+
 
 class WarmModulesTest(unittest.TestCase):
     def test_the_collector_child_serves_grpc_with_nothing_left_to_import(self) -> None:

@@ -12,6 +12,7 @@ before anything starts.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import shlex
 import socket
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     # children before it pays for pydantic, the harness and the mocks (see mocksup.cli).
     from pydantic import ValidationError
 
+    from mocksup._payload import Settings
     from mocksup.base import MockServerBase
     from mocksup.harness import MockServerConfig
 
@@ -38,6 +40,7 @@ __all__ = (
     "apply_environment",
     "check_host",
     "default_server_configs",
+    "early_collector",
     "env_name",
     "load_config",
     "read_config",
@@ -196,6 +199,68 @@ def check_host(host: str, where: str) -> None:
 
 
 # -- the default servers -----------------------------------------------------------------------
+
+#: ``MockOTLPCollector().model_dump()``, its serving function and its class's name: what
+#: ``mocksup up`` sends its default collector's child before it imports pydantic (see
+#: :func:`early_collector`). A test holds them to the model; were they stale, the start
+#: would discard that child and launch another: slower, never other settings.
+COLLECTOR_SETTINGS: dict[str, Any] = {
+    "name": "otlp",
+    "host": "127.0.0.1",
+    "port": 4318,
+    "start_timeout": 30.0,
+    "stop_timeout": 2.0,
+    "log_dir": None,
+    "env": {},
+    "grpc_port": 4317,
+    "compat": "collector",
+    "max_body_size": None,
+    "grpc_max_message": None,
+    "max_request_objects": 1_000_000,
+    "max_items": 1_000_000,
+    "max_stored_bytes": 512 * 1024 * 1024,
+    "max_requests": 10_000,
+    "journal_credentials": False,
+    "grpc_workers": 16,
+    "max_connections": 256,
+    "cors": None,
+    "journals": {},
+}
+_COLLECTOR_SERVE = ("mocksup.otlp._serve:serve_settings", "MockOTLPCollector")
+
+
+def early_collector(args: argparse.Namespace) -> Settings | None:
+    """The settings ``up``'s default collector will have, known without pydantic; ``None``
+    unless the model surely takes every option that applies to it.
+
+    None with a file (its servers are validated by the model), with ``--start-timeout``
+    (the model bounds it), with a ``--servers`` or ``--vllm-*`` choice that the start will
+    refuse, or a host that cannot be bound: the start then validates and says what is wrong
+    before the collector serves. A vLLM setting the model refuses is found after the
+    collector's child took its settings: the start then ends that child with the others.
+    """
+    from mocksup._payload import Settings
+
+    if args.config is not None or args.start_timeout is not None:
+        return None
+    up = {name: up_option(args, name) for name in UP_DEFAULTS}
+    chosen = {name.strip() for name in up["servers"].split(",")}
+    if "otlp" not in chosen or not chosen <= set(DEFAULT_SERVERS):
+        return None
+    if "vllm" not in chosen and _vllm_settings(args):
+        return None
+    try:
+        check_host(up["host"], "--host")
+    except UsageError:
+        return None
+    settings = copy.deepcopy(COLLECTOR_SETTINGS)
+    settings.update(
+        host=up["host"], port=up["otlp_port"], grpc_port=up["otlp_grpc_port"], log_dir=args.log_dir
+    )
+    if args.otlp_compat is not None:
+        settings["compat"] = args.otlp_compat
+    target, kind = _COLLECTOR_SERVE
+    return Settings(target, "otlp", kind, settings)
 
 
 def up_option(args: argparse.Namespace, name: str) -> Any:
