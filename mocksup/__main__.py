@@ -1,5 +1,5 @@
 """``python -m mocksup``: the same as the ``mocksup`` command."""
 
-from mocksup.cli import main
+from mocksup._cli.entry import main
 
 raise SystemExit(main())

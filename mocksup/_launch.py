@@ -164,29 +164,45 @@ class Prestarted:
         with self._lock:
             self._idle.append((launched, modules))
 
-    def take(self, modules: list[str] | None = None) -> Launched | None:
-        """A prestarted child still alive (the first launched to import ``modules``, when
-        one was), or ``None``."""
+    def launch_missing(self, wanted: list[list[str]]) -> None:
+        """:meth:`launch` a child for each list of modules, but for those launched already
+        (and not taken)."""
         with self._lock:
-            order = sorted(self._idle, key=lambda entry: entry[1] != modules)
-            for entry in order:
+            launched = [modules for _, modules in self._idle]
+        for modules in wanted:
+            if modules in launched:
+                launched.remove(modules)
+            else:
+                self.launch(modules)
+
+    def take(self, module: str | None = None) -> Launched | None:
+        """A prestarted child still alive, or ``None``: the first launched to import
+        ``module`` (or its package), when one was."""
+
+        wanted = module or ""
+
+        def fits(entry: tuple[Launched, list[str]]) -> bool:
+            return any(wanted == m or wanted.startswith(m + ".") for m in entry[1])
+
+        with self._lock:
+            # Stable: in launch order among those that fit, then among the others.
+            order = sorted(self._idle, key=lambda entry: not fits(entry))
+            for entry in list(order):
                 self._idle.remove(entry)
                 if entry[0].proc.poll() is None:
                     return entry[0]
                 entry[0].discard()
         return None
 
-    def hand_over_settings(
-        self, body: _payload.Settings, log_dir: Path | None, modules: list[str]
-    ) -> bool:
-        """Send a server known by its settings alone to the child launched to import
-        ``modules``; return whether one took them.
+    def hand_over_settings(self, body: _payload.Settings, log_dir: Path | None) -> bool:
+        """Send a server known by its settings alone to a child waiting for one (launched
+        to import its serving module, if one was); return whether one took them.
 
         :raises MockServerError: its log file cannot be created.
         """
         from mocksup import _logs, _payload
 
-        launched = self.take(modules)
+        launched = self.take(body.module)
         if launched is None:
             return False
         try:
@@ -226,7 +242,7 @@ class Prestarted:
             claimed.discard()
         if server.env:
             return False
-        launched = self.take()
+        launched = self.take(_payload.serving_module(server))
         if launched is None:
             return False
         try:

@@ -46,6 +46,7 @@ __all__ = (
     "main_path",
     "read_header",
     "read_server",
+    "serving_module",
 )
 
 _LENGTH = struct.Struct("!Q")
@@ -115,10 +116,15 @@ class Settings:
         self.kind = kind
         self.settings = settings
 
+    @property
+    def module(self) -> str:
+        """The module of the function that serves them."""
+        return self.target.partition(":")[0]
+
     def serve(self, ctx: ServeContext) -> None:
         """Serve, as the model's ``serve()`` would."""
-        module, _, function = self.target.partition(":")
-        getattr(importlib.import_module(module), function)(self.settings, ctx)
+        function = self.target.partition(":")[2]
+        getattr(importlib.import_module(self.module), function)(self.settings, ctx)
 
     def is_of(self, server: MockServerBase) -> bool:
         """Whether these are exactly what ``server`` would send (its ``Settings``)."""
@@ -132,6 +138,13 @@ def _body(server: MockServerBase) -> MockServerBase | Settings:
     if not isinstance(target, str):
         return server
     return Settings(target, server.name, type(server).__name__, server.model_dump())
+
+
+def serving_module(server: MockServerBase) -> str:
+    """The module a child imports to serve ``server``: that of its settings' serving
+    function, or its class's."""
+    body = _body(server)
+    return body.module if isinstance(body, Settings) else type(server).__module__
 
 
 def main_path(server: MockServerBase) -> str | None:

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from mocksup import __version__
+from mocksup._cli.entry import DEFAULT_MODULES
 from mocksup._cli.errors import Advice, UsageError, advice, interrupts_kept, quiet_broken_pipe
 from mocksup._cli.live import (
     Follower,
@@ -174,24 +175,6 @@ def _port(text: str) -> int:
 # -- up ---------------------------------------------------------------------------------------
 
 
-#: What the child of each default server imports before it waits for its server. The
-#: collector comes as plain settings (no pydantic): its gRPC side, all it needs to serve
-#: OTLP/gRPC (a test holds the list to be complete); it builds its HTTP side once gRPC
-#: serves. Not before: an import under way cannot be cut short, and the server, sent soon
-#: after this list is done, waited for the HTTP side's imports (up to 30 ms). The vLLM
-#: mock comes as its model (pydantic, ``mocksup.base``).
-_DEFAULT_MODULES = {
-    "otlp": [
-        "mocksup.otlp._serve",
-        "mocksup.serving",
-        "mocksup.otlp._grpc",
-        "mocksup._h2.server",
-        "encodings.idna",
-    ],
-    "vllm": ["mocksup.base", "mocksup.vllm"],
-}
-
-
 def _up(args: argparse.Namespace) -> int:
     from mocksup import _launch
 
@@ -213,13 +196,13 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _prestart(args: argparse.Namespace) -> None:
-    """Launch one child per server before anything else: each imports its mock while this
-    process imports what it needs to build and validate the servers, then takes its server.
-    """
+    """Launch one child per server before anything else (but the collector's, launched
+    already when :mod:`~mocksup._cli.entry` read as much in the arguments): each imports
+    its mock while this process imports what it needs to build and validate the servers,
+    then takes its server."""
     from mocksup import _launch
 
-    for modules in _server_modules(args):
-        _launch.prestarted.launch(modules)
+    _launch.prestarted.launch_missing(_server_modules(args))
 
 
 def _hand_over_collector(args: argparse.Namespace) -> None:
@@ -231,7 +214,7 @@ def _hand_over_collector(args: argparse.Namespace) -> None:
     body = early_collector(args)
     if body is not None:
         with contextlib.suppress(MockServerError):  # its log file: the start says why
-            _launch.prestarted.hand_over_settings(body, args.log_dir, _DEFAULT_MODULES["otlp"])
+            _launch.prestarted.hand_over_settings(body, args.log_dir)
 
 
 def _server_modules(args: argparse.Namespace) -> list[list[str]]:
@@ -242,9 +225,9 @@ def _server_modules(args: argparse.Namespace) -> list[list[str]]:
         names = [name.strip() for name in up_option(args, "servers").split(",")]
         copies = {"vllm": up_option(args, "vllm_replicas")}  # a child for each replica
         return [
-            _DEFAULT_MODULES[name]
+            DEFAULT_MODULES[name]
             for name in names
-            if name in _DEFAULT_MODULES
+            if name in DEFAULT_MODULES
             for _ in range(copies.get(name, 1))
         ]
     tomllib = toml()

@@ -41,6 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from mocksup import MockOTLPCollector, cli
+from mocksup._cli import entry
 from mocksup._cli.live import Follower
 from mocksup.otlp.dump import signal_of
 from mocksup.serving import url_host
@@ -627,9 +628,9 @@ class HandOverTest(CLITestCase):
             "from mocksup import _launch, cli\n"
             f"{prelude}\n"
             "hand_over_settings = _launch.Prestarted.hand_over_settings\n"
-            "def spy(self, body, log_dir, modules):\n"
+            "def spy(self, body, log_dir):\n"
             "    loaded = [m for m in ('pydantic', 'mocksup.base') if m in sys.modules]\n"
-            "    handed = hand_over_settings(self, body, log_dir, modules)\n"
+            "    handed = hand_over_settings(self, body, log_dir)\n"
             "    pid = self._early[body.name][1].proc.pid if handed else None\n"
             "    print(json.dumps({'loaded': loaded, 'pid': pid}), flush=True)\n"
             "    return handed\n"
@@ -680,6 +681,89 @@ class HandOverTest(CLITestCase):
         self.assertNotEqual(spied["pid"], otlp["pid"])
         self.assertTrue(early_gone)
         self.assertEqual(stats["max_items"], 1_000_000)
+
+
+class EntryTest(CLITestCase):
+    """The collector's child of ``up`` is launched before the command is imported."""
+
+    def _launches(self, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any], list[Any]]:
+        """The ``mocksup`` entry point run with ``up ARGS --json`` and a spy on the launch
+        of children: the process (serving), its ready document, the launches in order."""
+        script = (
+            "import json, sys\n"
+            "from mocksup import _launch\n"
+            "launch = _launch.Prestarted.launch\n"
+            "def spy(self, modules):\n"
+            "    launch(self, modules)\n"
+            "    pid = self._idle[-1][0].proc.pid\n"
+            "    cli = 'mocksup.cli' in sys.modules\n"
+            "    print(json.dumps({'cli': cli, 'modules': modules, 'pid': pid}), flush=True)\n"
+            "_launch.Prestarted.launch = spy\n"
+            "from mocksup._cli import entry\n"
+            "sys.exit(entry.main())\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *args, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(_end, proc)
+        lines = self.read_until(proc, '"servers"')
+        return proc, json.loads(lines[-1]), [json.loads(line) for line in lines[:-1]]
+
+    def _stop(self, proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+
+    def test_the_collectors_child_is_launched_first_and_serves(self) -> None:
+        proc, ready, launches = self._launches("up", "--servers", "otlp", *FREE_PORTS[:4])
+        self._stop(proc)
+        modules = entry.DEFAULT_MODULES["otlp"]
+        otlp = ready["servers"]["otlp"]["pid"]
+        self.assertEqual(launches, [{"cli": False, "modules": modules, "pid": otlp}])
+
+    def test_a_wrong_guess_costs_a_child_that_the_start_ends(self) -> None:
+        # "--serv" is --servers to the parser, not to the guess: the collector's child is
+        # launched for nothing, the vLLM mock's by the start; the first is gone once ready.
+        proc, ready, launches = self._launches("up", "--serv", "vllm", "--vllm-port", "0")
+        try:
+            early_running = _running(psutil.Process(launches[0]["pid"]))
+        except psutil.NoSuchProcess:
+            early_running = False
+        finally:
+            self._stop(proc)
+        self.assertEqual(list(ready["servers"]), ["vllm"])
+        self.assertEqual(
+            [(launch["cli"], launch["modules"]) for launch in launches],
+            [(False, entry.DEFAULT_MODULES["otlp"]), (True, entry.DEFAULT_MODULES["vllm"])],
+        )
+        self.assertEqual(ready["servers"]["vllm"]["pid"], launches[1]["pid"])
+        self.assertFalse(early_running)
+
+    def test_the_guess_reads_the_plain_cases_only(self) -> None:
+        cases: list[tuple[list[str], dict[str, str], bool]] = [
+            (["up"], {}, True),
+            (["up", "--servers", "otlp"], {}, True),
+            (["up", "--servers=vllm,otlp"], {}, True),
+            (["up", "--servers", "vllm"], {}, False),
+            (["up", "--servers", "otlp", "--servers", "vllm"], {}, False),  # the last wins
+            (["up"], {"MOCKSUP_SERVERS": "vllm"}, False),
+            (["up", "--servers", "otlp"], {"MOCKSUP_SERVERS": "vllm"}, True),
+            (["up", "--config", "servers.toml"], {}, False),
+            (["up", "--config=servers.toml"], {}, False),
+            (["up"], {"MOCKSUP_CONFIG": "servers.toml"}, False),
+            (["up", "--help"], {}, False),
+            (["up", "--servers"], {}, False),
+            (["spans"], {}, False),
+            ([], {}, False),
+        ]
+        for argv, environ, wanted in cases:
+            with self.subTest(argv=argv, environ=environ):
+                self.assertIs(entry.collector_wanted(argv, environ), wanted)
 
 
 class EarlyCollectorTest(unittest.TestCase):
@@ -736,8 +820,9 @@ class WarmModulesTest(unittest.TestCase):
         script = (
             "import json, os, sys, threading\n"
             "from mocksup import cli\n"
+            "from mocksup._cli import entry\n"
             "from mocksup._context import ServeContext\n"
-            "for name in cli._DEFAULT_MODULES['otlp']:\n"
+            "for name in entry.DEFAULT_MODULES['otlp']:\n"
             "    __import__(name)\n"
             "warm = set(sys.modules)\n"
             "from mocksup.otlp import _serve\n"
@@ -788,8 +873,8 @@ class WarmModulesTest(unittest.TestCase):
         # The child launched for the collector imports these before its settings arrive;
         # the item classes (and what renders them) are no part of serving.
         loaded = _loaded_after(
-            "from mocksup import cli\n"
-            "for name in cli._DEFAULT_MODULES['otlp']:\n"
+            "from mocksup._cli import entry\n"
+            "for name in entry.DEFAULT_MODULES['otlp']:\n"
             "    __import__(name)\n",
             _QUERY_SIDE,
         )
