@@ -744,6 +744,40 @@ class EntryTest(CLITestCase):
         self.assertEqual(ready["servers"]["vllm"]["pid"], launches[1]["pid"])
         self.assertFalse(early_running)
 
+    def test_a_signal_before_the_command_is_imported_leaves_no_child(self) -> None:
+        # The collector's child is launched before the command installs its signal
+        # handlers: a SIGTERM then ends the command at once, and the child, which sees its
+        # lifeline close once its imports are done, ends too.
+        script = (
+            "import os, signal, sys\n"
+            "from mocksup import _launch\n"
+            "launch = _launch.Prestarted.launch\n"
+            "def spy(self, modules):\n"
+            "    launch(self, modules)\n"
+            "    print(self._idle[-1][0].proc.pid, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "_launch.Prestarted.launch = spy\n"
+            "from mocksup._cli import entry\n"
+            "sys.exit(entry.main())\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, "up", "--servers", "otlp", *FREE_PORTS[:4]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(_end, proc)
+        assert proc.stdout is not None
+        child = psutil.Process(int(proc.stdout.readline()))
+        self.assertEqual(proc.wait(10), -signal.SIGTERM)
+        # About 0.1 s (the rest of its imports); generous for a busy machine.
+        deadline = time.monotonic() + 5.0
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(_running(child))
+
     def test_the_guess_reads_the_plain_cases_only(self) -> None:
         cases: list[tuple[list[str], dict[str, str], bool]] = [
             (["up"], {}, True),
