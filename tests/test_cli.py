@@ -778,6 +778,37 @@ class EntryTest(CLITestCase):
             time.sleep(0.01)
         self.assertFalse(_running(child))
 
+    def test_an_early_launch_that_fails_is_left_to_the_start(self) -> None:
+        # Out of processes for a moment, say: the command goes on, and its start launches
+        # the collector's child as it would have without the early launch.
+        script = (
+            "import sys\n"
+            "from mocksup import _launch\n"
+            "launch = _launch.launch\n"
+            "calls = []\n"
+            "def failing_once(*args, **kwargs):\n"
+            "    calls.append(1)\n"
+            "    if len(calls) == 1:\n"
+            "        raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
+            "    return launch(*args, **kwargs)\n"
+            "_launch.launch = failing_once\n"
+            "from mocksup._cli import entry\n"
+            "sys.exit(entry.main())\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        args = ["up", "--servers", "otlp", *FREE_PORTS[:4], "--json"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(_end, proc)
+        ready = json.loads(self.read_until(proc, '"servers"')[-1])
+        self._stop(proc)
+        self.assertEqual(list(ready["servers"]), ["otlp"])
+
     def test_the_guess_reads_the_plain_cases_only(self) -> None:
         cases: list[tuple[list[str], dict[str, str], bool]] = [
             (["up"], {}, True),

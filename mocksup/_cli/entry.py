@@ -12,6 +12,7 @@ the start ends when it is done; the start launches the children the guess missed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,9 @@ def main() -> int:
     if collector_wanted(sys.argv[1:], os.environ):
         from mocksup import _launch
 
-        _launch.prestarted.launch(DEFAULT_MODULES["otlp"])
+        # A launch that fails here is tried again by the start, which reports it.
+        with contextlib.suppress(OSError):
+            _launch.prestarted.launch(DEFAULT_MODULES["otlp"])
     from mocksup.cli import main as command
 
     return command()
