@@ -249,13 +249,19 @@ def _server_modules(args: argparse.Namespace) -> list[list[str]]:
 def _run_up(args: argparse.Namespace, stop: _StopRequest) -> int:
     from mocksup import _launch
 
-    _prestart(args)
-    _hand_over_collector(args)
-    configs, how = _configs(args)
-    dump = _open_dump(args.dump)
-    started = time.monotonic()
+    dump = None
     try:
-        servers = _start(_hand_over(configs), stop)
+        with stop.interrupting():
+            _prestart(args)
+            _hand_over_collector(args)
+            configs, how = _configs(args)
+            dump = _open_dump(args.dump)
+            started = time.monotonic()
+            chosen = _hand_over(configs)
+            _import_start()
+        servers = _start(chosen, stop)
+    except _Stopped:
+        servers = None
     except MockServerError as error:
         if dump is not None:
             close_dump(dump)
@@ -369,18 +375,27 @@ def _hand_over(configs: list[MockServerConfig]) -> list[MockServerConfig | MockS
     return chosen
 
 
+class _Stopped(BaseException):
+    """A signal came before the start began: raised where the command was, an import
+    under way included, as Ctrl-C raises ``KeyboardInterrupt``."""
+
+
 class _StopRequest:
     """SIGTERM and SIGINT: a stop request, which also cancels a start under way.
 
-    The handlers are installed before the children are launched; a signal that comes
-    before the start cancels it before it begins. During the start, the start's
-    task is cancelled: the servers started are stopped, the children starting are killed,
-    and the command exits as after a stop, instead of waiting for the start to finish.
+    The handlers are installed before the command launches children of its own. A signal
+    that comes before the start begins (while the command imports pydantic and the
+    harness, say) raises :class:`_Stopped` within :meth:`interrupting`: the command ends
+    there, without finishing those imports, and the children launched, which have served
+    nobody, are killed. During the start, the start's task is cancelled: the servers
+    started are stopped, the children starting are killed, and the command exits as after
+    a stop, instead of waiting for the start to finish.
     """
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self._cancel: Callable[[], object] | None = None
+        self._interrupt = False
         self._previous = {
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT)
@@ -393,9 +408,23 @@ class _StopRequest:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.event.set()
+        if self._interrupt:
+            self._interrupt = False  # once
+            raise _Stopped
         cancel = self._cancel
         if cancel is not None:
             cancel()
+
+    @contextlib.contextmanager
+    def interrupting(self) -> Iterator[None]:
+        """Within: a signal raises :class:`_Stopped` (at once if one came first)."""
+        self._interrupt = True
+        try:
+            if self.event.is_set():
+                raise _Stopped
+            yield
+        finally:
+            self._interrupt = False
 
     @contextlib.contextmanager
     def cancelling(self) -> Iterator[None]:
@@ -423,6 +452,13 @@ class _StopRequest:
             loop.remove_reader(wakeup_r)
             os.close(wakeup_r)
             os.close(wakeup_w)
+
+
+def _import_start() -> None:
+    """Import what the start runs on (asyncio, the harness and the supervisor)."""
+    import asyncio  # noqa: F401
+
+    import mocksup.harness  # noqa: F401
 
 
 def _start(

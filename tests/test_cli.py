@@ -552,6 +552,48 @@ class StartCancelTest(CLITestCase):
                 # below the 60 s the start would otherwise have gone on for.
                 self.assertLess(took, 5.0)
 
+    def test_a_signal_while_the_command_imports_ends_it_there(self) -> None:
+        # The collector serves before the command has imported pydantic and the harness:
+        # a SIGTERM then (the test makes that stretch 30 s) must not wait for them. The
+        # command ends where it is, kills the child that served nobody, exits 0.
+        script = (
+            "import sys, time\n"
+            "from mocksup import _launch, cli\n"
+            "hand_over_settings = _launch.Prestarted.hand_over_settings\n"
+            "def spy(self, body, log_dir):\n"
+            "    handed = hand_over_settings(self, body, log_dir)\n"
+            "    print(self._early[body.name][1].proc.pid, flush=True)\n"
+            "    return handed\n"
+            "_launch.Prestarted.hand_over_settings = spy\n"
+            "def imports_for_ever(args):\n"
+            "    time.sleep(30)\n"
+            "cli.default_server_configs = imports_for_ever\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, "up", "--servers", "otlp", *FREE_PORTS[:4]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(_end, proc)
+        assert proc.stdout is not None
+        child = psutil.Process(int(proc.stdout.readline()))
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.fail("still running 15 s after SIGTERM")
+        took = time.monotonic() - signalled
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual((out, err), ("mocksup: stopped\n", ""))
+        self.assertFalse(_running(child))
+        # Milliseconds: the kill and reap of the child; far below the 30 s stretch.
+        self.assertLess(took, 5.0)
+
     def test_children_no_start_adopted_end_at_once_even_mid_import(self) -> None:
         # A signal that comes after ``up`` sent the collector its settings but before the
         # start adopted its child ends the command through discard(): the child, still
