@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -200,22 +201,18 @@ class Prestarted:
 
         :raises MockServerError: its log file cannot be created.
         """
-        from mocksup import _logs, _payload
+        from mocksup import _payload
 
         launched = self.take(body.module)
         if launched is None:
             return False
-        try:
-            log_path, log = _logs.open_named_log(body.name, log_dir)
-            os.close(log)  # the child opens it by name
-            env = child_env({})
-            launched.send(_payload.encode_body(body, None, env=env, log_path=str(log_path)))
-        except BrokenPipeError:
-            launched.discard()
+        log_path = self._send(
+            launched,
+            (body.name, log_dir, {}),
+            lambda env, log: _payload.encode_body(body, None, env=env, log_path=log),
+        )
+        if log_path is None:
             return False
-        except BaseException:
-            launched.discard()
-            raise
         with self._lock:
             self._early[body.name] = (body, launched, log_path)
         return True
@@ -229,15 +226,15 @@ class Prestarted:
 
         :raises MockServerError: its log file cannot be created.
         """
-        from mocksup import _logs, _payload
+        from mocksup import _payload
 
         with self._lock:
             early = self._early.pop(server.name, None)
         if early is not None:
-            body, claimed, log_path = early
+            body, claimed, early_log = early
             if not server.env and body.is_of(server):
                 with self._lock:
-                    self._handed[id(server)] = (server, claimed, log_path)
+                    self._handed[id(server)] = (server, claimed, early_log)
                 return True
             claimed.discard()
         if server.env:
@@ -245,21 +242,45 @@ class Prestarted:
         launched = self.take(_payload.serving_module(server))
         if launched is None:
             return False
-        try:
-            script = _payload.main_path(server)
-            log_path, log = _logs.open_log(server)
-            os.close(log)  # the child opens it by name
-            env = child_env(server.env)
-            launched.send(_payload.encode(server, script, env=env, log_path=str(log_path)))
-        except BrokenPipeError:
-            launched.discard()
+        log_path = self._send(
+            launched,
+            (server.name, server.log_dir, server.env),
+            lambda env, log: _payload.encode(
+                server, _payload.main_path(server), env=env, log_path=log
+            ),
+        )
+        if log_path is None:
             return False
-        except BaseException:
-            launched.discard()
-            raise
         with self._lock:
             self._handed[id(server)] = (server, launched, log_path)
         return True
+
+    @staticmethod
+    def _send(
+        launched: Launched,
+        server: tuple[str, Path | None, dict[str, str]],
+        encode: Callable[[dict[str, str], str], bytes],
+    ) -> Path | None:
+        """Send ``launched`` its payload, ``encode(environment, log path)``, for the server
+        of that name, ``log_dir`` and ``env``, with a log file made for it; the file's
+        path, or ``None`` if the child is gone (it is then discarded, as on any error).
+
+        :raises MockServerError: the log file cannot be created.
+        """
+        from mocksup import _logs
+
+        name, log_dir, env = server
+        try:
+            log_path, fd = _logs.open_named_log(name, log_dir)
+            os.close(fd)  # the child opens it by name
+            launched.send(encode(child_env(env), str(log_path)))
+        except BrokenPipeError:
+            launched.discard()
+            return None
+        except BaseException:
+            launched.discard()
+            raise
+        return log_path
 
     def adopt(self, server: MockServerBase) -> tuple[Launched, Path] | None:
         """The child :meth:`hand_over` sent ``server`` to, and its log file; once."""

@@ -162,6 +162,33 @@ class CLITestCase(ProcessTestCase):
             check=False,
         )
 
+    def python(self, script: str, *args: str) -> subprocess.Popen[str]:
+        """Start ``python -c SCRIPT ARGS`` with this process's import path, its stdout and
+        stderr piped (ended at cleanup)."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(_end, proc)
+        return proc
+
+    def up_printing_a_child(self, script: str) -> tuple[subprocess.Popen[str], psutil.Process]:
+        """:meth:`python` with ``up --servers otlp`` on free ports, for a ``script`` that
+        prints the pid of a child first: the process, and that child."""
+        proc = self.python(script, "up", "--servers", "otlp", *FREE_PORTS[:4])
+        assert proc.stdout is not None
+        return proc, psutil.Process(int(proc.stdout.readline()))
+
+    def stop(self, proc: subprocess.Popen[str]) -> None:
+        """SIGTERM ``proc``, and check that it exits 0."""
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+
     def read_until(self, proc: subprocess.Popen[str], text: str) -> list[str]:
         """Lines of stdout up to the first one containing ``text`` (fails at EOF)."""
         assert proc.stdout is not None
@@ -570,17 +597,7 @@ class StartCancelTest(CLITestCase):
             "cli.default_server_configs = imports_for_ever\n"
             "sys.exit(cli.main(sys.argv[1:]))\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script, "up", "--servers", "otlp", *FREE_PORTS[:4]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.addCleanup(_end, proc)
-        assert proc.stdout is not None
-        child = psutil.Process(int(proc.stdout.readline()))
+        proc, child = self.up_printing_a_child(script)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -641,16 +658,8 @@ class HandOverTest(CLITestCase):
             "_launch.Prestarted.hand_over = spy\n"
             "sys.exit(cli.main(sys.argv[1:]))\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         args = ["up", "--servers", "otlp", *FREE_PORTS[:4], "--json"]
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.addCleanup(_end, proc)
+        proc = self.python(script, *args)
         ready = json.loads(self.read_until(proc, "{")[-1])
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
@@ -679,30 +688,17 @@ class HandOverTest(CLITestCase):
             "_launch.Prestarted.hand_over_settings = spy\n"
             "sys.exit(cli.main(sys.argv[1:]))\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script, *args, "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.addCleanup(_end, proc)
+        proc = self.python(script, *args, "--json")
         lines = self.read_until(proc, '"servers"')
         spied = [json.loads(line) for line in lines[:-1]]
         self.assertEqual(len(spied), 1, lines)
         return proc, json.loads(lines[-1]), spied[0]
 
-    def _stop(self, proc: subprocess.Popen[str]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        self.assertEqual(proc.returncode, 0, err)
-
     def test_the_collector_serves_before_up_imports_pydantic(self) -> None:
         # The default collector's settings are known without the model: its child gets
         # them before pydantic is imported, and the start claims that very child.
         proc, ready, spied = self._up_with_spy("", "up", "--servers", "otlp", *FREE_PORTS[:4])
-        self._stop(proc)
+        self.stop(proc)
         self.assertEqual(spied, {"loaded": [], "pid": ready["servers"]["otlp"]["pid"]})
 
     def test_settings_other_than_the_models_cost_the_child_not_the_settings(self) -> None:
@@ -718,7 +714,7 @@ class HandOverTest(CLITestCase):
                 psutil.Process(spied["pid"]).status() == psutil.STATUS_ZOMBIE
             )
         finally:
-            self._stop(proc)
+            self.stop(proc)
         self.assertIsNotNone(spied["pid"])
         self.assertNotEqual(spied["pid"], otlp["pid"])
         self.assertTrue(early_gone)
@@ -744,26 +740,13 @@ class EntryTest(CLITestCase):
             "from mocksup._cli import entry\n"
             "sys.exit(entry.main())\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script, *args, "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.addCleanup(_end, proc)
+        proc = self.python(script, *args, "--json")
         lines = self.read_until(proc, '"servers"')
         return proc, json.loads(lines[-1]), [json.loads(line) for line in lines[:-1]]
 
-    def _stop(self, proc: subprocess.Popen[str]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        self.assertEqual(proc.returncode, 0, err)
-
     def test_the_collectors_child_is_launched_first_and_serves(self) -> None:
         proc, ready, launches = self._launches("up", "--servers", "otlp", *FREE_PORTS[:4])
-        self._stop(proc)
+        self.stop(proc)
         modules = entry.DEFAULT_MODULES["otlp"]
         otlp = ready["servers"]["otlp"]["pid"]
         self.assertEqual(launches, [{"cli": False, "modules": modules, "pid": otlp}])
@@ -777,7 +760,7 @@ class EntryTest(CLITestCase):
         except psutil.NoSuchProcess:
             early_running = False
         finally:
-            self._stop(proc)
+            self.stop(proc)
         self.assertEqual(list(ready["servers"]), ["vllm"])
         self.assertEqual(
             [(launch["cli"], launch["modules"]) for launch in launches],
@@ -802,17 +785,7 @@ class EntryTest(CLITestCase):
             "from mocksup._cli import entry\n"
             "sys.exit(entry.main())\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script, "up", "--servers", "otlp", *FREE_PORTS[:4]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.addCleanup(_end, proc)
-        assert proc.stdout is not None
-        child = psutil.Process(int(proc.stdout.readline()))
+        proc, child = self.up_printing_a_child(script)
         self.assertEqual(proc.wait(10), -signal.SIGTERM)
         # About 0.1 s (the rest of its imports); generous for a busy machine.
         deadline = time.monotonic() + 5.0
@@ -837,18 +810,10 @@ class EntryTest(CLITestCase):
             "from mocksup._cli import entry\n"
             "sys.exit(entry.main())\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         args = ["up", "--servers", "otlp", *FREE_PORTS[:4], "--json"]
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.addCleanup(_end, proc)
+        proc = self.python(script, *args)
         ready = json.loads(self.read_until(proc, '"servers"')[-1])
-        self._stop(proc)
+        self.stop(proc)
         self.assertEqual(list(ready["servers"]), ["otlp"])
 
     def test_the_guess_reads_the_plain_cases_only(self) -> None:
