@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 from unittest import mock
@@ -197,10 +198,17 @@ class ZygoteDeathTest(ZygoteTestCase):
     def test_a_zygote_that_dies_before_its_first_fork_is_not_tried_again(self) -> None:
         self.fresh_zygote()
         self.assertTrue(_launch.zygote.start())
-        # Killed at once: it is still importing, it cannot have forked.
-        os.kill(_launch.zygote.pid or 0, signal.SIGKILL)
+        # Watched from before the kill: the zygote's reader thread reports its death when
+        # it sees it, which may be before the start below or after it has begun.
         with self.assertLogs("mocksup._fork", logging.WARNING) as logs:
+            # Killed at once: it is still importing, it cannot have forked.
+            os.kill(_launch.zygote.pid or 0, signal.SIGKILL)
             server = self.start_server(Sleeper())
+            deadline = time.monotonic() + 10
+            while "every child is exec'd" not in "\n".join(logs.output):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
         self.assertIn("every child is exec'd", "\n".join(logs.output))
         self.assertFalse(_launch.zygote.enabled)
         self.assertEqual(psutil.Process(server.pid).ppid(), os.getpid())
