@@ -81,10 +81,11 @@ def open_named_log(name: str, log_dir: Path | None) -> tuple[Path, int]:
     if log_dir is None:
         fd, temporary = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=folder.get())
         return Path(temporary), fd
-    log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"{name}.log"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     try:
+        # A folder that cannot be made (a file of that name, no permission) is this error too.
+        log_dir.mkdir(parents=True, exist_ok=True)
         return path, os.open(path, flags, 0o644)
     except OSError as error:
         raise MockServerError(f"cannot create the log file {path}: {error}", server=name) from error

@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -1304,6 +1305,17 @@ class BadInputTest(CLITestCase):
         self.assertEqual(code, 2, err)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn(text, err)
+
+    def test_a_log_folder_that_is_a_file_is_one_line_not_a_traceback(self) -> None:
+        # Through the collector's early hand-over (which opens the log first) and the
+        # start: whichever meets it, one line and exit 1.
+        taken = Path(tempfile.mkdtemp(prefix="mocksup-test-")) / "logs"
+        self.addCleanup(shutil.rmtree, taken.parent)
+        taken.write_text("a file where the folder would go")
+        done = self.run_mocksup("up", "--servers", "otlp", *FREE_PORTS[:4], "--log-dir", str(taken))
+        self.assertEqual(done.returncode, 1, done.stderr)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+        self.assertIn("cannot create the log file", done.stderr)
 
     def test_bad_options(self) -> None:
         # One through a real process: exit code and stderr reach the caller as they are.

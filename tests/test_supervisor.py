@@ -233,6 +233,18 @@ class SettingsTest(ProcessTestCase):
         server = self.start_server(MockRedisServer(name="cache", log_dir=logs))
         self.assertEqual(server.log_path, logs / "cache.log")
 
+    def test_a_log_folder_that_cannot_be_made_is_a_clear_error(self) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="mocksup-test-"))
+        self.addCleanup(subprocess.run, ["rm", "-rf", str(folder)], check=True)
+        taken = folder / "logs"
+        taken.write_text("a file where the folder would go")
+        for log_dir in (taken, taken / "deeper"):
+            with (
+                self.subTest(log_dir=log_dir),
+                self.assertRaisesRegex(MockServerError, "cannot create the log file"),
+            ):
+                MockRedisServer(log_dir=log_dir).start()
+
 
 class ReadyTest(ProcessTestCase):
     def assert_ready_error(self, server: BogusReady | ReadyOnOtherHost, *texts: str) -> ReadyError:
