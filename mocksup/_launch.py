@@ -179,7 +179,6 @@ class Prestarted:
     def take(self, module: str | None = None) -> Launched | None:
         """A prestarted child still alive, or ``None``: the first launched to import
         ``module`` (or its package), when one was."""
-
         wanted = module or ""
 
         def fits(entry: tuple[Launched, list[str]]) -> bool:
@@ -187,8 +186,7 @@ class Prestarted:
 
         with self._lock:
             # Stable: in launch order among those that fit, then among the others.
-            order = sorted(self._idle, key=lambda entry: not fits(entry))
-            for entry in list(order):
+            for entry in sorted(self._idle, key=lambda entry: not fits(entry)):
                 self._idle.remove(entry)
                 if entry[0].proc.poll() is None:
                     return entry[0]
@@ -208,7 +206,9 @@ class Prestarted:
             return False
         log_path = self._send(
             launched,
-            (body.name, log_dir, {}),
+            body.name,
+            log_dir,
+            {},
             lambda env, log: _payload.encode_body(body, None, env=env, log_path=log),
         )
         if log_path is None:
@@ -244,7 +244,9 @@ class Prestarted:
             return False
         log_path = self._send(
             launched,
-            (server.name, server.log_dir, server.env),
+            server.name,
+            server.log_dir,
+            server.env,
             lambda env, log: _payload.encode(
                 server, _payload.main_path(server), env=env, log_path=log
             ),
@@ -258,18 +260,19 @@ class Prestarted:
     @staticmethod
     def _send(
         launched: Launched,
-        server: tuple[str, Path | None, dict[str, str]],
+        name: str,
+        log_dir: Path | None,
+        env: dict[str, str],
         encode: Callable[[dict[str, str], str], bytes],
     ) -> Path | None:
         """Send ``launched`` its payload, ``encode(environment, log path)``, for the server
-        of that name, ``log_dir`` and ``env``, with a log file made for it; the file's
+        of that ``name``, ``log_dir`` and ``env``, with a log file made for it; the file's
         path, or ``None`` if the child is gone (it is then discarded, as on any error).
 
         :raises MockServerError: the log file cannot be created.
         """
         from mocksup import _logs
 
-        name, log_dir, env = server
         try:
             log_path, fd = _logs.open_named_log(name, log_dir)
             os.close(fd)  # the child opens it by name

@@ -32,7 +32,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from mocksup import __version__
-from mocksup._cli.entry import DEFAULT_MODULES
+from mocksup._cli.entry import DEFAULT_MODULES, server_names
 from mocksup._cli.errors import Advice, UsageError, advice, interrupts_kept, quiet_broken_pipe
 from mocksup._cli.live import (
     Follower,
@@ -222,7 +222,7 @@ def _server_modules(args: argparse.Namespace) -> list[list[str]]:
     when it is one of mocksup's own (another's child imports it once it has its server's
     import path), and pydantic (``mocksup.base``) for a server that comes as its model."""
     if args.config is None:
-        names = [name.strip() for name in up_option(args, "servers").split(",")]
+        names = server_names(up_option(args, "servers"))
         copies = {"vllm": up_option(args, "vllm_replicas")}  # a child for each replica
         return [
             DEFAULT_MODULES[name]

@@ -856,6 +856,7 @@ class EarlyCollectorTest(unittest.TestCase):
         cases: list[tuple[list[str], dict[str, str]]] = [
             ([], {}),
             (["--servers", "otlp"], {}),
+            (["--servers", "otlp,"], {}),  # blanks are no servers, here as in the start
             (["--servers", "vllm, otlp", "--vllm-max-model-len", "128"], {}),
             (["--host", "127.0.0.2", "--otlp-port", "0", "--otlp-grpc-port", "5317"], {}),
             (["--otlp-compat", "spec", "--log-dir", "logs"], {}),

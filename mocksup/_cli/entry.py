@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-__all__ = ("DEFAULT_MODULES", "collector_wanted", "main")
+__all__ = ("DEFAULT_MODULES", "collector_wanted", "main", "server_names")
 
 #: What the child of each default server imports before it waits for its server. The
 #: collector comes as plain settings (no pydantic): its gRPC side, all it needs to serve
@@ -65,4 +65,10 @@ def collector_wanted(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
             servers = argv[index + 1]
         elif arg.startswith("--servers="):
             servers = arg.partition("=")[2]
-    return "otlp" in (name.strip() for name in servers.split(","))
+    return "otlp" in server_names(servers)
+
+
+def server_names(text: str) -> list[str]:
+    """The names ``--servers`` (or ``$MOCKSUP_SERVERS``) lists: comma-separated, blanks
+    around and between them ignored."""
+    return [name for name in map(str.strip, text.split(",")) if name]

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mocksup._cli.entry import server_names
 from mocksup._cli.errors import Advice, UsageError
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ def early_collector(args: argparse.Namespace) -> Settings | None:
     if args.config is not None or args.start_timeout is not None:
         return None
     up = {name: up_option(args, name) for name in UP_DEFAULTS}
-    chosen = {name.strip() for name in up["servers"].split(",")}
+    chosen = set(server_names(up["servers"]))
     if "otlp" not in chosen or not chosen <= set(DEFAULT_SERVERS):
         return None
     if "vllm" not in chosen and _vllm_settings(args):
@@ -277,7 +278,7 @@ def default_server_configs(args: argparse.Namespace) -> tuple[list[MockServerCon
     from mocksup.harness import default_configs
 
     up = {name: up_option(args, name) for name in UP_DEFAULTS}
-    chosen = [name.strip() for name in up["servers"].split(",") if name.strip()]
+    chosen = server_names(up["servers"])
     unknown = sorted(set(chosen) - set(DEFAULT_SERVERS))
     if unknown or not chosen:
         raise UsageError(f"--servers takes otlp and/or vllm, not {','.join(unknown) or 'nothing'}")

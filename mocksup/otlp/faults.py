@@ -19,9 +19,7 @@ __all__ = ("MAX_DELAY", "MAX_PENDING", "Fault", "Signal", "Transport")
 #: The longest ``delay`` and ``retry_after`` of a fault, in seconds (an hour: longer than
 #: any client's timeout, and short enough for every timer and header that carries it).
 MAX_DELAY = 3600.0
-#: The most faults pending at once: far more than any script of answers needs, and a bound
-#: on what a harness that adds faults in a loop (and never clears them) makes the collector
-#: keep and scan on every export.
+#: The most faults pending at once: a ``POST /mocksup/faults`` past it is refused (400).
 MAX_PENDING = MAX_PENDING_FAULTS
 #: The largest ``rejected`` count: OTLP's ``rejected_*`` fields are int64.
 _MAX_REJECTED = 2**63 - 1
