@@ -90,6 +90,8 @@ class ChildProcess:
         self.ready = False
         self._death: ChildCrashedError | None = None
         self._lifeline: int | None = None
+        #: stop() has signalled it: its exit from then on is ours, not a crash.
+        self._stopping = False
         self._adopted = False
         self._taken = False
         self._budget = server.start_timeout
@@ -112,7 +114,7 @@ class ChildProcess:
         if proc is None:
             return MockServerError(f"mock server {self.name!r} was never started", server=self.name)
         if proc.poll() is not None or (grace > 0 and _reap.wait_exit(proc, grace)):
-            if self._death is None and self._lifeline is None:
+            if self._stopping or (self._death is None and self._lifeline is None):
                 return MockServerError(f"mock server {self.name!r} was stopped", server=self.name)
             return self._died()
         if _reap.is_suspended(proc.pid):
@@ -484,6 +486,7 @@ class ChildProcess:
             return
         # Running: a first stop, or another try after a StopError.
         start = time.monotonic()
+        self._stopping = True
         stragglers = self._terminate(proc, timeout)
         self._forget()
         if proc.returncode is None or stragglers:

@@ -106,6 +106,7 @@ def serve_wsgi(
     request_log: bool = False,
     limits: HTTPLimits | None = None,
     error_page: ErrorPage = go_error,
+    drain: float = 0.0,
 ) -> Iterator[HTTPServer]:
     """Serve ``app`` over HTTP/1.1 on the bound ``sock`` while in the block.
 
@@ -116,15 +117,16 @@ def serve_wsgi(
     Besides WSGI's keys, the environ has ``mocksup.socket`` (the connection) and
     ``mocksup.wait_disconnect(seconds) -> bool`` (sleep, waking when the client leaves). An
     app may raise :class:`DropConnection` to cut the connection. Leaving the block stops
-    accepting at once. ``sock`` is handed over (closed on leaving); the server is yielded
-    (``.port``, ``.connections``).
+    accepting at once, then waits up to ``drain`` seconds for the requests in flight to be
+    answered. ``sock`` is handed over (closed on leaving); the server is yielded (``.port``,
+    ``.connections``).
     """
     server = HTTPServer(app, sock, limits=limits, error_page=error_page, request_log=request_log)
     server.start()
     try:
         yield server
     finally:
-        server.shutdown()
+        server.shutdown(drain)
 
 
 def request_headers(environ: dict[str, Any]) -> dict[str, str]:

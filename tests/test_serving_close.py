@@ -1,15 +1,18 @@
 """The HTTP server of ``mocksup.serving`` in real children, over raw sockets: a connection
 whose request body broke is closed right after the answer, a request head that arrives
 too slowly is cut off at ``head_timeout`` from its first byte, and a client that stops
-reading an answer is let go at ``io_timeout``."""
+reading an answer is let go at ``io_timeout``; a stopping server sends the answers in
+flight before it exits, for up to ``drain`` seconds."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import http.client
+import logging
 import select
 import socket
+import threading
 import time
 import unittest
 from collections.abc import Callable, Iterable
@@ -294,6 +297,60 @@ class StalledReaderTest(ProcessTestCase):
             other.sendall(b"POST /still HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
             response = read_response(other)
             self.assertEqual((response.status, response.read()), (200, b"/still ok"))
+
+
+class AnswersOnStop(MockServerBase):
+    """Streams ``held`` at once, then ``answered`` ``delay`` seconds after its stop began
+    (never when ``delay`` is None); leaving the block drains for ``drain`` seconds."""
+
+    drain: float = 2.0
+    delay: float | None = 0.2
+
+    def serve(self, ctx: ServeContext) -> None:
+        stopping = threading.Event()
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"held\n"
+            stopping.wait()
+            if self.delay is None:
+                threading.Event().wait()  # an answer that never comes
+            else:
+                time.sleep(self.delay)  # the work still owed when the stop began
+            yield b"answered\n"
+
+        with serve_wsgi(app, bind_tcp(self.host, self.port), drain=self.drain) as server:
+            ctx.ready(port=server.port)
+            ctx.wait()
+            stopping.set()
+
+
+class DrainTest(ProcessTestCase):
+    def held_request(self, server: MockServerBase) -> http.client.HTTPResponse:
+        assert server.port is not None
+        sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = read_response(sock)
+        self.assertEqual(response.read1(), b"held\n")  # the app has the request
+        return response
+
+    def test_an_answer_in_flight_is_sent_before_the_exit(self) -> None:
+        server = self.start_server(AnswersOnStop())
+        response = self.held_request(server)
+        server.stop()
+        # The whole stream, its last chunk included: the exit did not cut it.
+        self.assertEqual(response.read(), b"answered\n")
+
+    def test_the_drain_is_bounded(self) -> None:
+        server = self.start_server(AnswersOnStop(drain=0.3, delay=None, stop_timeout=5))
+        response = self.held_request(server)
+        started = time.monotonic()
+        with self.assertNoLogs("mocksup", logging.WARNING):  # no SIGKILL was needed
+            server.stop()
+        self.assertLess(time.monotonic() - started, 3.0)
+        with self.assertRaises(http.client.IncompleteRead):
+            response.read()
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import psutil
 from pydantic import ValidationError
@@ -579,6 +581,34 @@ class StopTest(ProcessTestCase):
             server.check_running()
         with self.assertRaisesRegex(MockServerError, "never started"):
             Sleeper().check_running()
+
+    def test_a_check_while_it_stops_is_told_it_was_stopped(self) -> None:
+        # A client call that broke as stop() ran asks check_running() why. Between the
+        # child's exit and the end of the reaping, the answer is the stop, not a crash
+        # (which would be logged as an error and keep the logs as a failure's).
+        server = self.start_server(Sleeper())
+        reaping, release = threading.Event(), threading.Event()
+        reap = _reap.reap
+
+        def held_reap(*args: Any) -> list[psutil.Process]:
+            reaping.set()
+            release.wait(10)
+            return reap(*args)
+
+        with mock.patch.object(_reap, "reap", held_reap):
+            stopper = threading.Thread(target=server.stop)
+            stopper.start()
+            try:
+                self.assertTrue(reaping.wait(10))
+                self.assertFalse(server.is_running())
+                with (
+                    self.assertNoLogs("mocksup", logging.ERROR),
+                    self.assertRaisesRegex(MockServerError, "was stopped"),
+                ):
+                    server.check_running(0.5)
+            finally:
+                release.set()
+                stopper.join(10)
 
     def test_child_ignoring_sigterm_is_killed_within_the_budget(self) -> None:
         server = self.start_server(IgnoresSigterm(stop_timeout=1.0))

@@ -171,7 +171,7 @@ class Connection:
                 self._timeout(limits.idle_timeout)
                 self.idle, self.since = True, time.monotonic()
                 if self.server.waiting_for_room:
-                    self.server.wake_acceptor()
+                    self.server.wake_waiters()
                 try:
                     request = self._read_head()
                 except _Gone:
@@ -190,6 +190,8 @@ class Connection:
 
     def close(self, *, reset: bool = False) -> None:
         self.closing = True
+        if self.server.stopping:
+            self.server.wake_waiters()  # a draining shutdown counts the answers still owed
         if reset:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -152,8 +152,9 @@ class HTTPServer:
         self._thread = threading.Thread(target=self._accept_loop, name="mocksup-http", daemon=True)
         self._thread.start()
 
-    def shutdown(self) -> None:
-        """Stop accepting and close idle connections; requests in flight are not waited for."""
+    def shutdown(self, drain: float = 0.0) -> None:
+        """Stop accepting and close idle connections; then wait up to ``drain`` seconds for
+        the requests in flight to be answered (each connection closes after its answer)."""
         with self._lock:
             self.stopping = True
             self._lock.notify_all()
@@ -171,6 +172,13 @@ class HTTPServer:
             self._jobs.put(None)
         for sock in (self.sock, self._wake_r, self._wake_w):
             sock.close()
+        deadline = time.monotonic() + drain
+        with self._lock:
+            while any(not (c.idle or c.closing) for c in self._connections):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)  # woken as each connection closes or ends
 
     def _accept_loop(self) -> None:
         backoff = 0.0
@@ -244,8 +252,9 @@ class HTTPServer:
             self._lock.wait(backoff)  # woken early when a connection ends, or by shutdown
         return backoff
 
-    def wake_acceptor(self) -> None:
-        """Tell the accept loop, waiting at the cap, that a connection can be reclaimed."""
+    def wake_waiters(self) -> None:
+        """Tell the accept loop waiting at the cap that a connection can be reclaimed, or a
+        draining shutdown that one has closed."""
         with self._lock:
             self._lock.notify_all()
 

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ("CollectorServing", "serve_settings")
 
+#: Seconds a stopping collector gives the HTTP requests in flight to be answered.
+DRAIN = 0.5
+
 
 @dataclass
 class _Parts:
@@ -94,7 +97,8 @@ class CollectorServing:
             if grpc is not None:
                 grpc.shutdown()
             raise
-        with serve_wsgi(app, sock, limits=self.http_limits()):
+        # On stop, the answers owed (a held wait's 503, an upload's) are sent before the exit.
+        with serve_wsgi(app, sock, limits=self.http_limits(), drain=DRAIN):
             try:
                 # Both ports serve now: only then may the parent send.
                 ctx.ready(**{k: ports[k] for k in ("port", "grpc_port") if k in ports})
