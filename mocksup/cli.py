@@ -417,14 +417,29 @@ class _StopRequest:
 
     @contextlib.contextmanager
     def interrupting(self) -> Iterator[None]:
-        """Within: a signal raises :class:`_Stopped` (at once if one came first)."""
+        """Within: a signal raises :class:`_Stopped` (at once if one came first).
+
+        A signal that lands while a callback runs (a weakref's, say: the import system's
+        locks have them) raises it there, and Python drops an exception raised in a
+        callback: that one is kept off stderr and raised when the block ends.
+        """
+        previous_hook = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            if not isinstance(unraisable.exc_value, _Stopped):
+                previous_hook(unraisable)
+
+        sys.unraisablehook = hook
         self._interrupt = True
         try:
             if self.event.is_set():
                 raise _Stopped
             yield
+            if self.event.is_set():
+                raise _Stopped  # raised in a callback, and dropped
         finally:
             self._interrupt = False
+            sys.unraisablehook = previous_hook
 
     @contextlib.contextmanager
     def cancelling(self) -> Iterator[None]:

@@ -612,6 +612,36 @@ class StartCancelTest(CLITestCase):
         # Milliseconds: the kill and reap of the child; far below the 30 s stretch.
         self.assertLess(took, 5.0)
 
+    def test_a_signal_landing_in_a_callback_still_ends_it_quietly(self) -> None:
+        # Python runs a signal's handler between bytecodes, inside a callback too (the
+        # import system's lock weakrefs have them), and drops what a callback raises: the
+        # stop must not be lost, nor its traceback printed, nor the start begin.
+        script = (
+            "import signal, sys, weakref\n"
+            "from mocksup import cli\n"
+            "hand_over = cli._hand_over_collector\n"
+            "class Gone:\n"
+            "    pass\n"
+            "def signalled_in_a_callback(args):\n"
+            "    def callback(ref):\n"
+            "        signal.raise_signal(signal.SIGTERM)  # its handler runs in here\n"
+            "    gone = Gone()\n"
+            "    ref = weakref.ref(gone, callback)\n"
+            "    del gone\n"
+            "    return hand_over(args)\n"
+            "cli._hand_over_collector = signalled_in_a_callback\n"
+            "start = cli._start\n"
+            "def spy(*args):\n"
+            "    print('the start began', flush=True)\n"
+            "    return start(*args)\n"
+            "cli._start = spy\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        proc = self.python(script, "up", "--servers", "otlp", *FREE_PORTS[:4])
+        out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual((out, err), ("mocksup: stopped\n", ""))
+
     def test_children_no_start_adopted_end_at_once_even_mid_import(self) -> None:
         # A signal that comes after ``up`` sent the collector its settings but before the
         # start adopted its child ends the command through discard(): the child, still
