@@ -1,6 +1,6 @@
 """How far OTLP/HTTP intake of 512-span batches can go: the collector against bare servers.
 
-Run from the repository root (about a minute)::
+Run from the repository root (about three minutes)::
 
     python benchmarks/bench_http_ceiling.py              # 3 rounds
     python benchmarks/bench_http_ceiling.py --rounds 1
@@ -26,7 +26,13 @@ and bodies, by serving them with servers that do less than the collector:
 - ``one loop, collector app``: the same loop calling the collector's WSGI app in-process
   (its check, store and answer, without its HTTP server);
 - ``two loops, parse``: two processes serving the same listening socket, each a loop that
-  parses.
+  parses;
+- ``two processes, check, store hop``: two processes serving the same listening socket
+  with mocksup's HTTP server, each checking every body as the collector does
+  (:func:`mocksup.otlp._proto.decode`), then sending it over a Unix socket to a third
+  process that keeps it (the collector's app without its check) and waiting for its
+  answer: ingest in several processes with one store, as a collector that scaled its
+  intake out would have it.
 
 Every server runs in a process of its own with ``MALLOC_ARENA_MAX=1``, as mocksup's
 children do. None of the bare servers is a collector: they show where the ceiling is.
@@ -35,12 +41,14 @@ children do. None of the bare servers is a collector: they show where the ceilin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import multiprocessing
 import os
 import selectors
 import socket
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -76,9 +84,9 @@ def _collector_app(*, checked: bool = True) -> Any:
     return collector._parts().app  # the pieces the collector's child serves
 
 
-def _collector_answer() -> Callable[[bytes], bytes]:
+def _collector_answer(*, checked: bool = True) -> Callable[[bytes], bytes]:
     """The collector's WSGI app, called in-process for each body; its answer as bytes."""
-    app = _collector_app()
+    app = _collector_app(checked=checked)
     environ = {
         "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/traces", "QUERY_STRING": "",
         "CONTENT_TYPE": "application/x-protobuf", "SERVER_NAME": "127.0.0.1",
@@ -185,6 +193,70 @@ def _app_server(ready: Any, checked: bool) -> None:
         time.sleep(3600)
 
 
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = sock.recv(size, socket.MSG_WAITALL)
+    if len(data) != size:
+        raise EOFError
+    return data
+
+
+def _hop_store(listener: socket.socket) -> None:
+    """The store of the *store hop*: for each body a checking process sends, the collector's
+    app without its check; its answer sent back. A thread per checking thread."""
+    import threading
+
+    answer = _collector_answer(checked=False)
+
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                (size,) = struct.unpack("!I", _recv_exact(conn, 4))
+                data = answer(_recv_exact(conn, size))
+                conn.sendall(struct.pack("!I", len(data)) + data)
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def _hop_server(ready: Any, processes: int) -> None:
+    import threading
+
+    from mocksup.otlp import MockOTLPCollector
+    from mocksup.otlp._proto import decode
+    from mocksup.serving import read_body, serve_wsgi
+
+    store = socket.socket(socket.AF_UNIX)
+    store.bind(f"\0mocksup-bench-hop-{os.getpid()}")  # abstract: no file left behind
+    store.listen(64)
+    if os.fork() == 0:
+        _hop_store(store)
+    address = store.getsockname()
+    store.close()
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    for _ in range(processes - 1):
+        if os.fork() == 0:
+            break  # each process serves the same listening socket
+    else:
+        ready.send(listener.getsockname()[1])
+    limits, local = MockOTLPCollector(port=0, grpc_port=0).limits(), threading.local()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = read_body(environ, 1 << 26)
+        decode("traces", body, limits)  # refusing nothing here: the bodies are valid
+        if not hasattr(local, "hop"):
+            local.hop = socket.socket(socket.AF_UNIX)
+            local.hop.connect(address)
+        local.hop.sendall(struct.pack("!I", len(body)) + body)
+        (size,) = struct.unpack("!I", _recv_exact(local.hop, 4))
+        _recv_exact(local.hop, size)  # the store's answer: 200, kept
+        start_response("200 OK", [("Content-Type", "application/x-protobuf")])
+        return [b""]
+
+    with serve_wsgi(app, listener):
+        time.sleep(3600)
+
+
 def _spawn(target: Callable[..., None], *args: Any) -> tuple[Any, int]:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -210,6 +282,8 @@ def _measure(variant: str, clients: Clients, body: bytes, seconds: float) -> dic
             proc, port = _spawn(_threads_server)
         elif variant.startswith("threads-app"):
             proc, port = _spawn(_app_server, *VARIANTS[variant][1])
+        elif variant == "hop":
+            proc, port = _spawn(_hop_server, *VARIANTS[variant][1])
         else:
             proc, port = _spawn(_loop_server, *VARIANTS[variant][1])
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children()]
@@ -242,6 +316,7 @@ VARIANTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "loop": ("one loop, parse", ("parse", 1)),
     "loop-app": ("one loop, collector app", ("app", 1)),
     "two-loops": ("two loops, parse", ("parse", 2)),
+    "hop": ("two processes, check, store hop", (2,)),
 }
 
 
