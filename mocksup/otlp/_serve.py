@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ("CollectorServing", "serve_settings")
 
-#: Seconds a stopping collector gives the HTTP requests in flight to be answered.
+#: Seconds a stopping collector gives the requests in flight on each transport to be
+#: answered (a fifth of ``stop_timeout`` when that is less).
 DRAIN = 0.5
 
 
@@ -58,6 +59,7 @@ class CollectorServing:
         journal_credentials: bool
         grpc_workers: int
         max_connections: int
+        stop_timeout: float
         cors: Any  # a CORSConfig, or its dump
         journals: dict[str, str]
 
@@ -97,8 +99,11 @@ class CollectorServing:
             if grpc is not None:
                 grpc.shutdown()
             raise
-        # On stop, the answers owed (a held wait's 503, an upload's) are sent before the exit.
-        with serve_wsgi(app, sock, limits=self.http_limits(), drain=DRAIN):
+        # On stop, the answers owed (a held wait's 503, an upload's) are sent before the
+        # exit: each transport gets up to DRAIN, a fifth of the stop budget at most, so that
+        # both fit within it before the parent's SIGKILL.
+        grace = min(DRAIN, self.stop_timeout / 5)
+        with serve_wsgi(app, sock, limits=self.http_limits(), drain=grace):
             try:
                 # Both ports serve now: only then may the parent send.
                 ctx.ready(**{k: ports[k] for k in ("port", "grpc_port") if k in ports})
@@ -109,7 +114,7 @@ class CollectorServing:
                 ingest.stopping.set()
                 ingest.store.close()
                 if grpc is not None:
-                    grpc.shutdown()
+                    grpc.shutdown(grace)
 
     def http_limits(self) -> HTTPLimits:
         """The HTTP server's limits: ``max_connections``; in ``"collector"`` mode an

@@ -214,6 +214,28 @@ class StopTest(ProcessTestCase):
         self.assertEqual(error.status, 503)
         self.assertIn("stopping", str(error))
 
+    def test_a_stalled_upload_does_not_outlast_a_short_stop_budget(self) -> None:
+        import logging
+        import socket
+        import time
+
+        # The drain waits for requests in flight, within a fifth of the stop budget: a body
+        # that never comes must not hold the child past the graceful part (0.25 s here).
+        collector = self.start_server(MockOTLPCollector(port=0, grpc_port=0, stop_timeout=0.5))
+        assert collector.port is not None
+        with socket.create_connection((collector.host, collector.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+                b"\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+            )
+            # Sent as the app starts reading the body: the request is in flight.
+            self.assertEqual(sock.recv(64), b"HTTP/1.1 100 Continue\r\n\r\n")
+            sock.sendall(b"0123456789")
+            started = time.monotonic()
+            with self.assertNoLogs("mocksup", logging.WARNING):  # not SIGKILLed
+                collector.stop()
+            self.assertLess(time.monotonic() - started, 5.0)
+
 
 class NoGCTest(unittest.TestCase):
     def test_pauses_and_restores_across_overlapping_users(self) -> None:
