@@ -1196,6 +1196,39 @@ class QueryTest(CLITestCase):
         self.assertEqual(done.stdout, "interrupted\n", done.stderr)
         self.assertLess(time.monotonic() - started, 10)
 
+    def test_a_ctrl_c_lost_in_a_finalizer_is_sent_until_it_is_handled(self) -> None:
+        # A SIGINT sent again can land just before the poll's blocking read: its handler
+        # then runs only once the read returns. Here the first ones are lost outright
+        # (ignored while the finalizer's interrupt is being sent again); a later one must
+        # still end the read.
+        script = textwrap.dedent("""
+            import signal, socket, sys, time
+            from mocksup._cli.errors import interrupts_kept
+
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+            class Dropped:
+                def __del__(self):
+                    raise KeyboardInterrupt  # as the handler raises it in a finalizer
+
+            quiet, waiting = socket.socketpair()
+            waiting.settimeout(float(sys.argv[1]))
+            with interrupts_kept():
+                handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    Dropped()
+                    time.sleep(0.2)  # what is sent meanwhile is lost
+                    signal.signal(signal.SIGINT, handler)
+                    waiting.recv(1)  # the next long poll
+                    print("waited it out")
+                except KeyboardInterrupt:
+                    print("interrupted")
+        """)
+        started = time.monotonic()
+        done = run_code(script, "20")
+        self.assertEqual(done.stdout, "interrupted\n", done.stderr)
+        self.assertLess(time.monotonic() - started, 10)
+
     def test_stats_into_a_closed_pipe(self) -> None:
         # mocksup stats | head: the reader is gone before the command writes.
         read, write = os.pipe()

@@ -115,21 +115,58 @@ def interrupts_kept() -> Iterator[None]:
     handler, which can be a finalizer (an ``http.client`` response being dropped, between
     two of ``tail``'s long polls); there the exception is only reported, and the command
     went on into its next 30 s poll. Such an interrupt is sent again, as a SIGINT to the
-    main thread from a thread of its own: sent from the main thread, Python would run the
-    handler at once, inside the hook, where a raise is ignored too.
+    main thread from a thread of its own (sent from the main thread, Python would run the
+    handler at once, inside the hook, where a raise is ignored too), and again every
+    :data:`_RESEND` seconds until the handler has run: one that lands just before the
+    poll's blocking read is only handled once that read returns.
     """
-    previous = sys.unraisablehook
+    previous_hook = sys.unraisablehook
+    # Only the main thread may set a handler (main() may run in another, inside a program).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.getsignal(signal.SIGINT) if main_thread else None
+    handled = threading.Event()
+    # No SIGINT is sent once the handler has begun; reentrant, as the handler may run in the
+    # main thread while it holds the lock (in the hook, or at the end of the block).
+    lock = threading.RLock()
+
+    def handler(signum: int, frame: Any) -> None:
+        with lock:
+            handled.set()
+        assert callable(previous_handler)  # a KeyboardInterrupt came from a Python handler
+        previous_handler(signum, frame)
+
+    def resend(main: int) -> None:
+        while True:
+            with lock:
+                if handled.is_set():
+                    return
+                signal.pthread_kill(main, signal.SIGINT)
+            if not watched or handled.wait(_RESEND):
+                return  # unwatched (no handler of ours to tell): sent once
 
     def hook(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             main = threading.main_thread().ident
             assert main is not None  # it has started: it runs this
-            _thread.start_new_thread(signal.pthread_kill, (main, signal.SIGINT))
+            with lock:
+                handled.clear()
+            _thread.start_new_thread(resend, (main,))
             return
-        previous(unraisable)
+        previous_hook(unraisable)
 
     sys.unraisablehook = hook
+    watched = callable(previous_handler)
+    if watched:
+        signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
-        sys.unraisablehook = previous
+        with lock:
+            handled.set()  # a resend still under way ends
+        if watched:
+            signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = previous_hook
+
+
+#: Seconds between two SIGINTs sent again for a Ctrl-C lost in a finalizer.
+_RESEND = 0.05
