@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import termios
-import textwrap
 import threading
 import time
 import unittest
@@ -1031,6 +1030,30 @@ def _end_pty(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+#: The script of :meth:`QueryTest.assert_interrupted`.
+FINALIZER_SCRIPT = """
+import signal, socket, sys, time
+from mocksup._cli.errors import interrupts_kept
+
+# Ctrl-C's default, whatever this test was started with (it may be ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+class Dropped:
+    def __del__(self):
+        {finalizer}
+
+quiet, waiting = socket.socketpair()
+waiting.settimeout(float(sys.argv[1]))
+with interrupts_kept():
+    try:
+        {before}
+        waiting.recv(1)  # the next long poll
+        print("waited it out")
+    except KeyboardInterrupt:
+        print("interrupted")
+"""
+
+
 class QueryTest(CLITestCase):
     """``spans``, ``metrics``, ``logs``, ``stats`` and ``tail`` against one collector ``up``
     runs."""
@@ -1166,68 +1189,35 @@ class QueryTest(CLITestCase):
         code, out, _ = run_main("tail", "--url", self.url, "--timeout", "0.2")
         self.assertEqual((code, out), (0, ""))
 
-    def test_a_ctrl_c_that_lands_in_a_finalizer_still_ends_the_command(self) -> None:
-        # The stimulus, made certain: the handler runs while a dropped object's finalizer
-        # does (tail drops an http.client response between two polls), then the command
-        # waits for its next answer. Python only reports an exception raised there.
-        script = textwrap.dedent("""
-            import signal, socket, sys
-            from mocksup._cli.errors import interrupts_kept
-
-            # Ctrl-C's default, whatever this test was started with (it may be ignored).
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-            class Dropped:
-                def __del__(self):
-                    signal.raise_signal(signal.SIGINT)
-
-            quiet, waiting = socket.socketpair()
-            waiting.settimeout(float(sys.argv[1]))
-            with interrupts_kept():
-                try:
-                    Dropped()
-                    waiting.recv(1)  # the next long poll
-                    print("waited it out")
-                except KeyboardInterrupt:
-                    print("interrupted")
-        """)
+    def assert_interrupted(self, finalizer: str, *before_the_read: str) -> None:
+        """A script: Ctrl-C's default handler, a finalizer that runs ``finalizer`` as an
+        object is dropped, then ``before_the_read`` and a read of 20 s, all within
+        ``interrupts_kept()``: the read must end with the KeyboardInterrupt, well before."""
+        script = FINALIZER_SCRIPT.format(
+            finalizer=finalizer, before="\n        ".join(["Dropped()", *before_the_read])
+        )
         started = time.monotonic()
         done = run_code(script, "20")
         self.assertEqual(done.stdout, "interrupted\n", done.stderr)
         self.assertLess(time.monotonic() - started, 10)
+
+    def test_a_ctrl_c_that_lands_in_a_finalizer_still_ends_the_command(self) -> None:
+        # The stimulus, made certain: the handler runs while a dropped object's finalizer
+        # does (tail drops an http.client response between two polls), then the command
+        # waits for its next answer. Python only reports an exception raised there.
+        self.assert_interrupted("signal.raise_signal(signal.SIGINT)")
 
     def test_a_ctrl_c_lost_in_a_finalizer_is_sent_until_it_is_handled(self) -> None:
         # A SIGINT sent again can land just before the poll's blocking read: its handler
         # then runs only once the read returns. Here the first ones are lost outright
         # (ignored while the finalizer's interrupt is being sent again); a later one must
         # still end the read.
-        script = textwrap.dedent("""
-            import signal, socket, sys, time
-            from mocksup._cli.errors import interrupts_kept
-
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-            class Dropped:
-                def __del__(self):
-                    raise KeyboardInterrupt  # as the handler raises it in a finalizer
-
-            quiet, waiting = socket.socketpair()
-            waiting.settimeout(float(sys.argv[1]))
-            with interrupts_kept():
-                handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-                try:
-                    Dropped()
-                    time.sleep(0.2)  # what is sent meanwhile is lost
-                    signal.signal(signal.SIGINT, handler)
-                    waiting.recv(1)  # the next long poll
-                    print("waited it out")
-                except KeyboardInterrupt:
-                    print("interrupted")
-        """)
-        started = time.monotonic()
-        done = run_code(script, "20")
-        self.assertEqual(done.stdout, "interrupted\n", done.stderr)
-        self.assertLess(time.monotonic() - started, 10)
+        self.assert_interrupted(
+            "raise KeyboardInterrupt  # as the handler raises it in a finalizer",
+            "handler = signal.signal(signal.SIGINT, signal.SIG_IGN)",
+            "time.sleep(0.2)  # what is sent meanwhile is lost",
+            "signal.signal(signal.SIGINT, handler)",
+        )
 
     def test_stats_into_a_closed_pipe(self) -> None:
         # mocksup stats | head: the reader is gone before the command writes.
