@@ -350,4 +350,8 @@ class HeldBodiesTest(CollectorTestCase):
             sock.close()
         poll_until(lambda: post(self.collector, "/v1/traces", request_bytes("kept"))[0] == 200,
                    "an export served once the held bodies are gone")  # fmt: skip
-        self.assertEqual([span.name for span in self.collector.spans()], ["kept"])
+        # Kept: exactly the exports answered 200 (on a busy machine, the first tries may
+        # come before the server holds all 25 bodies); nothing of one refused.
+        served = [status for status, _, _ in answers].count(200)
+        names = [span.name for span in self.collector.spans()]
+        self.assertEqual(names, ["refused"] * served + ["kept"])
