@@ -1219,6 +1219,26 @@ class QueryTest(CLITestCase):
             "signal.signal(signal.SIGINT, handler)",
         )
 
+    def test_a_handler_the_command_sets_itself_ends_the_resends(self) -> None:
+        # ``up`` sets its own SIGINT handler, which never tells interrupts_kept() it ran:
+        # a Ctrl-C lost before that is sent again once, not every 50 ms to the end.
+        script = (
+            "import signal, time\n"
+            "from mocksup._cli.errors import interrupts_kept\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "received = []\n"
+            "class Dropped:\n"
+            "    def __del__(self):\n"
+            "        raise KeyboardInterrupt\n"
+            "with interrupts_kept():\n"
+            "    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))\n"
+            "    Dropped()\n"
+            "    time.sleep(0.5)  # ten resend periods\n"
+            "print(len(received))\n"
+        )
+        done = run_code(script)
+        self.assertEqual(done.stdout, "1\n", done.stderr)
+
     def test_stats_into_a_closed_pipe(self) -> None:
         # mocksup stats | head: the reader is gone before the command writes.
         read, write = os.pipe()

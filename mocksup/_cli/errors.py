@@ -141,8 +141,11 @@ def interrupts_kept() -> Iterator[None]:
                 if handled.is_set():
                     return
                 signal.pthread_kill(main, signal.SIGINT)
-            if not watched or handled.wait(_RESEND):
-                return  # unwatched (no handler of ours to tell): sent once
+            # Sent once when another Python handler takes SIGINT, which would not tell that
+            # it ran (none of ours could be set, or the command has set its own since).
+            current = signal.getsignal(signal.SIGINT)
+            if (callable(current) and current is not handler) or handled.wait(_RESEND):
+                return
 
     def hook(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
@@ -155,15 +158,14 @@ def interrupts_kept() -> Iterator[None]:
         previous_hook(unraisable)
 
     sys.unraisablehook = hook
-    watched = callable(previous_handler)
-    if watched:
+    if callable(previous_handler):
         signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         with lock:
             handled.set()  # a resend still under way ends
-        if watched:
+        if callable(previous_handler):
             signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
 
