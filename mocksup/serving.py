@@ -19,6 +19,7 @@ import errno
 import functools
 import http
 import logging
+import math
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -120,7 +121,12 @@ def serve_wsgi(
     accepting at once, then waits up to ``drain`` seconds for the requests in flight to be
     answered. ``sock`` is handed over (closed on leaving); the server is yielded (``.port``,
     ``.connections``).
+
+    :raises ValueError: ``drain`` is not a finite number of seconds, 0 or more.
     """
+    if isinstance(drain, bool) or not isinstance(drain, (int, float)) or not 0 <= drain < math.inf:
+        sock.close()
+        raise ValueError(f"drain must be a finite number of seconds, 0 or more, not {drain!r}")
     server = HTTPServer(app, sock, limits=limits, error_page=error_page, request_log=request_log)
     server.start()
     try:

@@ -417,6 +417,18 @@ class LimitValuesTest(unittest.TestCase):
                 HTTPLimits(**{name: value})
         self.assertEqual(HTTPLimits(io_timeout=0.25, max_headers=1).io_timeout, 0.25)
 
+    def test_a_drain_that_no_stop_could_keep_is_refused_before_serving(self) -> None:
+        # NaN would spin the stop's wait, inf overflow it, at the stop: refused up front.
+        for drain in (float("nan"), float("inf"), -0.5, True, "1"):
+            sock = bind_tcp("127.0.0.1", 0)
+            with (
+                self.subTest(drain=drain),
+                self.assertRaisesRegex(ValueError, "^drain must be a finite number"),
+                serve_wsgi(lambda environ, start_response: [], sock, drain=drain),  # type: ignore[arg-type]
+            ):
+                pass
+            self.assertEqual(sock.fileno(), -1)  # handed over: closed
+
 
 class BindTest(unittest.TestCase):
     def test_busy_port(self) -> None:
