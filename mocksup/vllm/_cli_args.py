@@ -67,6 +67,7 @@ _VALUED: dict[str, Callable[[str], Any]] = {
     "max-loras": int,
     "max-lora-rank": int,
     "data-parallel-size": int,
+    "shutdown-timeout": int,
 }
 
 #: Switches the mock implements.

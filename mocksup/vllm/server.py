@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from mocksup.base import MockServerBase
+from mocksup.base import MAX_STOP_TIMEOUT, MockServerBase
 from mocksup.vllm._lora import LoRAModule
 from mocksup.vllm.client import VLLMQueries
 from mocksup.vllm.settings import Faults, Latency, ScriptRule
@@ -32,6 +32,9 @@ _log = logging.getLogger(__name__)
 #: Seconds the start waits for its start-up spans' export (one export's timeout, 1 s, and a
 #: margin) before it reports ready.
 _STARTUP_EXPORT_WAIT = 1.5
+#: What a stop needs beyond ``shutdown_timeout``: the span flush (at most 1.2 s), the exit,
+#: the SIGKILL reserve; ``stop_timeout`` is at least the drain plus this.
+_STOP_AFTER_DRAIN = 2.0
 
 
 class MockVLLMServer(VLLMQueries, MockServerBase):
@@ -122,6 +125,14 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         default=None,
         description="The spans' ``service.name``; else ``$OTEL_SERVICE_NAME``, else vLLM's "
         "``unknown_service:python``.",
+    )
+    shutdown_timeout: int = Field(
+        default=0,
+        ge=0,
+        le=int(MAX_STOP_TIMEOUT - _STOP_AFTER_DRAIN),
+        description="``--shutdown-timeout``: seconds a stop gives the requests in flight to "
+        "finish, new connections refused meanwhile; 0 cuts them at once (vLLM's abort mode). "
+        "``stop_timeout`` is then this plus 2 s by default, and may not be less.",
     )
     request_log: bool = Field(default=False, description="Log every request (an access log).")
     journal_viewer: str | None = Field(
@@ -260,21 +271,19 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
 
     @model_validator(mode="before")
     @classmethod
-    def _read_serve_args(cls, data: Any) -> Any:
-        # A vLLM command line gives defaults; settings given by name win over it.
-        if not isinstance(data, dict) or not data.get("vllm_serve_args"):
-            return data
-        from mocksup.vllm._cli_args import parse_serve_args
+    def _read_settings(cls, data: Any) -> Any:
+        return _stop_fits_the_drain(_read_serve_args(data))
 
-        parsed, ignored = parse_serve_args(data["vllm_serve_args"])
-        named = {k for k in data if k != "vllm_serve_args"}
-        if "served_model_names" in named:
-            named.add("served_model_name")
-        if not set(parsed) - named and len(named) > len(parsed):
-            return data  # validated again (an assignment): the command line was read already
-        if ignored:
-            _log.info("vllm serve flags with no effect on the mock, ignored: %s", " ".join(ignored))
-        return {**{k: v for k, v in parsed.items() if k not in named}, **data}
+    @model_validator(mode="after")
+    def _check_stop_timeout(self) -> Self:
+        if self.shutdown_timeout and self.stop_timeout < self.shutdown_timeout + _STOP_AFTER_DRAIN:
+            raise ValueError(
+                f"stop_timeout={self.stop_timeout:g} leaves no time for shutdown_timeout="
+                f"{self.shutdown_timeout}: a stop would SIGKILL the mock during its drain; "
+                f"give stop_timeout at least {self.shutdown_timeout + _STOP_AFTER_DRAIN:g} "
+                "(the drain, the span flush and the exit) or lower shutdown_timeout"
+            )
+        return self
 
     @field_validator("served_model_name", mode="before")
     @classmethod
@@ -368,6 +377,7 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
                 request_log=self.request_log,
                 limits=self.http_limits(),
                 error_page=uvicorn_error_page,
+                drain=self.shutdown_timeout,
             ):
                 if exporter is not None:
                     # Exported before ready, so that a test clearing the collector once the
@@ -454,3 +464,32 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for a client of this server."""
         key = self.api_key if isinstance(self.api_key, str) else (self.api_key or ["EMPTY"])[0]
         return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": key}
+
+
+def _read_serve_args(data: Any) -> Any:
+    # A vLLM command line gives defaults; settings given by name win over it.
+    if not isinstance(data, dict) or not data.get("vllm_serve_args"):
+        return data
+    from mocksup.vllm._cli_args import parse_serve_args
+
+    parsed, ignored = parse_serve_args(data["vllm_serve_args"])
+    named = {k for k in data if k != "vllm_serve_args"}
+    if "served_model_names" in named:
+        named.add("served_model_name")
+    if not set(parsed) - named and len(named) > len(parsed):
+        return data  # validated again (an assignment): the command line was read already
+    if ignored:
+        _log.info("vllm serve flags with no effect on the mock, ignored: %s", " ".join(ignored))
+    return {**{k: v for k, v in parsed.items() if k not in named}, **data}
+
+
+def _stop_fits_the_drain(data: Any) -> Any:
+    # stop_timeout not given: long enough for shutdown_timeout's drain and what follows it.
+    if not isinstance(data, dict) or "stop_timeout" in data:
+        return data
+    drain = data.get("shutdown_timeout")
+    if isinstance(drain, str) and drain.strip().isdigit():
+        drain = int(drain)  # as pydantic will read it (and True as 1)
+    if isinstance(drain, int) and drain > 0:
+        return {**data, "stop_timeout": min(drain + _STOP_AFTER_DRAIN, MAX_STOP_TIMEOUT)}
+    return data

@@ -130,3 +130,16 @@ def hold(
     case.addCleanup(conn.close)
     conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **headers})
     return conn
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What the ``openai`` client raises for a body cut short: ``APIConnectionError``, or,
+    in openai versions on httpx, httpx's own error while a stream is read."""
+    errors: list[type[BaseException]] = [openai.APIConnectionError]
+    try:
+        import httpx
+    except ImportError:
+        pass
+    else:
+        errors.append(httpx.TransportError)
+    return tuple(errors)

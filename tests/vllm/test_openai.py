@@ -8,22 +8,9 @@ import socket
 import openai
 
 from mocksup.vllm import MockVLLMServer, ScriptReply, ScriptRule, ToolCall
-from tests.vllm.support import ServerTestCase, raw_post, sse_events
+from tests.vllm.support import ServerTestCase, raw_post, sse_events, transport_errors
 
 MESSAGES = [{"role": "user", "content": "Tell me about the world"}]
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    # A body cut short surfaces as APIConnectionError, or, in openai versions on httpx, as
-    # httpx's own error while a stream is read.
-    errors: list[type[BaseException]] = [openai.APIConnectionError]
-    try:
-        import httpx
-    except ImportError:
-        pass
-    else:
-        errors.append(httpx.TransportError)
-    return tuple(errors)
 
 
 class ChatTest(ServerTestCase):
@@ -377,9 +364,9 @@ class FaultTest(ServerTestCase):
             stream=True,
             extra_headers={"X-Mocksup-Fault": "stream_cut"},
         )
-        with stream, self.assertRaises(_transport_errors()):
+        with stream, self.assertRaises(transport_errors()):
             list(stream)
-        with self.assertRaises(_transport_errors()):
+        with self.assertRaises(transport_errors()):
             self.ask(**{"X-Mocksup-Fault": "stream_cut"})
         with self.assertRaises(openai.APIConnectionError):
             self.ask(**{"X-Mocksup-Fault": "reset"})

@@ -1,0 +1,117 @@
+"""vLLM's ``--shutdown-timeout``: a stop lets the requests in flight finish for that long, new
+connections refused, and ``0`` (vLLM's default, its abort mode) cuts them at once."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import openai
+from pydantic import ValidationError
+
+from mocksup.vllm import Latency, MockVLLMServer
+from tests.support import ProcessTestCase
+from tests.vllm.support import running, transport_errors, until
+
+
+def refuses_connections(server: MockVLLMServer) -> bool:
+    try:
+        socket.create_connection((server.host, server.port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+class ShutdownTimeoutTest(ProcessTestCase):
+    def start(self, **settings: Any) -> MockVLLMServer:
+        server = MockVLLMServer(port=0, **settings)
+        self.addCleanup(server.stop)
+        server.start()
+        return server
+
+    def stream(self, server: MockVLLMServer, tokens: int) -> Any:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        self.addCleanup(client.close)
+        return client.completions.create(
+            model=server.served_names[0],
+            prompt="drain me",
+            max_tokens=tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+
+    def stop_in_background(self, server: MockVLLMServer) -> threading.Thread:
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        self.addCleanup(stopping.join, 30)
+        return stopping
+
+    def test_a_stream_in_flight_finishes_while_new_connections_are_refused(self) -> None:
+        server = self.start(shutdown_timeout=10, latency=Latency(itl=0.05))
+        with self.assertNoLogs("mocksup", "WARNING"):
+            chunks = iter(self.stream(server, tokens=30))  # 1.5 s of tokens
+            first = next(chunks)
+            started = time.monotonic()
+            stopping = self.stop_in_background(server)
+            until(lambda: refuses_connections(server))
+            rest = list(chunks)
+            stopping.join(15)
+        self.assertFalse(stopping.is_alive())
+        texts = [first, *rest]
+        self.assertEqual(texts[-1].usage.completion_tokens, 30)
+        self.assertEqual(
+            [c.choices[0].finish_reason for c in texts if c.choices and c.choices[0].finish_reason],
+            ["length"],
+        )
+        # The stop waited for the stream (about 1.45 s of it was left), not for the timeout.
+        self.assertGreater(time.monotonic() - started, 1.0)
+        self.assertLess(time.monotonic() - started, 8.0)
+
+    def test_by_default_a_stop_cuts_a_stream_in_flight(self) -> None:
+        server = self.start(latency=Latency(itl=0.05))
+        self.assertEqual(server.shutdown_timeout, 0)
+        chunks = iter(self.stream(server, tokens=30))
+        next(chunks)
+        started = time.monotonic()
+        server.stop()
+        self.assertLess(time.monotonic() - started, 1.0)
+        with self.assertRaises(transport_errors()):
+            list(chunks)
+
+    def test_the_drain_ends_at_the_timeout_and_cuts_what_is_left(self) -> None:
+        server = self.start(shutdown_timeout=1)
+        sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.addCleanup(sock.close)
+        body = b'{"prompt": "slow", "max_tokens": 5}'
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Mocksup-TTFT: 30\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        until(lambda: running(server) >= 1)
+        started = time.monotonic()
+        with self.assertNoLogs("mocksup", "WARNING"):  # no SIGKILL: the stop budget fits
+            server.stop()
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 0.9)
+        self.assertLess(elapsed, 2.5)
+        self.assertEqual(sock.recv(4096), b"")  # cut, with no answer
+
+    def test_the_stop_budget_fits_the_drain(self) -> None:
+        self.assertEqual(MockVLLMServer(shutdown_timeout=30).stop_timeout, 32)
+        self.assertEqual(MockVLLMServer(shutdown_timeout=30, stop_timeout=60).stop_timeout, 60)
+        self.assertEqual(MockVLLMServer().stop_timeout, 2)
+        with self.assertRaisesRegex(ValidationError, "give stop_timeout at least 32"):
+            MockVLLMServer(shutdown_timeout=30, stop_timeout=5)
+        server = MockVLLMServer()
+        with self.assertRaisesRegex(ValidationError, "stop_timeout=2 leaves no time"):
+            server.shutdown_timeout = 5
+        with self.assertRaises(ValidationError):
+            MockVLLMServer(shutdown_timeout=-1)
+
+    def test_the_vllm_flag_sets_it(self) -> None:
+        with self.assertNoLogs("mocksup", "INFO"):  # not among the flags ignored
+            server = MockVLLMServer.from_cli_args(["facebook/opt-125m", "--shutdown-timeout", "7"])
+        self.assertEqual((server.shutdown_timeout, server.stop_timeout), (7, 9))
