@@ -167,8 +167,11 @@ def open_fds() -> int:
 
 def wait_until_exited(pid: int, timeout: float = 10.0) -> None:
     """Wait until our child ``pid`` has exited, without reaping it (its parent's ``Popen``
-    must still read the exit status)."""
-    fd = os.pidfd_open(pid)
+    must still read the exit status). A child of our zygote may be reaped by it already."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone: it exited, and its parent (the zygote) reaped it
     try:
         readable, _, _ = select.select([fd], [], [], timeout)
     finally:
