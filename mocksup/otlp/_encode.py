@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice, repeat
 from json.encoder import encode_basestring as _text
 from operator import attrgetter
@@ -244,7 +244,9 @@ def span_documents(group: Any, columns: Any, resource: int, scope: int) -> list[
 
     Every field is read for all spans at once (``map`` over ``attrgetter``), so no Python
     code runs per span or per attribute; the attributes come from the columns, cut per span
-    by each span's attribute count.
+    by each span's attribute count. When every span has the same keys in the same order (the
+    spans of one kind, as a load test makes them), the keys are written into the template
+    and each value fills a slot of it: one ``%`` a span, no string made per attribute.
     """
     spans = list(group.spans)
     get = _GET
@@ -260,10 +262,19 @@ def span_documents(group: Any, columns: Any, resource: int, scope: int) -> list[
         or (spans and not (min(codes) >= 0 and max(codes) < len(STATUS_CODES)))
     ):
         return [span_document(span, resource, scope) for span in spans]
-    attributes = _attribute_objects(keys, texts, counts)
+    keys = list(keys)  # each read of a upb string field makes a new str: read them once
+    width = counts[0] if spans else 0
+    first = keys[:width]
+    if counts.count(width) == len(spans) and keys == first * len(spans):
+        template = _uniform_template(tuple(first))
+        values = list(map(_text, texts))
+        attributes: list[Iterable[str]] = [values[i::width] for i in range(width)]
+    else:
+        template = _SPAN
+        attributes = [_attribute_objects(keys, texts, counts)]
     return list(
         map(
-            _SPAN.__mod__,
+            template.__mod__,
             zip(
                 map(bytes.hex, map(get["trace_id"], spans)),
                 map(bytes.hex, map(get["span_id"], spans)),
@@ -274,7 +285,7 @@ def span_documents(group: Any, columns: Any, resource: int, scope: int) -> list[
                 map(_KIND_TEXT.__getitem__, kinds),
                 map(get["start_time_unix_nano"], spans),
                 map(get["end_time_unix_nano"], spans),
-                attributes,
+                *attributes,
                 map(_events_document, map(get["events"], spans)),
                 map(_links_document, map(get["links"], spans)),
                 map(_STATUS_TEXT.__getitem__, codes),
@@ -287,9 +298,25 @@ def span_documents(group: Any, columns: Any, resource: int, scope: int) -> list[
     )
 
 
-def _attribute_objects(keys: Any, texts: Any, counts: list[int]) -> Iterator[str]:
+_SPAN_HEAD, _SPAN_TAIL = _SPAN.split('"attributes":{%s}')
+_TEMPLATES: dict[tuple[str, ...], str] = {}
+#: Span templates with their keys written in, kept for the key sequences seen, up to this many.
+_MAX_TEMPLATES = 256
+
+
+def _uniform_template(keys: tuple[str, ...]) -> str:
+    """The span template with these attribute keys written in, a ``%s`` for each value."""
+    template = _TEMPLATES.get(keys)
+    if template is None:
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()  # hostile key sequences must not grow it without bound
+        pairs = ",".join(_text(key).replace("%", "%%") + ":%s" for key in keys)
+        template = _TEMPLATES[keys] = f'{_SPAN_HEAD}"attributes":{{{pairs}}}{_SPAN_TAIL}'
+    return template
+
+
+def _attribute_objects(keys: list[str], texts: Any, counts: list[int]) -> Iterator[str]:
     """Each span's attribute object (without braces) from the columns of its scope."""
-    keys = list(keys)  # each read of a upb string field makes a new str: read them once
     prefixes = {key: _text(key) + ":" for key in set(keys)}
     pairs = iter(list(map(str.__add__, map(prefixes.__getitem__, keys), map(_text, texts))))
     return map(",".join, map(islice, repeat(pairs), counts))

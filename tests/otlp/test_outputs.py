@@ -18,7 +18,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
-from mocksup.otlp import MockOTLPCollector, ReplayError, replay
+from mocksup.otlp import MockOTLPCollector, ReplayError, _encode, replay
 from mocksup.otlp._encode import span_columns, span_documents
 from mocksup.otlp._query import items_from_protobuf
 from tests.otlp.support import CollectorTestCase, Pipelines, post
@@ -219,6 +219,31 @@ class SpanDocumentTest(unittest.TestCase):
         plain[8].attributes.append(KeyValue(key="empty", value=AnyValue(string_value="")))
         self.check(_request(plain))
         self.check(_request([Span(name="x", kind=9)]))  # an enum value no one knows
+
+    def test_spans_with_the_same_keys(self) -> None:
+        # One template for all (its keys written in): keys that look like its own syntax.
+        keys = ["http.method", 'quo"te\\', "per%cent", "%s", "%%", "ключ"]
+        values = ["GET", "%d %s %%", "", 'a\n"b', "\u2028", "\x00"]
+
+        def span(i: int, order: list[int]) -> Span:
+            kvs = [KeyValue(key=keys[j], value=AnyValue(string_value=f"{values[j]}{i}"))
+                   for j in order]  # fmt: skip
+            return Span(name=f"s{i}", trace_id=bytes([i + 1] * 16), attributes=kvs)
+
+        in_order = list(range(len(keys)))
+        _encode._TEMPLATES.clear()
+        self.check(_request([span(i, in_order) for i in range(5)]))
+        self.assertEqual(list(_encode._TEMPLATES), [tuple(keys)])
+        _encode._TEMPLATES.clear()
+        for spans in (
+            [span(0, in_order), span(1, in_order[::-1]), span(2, in_order)],  # another order
+            [span(0, in_order), span(1, in_order[:-1])],  # one fewer
+            [span(0, in_order), span(1, [0, 0, 2, 3, 4, 5])],  # a key twice, one missing
+        ):
+            self.check(_request(spans))
+        self.assertEqual(_encode._TEMPLATES, {})
+        self.check(_request([Span(name=f"bare{i}") for i in range(3)]))  # no attributes
+        self.assertEqual(list(_encode._TEMPLATES), [()])
 
     def test_misaligned_columns_are_not_used(self) -> None:
         # A key without a value and a value without a key: as many keys as string values,
