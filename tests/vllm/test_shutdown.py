@@ -11,6 +11,7 @@ from typing import Any
 import openai
 from pydantic import ValidationError
 
+from mocksup.otlp import MockOTLPCollector
 from mocksup.vllm import Latency, MockVLLMServer
 from tests.support import ProcessTestCase
 from tests.vllm.support import running, transport_errors, until
@@ -50,7 +51,15 @@ class ShutdownTimeoutTest(ProcessTestCase):
         return stopping
 
     def test_a_stream_in_flight_finishes_while_new_connections_are_refused(self) -> None:
-        server = self.start(shutdown_timeout=10, latency=Latency(itl=0.05))
+        collector = MockOTLPCollector(port=0, grpc_port=0)
+        self.addCleanup(collector.stop)
+        collector.start()
+        server = self.start(
+            shutdown_timeout=10,
+            latency=Latency(itl=0.05),
+            otlp_traces_endpoint=collector.grpc_endpoint,
+        )
+        collector.clear()  # the start-up spans
         with self.assertNoLogs("mocksup", "WARNING"):
             chunks = iter(self.stream(server, tokens=30))  # 1.5 s of tokens
             first = next(chunks)
@@ -69,6 +78,9 @@ class ShutdownTimeoutTest(ProcessTestCase):
         # The stop waited for the stream (about 1.45 s of it was left), not for the timeout.
         self.assertGreater(time.monotonic() - started, 1.0)
         self.assertLess(time.monotonic() - started, 8.0)
+        # stop() returned: the drained request's span is in already.
+        (span,) = collector.spans("llm_request")
+        self.assertEqual(span.attributes["gen_ai.usage.completion_tokens"], 30)
 
     def test_by_default_a_stop_cuts_a_stream_in_flight(self) -> None:
         server = self.start(latency=Latency(itl=0.05))
