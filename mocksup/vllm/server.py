@@ -129,10 +129,10 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
     shutdown_timeout: int = Field(
         default=0,
         ge=0,
-        le=int(MAX_STOP_TIMEOUT - _STOP_AFTER_DRAIN),
         description="``--shutdown-timeout``: seconds a stop gives the requests in flight to "
         "finish, new connections refused meanwhile; 0 cuts them at once (vLLM's abort mode). "
-        "``stop_timeout`` is then this plus 2 s by default, and may not be less.",
+        "``stop_timeout`` is then this plus 2 s by default (at most 600 s, which caps the "
+        "drain at 598 s), and may not be less.",
     )
     request_log: bool = Field(default=False, description="Log every request (an access log).")
     journal_viewer: str | None = Field(
@@ -276,12 +276,13 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
 
     @model_validator(mode="after")
     def _check_stop_timeout(self) -> Self:
-        if self.shutdown_timeout and self.stop_timeout < self.shutdown_timeout + _STOP_AFTER_DRAIN:
+        needed = _stop_budget(self.shutdown_timeout)
+        if self.shutdown_timeout and self.stop_timeout < needed:
             raise ValueError(
                 f"stop_timeout={self.stop_timeout:g} leaves no time for shutdown_timeout="
                 f"{self.shutdown_timeout}: a stop would SIGKILL the mock during its drain; "
-                f"give stop_timeout at least {self.shutdown_timeout + _STOP_AFTER_DRAIN:g} "
-                "(the drain, the span flush and the exit) or lower shutdown_timeout"
+                f"give stop_timeout at least {needed:g} (the drain, the span flush and the "
+                "exit) or lower shutdown_timeout"
             )
         return self
 
@@ -377,7 +378,7 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
                 request_log=self.request_log,
                 limits=self.http_limits(),
                 error_page=uvicorn_error_page,
-                drain=self.shutdown_timeout,
+                drain=max(0.0, min(self.shutdown_timeout, self.stop_timeout - _STOP_AFTER_DRAIN)),
             ):
                 if exporter is not None:
                     # Exported before ready, so that a test clearing the collector once the
@@ -491,5 +492,10 @@ def _stop_fits_the_drain(data: Any) -> Any:
     if isinstance(drain, str) and drain.strip().isdigit():
         drain = int(drain)  # as pydantic will read it (and True as 1)
     if isinstance(drain, int) and drain > 0:
-        return {**data, "stop_timeout": min(drain + _STOP_AFTER_DRAIN, MAX_STOP_TIMEOUT)}
+        return {**data, "stop_timeout": _stop_budget(drain)}
     return data
+
+
+def _stop_budget(drain: int) -> float:
+    # The stop_timeout a drain of that many seconds needs (a stop takes at most 600 s).
+    return min(drain + _STOP_AFTER_DRAIN, MAX_STOP_TIMEOUT)

@@ -122,6 +122,10 @@ class ShutdownTimeoutTest(ProcessTestCase):
             server.shutdown_timeout = 5
         with self.assertRaises(ValidationError):
             MockVLLMServer(shutdown_timeout=-1)
+        # vLLM takes any drain; a stop takes at most 600 s, so that is the budget.
+        self.assertEqual(MockVLLMServer(shutdown_timeout=3600).stop_timeout, 600)
+        with self.assertRaisesRegex(ValidationError, "at least 600"):
+            MockVLLMServer(shutdown_timeout=3600, stop_timeout=599)
 
     def test_the_vllm_flag_sets_it(self) -> None:
         with self.assertNoLogs("mocksup", "INFO"):  # not among the flags ignored
