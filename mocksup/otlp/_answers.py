@@ -26,11 +26,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from mocksup.otlp._encode import OTLPJSON, span_columns, span_documents
+from mocksup.otlp._encode import OTLPJSON, item_columns, log_documents, span_documents
 from mocksup.otlp._query import ITEM_KEYS
 from mocksup.otlp._signals import FIELDS, SIGNALS, Signal, resources_of, scopes_of
 from mocksup.otlp._values import no_gc
-from mocksup.otlp.items import LogRecord, Resource, Scope
+from mocksup.otlp.items import Resource, Scope
 from mocksup.otlp.metrics import Metric
 
 __all__ = (
@@ -105,8 +105,9 @@ def document_chunks(
 
 def _items_text(signal: Signal, part: bytes, index: _Index) -> list[str]:
     message = _PARSERS[signal](part)
-    if signal == "traces":
-        return _spans_text(part, message, index)
+    documents = _DOCUMENTS.get(signal)
+    if documents is not None:
+        return _column_texts(signal, part, message, index, documents)
     texts: list[str] = []
     for top in resources_of(signal, message):
         r = index.resource(top)
@@ -114,28 +115,28 @@ def _items_text(signal: Signal, part: bytes, index: _Index) -> list[str]:
         for group in scopes_of(signal, top):
             s = index.scope(group)
             scope = Scope.from_protobuf(group.scope, group.schema_url)
-            if signal == "metrics":
-                texts.extend(
-                    _DUMPS({**Metric(m, resource, scope).to_json(), "resource": r, "scope": s})
-                    for m in group.metrics
-                )
-            else:
-                texts.extend(
-                    _DUMPS({**LogRecord(x, resource, scope).to_json(), "resource": r, "scope": s})
-                    for x in group.log_records
-                )
+            texts.extend(
+                _DUMPS({**Metric(m, resource, scope).to_json(), "resource": r, "scope": s})
+                for m in group.metrics
+            )
     return texts
 
 
-def _spans_text(part: bytes, message: Any, index: _Index) -> list[str]:
+#: The writers of the signals whose documents are written straight from the protobuf.
+_DOCUMENTS = {"traces": span_documents, "logs": log_documents}
+
+
+def _column_texts(
+    signal: Signal, part: bytes, message: Any, index: _Index, documents: Any
+) -> list[str]:
     texts: list[str] = []
-    columns = span_columns(part, message)
-    for i, top in enumerate(message.resource_spans):
+    columns = item_columns(signal, part, message)
+    for i, top in enumerate(resources_of(signal, message)):
         r = index.resource(top)
-        for j, group in enumerate(top.scope_spans):
+        for j, group in enumerate(scopes_of(signal, top)):
             s = index.scope(group)
-            column = None if columns is None else columns.resource_spans[i].scope_spans[j]
-            texts.extend(span_documents(group, column, r, s))
+            column = None if columns is None else columns.resources[i].scopes[j]
+            texts.extend(documents(group, column, r, s))
     return texts
 
 

@@ -13,8 +13,9 @@ and templates are fixed strings. Two forms are written:
   the message descriptors, so every field of every signal (and any field a newer
   ``opentelemetry-proto`` adds) is written, with a shortcut for string attributes, which are
   most of a payload.
-- **The control API's span documents** (:func:`span_document`): the same keys and values as
-  :meth:`~mocksup.otlp.items.Span.to_json`, without building a :class:`~mocksup.otlp.items.Span`.
+- **The control API's span and log documents** (:func:`span_document`, :func:`log_document`):
+  the same keys and values as :meth:`~mocksup.otlp.items.Span.to_json` and
+  :meth:`~mocksup.otlp.items.LogRecord.to_json`, without building the items.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 
 from mocksup.otlp._proto import ID_SIZES
+from mocksup.otlp._signals import Signal
 from mocksup.otlp._values import KINDS, STATUS_CODES, jsonable, to_python
 
 __all__ = (
     "OTLPJSON",
+    "item_columns",
+    "log_document",
+    "log_documents",
     "number_json",
-    "span_columns",
     "span_document",
     "span_documents",
     "value_document",
@@ -240,38 +244,25 @@ _GET = {
 
 def span_documents(group: Any, columns: Any, resource: int, scope: int) -> list[str]:
     """The span documents of one ``ScopeSpans``; ``columns`` is its entry in the
-    :func:`span_columns` message (``None``: span by span).
+    :func:`item_columns` message (``None``: span by span).
 
     Every field is read for all spans at once (``map`` over ``attrgetter``), so no Python
-    code runs per span or per attribute; the attributes come from the columns, cut per span
-    by each span's attribute count. When every span has the same keys in the same order (the
-    spans of one kind, as a load test makes them), the keys are written into the template
-    and each value fills a slot of it: one ``%`` a span, no string made per attribute.
+    code runs per span or per attribute; the attributes come from the columns (see
+    :func:`_attribute_columns`).
     """
     spans = list(group.spans)
     get = _GET
     counts = list(map(len, map(get["attributes"], spans)))
     kinds = list(map(get["kind"], spans))
     codes = list(map(get["status.code"], spans))
-    if columns is not None:
-        keys, texts = columns.spans.attributes.key, columns.spans.attributes.value.string_value
+    found = None if columns is None else _attribute_columns(_SPAN, columns, counts)
     if (
-        columns is None
-        or not sum(counts) == len(keys) == len(texts)
+        found is None
         or (spans and not (min(kinds) >= 0 and max(kinds) < len(KINDS)))
         or (spans and not (min(codes) >= 0 and max(codes) < len(STATUS_CODES)))
     ):
         return [span_document(span, resource, scope) for span in spans]
-    keys = list(keys)  # each read of a upb string field makes a new str: read them once
-    width = counts[0] if spans else 0
-    first = keys[:width]
-    if counts.count(width) == len(spans) and keys == first * len(spans):
-        template = _uniform_template(tuple(first))
-        values = list(map(_text, texts))
-        attributes: list[Iterable[str]] = [values[i::width] for i in range(width)]
-    else:
-        template = _SPAN
-        attributes = [_attribute_objects(keys, texts, counts)]
+    template, attributes = found
     return list(
         map(
             template.__mod__,
@@ -298,75 +289,170 @@ def span_documents(group: Any, columns: Any, resource: int, scope: int) -> list[
     )
 
 
-_SPAN_HEAD, _SPAN_TAIL = _SPAN.split('"attributes":{%s}')
-_TEMPLATES: dict[tuple[str, ...], str] = {}
-#: Span templates with their keys written in, kept for the key sequences seen, up to this many.
+_LOG = (
+    '{"time_unix_nano":%d,"observed_time_unix_nano":%d,"severity_number":%d,'
+    '"severity_text":%s,"body":%s,"attributes":{%s},"trace_id":"%s","span_id":"%s",'
+    '"flags":%d,"event_name":%s,"resource":%d,"scope":%d}'
+)
+
+
+def log_document(record: Any, resource: int, scope: int) -> str:
+    """A protobuf ``LogRecord`` as the control API's log document
+    (``LogRecord.to_json`` plus the indexes of its resource and scope)."""
+    return _LOG % (
+        record.time_unix_nano,
+        record.observed_time_unix_nano,
+        record.severity_number,
+        _text(record.severity_text),
+        value_document(record.body),
+        attributes_document(record.attributes),
+        record.trace_id.hex(),
+        record.span_id.hex(),
+        record.flags,
+        _text(record.event_name),
+        resource,
+        scope,
+    )
+
+
+_LOG_GET = {
+    name: attrgetter(name)
+    for name in (
+        "time_unix_nano", "observed_time_unix_nano", "severity_number", "severity_text",
+        "body", "attributes", "trace_id", "span_id", "flags", "event_name",
+    )
+}  # fmt: skip
+
+
+def log_documents(group: Any, columns: Any, resource: int, scope: int) -> list[str]:
+    """The log documents of one ``ScopeLogs``, as :func:`span_documents` writes spans; the
+    bodies come from the columns too when every record's body is a string."""
+    records = list(group.log_records)
+    get = _LOG_GET
+    counts = list(map(len, map(get["attributes"], records)))
+    found = None if columns is None else _attribute_columns(_LOG, columns, counts)
+    if found is None:
+        return [log_document(record, resource, scope) for record in records]
+    template, attributes = found
+    bodies = columns.items.body.string_value
+    # One string per record (no field is sent twice: see item_columns): all are strings.
+    texts = map(_text, bodies) if len(bodies) == len(records) else None
+    return list(
+        map(
+            template.__mod__,
+            zip(
+                map(get["time_unix_nano"], records),
+                map(get["observed_time_unix_nano"], records),
+                map(get["severity_number"], records),
+                map(_text, map(get["severity_text"], records)),
+                texts or map(value_document, map(get["body"], records)),
+                *attributes,
+                map(bytes.hex, map(get["trace_id"], records)),
+                map(bytes.hex, map(get["span_id"], records)),
+                map(get["flags"], records),
+                map(_text, map(get["event_name"], records)),
+                repeat(resource),
+                repeat(scope),
+            ),
+        )
+    )
+
+
+def _attribute_columns(
+    base: str, columns: Any, counts: list[int]
+) -> tuple[str, list[Iterable[str]]] | None:
+    """The template and the attribute texts of a scope's items, ``counts`` attributes each,
+    from its columns; ``None`` when the columns do not pair up.
+
+    When every item has the same keys in the same order (items of one kind, as a load test
+    or one instrumented route makes them), the keys are written into the template and each
+    value fills a slot of it: one ``%`` an item, no string made per attribute. Otherwise one
+    attribute object (without braces) per item.
+    """
+    keys, texts = columns.items.attributes.key, columns.items.attributes.value.string_value
+    if not sum(counts) == len(keys) == len(texts):
+        return None
+    keys = list(keys)  # each read of a upb string field makes a new str: read them once
+    width = counts[0] if counts else 0
+    first = keys[:width]
+    if counts.count(width) == len(counts) and keys == first * len(counts):
+        values = list(map(_text, texts))
+        return _uniform_template(base, tuple(first)), [values[i::width] for i in range(width)]
+    return base, [_attribute_objects(keys, texts, counts)]
+
+
+_TEMPLATES: dict[tuple[str, tuple[str, ...]], str] = {}
+#: Templates with their keys written in, kept for the key sequences seen, up to this many.
 _MAX_TEMPLATES = 256
 
 
-def _uniform_template(keys: tuple[str, ...]) -> str:
-    """The span template with these attribute keys written in, a ``%s`` for each value."""
-    template = _TEMPLATES.get(keys)
+def _uniform_template(base: str, keys: tuple[str, ...]) -> str:
+    """``base`` with these attribute keys written in, a ``%s`` for each value."""
+    template = _TEMPLATES.get((base, keys))
     if template is None:
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
             _TEMPLATES.clear()  # hostile key sequences must not grow it without bound
+        head, tail = base.split('"attributes":{%s}')
         pairs = ",".join(_text(key).replace("%", "%%") + ":%s" for key in keys)
-        template = _TEMPLATES[keys] = f'{_SPAN_HEAD}"attributes":{{{pairs}}}{_SPAN_TAIL}'
+        template = _TEMPLATES[base, keys] = f'{head}"attributes":{{{pairs}}}{tail}'
     return template
 
 
 def _attribute_objects(keys: list[str], texts: Any, counts: list[int]) -> Iterator[str]:
-    """Each span's attribute object (without braces) from the columns of its scope."""
+    """Each item's attribute object (without braces) from the columns of its scope."""
     prefixes = {key: _text(key) + ":" for key in set(keys)}
     pairs = iter(list(map(str.__add__, map(prefixes.__getitem__, keys), map(_text, texts))))
     return map(",".join, map(islice, repeat(pairs), counts))
 
 
-def span_columns(raw: bytes, message: Any) -> Any:
-    """The span attributes of a serialised ``TracesData`` as columns, or ``None``.
+def item_columns(signal: Signal, raw: bytes, message: Any) -> Any:
+    """The attributes (and log bodies) of a serialised ``TracesData`` or ``LogsData`` as
+    columns, or ``None``.
 
-    Reading attributes one ``KeyValue`` at a time costs about a microsecond each, most of a
-    span's document. Parsed with a schema in which a scope's ``spans`` is one message and a
-    span's ``attributes`` is one message (so the parser merges every entry into them), whose
+    Reading attributes one ``KeyValue`` at a time costs about a microsecond each, most of an
+    item's document. Parsed with a schema in which a scope's items are one message and an
+    item's ``attributes`` is one message (so the parser merges every entry into them), whose
     ``key`` and value's ``string_value`` are repeated, the keys and string values of all
-    the spans of a scope come out as two lists, in C. They pair up exactly when both have as
-    many entries as the spans have attributes, provided no field was sent twice: that holds
-    when ``raw`` is what the parsed ``message`` serialises to (as every SDK and the Collector
-    write it); otherwise ``None``, and the attributes are read one by one.
+    the items of a scope come out as two lists, in C (log bodies likewise). They pair up
+    exactly when both have as many entries as the items have attributes, provided no field
+    was sent twice: that holds when ``raw`` is what the parsed ``message`` serialises to (as
+    every SDK and the Collector write it); otherwise ``None``, and the attributes are read
+    one by one.
     """
     if message.SerializeToString() != raw:
         return None
-    return _COLUMNS.FromString(raw)
+    return _COLUMNS[signal].FromString(raw)
 
 
-def _columns_class() -> Any:
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="mocksup_columns.proto", package="mocksup_columns", syntax="proto3"
-    )
+def _columns_class(signal: Signal) -> Any:
+    name = f"mocksup_columns_{signal}"
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{name}.proto", package=name, syntax="proto3")
     repeated, optional = FieldDescriptorProto.LABEL_REPEATED, FieldDescriptorProto.LABEL_OPTIONAL
     string, message = FieldDescriptorProto.TYPE_STRING, FieldDescriptorProto.TYPE_MESSAGE
-    # Only the path to the attributes: every other field stays an unknown field.
-    for name, (field, number, label, kind) in {
-        "Data": ("resource_spans", 1, repeated, "Resource"),
-        "Resource": ("scope_spans", 2, repeated, "Scope"),
-        "Scope": ("spans", 2, optional, "Span"),
-        "Span": ("attributes", 9, optional, "Attributes"),
-        "Attributes": ("key", 1, repeated, ""),
-        "Value": ("string_value", 1, repeated, ""),
+    attributes, body = {"traces": (9, None), "logs": (6, 5)}[signal]
+    # Only the path to the attributes (and log bodies): every other field stays unknown.
+    for entry_name, fields in {
+        "Data": [("resources", 1, repeated, "Resource")],
+        "Resource": [("scopes", 2, repeated, "Scope")],
+        "Scope": [("items", 2, optional, "Item")],
+        "Item": [("attributes", attributes, optional, "Attributes")]
+        + ([("body", body, optional, "Value")] if body else []),
+        "Attributes": [("key", 1, repeated, ""), ("value", 2, optional, "Value")],
+        "Value": [("string_value", 1, repeated, "")],
     }.items():
-        entry = proto.message_type.add(name=name)
-        entry.field.add(name=field, number=number, label=label, type=message if kind else string)
-        if kind:
-            entry.field[0].type_name = f".mocksup_columns.{kind}"
-    proto.message_type[4].field.add(
-        name="value", number=2, label=optional, type=message, type_name=".mocksup_columns.Value"
-    )
+        entry = proto.message_type.add(name=entry_name)
+        for field, number, label, kind in fields:
+            added = entry.field.add(
+                name=field, number=number, label=label, type=message if kind else string
+            )
+            if kind:
+                added.type_name = f".{name}.{kind}"
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("mocksup_columns.Data"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{name}.Data"))
 
 
-_COLUMNS = _columns_class()
+_COLUMNS = {signal: _columns_class(signal) for signal in ("traces", "logs")}
 
 
 def _events_document(events: Any) -> str:

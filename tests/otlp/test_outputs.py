@@ -13,13 +13,13 @@ from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, LogsData, ResourceLogs, ScopeLogs
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
 from mocksup.otlp import MockOTLPCollector, ReplayError, _encode, replay
-from mocksup.otlp._encode import span_columns, span_documents
+from mocksup.otlp._encode import item_columns, log_documents, span_documents
 from mocksup.otlp._query import items_from_protobuf
 from tests.otlp.support import CollectorTestCase, Pipelines, post
 from tests.otlp.test_json import LOGS, METRICS, TRACES
@@ -187,11 +187,11 @@ class SpanDocumentTest(unittest.TestCase):
     def documents(self, request: ExportTraceServiceRequest) -> tuple[list[Any], bool]:
         raw = request.SerializeToString()
         message = TracesData.FromString(raw)
-        columns = span_columns(raw, message)
+        columns = item_columns("traces", raw, message)
         texts = []
         for i, top in enumerate(message.resource_spans):
             for j, group in enumerate(top.scope_spans):
-                column = None if columns is None else columns.resource_spans[i].scope_spans[j]
+                column = None if columns is None else columns.resources[i].scopes[j]
                 texts.extend(span_documents(group, column, 0, 0))
         return [json.loads(text) for text in texts], columns is not None
 
@@ -233,7 +233,7 @@ class SpanDocumentTest(unittest.TestCase):
         in_order = list(range(len(keys)))
         _encode._TEMPLATES.clear()
         self.check(_request([span(i, in_order) for i in range(5)]))
-        self.assertEqual(list(_encode._TEMPLATES), [tuple(keys)])
+        self.assertEqual([keys for _, keys in _encode._TEMPLATES], [tuple(keys)])
         _encode._TEMPLATES.clear()
         for spans in (
             [span(0, in_order), span(1, in_order[::-1]), span(2, in_order)],  # another order
@@ -243,7 +243,7 @@ class SpanDocumentTest(unittest.TestCase):
             self.check(_request(spans))
         self.assertEqual(_encode._TEMPLATES, {})
         self.check(_request([Span(name=f"bare{i}") for i in range(3)]))  # no attributes
-        self.assertEqual(list(_encode._TEMPLATES), [()])
+        self.assertEqual([keys for _, keys in _encode._TEMPLATES], [()])
 
     def test_misaligned_columns_are_not_used(self) -> None:
         # A key without a value and a value without a key: as many keys as string values,
@@ -268,10 +268,87 @@ class SpanDocumentTest(unittest.TestCase):
 
     def documents_raw(self, raw: bytes) -> tuple[list[Any], bool]:
         message = TracesData.FromString(raw)
-        columns = span_columns(raw, message)
+        columns = item_columns("traces", raw, message)
         group = message.resource_spans[0].scope_spans[0]
-        column = None if columns is None else columns.resource_spans[0].scope_spans[0]
+        column = None if columns is None else columns.resources[0].scopes[0]
         return [json.loads(t) for t in span_documents(group, column, 0, 0)], columns is not None
+
+
+class LogDocumentTest(unittest.TestCase):
+    """The log documents written from the protobuf say what ``LogRecord.to_json`` says."""
+
+    def documents(self, raw: bytes) -> tuple[list[Any], bool]:
+        message = LogsData.FromString(raw)
+        columns = item_columns("logs", raw, message)
+        texts = []
+        for i, top in enumerate(message.resource_logs):
+            for j, group in enumerate(top.scope_logs):
+                column = None if columns is None else columns.resources[i].scopes[j]
+                texts.extend(log_documents(group, column, i, j))
+        return [json.loads(text) for text in texts], columns is not None
+
+    def check(self, raw: bytes, *, columns: bool = True) -> list[Any]:
+        documents, used = self.documents(raw)
+        self.assertEqual(used, columns)
+        expected = [
+            json.loads(json.dumps({**x.to_json(), "resource": 0, "scope": 0}))
+            for x in items_from_protobuf("logs", raw)
+        ]
+        self.assertEqual(documents, expected)
+        return documents
+
+    def test_every_value_type(self) -> None:
+        self.check(LOGS.SerializeToString())  # a kvlist body, attributes of every type
+
+    def test_records_of_one_kind(self) -> None:
+        keys = ["code.function", 'quo"te\\', "per%cent", "%d", "ключ"]
+
+        def record(i: int, body: str) -> LogRecord:
+            kvs = [KeyValue(key=k, value=AnyValue(string_value=f"v{i}%s{j}"))
+                   for j, k in enumerate(keys)]  # fmt: skip
+            return LogRecord(time_unix_nano=i + 1, severity_number=9, severity_text="INFO",
+                             body=AnyValue(string_value=body), attributes=kvs,
+                             trace_id=bytes([i + 1] * 16), span_id=bytes([i + 1] * 8))  # fmt: skip
+
+        _encode._TEMPLATES.clear()
+        bodies = ["plain", "", 'a\n"b"', "%s %d %%", "\u2028\x00"]
+        documents = self.check(_logs([record(i, body) for i, body in enumerate(bodies)]))
+        self.assertEqual([d["body"] for d in documents], bodies)
+        self.assertEqual([keys for _, keys in _encode._TEMPLATES], [tuple(keys)])
+
+    def test_bodies_of_other_types_and_none(self) -> None:
+        bodies = [
+            AnyValue(string_value="text"),
+            AnyValue(int_value=-7),
+            AnyValue(double_value=float("nan")),
+            AnyValue(bytes_value=b"\x00\xff"),
+            AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="in an array")])),
+            None,
+        ]
+        kv = KeyValue(key="k", value=AnyValue(string_value="v"))
+        records = [
+            LogRecord(body=body, attributes=[kv]) if body is not None else LogRecord(flags=1)
+            for body in bodies
+        ]
+        documents = self.check(_logs(records))
+        self.assertEqual(documents[1]["body"], -7)
+        self.assertEqual(documents[5]["body"], None)
+
+    def test_a_body_sent_twice_is_read_as_protobuf_reads_it(self) -> None:
+        # The same record field twice (the parser merges them: the last string wins), so
+        # the body column would hold two strings for one record: not used.
+        once = LogRecord(body=AnyValue(string_value="first")).SerializeToString()
+        twice = once + LogRecord(body=AnyValue(string_value="second")).SerializeToString()
+        other = LogRecord(severity_text="other").SerializeToString()
+        raw = _frame(1, _frame(2, _frame(2, twice) + _frame(2, other)))
+        documents = self.check(raw, columns=False)
+        self.assertEqual([d["body"] for d in documents], ["second", None])
+
+
+def _logs(records: list[LogRecord]) -> bytes:
+    return LogsData(
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])]
+    ).SerializeToString()
 
 
 def _request(spans: list[Span]) -> ExportTraceServiceRequest:
