@@ -334,9 +334,12 @@ def log_documents(group: Any, columns: Any, resource: int, scope: int) -> list[s
     if found is None:
         return [log_document(record, resource, scope) for record in records]
     template, attributes = found
-    bodies = columns.items.body.string_value
-    # One string per record (no field is sent twice: see item_columns): all are strings.
-    texts = map(_text, bodies) if len(bodies) == len(records) else None
+    strings = columns.items.body.string_value
+    # As many strings as records (no field is sent twice: see item_columns): all are strings.
+    if len(strings) == len(records):
+        bodies = map(_text, strings)
+    else:
+        bodies = map(value_document, map(get["body"], records))
     return list(
         map(
             template.__mod__,
@@ -345,7 +348,7 @@ def log_documents(group: Any, columns: Any, resource: int, scope: int) -> list[s
                 map(get["observed_time_unix_nano"], records),
                 map(get["severity_number"], records),
                 map(_text, map(get["severity_text"], records)),
-                texts or map(value_document, map(get["body"], records)),
+                bodies,
                 *attributes,
                 map(bytes.hex, map(get["trace_id"], records)),
                 map(bytes.hex, map(get["span_id"], records)),
