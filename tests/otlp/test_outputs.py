@@ -21,6 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from mocksup.otlp import MockOTLPCollector, ReplayError, _encode, replay
 from mocksup.otlp._encode import item_columns, log_documents, span_documents
 from mocksup.otlp._query import items_from_protobuf
+from mocksup.otlp._signals import Signal, resources_of, scopes_of
 from tests.otlp.support import CollectorTestCase, Pipelines, post
 from tests.otlp.test_json import LOGS, METRICS, TRACES
 from tests.support import ProcessTestCase
@@ -185,15 +186,7 @@ class SpanDocumentTest(unittest.TestCase):
     """The span documents written from the protobuf say what ``Span.to_json`` says."""
 
     def documents(self, request: ExportTraceServiceRequest) -> tuple[list[Any], bool]:
-        raw = request.SerializeToString()
-        message = TracesData.FromString(raw)
-        columns = item_columns("traces", raw, message)
-        texts = []
-        for i, top in enumerate(message.resource_spans):
-            for j, group in enumerate(top.scope_spans):
-                column = None if columns is None else columns.resources[i].scopes[j]
-                texts.extend(span_documents(group, column, 0, 0))
-        return [json.loads(text) for text in texts], columns is not None
+        return _written("traces", request.SerializeToString())
 
     def expected(self, request: ExportTraceServiceRequest) -> list[Any]:
         items = items_from_protobuf("traces", request.SerializeToString())
@@ -277,18 +270,8 @@ class SpanDocumentTest(unittest.TestCase):
 class LogDocumentTest(unittest.TestCase):
     """The log documents written from the protobuf say what ``LogRecord.to_json`` says."""
 
-    def documents(self, raw: bytes) -> tuple[list[Any], bool]:
-        message = LogsData.FromString(raw)
-        columns = item_columns("logs", raw, message)
-        texts = []
-        for i, top in enumerate(message.resource_logs):
-            for j, group in enumerate(top.scope_logs):
-                column = None if columns is None else columns.resources[i].scopes[j]
-                texts.extend(log_documents(group, column, i, j))
-        return [json.loads(text) for text in texts], columns is not None
-
     def check(self, raw: bytes, *, columns: bool = True) -> list[Any]:
-        documents, used = self.documents(raw)
+        documents, used = _written("logs", raw)
         self.assertEqual(used, columns)
         expected = [
             json.loads(json.dumps({**x.to_json(), "resource": 0, "scope": 0}))
@@ -343,6 +326,20 @@ class LogDocumentTest(unittest.TestCase):
         raw = _frame(1, _frame(2, _frame(2, twice) + _frame(2, other)))
         documents = self.check(raw, columns=False)
         self.assertEqual([d["body"] for d in documents], ["second", None])
+
+
+def _written(signal: Signal, raw: bytes) -> tuple[list[Any], bool]:
+    """The documents written from a serialised ``*Data`` (every item as resource 0, scope 0),
+    and whether they came from the columns."""
+    message = {"traces": TracesData, "logs": LogsData}[signal].FromString(raw)
+    columns = item_columns(signal, raw, message)
+    write = {"traces": span_documents, "logs": log_documents}[signal]
+    texts = []
+    for i, top in enumerate(resources_of(signal, message)):
+        for j, group in enumerate(scopes_of(signal, top)):
+            column = None if columns is None else columns.resources[i].scopes[j]
+            texts.extend(write(group, column, 0, 0))
+    return [json.loads(text) for text in texts], columns is not None
 
 
 def _logs(records: list[LogRecord]) -> bytes:
