@@ -254,17 +254,10 @@ class SpanDocumentTest(unittest.TestCase):
         )
         raw = _frame(1, _frame(2, _frame(2, span)))
         request = ExportTraceServiceRequest.FromString(raw)
-        documents, used = self.documents_raw(raw)
+        documents, used = _written("traces", raw)
         self.assertFalse(used)
         self.assertEqual(documents[0]["attributes"], {"b": "x", "": "y"})
         self.assertEqual(documents, self.expected(request))
-
-    def documents_raw(self, raw: bytes) -> tuple[list[Any], bool]:
-        message = TracesData.FromString(raw)
-        columns = item_columns("traces", raw, message)
-        group = message.resource_spans[0].scope_spans[0]
-        column = None if columns is None else columns.resources[0].scopes[0]
-        return [json.loads(t) for t in span_documents(group, column, 0, 0)], columns is not None
 
 
 class LogDocumentTest(unittest.TestCase):
