@@ -169,8 +169,10 @@ def value_document(value: Any) -> str:
 _KIND_TEXT = tuple(f'"{name}"' for name in KINDS)
 _STATUS_TEXT = tuple(f'"{name}"' for name in STATUS_CODES)
 _KEYS: dict[str, str] = {}
-#: Attribute keys are few and repeat: their encoded form is kept, up to this many.
+#: Attribute keys are few and repeat: their encoded form is kept, up to this many, each up
+#: to this long (hostile keys must not make the caches below hold the bodies they came in).
 _MAX_KEYS = 4096
+_MAX_KEPT_KEY = 256
 
 
 def _enum_text(number: int, names: tuple[str, ...]) -> str:
@@ -180,9 +182,11 @@ def _enum_text(number: int, names: tuple[str, ...]) -> str:
 def _key(key: str) -> str:
     text = _KEYS.get(key)
     if text is None:
-        if len(_KEYS) >= _MAX_KEYS:
-            _KEYS.clear()  # hostile unique keys must not grow it without bound
-        text = _KEYS[key] = _text(key) + ":"
+        text = _text(key) + ":"
+        if len(key) <= _MAX_KEPT_KEY:
+            if len(_KEYS) >= _MAX_KEYS:
+                _KEYS.clear()  # hostile unique keys must not grow it without bound
+            _KEYS[key] = text
     return text
 
 
@@ -385,19 +389,23 @@ def _attribute_columns(
 
 
 _TEMPLATES: dict[tuple[str, tuple[str, ...]], str] = {}
-#: Templates with their keys written in, kept for the key sequences seen, up to this many.
+#: Templates with their keys written in, kept for the key sequences seen: up to this many,
+#: of keys up to this many characters in all.
 _MAX_TEMPLATES = 256
+_MAX_KEPT_KEYS = 4096
 
 
 def _uniform_template(base: str, keys: tuple[str, ...]) -> str:
     """``base`` with these attribute keys written in, a ``%s`` for each value."""
     template = _TEMPLATES.get((base, keys))
     if template is None:
-        if len(_TEMPLATES) >= _MAX_TEMPLATES:
-            _TEMPLATES.clear()  # hostile key sequences must not grow it without bound
         head, tail = base.split('"attributes":{%s}')
         pairs = ",".join(_text(key).replace("%", "%%") + ":%s" for key in keys)
-        template = _TEMPLATES[base, keys] = f'{head}"attributes":{{{pairs}}}{tail}'
+        template = f'{head}"attributes":{{{pairs}}}{tail}'
+        if sum(map(len, keys)) <= _MAX_KEPT_KEYS:
+            if len(_TEMPLATES) >= _MAX_TEMPLATES:
+                _TEMPLATES.clear()  # hostile key sequences must not grow it without bound
+            _TEMPLATES[base, keys] = template
     return template
 
 

@@ -238,6 +238,18 @@ class SpanDocumentTest(unittest.TestCase):
         self.check(_request([Span(name=f"bare{i}") for i in range(3)]))  # no attributes
         self.assertEqual([keys for _, keys in _encode._TEMPLATES], [()])
 
+    def test_long_keys_are_written_but_not_kept(self) -> None:
+        # A client's keys must not make the caches hold what it sent (megabytes of keys).
+        long = [f"{i}" * 3000 for i in range(3)]
+        kvs = [KeyValue(key=k, value=AnyValue(string_value="v")) for k in long]
+        _encode._TEMPLATES.clear()
+        _encode._KEYS.clear()
+        self.check(_request([Span(name=f"s{i}", attributes=kvs) for i in range(2)]))
+        self.check(_request([Span(name="mixed", attributes=[kvs[0], kvs[0]]), Span()]))
+        extra = KeyValue(key=long[1], value=AnyValue(int_value=1))  # not a string: by KeyValue
+        self.check(_request([Span(name="by one", attributes=[extra])]), columns=True)
+        self.assertEqual((_encode._TEMPLATES, _encode._KEYS), ({}, {}))
+
     def test_misaligned_columns_are_not_used(self) -> None:
         # A key without a value and a value without a key: as many keys as string values,
         # but they do not pair up; the counts per span must catch it.
