@@ -18,7 +18,6 @@ first bytes leave before the last request is read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -26,12 +25,18 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from mocksup.otlp._encode import OTLPJSON, item_columns, log_documents, span_documents
+from mocksup.otlp._encode import (
+    DUMPS,
+    OTLPJSON,
+    item_columns,
+    log_documents,
+    metric_documents,
+    span_documents,
+)
 from mocksup.otlp._query import ITEM_KEYS
 from mocksup.otlp._signals import FIELDS, SIGNALS, Signal, resources_of, scopes_of
 from mocksup.otlp._values import no_gc
 from mocksup.otlp.items import Resource, Scope
-from mocksup.otlp.metrics import Metric
 
 __all__ = (
     "FEED_FIELDS",
@@ -50,7 +55,6 @@ _PARSERS: dict[str, Any] = {
 #: The protobuf field number of each signal's frames in a feed answer (see ``feed_protobuf``).
 FEED_FIELDS: dict[Signal, int] = {signal: number for number, signal in enumerate(SIGNALS, 1)}
 _OTLP = OTLPJSON()
-_DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 
 class _Index:
@@ -68,7 +72,7 @@ class _Index:
         if found is None:
             found = self.resources[key] = len(self.resource_docs)
             resource = Resource.from_protobuf(top.resource, top.schema_url)
-            self.resource_docs.append(_DUMPS(resource.to_json()))
+            self.resource_docs.append(DUMPS(resource.to_json()))
         return found
 
     def scope(self, group: Any) -> int:
@@ -77,7 +81,7 @@ class _Index:
         if found is None:
             found = self.scopes[key] = len(self.scope_docs)
             scope = Scope.from_protobuf(group.scope, group.schema_url)
-            self.scope_docs.append(_DUMPS(scope.to_json()))
+            self.scope_docs.append(DUMPS(scope.to_json()))
         return found
 
 
@@ -105,39 +109,21 @@ def document_chunks(
 
 def _items_text(signal: Signal, part: bytes, index: _Index) -> list[str]:
     message = _PARSERS[signal](part)
-    documents = _DOCUMENTS.get(signal)
-    if documents is not None:
-        return _column_texts(signal, part, message, index, documents)
     texts: list[str] = []
-    for top in resources_of(signal, message):
-        r = index.resource(top)
-        resource = Resource.from_protobuf(top.resource, top.schema_url)
-        for group in scopes_of(signal, top):
-            s = index.scope(group)
-            scope = Scope.from_protobuf(group.scope, group.schema_url)
-            texts.extend(
-                _DUMPS({**Metric(m, resource, scope).to_json(), "resource": r, "scope": s})
-                for m in group.metrics
-            )
-    return texts
-
-
-#: The writers of the signals whose documents are written straight from the protobuf.
-_DOCUMENTS = {"traces": span_documents, "logs": log_documents}
-
-
-def _column_texts(
-    signal: Signal, part: bytes, message: Any, index: _Index, documents: Any
-) -> list[str]:
-    texts: list[str] = []
-    columns = item_columns(signal, part, message)
+    columns = item_columns(signal, part, message) if signal in _COLUMNAR else None
     for i, top in enumerate(resources_of(signal, message)):
         r = index.resource(top)
         for j, group in enumerate(scopes_of(signal, top)):
             s = index.scope(group)
             column = None if columns is None else columns.resources[i].scopes[j]
-            texts.extend(documents(group, column, r, s))
+            texts.extend(_DOCUMENTS[signal](group, column, r, s))
     return texts
+
+
+#: Each signal's writer of the documents of one scope (from the protobuf, not via items).
+_DOCUMENTS = {"traces": span_documents, "metrics": metric_documents, "logs": log_documents}
+#: The signals whose items' attributes are read as columns (see ``item_columns``).
+_COLUMNAR = frozenset({"traces", "logs"})
 
 
 def otlp_json(signal: Signal, part: bytes) -> str:
@@ -207,4 +193,4 @@ def feed_json(frames: Iterable[tuple[Signal, bytes]], head: dict[str, Any]) -> b
 
 def _open(head: dict[str, Any]) -> str:
     """The start of a JSON object with ``head``'s keys, ready for one more key."""
-    return _DUMPS(head)[:-1] + "," if head else "{"
+    return DUMPS(head)[:-1] + "," if head else "{"

@@ -13,9 +13,9 @@ and templates are fixed strings. Two forms are written:
   the message descriptors, so every field of every signal (and any field a newer
   ``opentelemetry-proto`` adds) is written, with a shortcut for string attributes, which are
   most of a payload.
-- **The control API's span and log documents** (:func:`span_document`, :func:`log_document`):
-  the same keys and values as :meth:`~mocksup.otlp.items.Span.to_json` and
-  :meth:`~mocksup.otlp.items.LogRecord.to_json`, without building the items.
+- **The control API's documents** (:func:`span_document`, :func:`log_document`,
+  :func:`metric_document`): the same keys and values as the items' ``to_json``
+  (:meth:`~mocksup.otlp.items.Span.to_json` and the others), without building the items.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 from mocksup.otlp._proto import ID_SIZES
 from mocksup.otlp._signals import Signal
 from mocksup.otlp._values import KINDS, STATUS_CODES, jsonable, to_python
+from mocksup.otlp.metrics import DataPoint
 
 __all__ = (
+    "DUMPS",
     "OTLPJSON",
     "item_columns",
     "log_document",
     "log_documents",
+    "metric_document",
+    "metric_documents",
     "number_json",
     "span_document",
     "span_documents",
@@ -166,6 +170,8 @@ def value_document(value: Any) -> str:
     return json.dumps(jsonable(to_python(value)), allow_nan=False, separators=(",", ":"))
 
 
+#: JSON text of a value made of dicts, lists, strings and finite numbers, compact.
+DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 _KIND_TEXT = tuple(f'"{name}"' for name in KINDS)
 _STATUS_TEXT = tuple(f'"{name}"' for name in STATUS_CODES)
 _KEYS: dict[str, str] = {}
@@ -362,6 +368,65 @@ def log_documents(group: Any, columns: Any, resource: int, scope: int) -> list[s
                 repeat(scope),
             ),
         )
+    )
+
+
+_METRIC = (
+    '{"name":%s,"description":%s,"unit":%s,"type":%s,"aggregation_temporality":%d,'
+    '"is_monotonic":%s,"data_points":[%s],"metadata":{%s},"resource":%d,"scope":%d}'
+)
+_NUMBER_POINT = (
+    '{"attributes":{%s},"start_time_unix_nano":%d,"time_unix_nano":%d,"value":%s,'
+    '"count":null,"sum":null}'
+)
+_TEMPORAL = frozenset({"sum", "histogram", "exponential_histogram"})
+
+
+def metric_documents(group: Any, columns: Any, resource: int, scope: int) -> list[str]:
+    """The metric documents of one ``ScopeMetrics`` (``columns`` is not used: metrics are
+    few, their points many)."""
+    return [metric_document(metric, resource, scope) for metric in group.metrics]
+
+
+def metric_document(metric: Any, resource: int, scope: int) -> str:
+    """A protobuf ``Metric`` as the control API's metric document (``Metric.to_json`` plus
+    the indexes of its resource and scope); the points of gauges and sums are written
+    directly, the others through :class:`~mocksup.otlp.metrics.DataPoint`."""
+    kind = metric.WhichOneof("data")
+    data: Any = getattr(metric, kind) if kind else None
+    if data is None:
+        points = ""
+    elif kind in ("gauge", "sum"):
+        points = ",".join(map(_number_point, data.data_points))
+    else:
+        points = ",".join(
+            DUMPS(DataPoint.from_protobuf(kind, p).to_json()) for p in data.data_points
+        )
+    return _METRIC % (
+        _text(metric.name),
+        _text(metric.description),
+        _text(metric.unit),
+        f'"{kind}"' if kind else "null",
+        data.aggregation_temporality if kind in _TEMPORAL else 0,
+        "true" if kind == "sum" and data.is_monotonic else "false",
+        points,
+        attributes_document(metric.metadata),
+        resource,
+        scope,
+    )
+
+
+def _number_point(point: Any) -> str:
+    which = point.WhichOneof("value")
+    if which == "as_double":
+        value = number_json(point.as_double)
+    else:
+        value = "null" if which is None else str(point.as_int)
+    return _NUMBER_POINT % (
+        attributes_document(point.attributes),
+        point.start_time_unix_nano,
+        point.time_unix_nano,
+        value,
     )
 
 

@@ -15,11 +15,19 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, LogsData, ResourceLogs, ScopeLogs
-from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    Gauge,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
 from mocksup.otlp import MockOTLPCollector, ReplayError, _encode, replay
-from mocksup.otlp._encode import item_columns, log_documents, span_documents
+from mocksup.otlp._encode import item_columns, log_documents, metric_documents, span_documents
 from mocksup.otlp._query import items_from_protobuf
 from mocksup.otlp._signals import Signal, resources_of, scopes_of
 from tests.otlp.support import CollectorTestCase, Pipelines, post
@@ -333,12 +341,57 @@ class LogDocumentTest(unittest.TestCase):
         self.assertEqual([d["body"] for d in documents], ["second", None])
 
 
+class MetricDocumentTest(unittest.TestCase):
+    """The metric documents written from the protobuf say what ``Metric.to_json`` says."""
+
+    def check(self, raw: bytes) -> list[Any]:
+        documents, _ = _written("metrics", raw)
+        expected = [
+            json.loads(json.dumps({**x.to_json(), "resource": 0, "scope": 0}))
+            for x in items_from_protobuf("metrics", raw)
+        ]
+        self.assertEqual(documents, expected)
+        return documents
+
+    def test_every_type(self) -> None:
+        documents = self.check(METRICS.SerializeToString())
+        types = ["gauge", "sum", "histogram", "exponential_histogram", "summary"]
+        self.assertEqual([d["type"] for d in documents], types)
+
+    def test_number_points(self) -> None:
+        kv = [KeyValue(key="k%s", value=AnyValue(string_value='"v"')),
+              KeyValue(key="n", value=AnyValue(double_value=float("-inf")))]  # fmt: skip
+        points = [
+            NumberDataPoint(as_int=-(2**63), attributes=kv, start_time_unix_nano=1),
+            NumberDataPoint(as_double=0.1, time_unix_nano=2**64 - 1),
+            NumberDataPoint(as_double=float("nan")),
+            NumberDataPoint(as_double=-0.0),
+            NumberDataPoint(),  # no value
+        ]
+        metrics = [
+            Metric(name="gauge", description="d", unit="ms", gauge=Gauge(data_points=points)),
+            Metric(name="counter", sum=Sum(data_points=points[:1], aggregation_temporality=1)),
+            Metric(name="up-down", sum=Sum(data_points=[], is_monotonic=True)),
+            Metric(name="no data", metadata=kv),
+        ]
+        documents = self.check(
+            MetricsData(
+                resource_metrics=[ResourceMetrics(scope_metrics=[ScopeMetrics(metrics=metrics)])]
+            ).SerializeToString()
+        )
+        self.assertEqual([p["value"] for p in documents[0]["data_points"]],
+                         [-(2**63), 0.1, "NaN", -0.0, None])  # fmt: skip
+        self.assertEqual(documents[3]["type"], None)
+
+
 def _written(signal: Signal, raw: bytes) -> tuple[list[Any], bool]:
     """The documents written from a serialised ``*Data`` (every item as resource 0, scope 0),
     and whether they came from the columns."""
-    message = {"traces": TracesData, "logs": LogsData}[signal].FromString(raw)
-    columns = item_columns(signal, raw, message)
-    write = {"traces": span_documents, "logs": log_documents}[signal]
+    message = {"traces": TracesData, "metrics": MetricsData, "logs": LogsData}[signal].FromString(
+        raw
+    )
+    columns = item_columns(signal, raw, message) if signal != "metrics" else None
+    write = {"traces": span_documents, "metrics": metric_documents, "logs": log_documents}[signal]
     texts = []
     for i, top in enumerate(resources_of(signal, message)):
         for j, group in enumerate(scopes_of(signal, top)):
