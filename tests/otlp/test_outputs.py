@@ -197,8 +197,7 @@ class SpanDocumentTest(unittest.TestCase):
         return _written("traces", request.SerializeToString())
 
     def expected(self, request: ExportTraceServiceRequest) -> list[Any]:
-        items = items_from_protobuf("traces", request.SerializeToString())
-        return [json.loads(json.dumps({**s.to_json(), "resource": 0, "scope": 0})) for s in items]
+        return _as_items("traces", request.SerializeToString())
 
     def check(self, request: ExportTraceServiceRequest, *, columns: bool = True) -> None:
         documents, used = self.documents(request)
@@ -286,11 +285,7 @@ class LogDocumentTest(unittest.TestCase):
     def check(self, raw: bytes, *, columns: bool = True) -> list[Any]:
         documents, used = _written("logs", raw)
         self.assertEqual(used, columns)
-        expected = [
-            json.loads(json.dumps({**x.to_json(), "resource": 0, "scope": 0}))
-            for x in items_from_protobuf("logs", raw)
-        ]
-        self.assertEqual(documents, expected)
+        self.assertEqual(documents, _as_items("logs", raw))
         return documents
 
     def test_every_value_type(self) -> None:
@@ -346,11 +341,7 @@ class MetricDocumentTest(unittest.TestCase):
 
     def check(self, raw: bytes) -> list[Any]:
         documents, _ = _written("metrics", raw)
-        expected = [
-            json.loads(json.dumps({**x.to_json(), "resource": 0, "scope": 0}))
-            for x in items_from_protobuf("metrics", raw)
-        ]
-        self.assertEqual(documents, expected)
+        self.assertEqual(documents, _as_items("metrics", raw))
         return documents
 
     def test_every_type(self) -> None:
@@ -382,6 +373,12 @@ class MetricDocumentTest(unittest.TestCase):
         self.assertEqual([p["value"] for p in documents[0]["data_points"]],
                          [-(2**63), 0.1, "NaN", -0.0, None])  # fmt: skip
         self.assertEqual(documents[3]["type"], None)
+
+
+def _as_items(signal: Signal, raw: bytes) -> list[Any]:
+    """What the items' ``to_json`` say of a serialised ``*Data`` (resource 0, scope 0)."""
+    items = items_from_protobuf(signal, raw)
+    return [json.loads(json.dumps({**x.to_json(), "resource": 0, "scope": 0})) for x in items]
 
 
 def _written(signal: Signal, raw: bytes) -> tuple[list[Any], bool]:
