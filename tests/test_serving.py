@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import unittest
+import unittest.mock
 from collections.abc import Callable
 from typing import Any
 
@@ -400,6 +401,51 @@ class HeldTest(ServerTestCase):
         self.assertEqual(read_response(first).read(), b"a" * 1000)
         self.assertEqual(self.post(b"f" * 1000)[:2], (200, b"f" * 1000))
         self.assert_serving()
+
+
+class NoThreadTest(ServerTestCase):
+    """A connection for which no thread can be started is refused; no other is lost."""
+
+    def test_the_connection_refused_is_the_one_without_a_thread(self) -> None:
+        server = self.server
+        jobs = server._jobs
+
+        class SlowJobs:
+            # A worker back from a connection takes a while to ask for the next one: a
+            # connection handed to it waits in the queue meanwhile.
+            def put(self, conn: Any) -> None:
+                jobs.put(conn)
+
+            def get(self) -> Any:
+                time.sleep(0.5)
+                return jobs.get()
+
+            def get_nowait(self) -> Any:
+                return jobs.get_nowait()
+
+        failing = threading.Event()
+
+        class Thread(threading.Thread):
+            def start(self) -> None:
+                if failing.is_set() and self.name == "mocksup-conn":
+                    raise RuntimeError("can't start new thread")
+                super().start()
+
+        server._jobs = SlowJobs()  # type: ignore[assignment]
+        with unittest.mock.patch.object(threading, "Thread", Thread):
+            self.assert_serving()  # a worker, idle once the connection closes
+            poll_until(lambda: server._idle_workers == 1, "an idle worker")
+            queued = self.connect()  # handed to that worker, through the queue
+            queued.sendall(b"GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
+            poll_until(lambda: server._idle_workers == 0, "the queued connection taken")
+            failing.set()
+            # A new worker is needed: it cannot start, so this connection is reset (at
+            # times before connect() has even returned).
+            with contextlib.suppress(ConnectionResetError):
+                self.assertEqual(read_all(self.connect()), b"")
+            failing.clear()
+            self.assertEqual(read_response(queued).read(), b"GET /queued ")
+            self.assert_serving()
 
 
 class LimitValuesTest(unittest.TestCase):

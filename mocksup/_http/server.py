@@ -205,14 +205,18 @@ class HTTPServer:
                 spawn = self._idle_workers == 0
                 if not spawn:
                     self._idle_workers -= 1  # that worker will take this connection
-            self._jobs.put(conn)
-            if spawn:
-                try:
-                    threading.Thread(target=self._work, name="mocksup-conn", daemon=True).start()
-                except RuntimeError:  # no more threads: refuse this one, keep serving
-                    self._jobs.get_nowait()
-                    self._forget(conn)
-                    conn.close(reset=True)
+            if not spawn:
+                self._jobs.put(conn)
+                continue
+            # A new worker starts with this connection: never through the queue, where a
+            # failed start would leave it (or take another's) for no worker to serve.
+            worker = threading.Thread(target=self._work, args=(conn,), name="mocksup-conn")
+            worker.daemon = True
+            try:
+                worker.start()
+            except RuntimeError:  # no more threads: refuse this one, keep serving
+                self._forget(conn)
+                conn.close(reset=True)
 
     def _room(self) -> bool:
         """With a client waiting to be accepted: wait for room under the connection cap,
@@ -258,20 +262,23 @@ class HTTPServer:
         with self._lock:
             self._lock.notify_all()
 
-    def _work(self) -> None:
-        """A worker: serves connections one after the other, idle in between.
+    def _work(self, conn: Connection | None) -> None:
+        """A worker: serves ``conn``, then connections from the queue one after the
+        other, idle in between.
 
         Starting a thread costs more than serving a small request; kept workers (never
         more than the connection cap) make a new connection as cheap as a kept one.
         """
         while True:
-            conn = self._jobs.get()
             if conn is None:
-                return
+                conn = self._jobs.get()
+                if conn is None:
+                    return
             try:
                 conn.serve()
             finally:
                 self._forget(conn)
+            conn = None
             with self._lock:
                 if self.stopping:
                     return
