@@ -36,7 +36,7 @@ from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 from mocksup.otlp._proto import ID_SIZES
 from mocksup.otlp._signals import Signal
 from mocksup.otlp._values import KINDS, STATUS_CODES, jsonable, to_python
-from mocksup.otlp.metrics import DataPoint
+from mocksup.otlp.metrics import Metric
 
 __all__ = (
     "DUMPS",
@@ -165,13 +165,15 @@ class OTLPJSON:
         return self.message(value)
 
 
-def value_document(value: Any) -> str:
-    """An ``AnyValue`` as the control API's JSON (see :func:`~mocksup.otlp._values.jsonable`)."""
-    return json.dumps(jsonable(to_python(value)), allow_nan=False, separators=(",", ":"))
-
-
 #: JSON text of a value made of dicts, lists, strings and finite numbers, compact.
 DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def value_document(value: Any) -> str:
+    """An ``AnyValue`` as the control API's JSON (see :func:`~mocksup.otlp._values.jsonable`)."""
+    return DUMPS(jsonable(to_python(value)))
+
+
 _KIND_TEXT = tuple(f'"{name}"' for name in KINDS)
 _STATUS_TEXT = tuple(f'"{name}"' for name in STATUS_CODES)
 _KEYS: dict[str, str] = {}
@@ -379,7 +381,8 @@ _NUMBER_POINT = (
     '{"attributes":{%s},"start_time_unix_nano":%d,"time_unix_nano":%d,"value":%s,'
     '"count":null,"sum":null}'
 )
-_TEMPORAL = frozenset({"sum", "histogram", "exponential_histogram"})
+#: A metric view's resource and scope, which its document does not read.
+_NO_CONTEXT: tuple[Any, Any] = (None, None)
 
 
 def metric_documents(group: Any, columns: Any, resource: int, scope: int) -> list[str]:
@@ -392,23 +395,19 @@ def metric_document(metric: Any, resource: int, scope: int) -> str:
     """A protobuf ``Metric`` as the control API's metric document (``Metric.to_json`` plus
     the indexes of its resource and scope); the points of gauges and sums are written
     directly, the others through :class:`~mocksup.otlp.metrics.DataPoint`."""
-    kind = metric.WhichOneof("data")
-    data: Any = getattr(metric, kind) if kind else None
-    if data is None:
-        points = ""
-    elif kind in ("gauge", "sum"):
-        points = ",".join(map(_number_point, data.data_points))
+    view = Metric(metric, *_NO_CONTEXT)
+    kind = view.type
+    if kind in ("gauge", "sum"):
+        points = ",".join(map(_number_point, getattr(metric, kind).data_points))
     else:
-        points = ",".join(
-            DUMPS(DataPoint.from_protobuf(kind, p).to_json()) for p in data.data_points
-        )
+        points = ",".join(DUMPS(point.to_json()) for point in view.data_points)
     return _METRIC % (
-        _text(metric.name),
-        _text(metric.description),
-        _text(metric.unit),
-        f'"{kind}"' if kind else "null",
-        data.aggregation_temporality if kind in _TEMPORAL else 0,
-        "true" if kind == "sum" and data.is_monotonic else "false",
+        _text(view.name),
+        _text(view.description),
+        _text(view.unit),
+        "null" if kind is None else f'"{kind}"',
+        view.aggregation_temporality,
+        "true" if view.is_monotonic else "false",
         points,
         attributes_document(metric.metadata),
         resource,
