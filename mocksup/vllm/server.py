@@ -32,8 +32,8 @@ _log = logging.getLogger(__name__)
 #: Seconds the start waits for its start-up spans' export (one export's timeout, 1 s, and a
 #: margin) before it reports ready.
 _STARTUP_EXPORT_WAIT = 1.5
-#: What a stop needs beyond ``shutdown_timeout``: the span flush (at most 1.2 s), the exit,
-#: the SIGKILL reserve; ``stop_timeout`` is at least the drain plus this.
+#: What a stop needs beyond its drain: the span flush (at most 1.2 s), the exit, the SIGKILL
+#: reserve.
 _STOP_AFTER_DRAIN = 2.0
 
 
@@ -131,8 +131,8 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         ge=0,
         description="``--shutdown-timeout``: seconds a stop gives the requests in flight to "
         "finish, new connections refused meanwhile; 0 cuts them at once (vLLM's abort mode). "
-        "``stop_timeout`` is then this plus 2 s by default (at most 600 s, which caps the "
-        "drain at 598 s), and may not be less.",
+        "``stop_timeout`` follows it unless given (this plus 2 s, at most 600 s); a drain "
+        "that a given ``stop_timeout`` cannot fit ends 2 s before it.",
     )
     request_log: bool = Field(default=False, description="Log every request (an access log).")
     journal_viewer: str | None = Field(
@@ -271,19 +271,32 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
 
     @model_validator(mode="before")
     @classmethod
-    def _read_settings(cls, data: Any) -> Any:
-        return _stop_fits_the_drain(_read_serve_args(data))
+    def _read_serve_args(cls, data: Any) -> Any:
+        # A vLLM command line gives defaults; settings given by name win over it.
+        if not isinstance(data, dict) or not data.get("vllm_serve_args"):
+            return data
+        from mocksup.vllm._cli_args import parse_serve_args
+
+        parsed, ignored = parse_serve_args(data["vllm_serve_args"])
+        named = {k for k in data if k != "vllm_serve_args"}
+        if "served_model_names" in named:
+            named.add("served_model_name")
+        if not set(parsed) - named and len(named) > len(parsed):
+            return data  # validated again (an assignment): the command line was read already
+        if ignored:
+            _log.info("vllm serve flags with no effect on the mock, ignored: %s", " ".join(ignored))
+        return {**{k: v for k, v in parsed.items() if k not in named}, **data}
 
     @model_validator(mode="after")
-    def _check_stop_timeout(self) -> Self:
-        needed = _stop_budget(self.shutdown_timeout)
-        if self.shutdown_timeout and self.stop_timeout < needed:
-            raise ValueError(
-                f"stop_timeout={self.stop_timeout:g} leaves no time for shutdown_timeout="
-                f"{self.shutdown_timeout}: a stop would SIGKILL the mock during its drain; "
-                f"give stop_timeout at least {needed:g} (the drain, the span flush and the "
-                "exit) or lower shutdown_timeout"
-            )
+    def _stop_fits_the_drain(self) -> Self:
+        # A stop_timeout not given follows shutdown_timeout (on assignment too): the drain,
+        # then the span flush and the exit. One given is kept; serve() then shortens a drain
+        # it cannot fit. Set past validation, so that it stays "not given".
+        if "stop_timeout" not in self.model_fields_set:
+            budget = type(self).model_fields["stop_timeout"].default
+            if self.shutdown_timeout:
+                budget = min(self.shutdown_timeout + _STOP_AFTER_DRAIN, MAX_STOP_TIMEOUT)
+            object.__setattr__(self, "stop_timeout", budget)
         return self
 
     @field_validator("served_model_name", mode="before")
@@ -465,37 +478,3 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for a client of this server."""
         key = self.api_key if isinstance(self.api_key, str) else (self.api_key or ["EMPTY"])[0]
         return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": key}
-
-
-def _read_serve_args(data: Any) -> Any:
-    # A vLLM command line gives defaults; settings given by name win over it.
-    if not isinstance(data, dict) or not data.get("vllm_serve_args"):
-        return data
-    from mocksup.vllm._cli_args import parse_serve_args
-
-    parsed, ignored = parse_serve_args(data["vllm_serve_args"])
-    named = {k for k in data if k != "vllm_serve_args"}
-    if "served_model_names" in named:
-        named.add("served_model_name")
-    if not set(parsed) - named and len(named) > len(parsed):
-        return data  # validated again (an assignment): the command line was read already
-    if ignored:
-        _log.info("vllm serve flags with no effect on the mock, ignored: %s", " ".join(ignored))
-    return {**{k: v for k, v in parsed.items() if k not in named}, **data}
-
-
-def _stop_fits_the_drain(data: Any) -> Any:
-    # stop_timeout not given: long enough for shutdown_timeout's drain and what follows it.
-    if not isinstance(data, dict) or "stop_timeout" in data:
-        return data
-    drain = data.get("shutdown_timeout")
-    if isinstance(drain, str) and drain.strip().isdigit():
-        drain = int(drain)  # as pydantic will read it (and True as 1)
-    if isinstance(drain, int) and drain > 0:
-        return {**data, "stop_timeout": _stop_budget(drain)}
-    return data
-
-
-def _stop_budget(drain: int) -> float:
-    # The stop_timeout a drain of that many seconds needs (a stop takes at most 600 s).
-    return min(drain + _STOP_AFTER_DRAIN, MAX_STOP_TIMEOUT)

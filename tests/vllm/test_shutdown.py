@@ -92,8 +92,8 @@ class ShutdownTimeoutTest(ProcessTestCase):
         with self.assertRaises(transport_errors()):
             list(chunks)
 
-    def test_the_drain_ends_at_the_timeout_and_cuts_what_is_left(self) -> None:
-        server = self.start(shutdown_timeout=1)
+    def slow_request(self, server: MockVLLMServer) -> socket.socket:
+        """A request that would take 30 s, running; its socket."""
         sock = socket.create_connection((server.host, server.port), timeout=10)
         self.addCleanup(sock.close)
         body = b'{"prompt": "slow", "max_tokens": 5}'
@@ -102,6 +102,11 @@ class ShutdownTimeoutTest(ProcessTestCase):
             b"X-Mocksup-TTFT: 30\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         until(lambda: running(server) >= 1)
+        return sock
+
+    def test_the_drain_ends_at_the_timeout_and_cuts_what_is_left(self) -> None:
+        server = self.start(shutdown_timeout=1)
+        sock = self.slow_request(server)
         started = time.monotonic()
         with self.assertNoLogs("mocksup", "WARNING"):  # no SIGKILL: the stop budget fits
             server.stop()
@@ -110,21 +115,38 @@ class ShutdownTimeoutTest(ProcessTestCase):
         self.assertLess(elapsed, 2.5)
         self.assertEqual(sock.recv(4096), b"")  # cut, with no answer
 
-    def test_the_stop_budget_fits_the_drain(self) -> None:
+    def test_the_stop_budget_follows_the_drain_unless_given(self) -> None:
         self.assertEqual(MockVLLMServer(shutdown_timeout=30).stop_timeout, 32)
         self.assertEqual(MockVLLMServer(shutdown_timeout=30, stop_timeout=60).stop_timeout, 60)
         self.assertEqual(MockVLLMServer().stop_timeout, 2)
-        with self.assertRaisesRegex(ValidationError, "give stop_timeout at least 32"):
-            MockVLLMServer(shutdown_timeout=30, stop_timeout=5)
         server = MockVLLMServer()
-        with self.assertRaisesRegex(ValidationError, "stop_timeout=2 leaves no time"):
-            server.shutdown_timeout = 5
+        server.shutdown_timeout = 5  # on assignment too, until stop_timeout is given
+        self.assertEqual(server.stop_timeout, 7)
+        server.shutdown_timeout = 0
+        self.assertEqual(server.stop_timeout, 2)
+        server.stop_timeout = 4
+        server.shutdown_timeout = 9
+        self.assertEqual(server.stop_timeout, 4)
         with self.assertRaises(ValidationError):
             MockVLLMServer(shutdown_timeout=-1)
         # vLLM takes any drain; a stop takes at most 600 s, so that is the budget.
         self.assertEqual(MockVLLMServer(shutdown_timeout=3600).stop_timeout, 600)
-        with self.assertRaisesRegex(ValidationError, "at least 600"):
-            MockVLLMServer(shutdown_timeout=3600, stop_timeout=599)
+        # What the child is sent keeps the budget: its drain fits.
+        sent = MockVLLMServer.model_validate(MockVLLMServer(shutdown_timeout=5).model_dump())
+        self.assertEqual((sent.shutdown_timeout, sent.stop_timeout), (5, 7))
+
+    def test_a_drain_a_given_stop_timeout_cannot_fit_is_shortened(self) -> None:
+        # 30 s asked, 3.5 s of stop given: the drain ends 2 s before the stop's end, so the
+        # stop needs no SIGKILL.
+        server = self.start(shutdown_timeout=30, stop_timeout=3.5)
+        sock = self.slow_request(server)
+        started = time.monotonic()
+        with self.assertNoLogs("mocksup", "WARNING"):
+            server.stop()
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 1.4)
+        self.assertLess(elapsed, 3.5)
+        self.assertEqual(sock.recv(4096), b"")
 
     def test_the_vllm_flag_sets_it(self) -> None:
         with self.assertNoLogs("mocksup", "INFO"):  # not among the flags ignored
