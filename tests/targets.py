@@ -103,12 +103,14 @@ class WithGrandchild(MockServerBase):
 
 
 class GrpcMock(MockServerBase):
-    """A gRPC server with no services, on ``port``."""
+    """A gRPC server with no services, on ``port``; prints whether grpcio's server module
+    was imported before it ran."""
 
     default_name: ClassVar[str] = "grpc"
     port: int = Field(0, ge=0, le=65535)
 
     def serve(self, ctx: ServeContext) -> None:
+        print("grpc._server imported before:", "grpc._server" in sys.modules, flush=True)
         server, port = grpc_server(self.host, self.port)
         server.start()
         ctx.ready(port=port)

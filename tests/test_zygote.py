@@ -22,11 +22,12 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
+import grpc
 import psutil
 
 from mocksup import ChildCrashedError, _fork, _launch, _reap
 from tests.support import ProcessTestCase, open_fds, wait_until_exited
-from tests.targets import CrashBeforeReady, EnvEcho, Sleeper
+from tests.targets import CrashBeforeReady, EnvEcho, GrpcMock, Sleeper
 
 
 def fds_of(pid: int) -> set[str]:
@@ -70,6 +71,25 @@ class ForkTest(ZygoteTestCase):
         self.assertEqual(psutil.Process(zygote).num_threads(), 1)
         self.assertEqual(psutil.Process(zygote).ppid(), os.getpid())
         self.assertEqual(os.getsid(zygote), zygote)
+
+    def test_a_settled_zygote_has_imported_grpcs_server_and_is_still_single_threaded(
+        self,
+    ) -> None:
+        self.fresh_zygote()
+        self.start_server(Sleeper()).stop()
+        self.assertTrue(_launch.zygote.settle(60))
+        zygote = _launch.zygote.pid
+        assert zygote is not None
+        self.assertEqual(psutil.Process(zygote).num_threads(), 1)
+        server = self.start_server(GrpcMock())
+        self.assertEqual(psutil.Process(server.pid).ppid(), zygote)
+        self.assertIn("grpc._server imported before: True", server.log_tail())
+        # The child's gRPC server, made from what the zygote imported, serves.
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        self.addCleanup(channel.close)
+        with self.assertRaises(grpc.RpcError) as caught:
+            channel.unary_unary("/mocksup.Nothing/Here")(b"", timeout=30)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
 
     def test_a_forked_child_takes_the_environment_and_folder_of_its_start(self) -> None:
         self.start_server(Sleeper()).stop()  # the zygote runs before this start's changes
