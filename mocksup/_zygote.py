@@ -49,9 +49,19 @@ __all__ = ("CORE", "EXIT", "REST", "main")
 #: what mocksup's serving helpers use.
 CORE = ("mocksup.base", "mocksup._child", "mocksup.serving", "grpc", "werkzeug.serving", "psutil")
 #: Imported once no start is under way, one module between two requests: the mocks, and
-#: what grpcio imports on a process's first server (:func:`mocksup.serving.grpc_server`; about
-#: 6 ms of each child's start otherwise; plain Python, no gRPC object).
-REST = ("mocksup.otlp", "mocksup.vllm", "grpc._server")
+#: what their children and :func:`mocksup.serving.grpc_server` would otherwise import as
+#: they start (about 14 ms of a collector's start, 6 ms of a gRPC server's): the HTTP/2
+#: server, werkzeug's routing (the control API), the idna codec (a host name's lookup),
+#: grpcio's server. Plain Python: no gRPC object, no thread.
+REST = (
+    "mocksup.otlp",
+    "mocksup.vllm",
+    "mocksup._h2.server",
+    "werkzeug.routing",
+    "encodings.idna",
+    "grpc._server",
+    "concurrent.futures.thread",
+)
 #: How an exit status travels on the exit pipe: ``Popen.returncode``'s convention.
 EXIT = struct.Struct("!i")
 #: Seconds the zygote waits for its children after its parent is gone; they end on their

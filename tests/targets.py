@@ -14,7 +14,9 @@ from typing import ClassVar
 from pydantic import Field
 
 from mocksup import MockServerBase, MockServerError, ServeContext
+from mocksup.otlp import MockOTLPCollector
 from mocksup.serving import bind_tcp, grpc_server
+from mocksup.vllm import MockVLLMServer
 
 
 class Sleeper(MockServerBase):
@@ -116,6 +118,34 @@ class GrpcMock(MockServerBase):
         ctx.ready(port=port)
         ctx.wait()
         server.stop(0.1).wait()
+
+
+def _watch_imports(ctx: ServeContext) -> None:
+    """Make ``ctx.ready`` first print the modules imported from now until it is called."""
+    before = set(sys.modules)
+    ready = ctx.ready
+
+    def watched(**ports: int) -> None:
+        print("imported while starting:", sorted(set(sys.modules) - before), flush=True)
+        ready(**ports)
+
+    ctx.ready = watched  # type: ignore[method-assign]
+
+
+class WatchedCollector(MockOTLPCollector):
+    """The collector, printing the modules its ``serve()`` imported before it was ready."""
+
+    def serve(self, ctx: ServeContext) -> None:
+        _watch_imports(ctx)
+        super().serve(ctx)
+
+
+class WatchedVLLM(MockVLLMServer):
+    """The vLLM mock, printing the modules its ``serve()`` imported before it was ready."""
+
+    def serve(self, ctx: ServeContext) -> None:
+        _watch_imports(ctx)
+        super().serve(ctx)
 
 
 def free_port() -> int:

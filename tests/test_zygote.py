@@ -26,8 +26,16 @@ import grpc
 import psutil
 
 from mocksup import ChildCrashedError, _fork, _launch, _reap
+from tests.otlp.support import grpc_call
 from tests.support import ProcessTestCase, open_fds, wait_until_exited
-from tests.targets import CrashBeforeReady, EnvEcho, GrpcMock, Sleeper
+from tests.targets import (
+    CrashBeforeReady,
+    EnvEcho,
+    GrpcMock,
+    Sleeper,
+    WatchedCollector,
+    WatchedVLLM,
+)
 
 
 def fds_of(pid: int) -> set[str]:
@@ -85,11 +93,20 @@ class ForkTest(ZygoteTestCase):
         self.assertEqual(psutil.Process(server.pid).ppid(), zygote)
         self.assertIn("grpc._server imported before: True", server.log_tail())
         # The child's gRPC server, made from what the zygote imported, serves.
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-        self.addCleanup(channel.close)
-        with self.assertRaises(grpc.RpcError) as caught:
-            channel.unary_unary("/mocksup.Nothing/Here")(b"", timeout=30)
-        self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        _, error = grpc_call(f"127.0.0.1:{server.port}", b"", path="/mocksup.Nothing/Here")
+        assert error is not None
+        self.assertEqual(error.code(), grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_the_default_mocks_forked_from_a_settled_zygote_import_nothing_to_start(
+        self,
+    ) -> None:
+        self.start_server(Sleeper()).stop()
+        self.assertTrue(_launch.zygote.settle(60))
+        for server in (WatchedCollector(port=0, grpc_port=0), WatchedVLLM(port=0)):
+            with self.subTest(type(server).__name__):
+                self.start_server(server)
+                self.assertEqual(psutil.Process(server.pid).ppid(), _launch.zygote.pid)
+                self.assertIn("imported while starting: []", server.log_tail())
 
     def test_a_forked_child_takes_the_environment_and_folder_of_its_start(self) -> None:
         self.start_server(Sleeper()).stop()  # the zygote runs before this start's changes
