@@ -1,6 +1,6 @@
 """How far OTLP/HTTP intake of 512-span batches can go: the collector against bare servers.
 
-Run from the repository root (about three minutes)::
+Run from the repository root (about five minutes)::
 
     python benchmarks/bench_http_ceiling.py              # 3 rounds
     python benchmarks/bench_http_ceiling.py --rounds 1
@@ -32,10 +32,19 @@ and bodies, by serving them with servers that do less than the collector:
   (:func:`mocksup.otlp._proto.decode`), then sending it over a Unix socket to a third
   process that keeps it (the collector's app without its check) and waiting for its
   answer: ingest in several processes with one store, as a collector that scaled its
-  intake out would have it.
+  intake out would have it;
+- ``threads, collector app, check in a second process``: the collector's app on mocksup's
+  HTTP server as above, but each body's check done by a process forked for it (before any
+  thread) and reached over 4 socket pairs; the app waits for the verdict (its thread
+  holds no GIL meanwhile), then opens the envelope and stores the body: one store and one
+  HTTP server, the check on the second core.
 
 Every server runs in a process of its own with ``MALLOC_ARENA_MAX=1``, as mocksup's
 children do. None of the bare servers is a collector: they show where the ceiling is.
+
+Besides each server's CPU a request, the clients' CPU a request is printed, and from it
+the budget a server has for 0.7x the parse: on a machine of N cores, the processes of the
+server and the clients together may spend at most N / (0.7 x parse rate) a request.
 """
 
 from __future__ import annotations
@@ -257,6 +266,55 @@ def _hop_server(ready: Any, processes: int) -> None:
         time.sleep(3600)
 
 
+def _offload_server(ready: Any, channels: int) -> None:
+    import queue
+    import threading
+
+    from mocksup.otlp import MockOTLPCollector, _http
+    from mocksup.otlp._proto import Envelope, decode
+    from mocksup.serving import bind_tcp, serve_wsgi
+
+    collector = MockOTLPCollector(port=0, grpc_port=0, max_items=None, max_requests=1000)
+    limits = collector.limits()
+    pairs = [socket.socketpair() for _ in range(channels)]
+    if os.fork() == 0:  # the checker: a thread a channel, each body checked as decode() does
+        for ours, _ in pairs:
+            ours.close()
+
+        def check(conn: socket.socket) -> None:
+            with contextlib.suppress(EOFError, OSError):
+                while True:
+                    (size,) = struct.unpack("!I", _recv_exact(conn, 4))
+                    decode("traces", _recv_exact(conn, size), limits)
+                    conn.sendall(b"\x00")  # valid (the bodies are)
+
+        threads = [threading.Thread(target=check, args=(theirs,)) for _, theirs in pairs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        os._exit(0)
+    free: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+    for ours, theirs in pairs:
+        theirs.close()
+        free.put(ours)
+
+    def checked_elsewhere(signal: str, raw: bytes, limits: Any) -> Envelope:
+        conn = free.get()
+        try:
+            conn.sendall(struct.pack("!I", len(raw)))
+            conn.sendall(raw)
+            _recv_exact(conn, 1)
+        finally:
+            free.put(conn)
+        return Envelope(raw, limits)
+
+    _http.decode_protobuf = checked_elsewhere
+    with serve_wsgi(collector._parts().app, bind_tcp("127.0.0.1", 0)) as server:
+        ready.send(server.port)
+        time.sleep(3600)
+
+
 def _spawn(target: Callable[..., None], *args: Any) -> tuple[Any, int]:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -284,6 +342,8 @@ def _measure(variant: str, clients: Clients, body: bytes, seconds: float) -> dic
             proc, port = _spawn(_app_server, *VARIANTS[variant][1])
         elif variant == "hop":
             proc, port = _spawn(_hop_server, *VARIANTS[variant][1])
+        elif variant == "offload":
+            proc, port = _spawn(_offload_server, *VARIANTS[variant][1])
         else:
             proc, port = _spawn(_loop_server, *VARIANTS[variant][1])
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children()]
@@ -291,12 +351,18 @@ def _measure(variant: str, clients: Clients, body: bytes, seconds: float) -> dic
         args = {"port": port, "path": "/v1/traces", "body": body,
                 "content_type": "application/x-protobuf"}  # fmt: skip
         clients.run("http", CLIENTS, count=CLIENTS * 4, **args)  # warm-up, off the clock
-        before = sum(sum(p.cpu_times()[:2]) for p in tree)
+        senders = [psutil.Process(pid) for pid in clients.pids(CLIENTS)]
+        before = _cpu(tree), _cpu(senders)
         run = clients.run("http", CLIENTS, seconds=seconds, **args)
-        cpu = sum(sum(p.cpu_times()[:2]) for p in tree) - before
+        cpu = _cpu(tree) - before[0], _cpu(senders) - before[1]
         if run.failed:
             raise RuntimeError(f"{variant}: {run.failed} failed: {run.errors}")
-        return {"per_second": run.per_second, "cpu_per_request": cpu / max(run.ok, 1)}
+        requests = max(run.ok, 1)
+        return {
+            "per_second": run.per_second,
+            "cpu_per_request": cpu[0] / requests,
+            "client_cpu_per_request": cpu[1] / requests,
+        }
     finally:
         if collector is not None:
             collector.stop()
@@ -305,6 +371,10 @@ def _measure(variant: str, clients: Clients, body: bytes, seconds: float) -> dic
                 child.kill()
             proc.kill()
             proc.join()
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
 #: Variant -> (its label, the loop server's arguments).
@@ -317,6 +387,7 @@ VARIANTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "loop-app": ("one loop, collector app", ("app", 1)),
     "two-loops": ("two loops, parse", ("parse", 2)),
     "hop": ("two processes, check, store hop", (2,)),
+    "offload": ("threads, app, check in 2nd process", (4,)),
 }
 
 
@@ -341,12 +412,22 @@ def main() -> None:
     clients = Clients(CLIENTS)
     rows: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    budgets: list[float] = []
+    cores = os.cpu_count() or 1
     try:
         for round_ in range(1, options.rounds + 1):
             figures = {name: _measure(name, clients, body, options.seconds) for name in VARIANTS}
             parse = _parse_rate(body)  # the clients idle now, as the servers do
             spans = parse * SPANS / 1e6
-            print(f"round {round_}: upb parse {spans:.2f} M spans/s ({parse:,.0f} bodies/s)")
+            client = statistics.median(f["client_cpu_per_request"] for f in figures.values())
+            budget = cores / (0.7 * parse) - client
+            budgets.append(budget)
+            print(
+                f"round {round_}: upb parse {spans:.2f} M spans/s ({parse:,.0f} bodies/s); "
+                f"clients' CPU {client * 1e6:.0f} us/request; for 0.7x the parse a server may "
+                f"spend {budget * 1e6:.0f} us/request on {cores} cores, "
+                f"{1e6 / (0.7 * parse):.0f} us in one process"
+            )
             for name, (label, _) in VARIANTS.items():
                 figure = figures[name]
                 ratio = figure["per_second"] / parse
@@ -359,7 +440,11 @@ def main() -> None:
                 )
     finally:
         clients.close()
-    print("\nratio to the upb parse, lowest-highest over the rounds:")
+    print(
+        f"\nserver CPU budget for 0.7x the parse: {min(budgets) * 1e6:.0f}-"
+        f"{max(budgets) * 1e6:.0f} us/request, all its processes together"
+    )
+    print("ratio to the upb parse, lowest-highest over the rounds:")
     for name, (label, _) in VARIANTS.items():
         print(
             f"  {label:34s} {min(rows[name]):.2f}-{max(rows[name]):.2f}x  "

@@ -387,6 +387,10 @@ class Clients:
             errors=[e for r in results for e in r["errors"]][:3],
         )
 
+    def pids(self, clients: int) -> list[int]:
+        """The process ids of the first ``clients`` clients (those :meth:`run` uses)."""
+        return [proc.pid for proc in self._procs[:clients]]
+
     def close(self) -> None:
         for conn in self._conns:
             conn.close()
