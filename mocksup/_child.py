@@ -76,7 +76,7 @@ def run(lifeline_fd: int, status_fd: int, *, adopted: bool = False) -> int:
         os.set_inheritable(fd, False)
     _become_subreaper()
     ctx = ServeContext(status_fd)
-    wakeup = _install_signal_handlers(ctx)
+    wakeup = _install_signal_handlers()
     try:
         server = _load_payload(lifeline_fd, status_fd, adopted)
     except Exception as error:
@@ -199,11 +199,18 @@ def _become_subreaper() -> None:
     _prctl(pr_set_child_subreaper, 1)
 
 
-def _install_signal_handlers(ctx: ServeContext) -> int:
-    """Turn SIGTERM and SIGINT into a stop request; return the wakeup fd to watch."""
+def _install_signal_handlers() -> int:
+    """Let SIGTERM and SIGINT through to the wakeup fd, which :func:`_watch` turns into a
+    stop request; return that fd.
+
+    The Python handler does nothing but keep the signals from ending the process. It must
+    not request the stop itself: it runs in the main thread between two bytecodes, even
+    inside ``ctx.wait()`` while that holds its event's lock, and setting the event there
+    would wait for that lock forever.
+    """
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        ctx.request_stop(signal.Signals(signum).name)
+        pass  # the C-level handler has written the signal to the wakeup fd
 
     wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)

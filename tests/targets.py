@@ -183,6 +183,23 @@ class EnvEcho(Sleeper):
         super().serve(ctx)
 
 
+class SignalInsideWait(MockServerBase):
+    """Reports ready and takes the parent's check that it listens; then takes a SIGTERM
+    while it holds the lock of the event that ``ctx.wait()`` waits on (as ``wait()`` itself
+    does, between its checks), then waits."""
+
+    default_name: ClassVar[str] = "inside-wait"
+
+    def serve(self, ctx: ServeContext) -> None:
+        sock = bind_tcp(self.host, self.port)
+        ctx.ready(port=sock.getsockname()[1])
+        sock.accept()[0].close()  # the parent's connection that checks the port
+        with ctx._stop._cond:  # type: ignore[attr-defined]  # threading.Event's own lock
+            signal.raise_signal(signal.SIGTERM)  # its Python handler runs before this returns
+        ctx.wait()
+        sock.close()
+
+
 class BogusReady(MockServerBase):
     """Binds a port, then reports ``ready(**{field: value})`` (``value`` 0: the bound port)."""
 

@@ -66,6 +66,7 @@ from tests.targets import (
     RaisesUnpicklable,
     ReadyOnOtherHost,
     ReturnsWithoutReady,
+    SignalInsideWait,
     Sleeper,
     WithGrandchild,
 )
@@ -609,6 +610,14 @@ class StopTest(ProcessTestCase):
             finally:
                 release.set()
                 stopper.join(10)
+
+    def test_a_sigterm_while_the_child_holds_its_waits_lock_still_stops_it(self) -> None:
+        # A Python signal handler runs in the main thread between two bytecodes, even
+        # inside Event.wait() while it holds the event's lock: a handler that set the event
+        # there would wait for that lock forever, and the child would never stop.
+        server = self.start_server(SignalInsideWait())
+        wait_until_exited(server.pid or 0, timeout=20)
+        self.assertIn("stopped (SIGTERM)", server.log_tail())
 
     def test_child_ignoring_sigterm_is_killed_within_the_budget(self) -> None:
         server = self.start_server(IgnoresSigterm(stop_timeout=1.0))
