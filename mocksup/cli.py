@@ -16,6 +16,7 @@ reader of the output went away (``mocksup spans | head``).
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import gc
@@ -289,7 +290,7 @@ def _run_up(args: argparse.Namespace, stop: _StopRequest) -> int:
         # Followed once the banner is out: what arrived before it (vLLM's start-up spans) is
         # printed after it, not amid its lines. They read from the first item: none is missed.
         followers = _followers(servers, args, dump)
-        _summarise_until(stop.event, servers, quiet=args.quiet or args.json or args.print)
+        _summarise_until(stop, servers, quiet=args.quiet or args.json or args.print)
     finally:
         # What arrived is read before the collectors stop: nothing is missed.
         for follower in followers:
@@ -393,6 +394,8 @@ class _StopRequest:
     """
 
     def __init__(self) -> None:
+        self._signalled = False  # set by the handler: a plain store, never a lock
+        #: Set soon after, from a thread of its own, to wake whoever waits on it.
         self.event = threading.Event()
         self._cancel: Callable[[], object] | None = None
         self._interrupt = False
@@ -401,13 +404,22 @@ class _StopRequest:
             for signum in (signal.SIGTERM, signal.SIGINT)
         }
 
+    def requested(self) -> bool:
+        """Whether a signal came (:attr:`event` is set soon after, from another thread)."""
+        return self._signalled
+
     def restore(self) -> None:
         """Put back the handlers of before (``main()`` may run inside a program)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.event.set()
+        # Python runs this in the main thread between two bytecodes, even inside
+        # Event.wait() while it holds the event's lock: setting the event here would wait
+        # for that lock forever. A thread of its own sets it (as soon as the lock is free).
+        self._signalled = True
+        with contextlib.suppress(RuntimeError):  # no thread to be had: waits poll requested()
+            _thread.start_new_thread(self.event.set, ())
         if self._interrupt:
             self._interrupt = False  # once
             raise _Stopped
@@ -432,10 +444,10 @@ class _StopRequest:
         sys.unraisablehook = hook
         self._interrupt = True
         try:
-            if self.event.is_set():
+            if self.requested():
                 raise _Stopped
             yield
-            if self.event.is_set():
+            if self.requested():
                 raise _Stopped  # raised in a callback, and dropped
         finally:
             self._interrupt = False
@@ -458,7 +470,7 @@ class _StopRequest:
         previous = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
         self._cancel = lambda: loop.call_soon_threadsafe(task.cancel)
         try:
-            if self.event.is_set():
+            if self.requested():
                 task.cancel()
             yield
         finally:
@@ -488,12 +500,12 @@ def _start(
         with stop.cancelling():
             return await start_mock_servers_async(configs)
 
-    if stop.event.is_set():
+    if stop.requested():
         return None
     try:
         return run_sync(start)
     except asyncio.CancelledError:
-        if stop.event.is_set():
+        if stop.requested():
             return None
         raise
 
@@ -547,10 +559,10 @@ def _print_banner(servers: dict[str, MockServerBase], ready: dict[str, Any], too
 
 
 def _summarise_until(
-    stop: threading.Event, servers: dict[str, MockServerBase], *, quiet: bool
+    stop: _StopRequest, servers: dict[str, MockServerBase], *, quiet: bool
 ) -> None:
     status = StatusLine()
-    while not stop.wait(0.5 if status.tty else 1.0):
+    while not stop.event.wait(0.5 if status.tty else 1.0) and not stop.requested():
         if not quiet:
             status.show(summary(servers))
     status.end()

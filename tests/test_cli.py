@@ -914,6 +914,27 @@ class EarlyCollectorTest(unittest.TestCase):
                 self.assertIsNone(early_collector(parser.parse_args(["up", *argv])))
 
 
+class SignalInsideWaitTest(unittest.TestCase):
+    def test_a_stop_signal_while_the_main_thread_holds_the_events_lock_is_not_lost(
+        self,
+    ) -> None:
+        # ``up`` waits for its stop request in Event.wait(), whose own lock the main thread
+        # holds between two of its checks: a signal handled there must neither wait for that
+        # lock (the command would hang) nor be lost.
+        for signum in ("SIGTERM", "SIGINT"):
+            with self.subTest(signum):
+                script = (
+                    "import signal\n"
+                    "from mocksup.cli import _StopRequest\n"
+                    "stop = _StopRequest()\n"
+                    "with stop.event._cond:  # threading.Event's own lock\n"
+                    f"    signal.raise_signal(signal.{signum})  # handled before it returns\n"
+                    "print(stop.requested(), stop.event.wait(10), flush=True)\n"
+                )
+                done = run_code(script)
+                self.assertEqual(done.stdout, "True True\n", done.stderr)
+
+
 class WarmModulesTest(unittest.TestCase):
     def test_the_collector_child_serves_grpc_with_nothing_left_to_import(self) -> None:
         # ``up``'s collector child imports its warm list while the parent builds the

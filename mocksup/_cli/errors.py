@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,35 +125,39 @@ def interrupts_kept() -> Iterator[None]:
     # Only the main thread may set a handler (main() may run in another, inside a program).
     main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.getsignal(signal.SIGINT) if main_thread else None
-    handled = threading.Event()
+    # Whether the handler has run since an interrupt was lost. A flag, not an Event: the
+    # handler runs in the main thread between two bytecodes, maybe while that thread holds
+    # an Event's own lock (setting or clearing it), and would wait for it forever.
+    handled = [True]
     # No SIGINT is sent once the handler has begun; reentrant, as the handler may run in the
     # main thread while it holds the lock (in the hook, or at the end of the block).
     lock = threading.RLock()
 
     def handler(signum: int, frame: Any) -> None:
         with lock:
-            handled.set()
+            handled[0] = True
         assert callable(previous_handler)  # a KeyboardInterrupt came from a Python handler
         previous_handler(signum, frame)
 
     def resend(main: int) -> None:
         while True:
             with lock:
-                if handled.is_set():
+                if handled[0]:
                     return
                 signal.pthread_kill(main, signal.SIGINT)
             # Sent once when another Python handler takes SIGINT, which would not tell that
             # it ran (none of ours could be set, or the command has set its own since).
             current = signal.getsignal(signal.SIGINT)
-            if (callable(current) and current is not handler) or handled.wait(_RESEND):
+            if callable(current) and current is not handler:
                 return
+            time.sleep(_RESEND)
 
     def hook(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             main = threading.main_thread().ident
             assert main is not None  # it has started: it runs this
             with lock:
-                handled.clear()
+                handled[0] = False
             _thread.start_new_thread(resend, (main,))
             return
         previous_hook(unraisable)
@@ -164,7 +169,7 @@ def interrupts_kept() -> Iterator[None]:
         yield
     finally:
         with lock:
-            handled.set()  # a resend still under way ends
+            handled[0] = True  # a resend still under way ends
         if callable(previous_handler):
             signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
