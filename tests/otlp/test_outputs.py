@@ -27,9 +27,10 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
 from mocksup.otlp import MockOTLPCollector, ReplayError, _encode, replay
-from mocksup.otlp._encode import item_columns, log_documents, metric_documents, span_documents
+from mocksup.otlp._answers import _Index, _items_text
+from mocksup.otlp._encode import item_columns
 from mocksup.otlp._query import items_from_protobuf
-from mocksup.otlp._signals import Signal, resources_of, scopes_of
+from mocksup.otlp._signals import Signal
 from tests.otlp.support import CollectorTestCase, Pipelines, post
 from tests.otlp.test_json import LOGS, METRICS, TRACES
 from tests.support import ProcessTestCase
@@ -375,6 +376,60 @@ class MetricDocumentTest(unittest.TestCase):
         self.assertEqual(documents[3]["type"], None)
 
 
+class ManyScopesTest(CollectorTestCase):
+    """``GET`` over requests of several resources and scopes, each scope's items of one
+    kind with keys of their own: each item's document, resource and scope as in Python."""
+
+    def test_spans_and_logs(self) -> None:
+        from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+        from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+        def kvs(tag: str, i: int) -> list[KeyValue]:
+            return [KeyValue(key=f"{tag}.{k}", value=AnyValue(string_value=f"{tag}{i}{k}"))
+                    for k in ("a", "b", "c")]  # fmt: skip
+
+        def resource(name: str) -> Resource:
+            return Resource(attributes=[KeyValue(key="service.name",
+                                                 value=AnyValue(string_value=name))])  # fmt: skip
+
+        scopes = [("r1", "s1"), ("r1", "s2"), ("r2", "s1"), ("r2", "s3")]
+        traces = TracesData(resource_spans=[
+            ResourceSpans(resource=resource(r), scope_spans=[
+                ScopeSpans(scope=InstrumentationScope(name=s),
+                           spans=[Span(name=f"{r}{s}{i}", trace_id=bytes([i + 1] * 16),
+                                       span_id=bytes([i + 1] * 8), attributes=kvs(r + s, i))
+                                  for i in range(3)])
+                for rr, s in scopes if rr == r])
+            for r in ("r1", "r2")])  # fmt: skip
+        logs = LogsData(resource_logs=[
+            ResourceLogs(resource=resource(r), scope_logs=[
+                ScopeLogs(scope=InstrumentationScope(name=s),
+                          log_records=[LogRecord(body=AnyValue(string_value=f"{r}{s}{i}"),
+                                                 attributes=kvs(r + s, i))
+                                       for i in range(3)])
+                for rr, s in scopes if rr == r])
+            for r in ("r1", "r2")])  # fmt: skip
+        self.assertEqual(post(self.collector, "/v1/traces", traces.SerializeToString())[0], 200)
+        self.assertEqual(post(self.collector, "/v1/logs", logs.SerializeToString())[0], 200)
+        for route, items in (("/spans", self.collector.spans()), ("/logs", self.collector.logs())):
+            with self.subTest(route):
+                doc = self.collector.control.call("GET", route)
+                self.assertEqual(len(items), 12)
+                for item_doc, item in zip(doc[route.strip("/")], items, strict=True):
+                    resource_doc = doc["resources"][item_doc["resource"]]
+                    scope_doc = doc["scopes"][item_doc["scope"]]
+                    self.assertEqual(
+                        {k: v for k, v in item_doc.items() if k not in ("resource", "scope")},
+                        json.loads(json.dumps(item.to_json())),
+                    )
+                    self.assertEqual(
+                        resource_doc["attributes"]["service.name"], item.resource.service_name
+                    )
+                    self.assertEqual(scope_doc["name"], item.scope.name)
+                    tag = f"{item.resource.service_name}{item.scope.name}"
+                    self.assertEqual(list(item_doc["attributes"]), [f"{tag}.{k}" for k in "abc"])
+
+
 def _as_items(signal: Signal, raw: bytes) -> list[Any]:
     """What the items' ``to_json`` say of a serialised ``*Data`` (resource 0, scope 0)."""
     items = items_from_protobuf(signal, raw)
@@ -382,19 +437,13 @@ def _as_items(signal: Signal, raw: bytes) -> list[Any]:
 
 
 def _written(signal: Signal, raw: bytes) -> tuple[list[Any], bool]:
-    """The documents written from a serialised ``*Data`` (every item as resource 0, scope 0),
-    and whether they came from the columns."""
+    """The documents the control API writes for a serialised ``*Data`` of one resource and
+    one scope, and whether they came from the columns."""
     message = {"traces": TracesData, "metrics": MetricsData, "logs": LogsData}[signal].FromString(
         raw
     )
-    columns = item_columns(signal, raw, message) if signal != "metrics" else None
-    write = {"traces": span_documents, "metrics": metric_documents, "logs": log_documents}[signal]
-    texts = []
-    for i, top in enumerate(resources_of(signal, message)):
-        for j, group in enumerate(scopes_of(signal, top)):
-            column = None if columns is None else columns.resources[i].scopes[j]
-            texts.extend(write(group, column, 0, 0))
-    return [json.loads(text) for text in texts], columns is not None
+    used = signal != "metrics" and item_columns(signal, raw, message) is not None
+    return [json.loads(text) for text in _items_text(signal, raw, _Index())], used
 
 
 def _logs(records: list[LogRecord]) -> bytes:
