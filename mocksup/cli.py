@@ -418,8 +418,9 @@ class _StopRequest:
         # Event.wait() while it holds the event's lock: setting the event here would wait
         # for that lock forever. A thread of its own sets it (as soon as the lock is free).
         self._signalled = True
-        with contextlib.suppress(RuntimeError):  # no thread to be had: waits poll requested()
-            _thread.start_new_thread(self.event.set, ())
+        if not self.event.is_set():  # is_set() reads a flag: no lock
+            with contextlib.suppress(RuntimeError):  # no thread: waits poll requested()
+                _thread.start_new_thread(self.event.set, ())
         if self._interrupt:
             self._interrupt = False  # once
             raise _Stopped

@@ -128,21 +128,22 @@ def interrupts_kept() -> Iterator[None]:
     # Whether the handler has run since an interrupt was lost. A flag, not an Event: the
     # handler runs in the main thread between two bytecodes, maybe while that thread holds
     # an Event's own lock (setting or clearing it), and would wait for it forever.
-    handled = [True]
+    handled = True
     # No SIGINT is sent once the handler has begun; reentrant, as the handler may run in the
     # main thread while it holds the lock (in the hook, or at the end of the block).
     lock = threading.RLock()
 
     def handler(signum: int, frame: Any) -> None:
+        nonlocal handled
         with lock:
-            handled[0] = True
+            handled = True
         assert callable(previous_handler)  # a KeyboardInterrupt came from a Python handler
         previous_handler(signum, frame)
 
     def resend(main: int) -> None:
         while True:
             with lock:
-                if handled[0]:
+                if handled:
                     return
                 signal.pthread_kill(main, signal.SIGINT)
             # Sent once when another Python handler takes SIGINT, which would not tell that
@@ -153,11 +154,12 @@ def interrupts_kept() -> Iterator[None]:
             time.sleep(_RESEND)
 
     def hook(unraisable: Any) -> None:
+        nonlocal handled
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             main = threading.main_thread().ident
             assert main is not None  # it has started: it runs this
             with lock:
-                handled[0] = False
+                handled = False
             _thread.start_new_thread(resend, (main,))
             return
         previous_hook(unraisable)
@@ -169,7 +171,7 @@ def interrupts_kept() -> Iterator[None]:
         yield
     finally:
         with lock:
-            handled[0] = True  # a resend still under way ends
+            handled = True  # a resend still under way ends
         if callable(previous_handler):
             signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
