@@ -295,7 +295,9 @@ class MockVLLMServer(VLLMQueries, MockServerBase):
         if "stop_timeout" not in self.model_fields_set:
             budget = type(self).model_fields["stop_timeout"].default
             if self.shutdown_timeout:
-                budget = min(self.shutdown_timeout + _STOP_AFTER_DRAIN, MAX_STOP_TIMEOUT)
+                # Capped before the addition: vLLM takes any int, beyond a float's range too.
+                budget = min(self.shutdown_timeout, MAX_STOP_TIMEOUT - _STOP_AFTER_DRAIN)
+                budget += _STOP_AFTER_DRAIN
             object.__setattr__(self, "stop_timeout", budget)
         return self
 

@@ -133,6 +133,8 @@ class ShutdownTimeoutTest(ProcessTestCase):
             MockVLLMServer(shutdown_timeout=-1)
         # vLLM takes any drain; a stop takes at most 600 s, so that is the budget.
         self.assertEqual(MockVLLMServer(shutdown_timeout=3600).stop_timeout, 600)
+        self.assertEqual(MockVLLMServer(shutdown_timeout=10**400).stop_timeout, 600)
+        self.assertEqual(MockVLLMServer(shutdown_timeout=598).stop_timeout, 600)
         # What the child is sent keeps the budget: its drain fits.
         sent = MockVLLMServer.model_validate(MockVLLMServer(shutdown_timeout=5).model_dump())
         self.assertEqual((sent.shutdown_timeout, sent.stop_timeout), (5, 7))
