@@ -381,6 +381,8 @@ class HeldTest(ServerTestCase):
         # A request whose 1,000 bytes are half sent holds them all from its head on.
         first = self.connect()
         first.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n" + b"a" * 500)
+        # Not before: a 600-byte body held first would leave no room for these 1,000.
+        poll_until(lambda: self.server._held == 1000, "the first request's 1,000 bytes held")
         answers: list[tuple[int, bytes, str | None]] = []
 
         def refused() -> bool:
